@@ -1,0 +1,143 @@
+"""A classic discrete-action env played through text, one token per step.
+
+The text twin holds a real instance of the classic env and steps *it*, so dynamics, rewards,
+time limits and seeding are the classic env's own: the same seed and the same actions give the
+same return in both faces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from llm_gym.token_env import Task, TokenEnv, TurnResult
+from llm_gym.tokenizers import Tokenizer
+
+
+class ClassicTextEnv(TokenEnv):
+    """Multi-turn token env over a classic env with a ``Discrete`` action space.
+
+    Each turn the env describes the state in text; the agent answers one action word. A reply
+    that is not exactly one of the words (case and surrounding whitespace/punctuation ignored)
+    gets ``invalid_penalty``, leaves the classic env untouched, and the env asks again.
+
+    Subclasses set ``action_words`` and implement :meth:`describe` and :meth:`instructions`.
+
+    Args:
+        classic_env: the classic env to wrap (its ``action_space`` must be ``Discrete``).
+        constrained: put an ``action_mask`` in the observation that allows only tokens spelling
+            an action word, then the end-of-turn token.
+        invalid_penalty: reward of an unparseable reply.
+    """
+
+    action_words: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        classic_env: gym.Env,
+        tokenizer: str | Tokenizer | Any | None = None,
+        constrained: bool = False,
+        invalid_penalty: float = -1.0,
+        max_length: int = 1024,
+        max_new_tokens: int = 8,
+        render_mode: str | None = None,
+        **buffer_kwargs: Any,
+    ) -> None:
+        if not isinstance(classic_env.action_space, gym.spaces.Discrete):
+            raise TypeError("ClassicTextEnv needs a classic env with a Discrete action space")
+        if len(self.action_words) != classic_env.action_space.n:
+            raise ValueError("action_words must name every action of the classic env")
+        self.constrains_vocabulary = bool(constrained)
+        super().__init__(tokenizer, max_length, max_new_tokens, render_mode, **buffer_kwargs)
+        self.classic_env = classic_env
+        self.invalid_penalty = float(invalid_penalty)
+        self._seed: int | None = None
+        self._classic_obs: Any = None
+        if self.constrains_vocabulary:
+            self._allowed_after = self._build_allowed_tokens()
+
+    # ------------------------------------------------------------------ subclass hooks
+    def describe(self, observation: Any) -> str:
+        """Text of a classic observation."""
+        raise NotImplementedError
+
+    def instructions(self) -> str:
+        """The system prompt: the rules and the action words."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ TokenEnv hooks
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self._seed = seed  # the classic env is seeded with the same seed: same dynamics
+        return super().reset(seed=seed, options=options)
+
+    def sample_task(self, index: int | None) -> Task:
+        self._classic_obs, _ = self.classic_env.reset(seed=self._seed)
+        self._seed = None
+        return Task(
+            messages=[{"role": "system", "content": self.instructions()},
+                      {"role": "user", "content": self.describe(self._classic_obs)}],
+        )
+
+    def parse_action(self, reply: str) -> int | None:
+        """The action a reply names, or ``None`` when it names none."""
+        word = reply.strip().strip(".!").strip().lower()
+        return self.action_words.index(word) if word in self.action_words else None
+
+    def end_turn(self, response: str, response_ids: list[int], finished: bool) -> TurnResult:
+        action = self.parse_action(response) if finished else None
+        if action is None:
+            words = ", ".join(self.action_words)
+            return TurnResult(
+                reward=self.invalid_penalty, terminated=False,
+                reply=f"Invalid reply. Answer with exactly one word: {words}.",
+                info={"valid_action": False},
+            )
+        obs, reward, terminated, truncated, info = self.classic_env.step(action)
+        self._classic_obs = obs
+        info = {"valid_action": True, "classic_action": action, **info}
+        if truncated and not terminated:
+            info["classic_truncated"] = True
+        return TurnResult(
+            reward=float(reward), terminated=bool(terminated or truncated),
+            reply=self.describe(obs), info=info,
+        )
+
+    def finish_turn(self, finished: bool):  # noqa: D102 - see TokenEnv.finish_turn
+        obs, reward, terminated, truncated, info = super().finish_turn(finished)
+        # The classic env's time limit is a truncation, not a termination, in both faces.
+        if info.pop("classic_truncated", False):
+            terminated, truncated = False, True
+        return obs, reward, terminated, truncated, info
+
+    # ------------------------------------------------------------------ constrained decoding
+    def action_mask(self) -> np.ndarray:
+        row = self._row
+        start = self._turn_start
+        written = self.tokenizer.decode(
+            self._buf.input_ids[row, start : self._length].tolist(), skip_special_tokens=True
+        )
+        mask = np.zeros(self.vocab_size, dtype=np.int8)
+        allowed = self._allowed_after.get(written)
+        if allowed is None:  # off every word already: only ending the turn is left
+            mask[self.tokenizer.eos_token_id] = 1
+        else:
+            mask[allowed] = 1
+        return mask
+
+    def _build_allowed_tokens(self) -> dict[str, np.ndarray]:
+        """For each prefix of an action word, the tokens that keep the reply on a word."""
+        texts = [self.tokenizer.decode([t]) for t in range(self.vocab_size)]
+        special = set(self.tokenizer.stop_token_ids) | {self.tokenizer.pad_token_id}
+        prefixes = {w[:i] for w in self.action_words for i in range(len(w) + 1)}
+        allowed: dict[str, np.ndarray] = {}
+        for prefix in prefixes:
+            ok = [t for t, text in enumerate(texts) if text and t not in special
+                  and any(w.startswith(prefix + text) for w in self.action_words)]
+            if prefix in self.action_words:
+                ok.append(self.tokenizer.eos_token_id)
+            allowed[prefix] = np.array(sorted(ok), dtype=np.int64)
+        return allowed

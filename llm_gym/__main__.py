@@ -1,0 +1,3 @@
+from llm_gym.cli import main
+
+raise SystemExit(main())

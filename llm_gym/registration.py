@@ -1,0 +1,50 @@
+"""Every ``gym.register`` of llm_gym, with string entry points (no heavy imports here).
+
+Gymnasium 1.x no longer loads plugins from entry points, so ``import llm_gym`` calls
+:func:`register_envs`; ``gym.make("llm_gym:llm_gym/LeftRight-v0")`` imports llm_gym first.
+Token envs also register a ``vector_entry_point`` for the batched
+:class:`~llm_gym.vector.TokenVectorEnv`.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+NAMESPACE = "llm_gym"
+
+# (name, entry point module:class, extra register kwargs). Token envs get a vector entry point
+# ``module:make_vec`` automatically.
+CLASSIC_ENVS = {
+    "LeftRight-v0": ("llm_gym.envs.left_right:LeftRightEnv", {"max_episode_steps": 20}),
+}
+TOKEN_ENVS = {
+    "LeftRightText-v0": "llm_gym.envs.left_right_text:LeftRightTextEnv",
+    "FrozenLakeText-v0": "llm_gym.envs.frozen_lake_text:FrozenLakeTextEnv",
+    "Arithmetic-v0": "llm_gym.envs.arithmetic:ArithmeticEnv",
+    "GSM8K-v0": "llm_gym.envs.gsm8k:GSM8KEnv",
+    "Math-v0": "llm_gym.envs.math:MathEnv",
+    "Code-v0": "llm_gym.envs.code:CodeEnv",
+}
+# Ids that need a dataset (hub download or data_files=) to build; every other id builds offline
+# with no arguments.
+DATASET_ENVS = frozenset({"GSM8K-v0", "Math-v0", "Code-v0"})
+
+
+def env_ids() -> list[str]:
+    """Every id llm_gym registers, e.g. ``llm_gym/LeftRight-v0``."""
+    return [f"{NAMESPACE}/{name}" for name in [*CLASSIC_ENVS, *TOKEN_ENVS]]
+
+
+def register_envs() -> None:
+    """Register every llm_gym id with Gymnasium (idempotent)."""
+    for name, (entry_point, kwargs) in CLASSIC_ENVS.items():
+        _register(name, entry_point, **kwargs)
+    for name, entry_point in TOKEN_ENVS.items():
+        module = entry_point.split(":")[0]
+        _register(name, entry_point, vector_entry_point=f"{module}:make_vec")
+
+
+def _register(name: str, entry_point: str, **kwargs: object) -> None:
+    env_id = f"{NAMESPACE}/{name}"
+    if env_id not in gym.registry:
+        gym.register(id=env_id, entry_point=entry_point, **kwargs)

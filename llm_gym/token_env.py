@@ -1,0 +1,291 @@
+"""The token-level environment base: one token per step, fixed-shape observations.
+
+A :class:`TokenEnv` keeps the conversation as token ids in fixed-size arrays. The agent appends
+one token per ``step``; when it emits an end-of-turn token (or hits its per-turn budget) the
+subclass scores the turn in :meth:`TokenEnv.end_turn` and may answer with a reply, whose tokens
+(with the chat template's delimiters) are *appended* — the history is never re-tokenized.
+
+The arrays live in a :class:`TokenBuffers` row, so :class:`llm_gym.vector.TokenVectorEnv` can
+own one batch of rows and step all of its envs with a few numpy operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from llm_gym.tokenizers import Message, Tokenizer, load_tokenizer
+
+
+@dataclass
+class Task:
+    """One task item: the opening conversation and whatever the scorer needs."""
+
+    messages: list[Message]
+    answer: Any = None
+    index: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TurnResult:
+    """What a subclass returns when the agent ends a turn.
+
+    Attributes:
+        reward: reward for this step (the last token of the turn).
+        terminated: the episode is over (task solved, failed, or answered).
+        reply: text the env answers with as the next user turn (multi-turn envs), or ``None``.
+        info: extra entries for the step's ``info``. Never put timings here (determinism).
+    """
+
+    reward: float
+    terminated: bool = True
+    reply: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class TokenBuffers:
+    """Batched storage for ``num_rows`` token envs (a single env uses one row)."""
+
+    def __init__(self, num_rows: int, max_length: int, pad_token_id: int) -> None:
+        self.input_ids = np.full((num_rows, max_length), pad_token_id, dtype=np.int64)
+        self.attention_mask = np.zeros((num_rows, max_length), dtype=np.int8)
+        self.agent_mask = np.zeros((num_rows, max_length), dtype=np.int8)
+        self.length = np.zeros(num_rows, dtype=np.int64)       # tokens in the conversation
+        self.turn_tokens = np.zeros(num_rows, dtype=np.int64)  # agent tokens in the current turn
+        self.pad_token_id = pad_token_id
+
+    def clear(self, row: int) -> None:
+        self.input_ids[row] = self.pad_token_id
+        self.attention_mask[row] = 0
+        self.agent_mask[row] = 0
+        self.length[row] = 0
+        self.turn_tokens[row] = 0
+
+    def append(self, row: int, tokens: list[int], by_agent: bool) -> None:
+        start = int(self.length[row])
+        end = start + len(tokens)
+        self.input_ids[row, start:end] = tokens
+        self.attention_mask[row, start:end] = 1
+        self.agent_mask[row, start:end] = int(by_agent)
+        self.length[row] = end
+
+
+class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
+    """Base class of every token-level env.
+
+    Subclasses implement :meth:`sample_task` and :meth:`end_turn`; they may override
+    :meth:`action_mask` to constrain the vocabulary (then ``action_mask`` is in the observation
+    and :meth:`action_masks` serves sb3-contrib's MaskablePPO). A masked-out token is still a
+    legal action — the mask guides agents, it does not change the action space — and the env
+    scores whatever reply results.
+
+    Args:
+        tokenizer: ``None``/``"byte"``, a hub id or path, or a tokenizer object.
+        max_length: fixed length of the observation arrays (prompt plus every turn).
+        max_new_tokens: most tokens the agent may write in one turn; a longer turn ends the
+            episode with ``truncated=True``.
+        render_mode: ``None`` or ``"ansi"`` (the decoded conversation).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
+    constrains_vocabulary = False
+
+    def __init__(
+        self,
+        tokenizer: str | Tokenizer | Any | None = None,
+        max_length: int = 512,
+        max_new_tokens: int = 128,
+        render_mode: str | None = None,
+        *,
+        _buffers: TokenBuffers | None = None,
+        _row: int = 0,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        if max_new_tokens < 1 or max_length <= max_new_tokens:
+            raise ValueError(
+                f"need 1 <= max_new_tokens < max_length, got max_new_tokens={max_new_tokens}, "
+                f"max_length={max_length}"
+            )
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.max_length = int(max_length)
+        self.max_new_tokens = int(max_new_tokens)
+        self.render_mode = render_mode
+        self.vocab_size = self.tokenizer.vocab_size
+        self._stop_ids = np.array(sorted(self.tokenizer.stop_token_ids), dtype=np.int64)
+        self._buf = _buffers or TokenBuffers(1, self.max_length, self.tokenizer.pad_token_id)
+        self._row = _row
+        self._needs_reset = True
+        self.task: Task | None = None
+
+        self.action_space = spaces.Discrete(self.vocab_size)
+        obs_spaces: dict[str, spaces.Space] = {
+            "input_ids": spaces.Box(0, self.vocab_size - 1, (self.max_length,), np.int64),
+            "attention_mask": spaces.Box(0, 1, (self.max_length,), np.int8),
+            "agent_mask": spaces.Box(0, 1, (self.max_length,), np.int8),
+        }
+        if self.constrains_vocabulary:
+            obs_spaces["action_mask"] = spaces.Box(0, 1, (self.vocab_size,), np.int8)
+        self.observation_space = spaces.Dict(obs_spaces)
+
+    # ----------------------------------------------------------------- subclass hooks
+    def sample_task(self, index: int | None) -> Task:
+        """Draw a task with ``self.np_random``, or build item ``index`` when it is pinned."""
+        raise NotImplementedError
+
+    def end_turn(self, response: str, response_ids: list[int], finished: bool) -> TurnResult:
+        """Score an agent turn. ``finished`` is False when the turn hit its token budget."""
+        raise NotImplementedError
+
+    def action_mask(self) -> np.ndarray:
+        """Allowed next tokens (1 = allowed). Only called when ``constrains_vocabulary``."""
+        return np.ones(self.vocab_size, dtype=np.int8)
+
+    def shared_kwargs(self) -> dict[str, Any]:
+        """Loaded objects sibling envs of a vector env can share instead of loading again."""
+        return {"tokenizer": self.tokenizer}
+
+    @property
+    def num_tasks(self) -> int | None:
+        """How many distinct items ``options={'index': i}`` accepts (None: unbounded)."""
+        return None
+
+    # ----------------------------------------------------------------- Gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start an episode. ``options={"index": i}`` pins the task item (GRPO groups)."""
+        super().reset(seed=seed)
+        index = self._option_index(options)
+        task = self.sample_task(index)
+        prompt = self.tokenizer.prompt_tokens(task.messages)
+        if len(prompt) + self.max_new_tokens > self.max_length:
+            raise ValueError(
+                f"prompt of task {task.index} is {len(prompt)} tokens; with max_new_tokens="
+                f"{self.max_new_tokens} it does not fit max_length={self.max_length}. "
+                "Raise max_length or shorten the prompt"
+            )
+        self.task = task
+        self._buf.clear(self._row)
+        self._buf.append(self._row, prompt, by_agent=False)
+        self._turn_start = len(prompt)
+        self._needs_reset = False
+        return self._observation(), {"task_index": task.index, "prompt_tokens": len(prompt)}
+
+    def step(
+        self, action: Any
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        token = self.validate_action(action)
+        self._check_can_step()
+        row = self._row
+        self._buf.append(row, [token], by_agent=True)
+        self._buf.turn_tokens[row] += 1
+        if token in self.tokenizer.stop_token_ids:
+            return self.finish_turn(finished=True)
+        if self._buf.turn_tokens[row] >= self.max_new_tokens or self._length >= self.max_length:
+            return self.finish_turn(finished=False)
+        return self._observation(), 0.0, False, False, {}
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        return self.tokenizer.decode(self._buf.input_ids[self._row, : self._length].tolist())
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask of allowed tokens, the hook sb3-contrib's MaskablePPO calls."""
+        if not self.constrains_vocabulary:
+            return np.ones(self.vocab_size, dtype=bool)
+        return self.action_mask().astype(bool)
+
+    # ----------------------------------------------------------------- shared machinery
+    def validate_action(self, action: Any) -> int:
+        """Return ``action`` as a token id, or raise without touching any state."""
+        if isinstance(action, np.ndarray):
+            if action.shape != ():
+                raise ValueError(
+                    f"action must be one token id (a scalar), got an array of shape {action.shape}"
+                )
+            action = action[()]
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+            raise TypeError(
+                f"action must be an integer token id in [0, {self.vocab_size}), "
+                f"got {type(action).__name__} {action!r}"
+            )
+        if not 0 <= action < self.vocab_size:
+            raise ValueError(f"action {action} is outside the vocabulary [0, {self.vocab_size})")
+        return int(action)
+
+    def finish_turn(
+        self, finished: bool
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Score the turn that just ended and append the env's reply, if any."""
+        row = self._row
+        ids = self._buf.input_ids[row, self._turn_start : self._length].tolist()
+        if finished:
+            ids = ids[:-1]  # the end-of-turn token is a delimiter, not part of the reply
+        result = self.end_turn(self.tokenizer.decode(ids, skip_special_tokens=True), ids, finished)
+        self._buf.turn_tokens[row] = 0
+        terminated, truncated = bool(result.terminated), not finished and not result.terminated
+        if not (terminated or truncated) and result.reply is not None:
+            reply = self.tokenizer.reply_tokens(result.reply)
+            if self._length + len(reply) + 1 > self.max_length:
+                truncated = True  # no room left for the reply plus one agent token
+            else:
+                self._buf.append(row, reply, by_agent=False)
+                self._turn_start = self._length
+        elif not (terminated or truncated):
+            raise RuntimeError(f"{type(self).__name__}.end_turn continued without a reply")
+        self._needs_reset = terminated or truncated
+        info = dict(result.info)
+        if truncated and not finished:
+            info.setdefault("truncated_reason", "turn_budget")
+        return self._observation(), float(result.reward), terminated, truncated, info
+
+    @property
+    def _length(self) -> int:
+        return int(self._buf.length[self._row])
+
+    def _check_can_step(self) -> None:
+        if self.task is None:
+            raise RuntimeError("step() called before reset(); call env.reset() first")
+        if self._needs_reset:
+            raise RuntimeError(
+                "step() called after the episode ended (terminated or truncated); call reset()"
+            )
+
+    def _option_index(self, options: dict[str, Any] | None) -> int | None:
+        if not options or options.get("index") is None:
+            return None
+        index = options["index"]
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"options['index'] must be an int, got {type(index).__name__}")
+        limit = self.num_tasks
+        if index < 0 or (limit is not None and index >= limit):
+            raise ValueError(f"options['index']={index} is outside [0, {limit})")
+        return int(index)
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        row = self._row
+        obs = {
+            "input_ids": self._buf.input_ids[row].copy(),
+            "attention_mask": self._buf.attention_mask[row].copy(),
+            "agent_mask": self._buf.agent_mask[row].copy(),
+        }
+        if self.constrains_vocabulary:
+            obs["action_mask"] = self.action_mask()
+        return obs
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A sub-env of a vector env shares its rows; a pickled copy gets its own single row.
+        state = self.__dict__.copy()
+        if self._buf.length.shape[0] != 1:
+            own = TokenBuffers(1, self.max_length, self._buf.pad_token_id)
+            for name in ("input_ids", "attention_mask", "agent_mask", "length", "turn_tokens"):
+                getattr(own, name)[0] = getattr(self._buf, name)[self._row]
+            state["_buf"], state["_row"] = own, 0
+        return state

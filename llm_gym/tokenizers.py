@@ -1,0 +1,243 @@
+"""Tokenizers for token-level environments.
+
+Two kinds share one small interface (:class:`Tokenizer`):
+
+* :class:`ByteTokenizer` — UTF-8 bytes plus four special tokens and a ChatML-style chat
+  template. It needs no download and has a vocabulary of 260, small enough for classic agents
+  (SB3 PPO, MaskablePPO) to act in.
+* :class:`HFTokenizer` — any Hugging Face tokenizer with its own chat template.
+
+Envs only ever *append* tokens; :meth:`Tokenizer.reply_tokens` renders the delimiters of one new
+turn so that multi-turn envs never re-tokenize the conversation (see DESIGN.md, Token env).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+Message = dict[str, str]
+
+_PROBE_USER = "llm_gym-probe-user"
+_PROBE_ASSISTANT = "llm_gym-probe-assistant"
+
+
+class Tokenizer:
+    """The interface token envs and agents rely on.
+
+    Subclasses set ``vocab_size``, ``eos_token_id`` (the end-of-turn token the agent emits),
+    ``stop_token_ids`` (every id that ends an agent turn) and ``pad_token_id``.
+    """
+
+    name: str
+    vocab_size: int
+    eos_token_id: int
+    pad_token_id: int
+    stop_token_ids: frozenset[int]
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; special-token strings in it map to their ids, nothing is added."""
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Text of ``ids``; a sequence that ends inside a UTF-8 character decodes with U+FFFD."""
+        raise NotImplementedError
+
+    def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        """Render a conversation to text with this tokenizer's chat template."""
+        raise NotImplementedError
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of a conversation followed by the assistant's generation prompt."""
+        return self.encode(self.apply_chat_template(messages, add_generation_prompt=True))
+
+    def reply_tokens(self, content: str, role: str = "user") -> list[int]:
+        """Tokens to append after the agent's end-of-turn token for a new ``role`` turn.
+
+        They hold the rest of the agent turn's closing delimiter (what the template writes after
+        the end-of-turn token, e.g. a newline), the new turn with its delimiters, and the
+        generation prompt for the agent's next turn. Only this suffix is tokenized, so the tokens
+        the agent wrote stay exactly as they were.
+        """
+        base = [{"role": "user", "content": _PROBE_USER},
+                {"role": "assistant", "content": _PROBE_ASSISTANT}]
+        closed = self.apply_chat_template(base, add_generation_prompt=False)
+        extended = self.apply_chat_template(
+            [*base, {"role": role, "content": content}], add_generation_prompt=True
+        )
+        if not extended.startswith(closed):
+            raise ValueError(
+                f"the chat template of {self.name!r} renders earlier turns differently once a new "
+                "turn follows, so a reply cannot be appended without re-tokenizing; use a "
+                "tokenizer whose template is append-only (ChatML, Llama, Qwen2.5, SmolLM2)"
+            )
+        after_answer = closed[closed.rindex(_PROBE_ASSISTANT) + len(_PROBE_ASSISTANT):]
+        eos_text = self.decode([self.eos_token_id])
+        if after_answer.startswith(eos_text):
+            after_answer = after_answer[len(eos_text):]
+        return self.encode(after_answer + extended[len(closed):])
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 byte tokenizer with a ChatML chat template and no download.
+
+    Ids 0-255 are bytes; 256 ``<|pad|>``, 257 ``<|im_start|>``, 258 ``<|im_end|>`` (end of turn),
+    259 ``<|endoftext|>``.
+
+    Example:
+        >>> tok = ByteTokenizer()
+        >>> tok.decode(tok.encode("hé"))
+        'hé'
+        >>> tok.vocab_size
+        260
+    """
+
+    SPECIAL_TOKENS = ("<|pad|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>")
+    _SPECIAL_RE = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
+
+    def __init__(self) -> None:
+        self.name = "byte"
+        self.vocab_size = 256 + len(self.SPECIAL_TOKENS)
+        self._special_ids = {tok: 256 + i for i, tok in enumerate(self.SPECIAL_TOKENS)}
+        self.pad_token_id = self._special_ids["<|pad|>"]
+        self.eos_token_id = self._special_ids["<|im_end|>"]
+        self.stop_token_ids = frozenset({self.eos_token_id, self._special_ids["<|endoftext|>"]})
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for piece in self._SPECIAL_RE.split(text):
+            if piece in self._special_ids:
+                ids.append(self._special_ids[piece])
+            elif piece:
+                ids.extend(piece.encode("utf-8", errors="surrogatepass"))
+        return ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        out: list[str] = []
+        pending = bytearray()
+        for token in ids:
+            token = int(token)
+            if token < 256:
+                pending.append(token)
+                continue
+            out.append(pending.decode("utf-8", errors="replace"))
+            pending.clear()
+            if not skip_special_tokens:
+                out.append(self.SPECIAL_TOKENS[token - 256])
+        out.append(pending.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+    def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ByteTokenizer)
+
+    def __hash__(self) -> int:
+        return hash(ByteTokenizer)
+
+    def __repr__(self) -> str:
+        return "ByteTokenizer()"
+
+
+class HFTokenizer(Tokenizer):
+    """Adapter over a Hugging Face tokenizer that has a chat template.
+
+    Example:
+        >>> tok = HFTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+    """
+
+    def __init__(self, hf_tokenizer: Any, name: str | None = None) -> None:
+        if not getattr(hf_tokenizer, "chat_template", None):
+            raise ValueError(
+                f"tokenizer {name or type(hf_tokenizer).__name__} has no chat template; "
+                "set `tokenizer.chat_template` or use an instruct model's tokenizer"
+            )
+        self.hf = hf_tokenizer
+        self.name = name or getattr(hf_tokenizer, "name_or_path", "hf")
+        self.vocab_size = len(hf_tokenizer)
+        self.eos_token_id = self._end_of_turn_id()
+        stops = {self.eos_token_id}
+        if hf_tokenizer.eos_token_id is not None:
+            stops.add(int(hf_tokenizer.eos_token_id))
+        self.stop_token_ids = frozenset(stops)
+        pad = hf_tokenizer.pad_token_id
+        self.pad_token_id = int(pad) if pad is not None else self.eos_token_id
+
+    def _end_of_turn_id(self) -> int:
+        """The token the template closes an assistant turn with (e.g. ``<|im_end|>``)."""
+        rendered = self.hf.apply_chat_template(
+            [{"role": "user", "content": _PROBE_USER},
+             {"role": "assistant", "content": _PROBE_ASSISTANT}],
+            tokenize=False,
+        )
+        after = rendered[rendered.rindex(_PROBE_ASSISTANT) + len(_PROBE_ASSISTANT):]
+        ids = self.hf.encode(after, add_special_tokens=False)
+        special = set(self.hf.all_special_ids)
+        for token in ids:
+            if token in special:
+                return int(token)
+        if self.hf.eos_token_id is None:
+            raise ValueError(f"cannot find the end-of-turn token of {self.name!r}")
+        return int(self.hf.eos_token_id)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> HFTokenizer:
+        """Load with ``transformers.AutoTokenizer`` from a hub id or a local directory."""
+        from transformers import AutoTokenizer
+
+        try:
+            hf = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        except OSError as err:
+            raise OSError(
+                f"could not load tokenizer {name_or_path!r}: {err}. Offline (HF_HUB_OFFLINE=1) "
+                "only local directories and cached hub ids work; pass a local path, a GGUF file, "
+                "or tokenizer='byte'"
+            ) from err
+        return cls(hf, name=name_or_path)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        return self.hf.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({self.name!r})"
+
+
+def load_tokenizer(tokenizer: str | Tokenizer | Any | None = None) -> Tokenizer:
+    """Resolve the ``tokenizer=`` argument every token env takes.
+
+    Args:
+        tokenizer: ``None`` or ``"byte"`` for :class:`ByteTokenizer`; a :class:`Tokenizer`; a
+            Hugging Face tokenizer object; a hub id, a local directory, or a ``.gguf`` file.
+
+    Example:
+        >>> load_tokenizer().vocab_size
+        260
+    """
+    if tokenizer is None or tokenizer == "byte":
+        return ByteTokenizer()
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer
+    if isinstance(tokenizer, str):
+        if tokenizer.endswith(".gguf"):
+            from pathlib import Path
+
+            path = Path(tokenizer)
+            return HFTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return HFTokenizer.from_pretrained(tokenizer)
+    if hasattr(tokenizer, "apply_chat_template") and hasattr(tokenizer, "encode"):
+        return HFTokenizer(tokenizer)
+    raise TypeError(
+        f"tokenizer must be None, 'byte', a hub id or path, or a tokenizer object, "
+        f"got {type(tokenizer).__name__}"
+    )

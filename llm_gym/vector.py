@@ -1,0 +1,192 @@
+"""A batched vector env for token envs: one numpy array for the whole batch.
+
+:class:`TokenVectorEnv` owns a :class:`~llm_gym.token_env.TokenBuffers` of ``num_envs`` rows and
+hands one row to each sub-env. A step appends every agent's token with a few array operations;
+only the rows whose turn ended call into Python (to score the turn and append a reply), so the
+env adds microseconds per env-step and never becomes the bottleneck next to a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from llm_gym.token_env import TokenBuffers, TokenEnv
+
+
+class TokenVectorEnv(VectorEnv):
+    """``num_envs`` token envs of one class stepped as a batch.
+
+    Args:
+        env_class: a :class:`TokenEnv` subclass.
+        num_envs: batch size.
+        autoreset_mode: ``NEXT_STEP`` (Gymnasium's default: a finished row is reset by the next
+            ``step``, whose action for it is ignored) or ``DISABLED`` (finished rows stay frozen —
+            their actions are ignored and they report reward 0 and no flags — until
+            ``reset(options={"reset_mask": mask})``).
+        copy: return copies of the batch arrays (``False`` returns the live buffers).
+        **env_kwargs: passed to every sub-env.
+
+    ``reset(options=...)`` takes ``"index"`` (an int or one per env) to pin task items, and
+    ``"reset_mask"`` (bool per env) to reset only some rows.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> envs = gym.make_vec("llm_gym/LeftRightText-v0", 4, vectorization_mode="vector_entry_point")
+        >>> obs, info = envs.reset(seed=0)
+        >>> obs["input_ids"].shape[0]
+        4
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        env_class: type[TokenEnv],
+        num_envs: int,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
+        **env_kwargs: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+            raise ValueError("TokenVectorEnv supports autoreset_mode NEXT_STEP or DISABLED")
+        first = env_class(**env_kwargs)
+        self.buffers = TokenBuffers(num_envs, first.max_length, first.tokenizer.pad_token_id)
+        first._buf, first._row = self.buffers, 0
+        shared = {**env_kwargs, **first.shared_kwargs()}
+        self.envs: list[TokenEnv] = [first] + [
+            env_class(**shared, _buffers=self.buffers, _row=i) for i in range(1, num_envs)
+        ]
+        self.num_envs = num_envs
+        self.copy = copy
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self.render_mode = first.render_mode
+        self.tokenizer = first.tokenizer
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(first.observation_space, num_envs)
+        self.action_space = batch_space(first.action_space, num_envs)
+        self._stop_ids = np.array(sorted(first.tokenizer.stop_token_ids), dtype=np.int64)
+        self._max_new = first.max_new_tokens
+        self._max_length = first.max_length
+        self._constrained = first.constrains_vocabulary
+        self._started = np.zeros(num_envs, dtype=bool)
+        self._done = np.zeros(num_envs, dtype=bool)
+
+    # ------------------------------------------------------------------ reset
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        options = dict(options or {})
+        mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, bool)), dtype=bool)
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
+        seeds = self._seeds(seed)
+        indices = self._indices(options.pop("index", None))
+        infos: dict[str, Any] = {}
+        for i in np.flatnonzero(mask):
+            _, info = self.envs[i].reset(seed=seeds[i], options={**options, "index": indices[i]})
+            infos = self._add_info(infos, info, int(i))
+        self._started |= mask
+        self._done &= ~mask
+        return self._observations(), infos
+
+    def _seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)):
+            return [int(seed) + i for i in range(self.num_envs)]
+        if len(seed) != self.num_envs:
+            raise ValueError(f"need one seed per env ({self.num_envs}), got {len(seed)}")
+        return list(seed)
+
+    def _indices(self, index: Any) -> list[int | None]:
+        if index is None or isinstance(index, (int, np.integer)):
+            return [index] * self.num_envs
+        index = list(index)
+        if len(index) != self.num_envs:
+            raise ValueError(f"options['index'] needs one entry per env ({self.num_envs})")
+        return index
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray,
+                                          np.ndarray, dict[str, Any]]:
+        actions = self._validate(actions)
+        if not self._started.all():
+            raise RuntimeError("step() called before reset(); call envs.reset() first")
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        infos: dict[str, Any] = {}
+        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+            reset_rows = self._done.copy()  # finished last step: reset now, action ignored
+            for i in np.flatnonzero(reset_rows):
+                _, info = self.envs[i].reset()
+                infos = self._add_info(infos, info, int(i))
+            self._done[:] = False
+            active = ~reset_rows
+        else:
+            active = ~self._done
+        rows = np.flatnonzero(active)
+        ended = self._append_tokens(rows, actions[rows])
+        for i, finished in ended:
+            _, reward, term, trunc, info = self.envs[i].finish_turn(finished)
+            rewards[i], terminated[i], truncated[i] = reward, term, trunc
+            infos = self._add_info(infos, info, i)
+        self._done |= terminated | truncated
+        return self._observations(), rewards, terminated, truncated, infos
+
+    def _append_tokens(self, rows: np.ndarray, tokens: np.ndarray) -> list[tuple[int, bool]]:
+        """Write one token per active row; return the rows whose turn ended."""
+        buf = self.buffers
+        pos = buf.length[rows]
+        buf.input_ids[rows, pos] = tokens
+        buf.attention_mask[rows, pos] = 1
+        buf.agent_mask[rows, pos] = 1
+        buf.length[rows] = pos + 1
+        buf.turn_tokens[rows] += 1
+        stopped = np.isin(tokens, self._stop_ids)
+        over = (buf.turn_tokens[rows] >= self._max_new) | (pos + 1 >= self._max_length)
+        ended = np.flatnonzero(stopped | over)
+        return [(int(rows[k]), bool(stopped[k])) for k in ended]
+
+    def _validate(self, actions: Any) -> np.ndarray:
+        arr = np.asarray(actions)
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"actions must be integer token ids, got dtype {arr.dtype}")
+        if arr.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {arr.shape}")
+        vocab = self.single_action_space.n
+        if arr.min() < 0 or arr.max() >= vocab:
+            raise ValueError(f"actions must lie in [0, {vocab}), got {arr.min()}..{arr.max()}")
+        return arr.astype(np.int64, copy=False)
+
+    # ------------------------------------------------------------------ observations
+    def _observations(self) -> dict[str, np.ndarray]:
+        buf = self.buffers
+        obs = {"input_ids": buf.input_ids, "attention_mask": buf.attention_mask,
+               "agent_mask": buf.agent_mask}
+        if self.copy:
+            obs = {k: v.copy() for k, v in obs.items()}
+        if self._constrained:
+            obs["action_mask"] = np.stack([env.action_mask() for env in self.envs])
+        return obs
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean ``(num_envs, vocab_size)`` mask of allowed tokens."""
+        return np.stack([env.action_masks() for env in self.envs])
+
+    def render(self) -> tuple[str | None, ...]:
+        return tuple(env.render() for env in self.envs)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for env in self.envs:
+            env.close()
