@@ -1,0 +1,301 @@
+"""Reward shaping as plain Gymnasium wrappers, for LunarLander and LLM envs alike.
+
+Every wrapper here adds named terms to the reward and records them in
+``info["reward_components"]`` (the env's own reward is ``"env"``; the values always sum to the
+reward the wrapper returns), and subclasses :class:`gymnasium.utils.RecordConstructorArgs`, so
+the stack shows in ``env.spec``.
+
+Gymnasium already has the rest; use its wrappers instead of rewriting them:
+``TransformReward`` (any function of the reward), ``ClipReward``, ``NormalizeReward``,
+``RecordEpisodeStatistics`` (put it *below* the shaping wrappers to log the unshaped return) and
+``TimeLimit``. Those do not update ``reward_components``.
+
+Wrappers that read the agent's reply (``FormatBonus``, ``OverlongPenalty``, response terms of
+``RewardTerms``) need a token env: stack them on the token env, then ``TextInterface`` on top if
+you want a text face (it sums the rewards and components of the tokens it feeds).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+
+from llm_gym.wrappers.response import (
+    Response,
+    add_reward_components,
+    last_response,
+    require_token_env,
+    turn_ended,
+)
+
+StepTerm = Callable[[Any, Any, SupportsFloat, bool, bool, dict], SupportsFloat]
+ResponseTerm = Callable[[str], SupportsFloat]
+
+
+def _finite(name: str, value: SupportsFloat) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"reward term {name!r} returned {value}; reward terms must be finite")
+    return value
+
+
+class _Shaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Shared step: call :meth:`terms`, add them to the reward, record the components."""
+
+    scale = 1.0
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        terms = self.terms(obs, action, reward, terminated, truncated, info)
+        total, info = add_reward_components(info, float(reward), terms, self.scale)
+        return obs, total, terminated, truncated, info
+
+    def terms(self, obs: Any, action: Any, reward: SupportsFloat, terminated: bool,
+              truncated: bool, info: dict[str, Any]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class _ResponseShaping(_Shaping):
+    """A term computed once per finished agent turn of a token env, 0 on other steps."""
+
+    name = "response"
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.Wrapper.__init__(self, env)
+        self._tokenizer = require_token_env(env, type(self).__name__)
+
+    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
+        if not turn_ended(obs, terminated, truncated):
+            return {self.name: 0.0}
+        response = last_response(obs, self._tokenizer)
+        return {self.name: 0.0 if response is None else self.score(response)}
+
+    def score(self, response: Response) -> float:
+        raise NotImplementedError
+
+
+class RewardTerms(_Shaping):
+    """A weighted sum of named reward terms; each term's share is in ``info``.
+
+    The reward becomes ``weights["env"] * reward + sum(weights[name] * term(...))``. Step terms
+    are called every step with ``(obs, action, reward, terminated, truncated, info)`` and work
+    on any env; response terms are called with the reply text when an agent turn ends (token
+    envs only) and count 0 on other steps.
+
+    Args:
+        env: the env to wrap.
+        terms: named step terms.
+        response_terms: named functions of the reply text.
+        weights: per-name weights (default 1.0); ``"env"`` weighs the env's reward.
+        name_prefix: prepended to every term name in ``info["reward_components"]``.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = RewardTerms(gym.make("CartPole-v1"), {"centered": lambda o, *_: -abs(o[0])},
+        ...                   weights={"centered": 0.5})
+        >>> _ = env.reset(seed=0)
+        >>> sorted(env.step(0)[4]["reward_components"])
+        ['centered', 'env']
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        terms: Mapping[str, StepTerm] | None = None,
+        response_terms: Mapping[str, ResponseTerm] | None = None,
+        weights: Mapping[str, float] | None = None,
+        name_prefix: str = "",
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, terms=terms, response_terms=response_terms, weights=weights,
+            name_prefix=name_prefix, _disable_deepcopy=True)
+        gym.Wrapper.__init__(self, env)
+        self._step_terms = dict(terms or {})
+        self._response_terms = dict(response_terms or {})
+        names = [*self._step_terms, *self._response_terms]
+        if len(set(names)) != len(names) or "env" in names:
+            raise ValueError(f"term names must be unique and not 'env', got {names}")
+        weights = dict(weights or {})
+        unknown = set(weights) - {"env", *names}
+        if unknown:
+            raise ValueError(f"weights name unknown terms {sorted(unknown)}; terms are {names}")
+        self.scale = float(weights.pop("env", 1.0))
+        self.weights = {name: float(weights.get(name, 1.0)) for name in names}
+        self.name_prefix = name_prefix
+        self._tokenizer = (require_token_env(env, "RewardTerms(response_terms=...)")
+                           if self._response_terms else None)
+
+    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
+        out = {}
+        for name, fn in self._step_terms.items():
+            value = _finite(name, fn(obs, action, reward, terminated, truncated, info))
+            out[self.name_prefix + name] = self.weights[name] * value
+        if self._response_terms:
+            ended = turn_ended(obs, terminated, truncated)
+            response = last_response(obs, self._tokenizer) if ended else None
+            for name, fn in self._response_terms.items():
+                value = 0.0 if response is None else _finite(name, fn(response.text))
+                out[self.name_prefix + name] = self.weights[name] * value
+        return out
+
+
+class PotentialShaping(_Shaping):
+    """Potential-based shaping ``F = gamma * Phi(s') - Phi(s)`` (Ng, Harada & Russell, 1999).
+
+    Adding ``F`` leaves the optimal policy unchanged. ``Phi`` of a terminal state is 0 (on
+    ``terminated``), so with ``gamma = 1`` a terminated episode's shaped return is the original
+    return minus ``Phi(s0)``. On ``truncated`` the state is not terminal (the episode was cut,
+    the agent bootstraps from it), so ``Phi(s')`` is kept: the offset is ``Phi(s_T) - Phi(s0)``.
+    Use the agent's discount as ``gamma``.
+
+    Args:
+        env: the env to wrap.
+        potential: ``Phi``, a function of an observation returning a finite float.
+        gamma: discount in ``F``.
+        name: the component's name in ``info["reward_components"]``.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = PotentialShaping(gym.make("CartPole-v1"), lambda o: -abs(o[2]), gamma=0.99)
+        >>> _ = env.reset(seed=0)
+        >>> "potential" in env.step(0)[4]["reward_components"]
+        True
+    """
+
+    def __init__(self, env: gym.Env, potential: Callable[[Any], SupportsFloat],
+                 gamma: float = 0.99, name: str = "potential") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, potential=potential, gamma=gamma,
+                                                 name=name, _disable_deepcopy=True)
+        gym.Wrapper.__init__(self, env)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+        self.potential, self.gamma, self.name = potential, float(gamma), name
+        self._phi: float | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._phi = _finite(self.name, self.potential(obs))
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self._phi is None:
+            raise RuntimeError(
+                "PotentialShaping.step() before reset() or after the episode ended; call reset()"
+            )
+        return super().step(action)
+
+    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
+        phi_next = 0.0 if terminated else _finite(self.name, self.potential(obs))
+        shaped = self.gamma * phi_next - self._phi
+        self._phi = None if (terminated or truncated) else phi_next
+        return {self.name: shaped}
+
+
+class LengthPenalty(_Shaping):
+    """``-coef`` for every agent step: per token in a token env, per action in a classic env.
+
+    In a token env each step is one generated token (the end-of-turn token included), so a
+    reply of ``n`` tokens costs ``coef * n``, paid as it is written.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = LengthPenalty(gym.make("CartPole-v1"), coef=0.01)
+        >>> _ = env.reset(seed=0)
+        >>> env.step(0)[1]
+        0.99
+    """
+
+    def __init__(self, env: gym.Env, coef: float = 0.001, name: str = "length_penalty") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, coef=coef, name=name)
+        gym.Wrapper.__init__(self, env)
+        if coef < 0:
+            raise ValueError(f"coef is the penalty per token and must be >= 0, got {coef}")
+        self.coef, self.name = float(coef), name
+
+    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
+        return {self.name: -self.coef}
+
+
+class OverlongPenalty(_ResponseShaping):
+    """DAPO's soft overlong punishment (Yu et al., 2025), on each finished turn.
+
+    With ``n`` generated tokens (end-of-turn included), ``L = max_tokens`` and
+    ``C = cache_tokens``: 0 while ``n <= L - C``, then linear down to ``-1`` at ``n = L``, and
+    ``-1`` beyond; times ``weight``.
+
+    Args:
+        env: a token env.
+        max_tokens: ``L``; default the env's ``max_new_tokens``.
+        cache_tokens: ``C``, the width of the soft zone; default ``max(1, L // 4)``.
+        weight: scale of the penalty.
+        name: the component's name.
+    """
+
+    def __init__(self, env: gym.Env, max_tokens: int | None = None,
+                 cache_tokens: int | None = None, weight: float = 1.0,
+                 name: str = "overlong_penalty") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, max_tokens=max_tokens,
+                                                 cache_tokens=cache_tokens, weight=weight,
+                                                 name=name)
+        super().__init__(env)
+        limit = max_tokens if max_tokens is not None else env.unwrapped.max_new_tokens
+        cache = cache_tokens if cache_tokens is not None else max(1, limit // 4)
+        if not 1 <= cache <= limit:
+            raise ValueError(f"need 1 <= cache_tokens <= max_tokens, got cache_tokens={cache}, "
+                             f"max_tokens={limit}")
+        self.max_tokens, self.cache_tokens = int(limit), int(cache)
+        self.weight, self.name = float(weight), name
+
+    def penalty(self, num_tokens: int) -> float:
+        """The unweighted penalty of a reply of ``num_tokens`` tokens, in ``[-1, 0]``."""
+        free = self.max_tokens - self.cache_tokens
+        if num_tokens <= free:
+            return 0.0
+        return max(-1.0, (free - num_tokens) / self.cache_tokens)
+
+    def score(self, response: Response) -> float:  # noqa: D102
+        return self.weight * self.penalty(response.num_generated)
+
+
+class FormatBonus(_ResponseShaping):
+    r"""``bonus`` when a finished reply matches ``pattern`` exactly once.
+
+    By default the pattern is searched and must occur exactly once, so repeating a tag
+    (``<answer>1</answer><answer>2</answer>``) earns nothing. With ``whole=True`` the stripped
+    reply must match the pattern as a whole. Keep patterns free of nested quantifiers: they run
+    on model output.
+
+    Args:
+        env: a token env.
+        pattern: a regular expression (string or compiled, with its flags).
+        bonus: reward of a well-formatted reply.
+        whole: match the whole reply instead of searching for one occurrence.
+        name: the component's name.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> env = FormatBonus(gym.make("llm_gym/Arithmetic-v0"), r"-?\d+", whole=True)
+        >>> _ = env.reset(seed=0)
+    """
+
+    def __init__(self, env: gym.Env, pattern: str | re.Pattern[str], bonus: float = 0.1,
+                 whole: bool = False, name: str = "format_bonus") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, pattern=pattern, bonus=bonus, whole=whole,
+                                                 name=name)
+        super().__init__(env)
+        self.pattern = re.compile(pattern)
+        self.bonus, self.whole, self.name = float(bonus), bool(whole), name
+
+    def matches(self, text: str) -> bool:
+        """Whether ``text`` earns the bonus."""
+        if self.whole:
+            return self.pattern.fullmatch(text.strip()) is not None
+        found = self.pattern.finditer(text)
+        return next(found, None) is not None and next(found, None) is None
+
+    def score(self, response: Response) -> float:  # noqa: D102
+        return self.bonus if self.matches(response.text) else 0.0
