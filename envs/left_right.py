@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium import spaces
 
 LEFT, STAY, RIGHT = 0, 1, 2
@@ -55,20 +56,27 @@ class LeftRightEnv(gym.Env[int, int]):
         self.observation_space = spaces.Discrete(MAX_POSITION - MIN_POSITION + 1)
         self.action_space = spaces.Discrete(3)
         self.position = 0
+        self._needs_reset = True  # stepping before reset or after the goal is an error
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
         super().reset(seed=seed)
         self.position = 0
+        self._needs_reset = False
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[int, float, bool, bool, dict[str, Any]]:
-        if not self.action_space.contains(action):
+        # Discrete.contains accepts True as 1; a bool is never a valid move.
+        if isinstance(action, (bool, np.bool_)) or not self.action_space.contains(action):
             raise ValueError(f"action must be 0 (left), 1 (stay) or 2 (right), got {action!r}")
+        if self._needs_reset:
+            raise RuntimeError("step() called before reset() or after reaching the goal; "
+                               "call reset()")
         move = int(action) - 1
         self.position = min(MAX_POSITION, max(MIN_POSITION, self.position + move))
         if self.position == GOAL:
+            self._needs_reset = True
             return self._obs(), 10.0, True, False, {}
         reward = -5.0 if self.position == TRAP else -1.0
         return self._obs(), reward, False, False, {}
