@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import warnings
@@ -12,8 +13,8 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import llm_gym
-from llm_gym.registration import DATASET_ENVS, NAMESPACE, TOKEN_ENVS
-from llm_gym.testing import check_determinism
+from llm_gym.registration import CLASSIC_ENVS, DATASET_ENVS, NAMESPACE, TOKEN_ENVS
+from llm_gym.testing import bad_actions, check_determinism, integer_scalar_actions
 
 # check_env on a gym.make'd env always warns that it is wrapped; that one warning is expected.
 WRAPPED_WARNING = ".*is different from the unwrapped version.*"
@@ -101,3 +102,27 @@ def test_make_with_module_prefix_in_a_fresh_interpreter():
     result = _run_fresh(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["-5.0", "10.0"]
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIC_ENVS))
+def test_classic_env_refuses_bad_actions_and_out_of_order_steps(name):
+    env = gym.make(f"{NAMESPACE}/{name}").unwrapped
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    env.reset(seed=0)
+    env.step(0)
+    for bad_name, action in bad_actions(env.action_space.n):
+        twin = copy.deepcopy(env)
+        with pytest.raises((TypeError, ValueError)):
+            env.step(action)
+        assert env.step(1) == twin.step(1), f"state changed by bad action {bad_name}"
+    for action in integer_scalar_actions(1):
+        env.step(action[1])
+    env.reset(seed=0)
+    terminated = False
+    while not terminated:  # right until the goal
+        terminated = env.step(2)[2]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    env.reset(seed=0)
+    env.step(1)
