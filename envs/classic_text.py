@@ -99,8 +99,7 @@ class ClassicTextEnv(TokenEnv):
         obs, reward, terminated, truncated, info = self.classic_env.step(action)
         self._classic_obs = obs
         info = {"valid_action": True, "classic_action": action, **info}
-        if truncated and not terminated:
-            info["classic_truncated"] = True
+        info["_classic_flags"] = (bool(terminated), bool(truncated))  # popped in finish_turn
         return TurnResult(
             reward=float(reward), terminated=bool(terminated or truncated),
             reply=self.describe(obs), info=info,
@@ -108,9 +107,11 @@ class ClassicTextEnv(TokenEnv):
 
     def finish_turn(self, finished: bool):  # noqa: D102 - see TokenEnv.finish_turn
         obs, reward, terminated, truncated, info = super().finish_turn(finished)
-        # The classic env's time limit is a truncation, not a termination, in both faces.
-        if info.pop("classic_truncated", False):
-            terminated, truncated = False, True
+        # The classic env's flags are the episode's flags in both faces: its time limit is a
+        # truncation, and reaching the goal on the last allowed step is both.
+        classic_terminated, classic_truncated = info.pop("_classic_flags", (False, False))
+        if classic_truncated:
+            terminated, truncated = classic_terminated, True
         return obs, reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ constrained decoding
