@@ -1,0 +1,259 @@
+"""The two faces of PPO: how a policy rolls out, scores its steps and acts.
+
+:class:`TokenPolicy` (token envs) plays one whole conversation per env row with the shared
+KV-cached rollout, then scores it in one forward pass (log-probs, values, reference log-probs).
+:class:`ClassicPolicy` (classic envs) steps a Gymnasium vector env CleanRL-style. Both return a
+:class:`~llm_gym.agents.ppo_algorithm.PPOBatch` for the same update.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from llm_gym.agents.ppo_algorithm import (
+    PPOBatch,
+    PPOConfig,
+    compute_gae,
+    kl_penalized_rewards,
+    token_gae,
+)
+from llm_gym.agents.value_head import (
+    CausalLMWithValueHead,
+    MLPActorCritic,
+    encode_observations,
+    observation_size,
+)
+from llm_gym.vector import TokenVectorEnv
+
+if TYPE_CHECKING:
+    from llm_gym.agents.ppo import PPOAgent
+
+
+# ----------------------------------------------------------------------------- classic face
+
+
+class ClassicPolicy:
+    """The classic face: an MLP actor-critic rolled out through a Gymnasium vector env.
+
+    The vector env must use ``AutoresetMode.SAME_STEP`` (the final observation of a truncated
+    episode is then in ``info["final_obs"]``, to bootstrap from). Episodes run on across
+    rollouts, as in CleanRL.
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, config: PPOConfig, seed: int) -> None:
+        if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+            raise TypeError(
+                f"PPOAgent's MLP policy needs a Discrete action space, got "
+                f"{envs.single_action_space!r}"
+            )
+        if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError("the classic vector env must use autoreset_mode=SAME_STEP")
+        self.envs, self.config = envs, config
+        self.space = envs.single_observation_space
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = MLPActorCritic(self.space, int(envs.single_action_space.n),
+                                      config.hidden_size)
+        self.obs: np.ndarray | None = None
+        self.seed = seed
+        self._returns = np.zeros(envs.num_envs)
+        self._lengths = np.zeros(envs.num_envs, dtype=np.int64)
+
+    def parameters(self) -> Any:
+        """The trainable parameters."""
+        return self.net.parameters()
+
+    def evaluate(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``(logprobs, entropy, values)`` of the stored actions, each ``(u, 1)``."""
+        logits, values = self.net(inputs["obs"])
+        dist = torch.distributions.Categorical(logits=logits)
+        return (dist.log_prob(inputs["actions"])[:, None], dist.entropy()[:, None],
+                values[:, None])
+
+    def act(self, obs: np.ndarray, deterministic: bool,
+            generator: torch.Generator | None = None) -> np.ndarray:
+        """Actions for a batch of raw observations."""
+        with torch.no_grad():
+            logits, _ = self.net(encode_observations(self.space, obs))
+        if deterministic:
+            return logits.argmax(-1).numpy()
+        probs = torch.softmax(logits, -1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
+
+    def collect(self, agent: PPOAgent) -> tuple[PPOBatch, dict[str, float]]:
+        """Roll ``num_steps`` steps in every env and compute the advantages."""
+        cfg, envs = self.config, self.envs
+        if self.obs is None:  # first rollout (or first after a load): fresh, seeded episodes
+            self.obs, _ = envs.reset(seed=self.seed + agent.iteration * envs.num_envs)
+            self._returns[:], self._lengths[:] = 0.0, 0
+        steps, n = cfg.num_steps, envs.num_envs
+        obs_buf = torch.zeros(steps, n, observation_size(self.space))
+        actions = torch.zeros(steps, n, dtype=torch.long)
+        logprobs, values, rewards = (torch.zeros(steps, n) for _ in range(3))
+        next_values, dones = torch.zeros(steps, n), torch.zeros(steps, n)
+        for t in range(steps):
+            x = encode_observations(self.space, self.obs)
+            with torch.no_grad():
+                logits, value = self.net(x)
+            action = torch.multinomial(torch.softmax(logits, -1), 1,
+                                       generator=agent.generator).squeeze(-1)
+            self.obs, reward, term, trunc, info = envs.step(action.numpy())
+            obs_buf[t], actions[t], values[t] = x, action, value
+            logprobs[t] = torch.log_softmax(logits, -1).gather(1, action[:, None]).squeeze(1)
+            rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
+            dones[t] = torch.as_tensor(term | trunc, dtype=torch.float32)
+            next_values[t] = self._final_values(term, trunc, info)
+            agent.num_timesteps += n
+            self._record_episodes(agent, reward, term, trunc, info)
+        with torch.no_grad():
+            _, last = self.net(encode_observations(self.space, self.obs))
+        following = torch.cat([values[1:], last[None]], 0)
+        # Inside an episode the next state's value is the next step's; where an episode ended,
+        # _final_values already holds 0 (terminated) or V(final observation) (truncated).
+        next_values = torch.where(dones.bool(), next_values, following)
+        adv, ret = compute_gae(rewards.T, values.T, next_values.T, dones.T,
+                               cfg.gamma, cfg.gae_lambda)
+        flat = steps * n
+        batch = PPOBatch(
+            inputs={"obs": obs_buf.transpose(0, 1).reshape(flat, -1),
+                    "actions": actions.T.reshape(flat)},
+            old_logprobs=logprobs.T.reshape(flat, 1), old_values=values.T.reshape(flat, 1),
+            advantages=adv.reshape(flat, 1), returns=ret.reshape(flat, 1),
+            mask=torch.ones(flat, 1),
+        )
+        return batch, {"rollout/steps": float(flat)}
+
+    def _final_values(self, term: np.ndarray, trunc: np.ndarray,
+                      info: dict[str, Any]) -> torch.Tensor:
+        out = torch.zeros(len(term))
+        rows = np.flatnonzero(trunc & ~term)
+        if len(rows):
+            final = np.stack([info["final_obs"][i] for i in rows])
+            with torch.no_grad():
+                _, value = self.net(encode_observations(self.space, final))
+            out[torch.as_tensor(rows)] = value
+        return out
+
+    def _record_episodes(self, agent: PPOAgent, reward: np.ndarray, term: np.ndarray,
+                         trunc: np.ndarray, info: dict[str, Any]) -> None:
+        self._returns += reward
+        self._lengths += 1
+        for i in np.flatnonzero(term | trunc):
+            final_info = _row_info(info.get("final_info", {}), int(i))
+            agent.record_episode(float(self._returns[i]), int(self._lengths[i]), final_info,
+                                 tokens=0)
+            self._returns[i], self._lengths[i] = 0.0, 0
+
+
+def _row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
+    """The info dict of one row of a vector env's batched info."""
+    return {k: v[row] for k, v in infos.items()
+            if not k.startswith("_") and infos.get(f"_{k}", np.ones(row + 1, bool))[row]}
+
+
+# ----------------------------------------------------------------------------- token face
+
+
+class TokenPolicy:
+    """The RLHF face: a causal LM with a value head, rolled out one episode per env row.
+
+    Args:
+        envs: a :class:`~llm_gym.vector.TokenVectorEnv` with ``autoreset_mode=DISABLED``.
+        model: the causal LM (trained in place).
+        config: the PPO config (``temperature``, ``kl_coef``, ``num_minibatches``).
+        seed: rollout ``k`` resets the envs with seed ``seed + k * num_envs``, so a resumed run
+            sees the same episodes as an uninterrupted one.
+    """
+
+    def __init__(self, envs: TokenVectorEnv, model: torch.nn.Module, config: PPOConfig,
+                 seed: int) -> None:
+        self.envs, self.config, self.seed = envs, config, seed
+        self.net = CausalLMWithValueHead(model, int(envs.single_action_space.n),
+                                         config.temperature)
+        self.device = next(model.parameters()).device
+        # Frozen copy of the starting policy for the KL penalty (none when kl_coef == 0).
+        self.ref = None
+        if config.kl_coef > 0:
+            self.ref = CausalLMWithValueHead(copy.deepcopy(model), self.net.num_actions,
+                                             config.temperature).requires_grad_(False).eval()
+
+    def parameters(self) -> Any:
+        """The trainable parameters (LM and value head)."""
+        return self.net.parameters()
+
+    def evaluate(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``(logprobs, entropy, values)`` of every token of the conversations, each ``(u, T)``."""
+        return self.net(inputs["input_ids"], inputs["attention_mask"])
+
+    def score(self, net: CausalLMWithValueHead, ids: torch.Tensor, attention: torch.Tensor,
+              with_value: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and values of a whole rollout, in minibatch-sized chunks, without grad."""
+        size = -(-len(ids) // self.config.num_minibatches)
+        logprobs, values = [], []
+        with torch.no_grad():
+            for start in range(0, len(ids), size):
+                lp, _, v = net(ids[start:start + size], attention[start:start + size],
+                               with_value=with_value)
+                logprobs.append(lp)
+                values.append(v)
+        return torch.cat(logprobs), torch.cat(values)
+
+    def collect(self, agent: PPOAgent) -> tuple[PPOBatch, dict[str, float]]:
+        """Play one episode per env row, then score it and compute the token advantages."""
+        from llm_gym.agents.rollout import collect_rollouts
+
+        cfg = self.config
+        rollout = collect_rollouts(
+            self.net.model, self.envs, seed=self.seed + agent.iteration * self.envs.num_envs,
+            temperature=cfg.temperature, generator=agent.generator,
+        )
+        ids = rollout.input_ids.to(self.device)
+        attention = rollout.attention_mask.to(self.device)
+        agent_mask = rollout.agent_mask.to(self.device).float()
+        old_logprobs, old_values = self.score(self.net, ids, attention)
+        ref_logprobs = old_logprobs
+        if self.ref is not None:
+            ref_logprobs, _ = self.score(self.ref, ids, attention, with_value=False)
+        rewards = torch.nan_to_num(rollout.rewards.to(self.device).float())
+        rewards, kl = kl_penalized_rewards(rewards, old_logprobs, ref_logprobs, agent_mask,
+                                           cfg.kl_coef)
+        advantages, returns = token_gae(rewards, old_values, agent_mask, cfg.gamma,
+                                        cfg.gae_lambda)
+        batch = PPOBatch({"input_ids": ids, "attention_mask": attention}, old_logprobs,
+                         old_values, advantages, returns, agent_mask)
+        self._record_episodes(agent, rollout)
+        drift = (old_logprobs - rollout.old_logprobs.to(self.device)).abs() * agent_mask
+        return batch, {
+            "train/kl": float(kl.sum() / agent_mask.sum().clamp(min=1)),
+            "rollout/tokens": float(attention.sum()),
+            "rollout/logprob_drift": float(drift.max()),
+        }
+
+    def _record_episodes(self, agent: PPOAgent, rollout: Any) -> None:
+        lengths = rollout.agent_mask.sum(1).tolist()
+        tokens = rollout.attention_mask.sum(1).tolist()
+        for i, info in enumerate(rollout.infos):
+            agent.num_timesteps += int(lengths[i])
+            agent.record_episode(float(rollout.returns[i]), int(lengths[i]), info,
+                                 tokens=int(tokens[i]))
+
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool,
+            generator: torch.Generator | None = None) -> np.ndarray:
+        """Next tokens for a batch of token-env observations (``action_mask`` respected)."""
+        ids = torch.as_tensor(obs["input_ids"], device=self.device)
+        attention = torch.as_tensor(obs["attention_mask"], device=self.device)
+        with torch.no_grad():
+            logits = self.net.next_token_logits(ids, attention)
+        if "action_mask" in obs:
+            allowed = torch.as_tensor(obs["action_mask"], device=self.device).bool()
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        if deterministic:
+            return logits.argmax(-1).cpu().numpy()
+        probs = torch.softmax(logits, -1).cpu()
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
