@@ -51,6 +51,8 @@ _ANSWER_IS_RE = re.compile(
 _HEDGE_RE = re.compile(r"\bor\b|\band\b|\\pm\b|\\mp\b|±|∓")
 _TRAILING_WORDS_RE = re.compile(r"(?:\s+[A-Za-z]{2,}[.,;:!]?)+$")
 _SPACE_RE = re.compile(r"\s+")
+# A plain decimal number always parses; golds like this skip the worker round trip at load.
+_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -353,9 +355,9 @@ def check_golds(
         [None, None, 'empty gold answer']
     """
     texts = [gold_answer(g) for g in golds]
-    todo = [i for i, t in enumerate(texts) if t]
+    todo = [i for i, t in enumerate(texts) if t and not _PLAIN_NUMBER_RE.fullmatch(t)]
     results: list[str | None] = [None if t else "empty gold answer" for t in texts]
-    checked = (pool or get_pool()).parse_golds([texts[i] for i in todo])
+    checked = (pool or get_pool()).parse_golds([texts[i] for i in todo]) if todo else []
     for i, (verdict, detail) in zip(todo, checked, strict=True):
         if verdict != "parsed":
             results[i] = f"math-verify cannot parse gold {texts[i]!r} ({verdict}{detail})"
