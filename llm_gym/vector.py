@@ -36,7 +36,8 @@ class TokenVectorEnv(VectorEnv):
 
     Example:
         >>> import gymnasium as gym, llm_gym
-        >>> envs = gym.make_vec("llm_gym/LeftRightText-v0", 4, vectorization_mode="vector_entry_point")
+        >>> envs = gym.make_vec("llm_gym/LeftRightText-v0", 4,
+        ...                     vectorization_mode="vector_entry_point")
         >>> obs, info = envs.reset(seed=0)
         >>> obs["input_ids"].shape[0]
         4
@@ -186,6 +187,13 @@ class TokenVectorEnv(VectorEnv):
 
     def render(self) -> tuple[str | None, ...]:
         return tuple(env.render() for env in self.envs)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Each sub-env pickles a private copy of its row (TokenEnv.__getstate__); a copied
+        # batch must step the copied buffers, so point every sub-env back at its row of them.
+        self.__dict__.update(state)
+        for row, env in enumerate(self.envs):
+            env._buf, env._row = self.buffers, row
 
     def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:
