@@ -1,0 +1,463 @@
+"""Run one untrusted Python program in an isolated, time- and resource-limited process.
+
+A :class:`Sandbox` owns one *slot*: a UID (``uid_base + slot``) that no other slot, pool or
+process on the machine uses at the same time (an ``flock`` on a per-UID lock file), so
+``RLIMIT_NPROC`` — counted per UID — confines a fork bomb to its own slot. Each run:
+
+1. passes the program on a ``memfd`` (never written into a shared place), stdin ``/dev/null``,
+   an empty environment plus ``MALLOC_ARENA_MAX=2`` and single-threaded BLAS;
+2. starts ``python -I -S`` under the isolation of :mod:`llm_gym.sandbox.isolation` with rlimits
+   on CPU, address space, processes, file size, open files and core dumps;
+3. reads stdout/stderr without blocking, each up to a byte cap (an output bomb is killed, never
+   buffered), optionally next to a trusted *peer* process wired to the program by two pipes;
+4. at the wall deadline (or when done) SIGKILLs the process group, the pid namespace (its init
+   dies, the kernel kills the rest) and every process still running as the slot UID, and waits
+   until that UID has no process left before the slot is used again.
+
+Example:
+    >>> with Sandbox(allow_degraded=True) as box:  # doctest: +SKIP
+    ...     box.run("print(6 * 7)").stdout.strip()
+    '42'
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import functools
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_gym.sandbox.isolation import STATE_DIR, Isolation, choose_isolation, map_ids, root_setup
+
+_HERE = Path(__file__).parent
+_STRIP = re.compile(r"^(from __future__ import annotations|from llm_gym\.\S+ import .*)$", re.M)
+_CHILD_ENV = {"MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
+              "LANG": "C.UTF-8"}
+_READ = 1 << 16
+_UID_RE = re.compile(rb"\nUid:\s+(\d+)\s+(\d+)\s+(\d+)")
+
+
+def stdlib_source(*modules: str) -> str:
+    """Concatenate stdlib-only modules of this package into one ``python -c`` script."""
+    parts = [_STRIP.sub("", (_HERE / f"{name}.py").read_text()) for name in modules]
+    return "from __future__ import annotations\n" + "\n".join(parts)
+
+
+class SandboxUnavailable(RuntimeError):
+    """Namespaces are unavailable and degraded runs were not allowed."""
+
+
+class Status(enum.StrEnum):
+    """How a sandboxed run ended."""
+
+    OK = "ok"                      # exited 0 (or served its peer until the peer finished)
+    TIMEOUT = "timeout"            # wall deadline reached; everything was killed
+    KILLED = "killed"              # died from a signal (segfault, CPU limit, ...)
+    MEMORY = "memory"              # ran out of its address-space limit
+    OUTPUT_LIMIT = "output_limit"  # wrote more than the stdout/stderr cap; killed
+    ERROR = "error"                # exited non-zero (an uncaught exception, sys.exit(1) ...)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits of one run. Sizes in MiB, times in seconds."""
+
+    timeout: float = 5.0
+    memory_mb: int = 256      # RLIMIT_AS per process
+    nproc: int = 32           # RLIMIT_NPROC: processes + threads of the slot UID
+    fsize_mb: int = 16        # RLIMIT_FSIZE: largest file it may write
+    nofile: int = 64          # RLIMIT_NOFILE
+    tmp_mb: int = 64          # size of the private tmpfs /tmp
+    stdout_limit: int = 1 << 20
+    stderr_limit: int = 1 << 16
+    uid_base: int = 50000
+    allow_degraded: bool = False
+
+    def limits(self, timeout: float) -> dict[str, int]:
+        return {"cpu": int(timeout) + 1, "as": self.memory_mb << 20, "nproc": self.nproc,
+                "fsize": self.fsize_mb << 20, "nofile": self.nofile, "core": 0}
+
+
+@dataclass
+class RunResult:
+    """What a run produced. Text is decoded with ``errors="replace"`` and capped."""
+
+    status: Status
+    returncode: int | None
+    stdout: str = ""
+    stderr: str = ""
+    degraded: bool = False
+    duration: float = 0.0
+    peer_stdout: str = ""
+    peer_stderr: str = ""
+    peer_returncode: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class _Stream:
+    """Non-blocking capped reader of one pipe."""
+
+    def __init__(self, pipe, limit: int) -> None:
+        self.fd, self.limit, self.data, self.over = pipe.fileno(), limit, bytearray(), False
+        self.pipe = pipe
+        os.set_blocking(self.fd, False)
+
+    def pump(self) -> bool:
+        """Read what is there; False at end of file."""
+        try:
+            chunk = os.read(self.fd, _READ)
+        except BlockingIOError:
+            return True
+        room = self.limit - len(self.data)
+        self.data += chunk[:max(room, 0)]
+        self.over |= len(chunk) > room
+        return bool(chunk)
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+class Sandbox:
+    """One sandbox slot: runs programs one at a time (use :class:`SandboxPool` for many).
+
+    Args:
+        slot: preferred slot number; the first free slot at or above it is taken.
+        config: limits; ``timeout`` is the default wall deadline of :meth:`run`.
+        allow_degraded: run even without namespaces (see :mod:`llm_gym.sandbox.isolation`).
+
+    Raises:
+        SandboxUnavailable: namespaces are unavailable and ``allow_degraded`` is false.
+    """
+
+    def __init__(self, slot: int = 0, config: SandboxConfig | None = None, *,
+                 allow_degraded: bool | None = None) -> None:
+        self.config = config or SandboxConfig()
+        allow = self.config.allow_degraded if allow_degraded is None else allow_degraded
+        self.isolation: Isolation = detect_isolation()
+        if self.isolation.degraded and not allow:
+            raise SandboxUnavailable(
+                f"no namespace isolation on this machine ({self.isolation.reason}); refusing to "
+                "run untrusted code. Pass allow_degraded=True to run it with rlimits only"
+            )
+        self.slot, self._lock_fd = _acquire_slot(slot, self.config.uid_base)
+        self.uid = self.config.uid_base + self.slot
+        if self.isolation.per_slot_uid:
+            reap_uid(self.uid)
+
+    @property
+    def degraded(self) -> bool:
+        return self.isolation.degraded
+
+    def close(self) -> None:
+        """Release the slot (its UID may then be used by another sandbox)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, program: str, *, timeout: float | None = None, bootstrap: str | None = None,
+            mode: str = "main", peer: list[str] | None = None,
+            peer_input: bytes = b"") -> RunResult:
+        """Run ``program`` and return within ``timeout`` (+ kill and cleanup time).
+
+        Args:
+            program: Python source, untrusted.
+            timeout: wall deadline in seconds (default ``config.timeout``).
+            bootstrap: sandbox-side script (default :mod:`llm_gym.sandbox.bootstrap`).
+            mode: ``"main"`` runs the program as ``__main__``; ``"serve"`` runs it as a call
+                server for ``peer`` (see :mod:`llm_gym.rewards.code`).
+            peer: argv of a trusted process started next to the program; it gets the request
+                write end and the response read end as ``argv[-1]`` JSON ``{"req": fd, "resp":
+                fd}`` and ``peer_input`` on stdin. The run ends when the peer exits.
+            peer_input: bytes for the peer's stdin.
+        """
+        if self._lock_fd is None:
+            raise RuntimeError("this Sandbox is closed; create a new one")
+        timeout = float(self.config.timeout if timeout is None else timeout)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        start = time.monotonic()
+        run = _Run(self.isolation, self.uid, self.config, program, timeout,
+                   bootstrap or _BOOTSTRAP, mode, peer, peer_input)
+        try:
+            result = run.supervise(start + timeout)
+        finally:
+            run.cleanup()
+        result.duration = time.monotonic() - start
+        return result
+
+
+_BOOTSTRAP = stdlib_source("wire", "bootstrap")
+
+
+@functools.cache
+def detect_isolation() -> Isolation:
+    """The best isolation this machine offers, probed once per process by a real run.
+
+    Example:
+        >>> detect_isolation().level in ("root", "userns", "degraded")
+        True
+    """
+    return choose_isolation(_probe)
+
+
+def _probe(iso: Isolation) -> str:
+    """Run a trivial program at ``iso``'s level as UID 49999; '' when it worked."""
+    run = _Run(iso, 49999, SandboxConfig(tmp_mb=1), "import os; print(os.getuid() != 0)", 10.0,
+               _BOOTSTRAP, "main", None, b"")
+    try:
+        result = run.supervise(time.monotonic() + 10.0)
+    finally:
+        run.cleanup()
+    if result.status != Status.OK or result.stdout.strip() != "True":
+        return f"{result.status} {result.returncode}: {result.stderr.strip()[-300:]}"
+    return ""
+
+
+class _Run:
+    """The processes and pipes of one run."""
+
+    def __init__(self, iso: Isolation, uid: int, cfg: SandboxConfig, program: str,
+                 timeout: float, bootstrap: str, mode: str, peer: list[str] | None,
+                 peer_input: bytes) -> None:
+        self.iso, self.uid, self.cfg, self.workdir = iso, uid, cfg, None
+        self.peer = None
+        prog_fd = _memfd(program.encode("utf-8", errors="surrogatepass"))
+        own: list[int] = [prog_fd]
+        config = {"limits": self.cfg.limits(timeout), "program_fd": prog_fd, "mode": mode}
+        peer_fds: list[int] = []
+        if peer is not None:
+            req_r, req_w = os.pipe()
+            resp_r, resp_w = os.pipe()
+            own += [req_r, resp_w]
+            peer_fds = [req_w, resp_r]
+            config.update(req_fd=req_r, resp_fd=resp_w)
+        env = dict(_CHILD_ENV)
+        if iso.degraded:
+            self.workdir = tempfile.mkdtemp(prefix=f"llm_gym_sandbox_{uid}_")
+            if iso.per_slot_uid:
+                os.chown(self.workdir, uid, uid)
+            config["cwd"] = env["HOME"] = env["TMPDIR"] = self.workdir
+        sync: list[int] = []
+        if iso.level == "root":
+            ready_r, ready_w = os.pipe()
+            go_r, go_w = os.pipe()
+            own += [ready_w, go_r]
+            sync = [ready_r, go_w]
+            config["setup"] = root_setup(uid, cfg.tmp_mb, ready_w, go_r)
+            env.update(LLM_GYM_READY=str(ready_w), LLM_GYM_GO=str(go_r))
+        argv = iso.wrap([iso.python, "-I", "-S", "-c", bootstrap, json.dumps(config)], cfg.tmp_mb)
+        creds = {"user": uid, "group": uid, "extra_groups": []} \
+            if iso.degraded and iso.per_slot_uid else {}
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=own, env=env, cwd="/", process_group=0, **creds)
+            for fd in own:
+                os.close(fd)
+            own = []
+            if sync:
+                map_ids(self.proc.pid, uid, sync[0], sync[1], timeout)
+            if peer is not None:
+                self.peer = _start_peer(peer, peer_fds, peer_input)
+        except BaseException:
+            if hasattr(self, "proc"):
+                self.kill()
+            raise
+        finally:
+            for fd in own + peer_fds + sync:
+                os.close(fd)
+        self.out = _Stream(self.proc.stdout, self.cfg.stdout_limit)
+        self.err = _Stream(self.proc.stderr, self.cfg.stderr_limit)
+        self.peer_out = self.peer_err = None
+        if self.peer is not None:
+            self.peer_out = _Stream(self.peer.stdout, 1 << 22)
+            self.peer_err = _Stream(self.peer.stderr, 1 << 16)
+
+    def supervise(self, deadline: float) -> RunResult:
+        sel = selectors.DefaultSelector()
+        streams = [s for s in (self.out, self.err, self.peer_out, self.peer_err) if s]
+        for stream in streams:
+            sel.register(stream.fd, selectors.EVENT_READ, stream)
+        watched = self.peer or self.proc
+        pidfd = os.pidfd_open(watched.pid)
+        sel.register(pidfd, selectors.EVENT_READ, None)
+        # The run is over when the watched process exited and its own pipes are at EOF.
+        pending = {s.fd for s in (self.peer_out, self.peer_err) if s} if self.peer else \
+            {self.out.fd, self.err.fd}
+        timed_out = over = False
+        exited_at = None
+        try:
+            while not (exited_at is not None and not pending):
+                now = time.monotonic()
+                if now >= deadline:
+                    timed_out = True
+                    break
+                # An escaped grandchild could hold the pipes open: drain 0.2 s after the exit.
+                if exited_at is not None and now > exited_at + 0.2:
+                    break
+                for key, _ in sel.select(min(deadline - now, 0.25)):
+                    if key.data is None:
+                        sel.unregister(pidfd)
+                        exited_at = time.monotonic()
+                    elif not key.data.pump():
+                        sel.unregister(key.fd)
+                        pending.discard(key.fd)
+                if self.out.over or self.err.over:
+                    over = True
+                    break
+        finally:
+            sel.close()
+            os.close(pidfd)
+        sandbox_rc = self.proc.poll()
+        if sandbox_rc is not None and sandbox_rc > 128 and not self.iso.degraded:
+            sandbox_rc = 128 - sandbox_rc  # the namespace's shell reports a signal as 128 + n
+        self.kill()
+        for stream in streams:
+            while stream.pump():
+                pass
+        return self._result(timed_out, over, sandbox_rc)
+
+    def _result(self, timed_out: bool, over: bool, rc: int | None) -> RunResult:
+        stderr = self.err.text()
+        if timed_out:
+            status = Status.TIMEOUT
+        elif over:
+            status = Status.OUTPUT_LIMIT
+        elif "MemoryError" in stderr[-2000:] or (rc is not None and rc < 0 and
+                                                 "Cannot allocate memory" in stderr):
+            status = Status.MEMORY
+        elif rc is not None and rc < 0:
+            status = Status.KILLED
+        elif self.peer is not None or rc == 0:
+            status = Status.OK
+        else:
+            status = Status.ERROR
+        result = RunResult(status, rc, self.out.text(), stderr, self.iso.degraded)
+        if self.peer is not None:
+            result.peer_stdout, result.peer_stderr = self.peer_out.text(), self.peer_err.text()
+            result.peer_returncode = self.peer.returncode
+        return result
+
+    def kill(self) -> None:
+        for proc in (self.proc, self.peer):
+            if proc is None:
+                continue
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        if self.iso.per_slot_uid:
+            reap_uid(self.uid)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None or (self.peer is not None and self.peer.poll() is None):
+            self.kill()
+        for stream in (self.out, self.err, self.peer_out, self.peer_err):
+            if stream is not None:
+                stream.pipe.close()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _start_peer(argv: list[str], fds: list[int], stdin: bytes) -> subprocess.Popen:
+    in_fd = _memfd(stdin)
+    try:
+        return subprocess.Popen(
+            [*argv, json.dumps({"req": fds[0], "resp": fds[1]})], stdin=in_fd,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
+            env={"LANG": "C.UTF-8"}, cwd="/", process_group=0)
+    finally:
+        os.close(in_fd)
+
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("llm_gym_sandbox", 0)  # not CLOEXEC: the child inherits it
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _acquire_slot(first: int, uid_base: int, span: int = 1000) -> tuple[int, int]:
+    """Lock the first free slot at or above ``first`` (machine-wide, released on exit)."""
+    lock_dir = STATE_DIR if os.geteuid() == 0 else os.path.join(
+        tempfile.gettempdir(), f"llm_gym_sandbox-{os.geteuid()}")
+    os.makedirs(lock_dir, mode=0o755, exist_ok=True)
+    for slot in range(first, first + span):
+        fd = os.open(os.path.join(lock_dir, f"slot-{uid_base + slot}.lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return slot, fd
+    raise SandboxUnavailable(f"all sandbox slots {first}..{first + span - 1} are in use")
+
+
+def pids_of_uid(uid: int) -> list[int]:
+    """Live (non-zombie) processes whose real, effective or saved UID is ``uid``."""
+    return [int(name) for name in os.listdir("/proc")
+            if name.isdigit() and _has_uid(int(name), uid, live_only=True)]
+
+
+def reap_uid(uid: int, timeout: float = 2.0) -> bool:
+    """SIGKILL every process of ``uid`` until none is left; False if some outlived ``timeout``."""
+    if uid == os.geteuid() or uid == 0:
+        raise ValueError(f"refusing to kill every process of uid {uid} (it is not a slot UID)")
+    end = time.monotonic() + timeout
+    while True:
+        pids = pids_of_uid(uid)
+        if not pids:
+            return True
+        if time.monotonic() > end:
+            return False
+        for pid in pids:
+            _kill_if_uid(pid, uid)
+        time.sleep(0.005)
+
+
+def _kill_if_uid(pid: int, uid: int) -> None:
+    # Pin the process with a pidfd, then re-check its UID, so a recycled pid is never hit.
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if _has_uid(pid, uid):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def _has_uid(pid: int, uid: int, live_only: bool = False) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+    except OSError:
+        return False
+    uids = _UID_RE.search(status)
+    if not uids or uid not in map(int, uids.groups()):
+        return False
+    return not (live_only and b"\nState:\tZ" in status)
