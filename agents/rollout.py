@@ -1,0 +1,373 @@
+"""Batched rollouts of a causal LM through a token vector env, with a KV cache.
+
+One env step is one token. The engine keeps a :class:`transformers.DynamicCache` for the whole
+batch and, each step, feeds the model only the tokens that are new in each row's conversation:
+the token the agent just wrote plus any tokens a multi-turn env appended (its reply, with the
+chat template's delimiters). Those chunks are left-padded into one ``(rows, chunk)`` tensor with
+per-row ``position_ids`` and a 2-D attention mask over cache + chunk, so a step costs O(1) model
+work per token and the prefix is never re-run (DESIGN.md, Agents). Rows whose episode ended are
+dropped from the cache, so a batch with uneven lengths does not pay for finished rows.
+
+The result is a :class:`RolloutBatch` of dense, token-aligned tensors that both the GRPO and the
+PPO trainer consume; :func:`sequence_logprobs` recomputes the same log-probs in the update.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+
+@dataclass
+class RolloutBatch:
+    """One episode per row, as right-padded ``(B, T)`` tensors (T = longest conversation).
+
+    Attributes:
+        input_ids: conversation token ids (prompt, agent tokens, env-injected tokens).
+        attention_mask: 1 on real tokens.
+        agent_mask: 1 on tokens the agent wrote (the only tokens trained on).
+        old_logprobs: log-prob of token t under the sampling policy (temperature applied, action
+            mask *not* applied, so it equals :func:`sequence_logprobs`), 0 off agent tokens.
+        rewards: env reward on the token whose step returned it (dense, token-aligned).
+        returns: ``(B,)`` episode return (sum of rewards).
+        task_index: ``(B,)`` task item of each row (-1 when the env does not say).
+        terminated: ``(B,)`` bool.
+        truncated: ``(B,)`` bool.
+        valid: ``(B,)`` bool, False when some reward was NaN/inf (the sample must be dropped).
+        num_agent_tokens: agent tokens in the batch (= env steps taken).
+        infos: final ``info`` of each row.
+        rollout_s: wall time of the rollout; model_s and env_s split it.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    agent_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    rewards: torch.Tensor
+    returns: torch.Tensor
+    task_index: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    valid: torch.Tensor
+    num_agent_tokens: int
+    infos: list[dict[str, Any]] = field(default_factory=list)
+    rollout_s: float = 0.0
+    model_s: float = 0.0
+    env_s: float = 0.0
+
+    @property
+    def num_rows(self) -> int:
+        """Number of episodes (B)."""
+        return int(self.input_ids.shape[0])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(B,)`` agent tokens per episode."""
+        return self.agent_mask.sum(dim=1)
+
+    def select(self, rows: torch.Tensor | np.ndarray | list[int]) -> RolloutBatch:
+        """A batch of the given rows only, trimmed to their longest conversation."""
+        rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        kept = {f.name: getattr(self, f.name)[rows] for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)}
+        width = int(kept["attention_mask"].sum(dim=1).max()) if len(rows) else 0
+        for name in _TOKEN_FIELDS:
+            kept[name] = kept[name][:, :width]
+        return RolloutBatch(
+            **kept, num_agent_tokens=int(kept["agent_mask"].sum()),
+            infos=[self.infos[int(i)] for i in rows], rollout_s=self.rollout_s,
+            model_s=self.model_s, env_s=self.env_s,
+        )
+
+    @classmethod
+    def concat(cls, batches: list[RolloutBatch], pad_token_id: int) -> RolloutBatch:
+        """Stack batches row-wise, right-padding the token tensors to the widest one."""
+        if not batches:
+            raise ValueError("concat needs at least one RolloutBatch")
+        width = max(b.input_ids.shape[1] for b in batches)
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            first = getattr(batches[0], f.name)
+            if not isinstance(first, torch.Tensor):
+                continue
+            parts = [getattr(b, f.name) for b in batches]
+            if f.name in _TOKEN_FIELDS:
+                fill = pad_token_id if f.name == "input_ids" else 0
+                parts = [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=fill)
+                         for p in parts]
+            out[f.name] = torch.cat(parts)
+        return cls(
+            **out, num_agent_tokens=sum(b.num_agent_tokens for b in batches),
+            infos=[info for b in batches for info in b.infos],
+            rollout_s=sum(b.rollout_s for b in batches), model_s=sum(b.model_s for b in batches),
+            env_s=sum(b.env_s for b in batches),
+        )
+
+
+_TOKEN_FIELDS = ("input_ids", "attention_mask", "agent_mask", "old_logprobs", "rewards")
+
+
+class _Recorder:
+    """Numpy buffers filled during a rollout (per-step work stays in numpy)."""
+
+    def __init__(self, num_envs: int, max_length: int) -> None:
+        self.old_logprobs = np.zeros((num_envs, max_length), dtype=np.float32)
+        self.rewards = np.zeros((num_envs, max_length), dtype=np.float32)
+        self.terminated = np.zeros(num_envs, dtype=bool)
+        self.truncated = np.zeros(num_envs, dtype=bool)
+        self.infos: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+        self.task_index = np.full(num_envs, -1, dtype=np.int64)
+
+
+def collect_rollouts(
+    policy: torch.nn.Module, envs: Any, *, indices: Any = None, seed: Any = None,
+    temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
+) -> RolloutBatch:
+    """Play exactly one episode in every row of a DISABLED-autoreset token vector env.
+
+    Args:
+        policy: a causal LM called as ``policy(input_ids=, attention_mask=, position_ids=,
+            past_key_values=, use_cache=True, logits_to_keep=1)``.
+        envs: a :class:`llm_gym.vector.TokenVectorEnv` built with ``autoreset_mode="Disabled"``.
+        indices: task item per row (or one for all), passed as ``reset(options={"index": ...})``;
+            GRPO repeats each prompt's index G times.
+        seed: ``reset`` seed (int: row i gets ``seed + i``).
+        temperature: sampling temperature; ``0`` means greedy (argmax).
+        top_p: nucleus sampling threshold (1 disables it).
+        generator: torch generator for sampling (reproducible rollouts).
+
+    Logits beyond ``envs.single_action_space.n`` are never sampled, and an ``action_mask`` in the
+    observation restricts sampling (constrained decoding).
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> from llm_gym.models import tiny_model
+        >>> envs = gym.make_vec("llm_gym/LeftRightText-v0", 2,
+        ...     vectorization_mode="vector_entry_point", autoreset_mode="Disabled")
+        >>> batch = collect_rollouts(tiny_model()[0], envs, seed=0)
+        >>> batch.num_rows
+        2
+    """
+    _check_envs(envs)
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    start = time.perf_counter()
+    options = None if indices is None else {"index": _as_index_option(indices)}
+    obs, info = envs.reset(seed=seed, options=options)
+    rec = _Recorder(envs.num_envs, obs["input_ids"].shape[1])
+    if "task_index" in info:
+        rec.task_index[:] = [-1 if v is None else int(v) for v in info["task_index"]]
+    stepper = _CachedStepper(policy, envs.single_action_space.n, envs.num_envs)
+    model_s = env_s = 0.0
+    fed = np.zeros(envs.num_envs, dtype=np.int64)  # tokens of each row already in the cache
+    done = np.zeros(envs.num_envs, dtype=bool)
+    while not done.all():
+        t0 = time.perf_counter()
+        lengths = obs["attention_mask"].sum(axis=1).astype(np.int64)
+        logits = stepper.step(obs["input_ids"], fed, lengths, done)
+        fed = lengths
+        actions, logprobs = _sample(logits, obs.get("action_mask"), done, temperature, top_p,
+                                    generator)
+        t1 = time.perf_counter()
+        obs, rewards, terminated, truncated, infos = envs.step(actions)
+        t2 = time.perf_counter()
+        active = np.flatnonzero(~done)
+        rec.old_logprobs[active, lengths[active]] = logprobs[active]
+        rec.rewards[active, lengths[active]] = rewards[active]
+        done = _finish_rows(rec, done, terminated, truncated, infos)
+        model_s, env_s = model_s + t1 - t0, env_s + t2 - t1
+    return _to_batch(obs, rec, time.perf_counter() - start, model_s, env_s)
+
+
+def _check_envs(envs: Any) -> None:
+    mode = getattr(envs, "metadata", {}).get("autoreset_mode")
+    if mode is None or AutoresetMode(mode) != AutoresetMode.DISABLED:
+        raise ValueError(
+            f"collect_rollouts needs a vector env with autoreset_mode='Disabled', got {mode!r}; "
+            "build it with gym.make_vec(id, n, vectorization_mode='vector_entry_point', "
+            "autoreset_mode='Disabled')"
+        )
+
+
+def _as_index_option(indices: Any) -> Any:
+    if isinstance(indices, (int, np.integer)):
+        return int(indices)
+    return [None if i is None else int(i) for i in indices]
+
+
+class _CachedStepper:
+    """Feeds each row's new tokens into a shared KV cache and returns next-token logits."""
+
+    def __init__(self, policy: torch.nn.Module, vocab_size: int, num_envs: int) -> None:
+        from transformers import DynamicCache
+
+        self.policy = policy
+        self.vocab_size = vocab_size
+        self.device = next(policy.parameters()).device
+        self.cache = DynamicCache()
+        self.rows = np.arange(num_envs)  # batch row held by each cache row
+        self.cache_mask = torch.zeros((num_envs, 0), dtype=torch.long, device=self.device)
+        self.positions = np.zeros(num_envs, dtype=np.int64)  # real tokens in each cache row
+
+    @torch.no_grad()
+    def step(self, input_ids: np.ndarray, fed: np.ndarray, lengths: np.ndarray,
+             done: np.ndarray) -> torch.Tensor:
+        """``(num_envs, vocab)`` float32 logits of the next token (rows in ``done``: garbage)."""
+        self._drop_finished(done)
+        rows = self.rows
+        new = lengths[rows] - fed[rows]
+        width = max(int(new.max()), 1)
+        chunk = np.zeros((len(rows), width), dtype=np.int64)
+        chunk_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for k, row in enumerate(rows):  # left-pad: the last column is each row's newest token
+            n = int(new[k])
+            if n:
+                chunk[k, width - n:] = input_ids[row, fed[row]:lengths[row]]
+                chunk_mask[k, width - n:] = 1
+        mask = torch.from_numpy(chunk_mask).to(self.device)
+        position_ids = (torch.from_numpy(self.positions).to(self.device)[:, None]
+                        + mask.cumsum(dim=1) - 1).clamp(min=0)
+        self.cache_mask = torch.cat([self.cache_mask, mask], dim=1)
+        out = self.policy(
+            input_ids=torch.from_numpy(chunk).to(self.device), attention_mask=self.cache_mask,
+            position_ids=position_ids, past_key_values=self.cache, use_cache=True,
+            logits_to_keep=1,
+        )
+        self.cache = out.past_key_values
+        self.positions += new
+        logits = torch.zeros((len(done), self.vocab_size), dtype=torch.float32)
+        logits[torch.from_numpy(rows)] = out.logits[:, -1, : self.vocab_size].float().cpu()
+        return logits
+
+    def _drop_finished(self, done: np.ndarray) -> None:
+        keep = np.flatnonzero(~done[self.rows])
+        if len(keep) == len(self.rows):
+            return
+        index = torch.from_numpy(keep).to(self.device)
+        self.cache.batch_select_indices(index)
+        self.cache_mask = self.cache_mask[index]
+        self.rows, self.positions = self.rows[keep], self.positions[keep]
+
+
+def _sample(
+    logits: torch.Tensor, action_mask: np.ndarray | None, done: np.ndarray, temperature: float,
+    top_p: float, generator: torch.Generator | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Actions (done rows get token 0, ignored by the env) and their policy log-probs."""
+    scaled = logits / temperature if temperature > 0 else logits
+    logprobs = torch.log_softmax(scaled, dim=-1)
+    sampling = scaled
+    if action_mask is not None:
+        allowed = torch.from_numpy(np.asarray(action_mask, dtype=bool))
+        allowed[~allowed.any(dim=1)] = True  # a row with nothing allowed samples freely
+        sampling = sampling.masked_fill(~allowed, float("-inf"))
+    if temperature == 0:
+        actions = sampling.argmax(dim=-1)
+    else:
+        probs = _top_p_filter(torch.softmax(sampling, dim=-1), top_p)
+        actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    actions[torch.from_numpy(done)] = 0
+    chosen = logprobs.gather(1, actions[:, None]).squeeze(1)
+    return actions.numpy().astype(np.int64), chosen.numpy()
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+    outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    return torch.zeros_like(probs).scatter(1, order, sorted_probs)
+
+
+def _finish_rows(rec: _Recorder, done: np.ndarray, terminated: np.ndarray,
+                 truncated: np.ndarray, infos: dict[str, Any]) -> np.ndarray:
+    finished = (terminated | truncated) & ~done
+    for i in np.flatnonzero(finished):
+        rec.terminated[i], rec.truncated[i] = bool(terminated[i]), bool(truncated[i])
+        rec.infos[i] = row_info(infos, int(i))
+    return done | finished
+
+
+def row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
+    """Row ``row``'s entries of a Gymnasium vector-env ``info`` dict (``_key`` masks honoured).
+
+    Example:
+        >>> row_info({"a": np.array([1, 2]), "_a": np.array([False, True])}, 1)
+        {'a': np.int64(2)}
+    """
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        present = infos.get(f"_{key}")
+        if present is not None and not present[row]:
+            continue
+        out[key] = row_info(value, row) if isinstance(value, dict) else value[row]
+    return out
+
+
+def _to_batch(obs: dict[str, np.ndarray], rec: _Recorder, rollout_s: float, model_s: float,
+              env_s: float) -> RolloutBatch:
+    width = int(obs["attention_mask"].sum(axis=1).max())
+    agent_mask = torch.from_numpy(obs["agent_mask"][:, :width].astype(np.int64))
+    rewards = torch.from_numpy(rec.rewards[:, :width].copy())
+    return RolloutBatch(
+        input_ids=torch.from_numpy(obs["input_ids"][:, :width].copy()),
+        attention_mask=torch.from_numpy(obs["attention_mask"][:, :width].astype(np.int64)),
+        agent_mask=agent_mask,
+        old_logprobs=torch.from_numpy(rec.old_logprobs[:, :width].copy()) * agent_mask,
+        rewards=rewards,
+        returns=rewards.double().sum(dim=1).float(),
+        task_index=torch.from_numpy(rec.task_index),
+        terminated=torch.from_numpy(rec.terminated),
+        truncated=torch.from_numpy(rec.truncated),
+        valid=torch.isfinite(rewards).all(dim=1),
+        num_agent_tokens=int(agent_mask.sum()),
+        infos=rec.infos, rollout_s=rollout_s, model_s=model_s, env_s=env_s,
+    )
+
+
+def sequence_logprobs(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+    vocab_size: int | None = None, temperature: float = 1.0, return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``(B, T)`` log-prob of token t given tokens < t (position 0 and padding get 0).
+
+    Args:
+        model: the causal LM (gradients flow when called outside ``torch.no_grad``).
+        input_ids: ``(B, T)`` right-padded token ids.
+        attention_mask: ``(B, T)`` 1 on real tokens.
+        vocab_size: drop logits at or beyond it (the env's action space), as the rollout does.
+        temperature: divide logits by it, as the rollout's sampling did (0 is treated as 1).
+        return_entropy: also return the ``(B, T)`` entropy of the predicting distribution.
+
+    Example:
+        >>> from llm_gym.models import tiny_model
+        >>> model, _ = tiny_model()
+        >>> ids = torch.tensor([[72, 105, 33]])
+        >>> sequence_logprobs(model, ids, torch.ones_like(ids)).shape
+        torch.Size([1, 3])
+    """
+    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids, use_cache=False).logits[:, :-1]
+    if vocab_size is not None:
+        logits = logits[..., :vocab_size]
+    logits = logits.float()
+    if temperature > 0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    chosen = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    mask = attention_mask[:, 1:].to(chosen.dtype)
+    logprobs = torch.nn.functional.pad(chosen * mask, (1, 0))
+    if not return_entropy:
+        return logprobs
+    entropy = -(logp_all.exp() * logp_all).sum(dim=-1) * mask
+    return logprobs, torch.nn.functional.pad(entropy, (1, 0))
