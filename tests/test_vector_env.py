@@ -1,0 +1,164 @@
+"""The batched TokenVectorEnv against Gymnasium's own vector envs over the single env."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from llm_gym.testing import assert_same, sample_actions
+from llm_gym.vector import TokenVectorEnv
+
+NUM_ENVS = 3
+
+
+def _batched_actions(env: gym.Env, steps: int, seed: int) -> np.ndarray:
+    """``(steps, NUM_ENVS)`` token ids, each column its own mix of replies and noise."""
+    return np.stack([sample_actions(env, steps, seed + i) for i in range(NUM_ENVS)], axis=1)
+
+
+def _make_vec(make_env, env_id: str, **kwargs) -> TokenVectorEnv:
+    kwargs = {"vectorization_mode": "vector_entry_point", **kwargs}
+    spec_kwargs = make_env(env_id).spec.kwargs  # the fixture data of dataset ids
+    return gym.make_vec(env_id, NUM_ENVS, **{**spec_kwargs, **kwargs})
+
+
+def test_vector_entry_point_gives_the_batched_env(registered_token_env_id, make_env):
+    envs = _make_vec(make_env, registered_token_env_id)
+    assert isinstance(envs, TokenVectorEnv)
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    obs, _ = envs.reset(seed=0)
+    assert envs.observation_space.contains(obs)
+
+
+def test_next_step_autoreset_matches_sync_vector_env(registered_token_env_id, make_env):
+    env_id = registered_token_env_id
+    batched = _make_vec(make_env, env_id)
+    sync = SyncVectorEnv([lambda: make_env(env_id)] * NUM_ENVS)
+    actions = _batched_actions(sync.envs[0], 150, seed=1)
+    assert_same(batched.reset(seed=11), sync.reset(seed=11), "reset")
+    ends = 0
+    for t, action in enumerate(actions):
+        step = batched.step(action)
+        assert_same(step, sync.step(action), f"step {t}")
+        ends += int(np.sum(step[2] | step[3]))
+    assert ends >= NUM_ENVS, "the trace must cover autoresets"
+
+
+def test_disabled_mode_freezes_finished_rows_until_reset_mask(registered_token_env_id, make_env):
+    env_id = registered_token_env_id
+    batched = _make_vec(make_env, env_id, autoreset_mode=AutoresetMode.DISABLED)
+    singles = [make_env(env_id) for _ in range(NUM_ENVS)]
+    actions = _batched_actions(singles[0], 120, seed=2)
+    obs, _ = batched.reset(seed=5)
+    single_obs = [env.reset(seed=5 + i)[0] for i, env in enumerate(singles)]
+    done = np.zeros(NUM_ENVS, dtype=bool)
+    for t, action in enumerate(actions):
+        obs, rewards, terminated, truncated, _ = batched.step(action)
+        for i, env in enumerate(singles):
+            if done[i]:  # frozen: action ignored, reward 0, no flags, same observation
+                assert (rewards[i], terminated[i], truncated[i]) == (0.0, False, False)
+            else:
+                single_obs[i], reward, term, trunc, _ = env.step(action[i])
+                assert (rewards[i], terminated[i], truncated[i]) == (reward, term, trunc), t
+            assert_same({k: v[i] for k, v in obs.items()}, single_obs[i], f"row {i} step {t}")
+        done |= terminated | truncated
+        if t % 25 == 24 and done.any():
+            obs, _ = batched.reset(seed=100 + t, options={"reset_mask": done})
+            for i in np.flatnonzero(done):
+                single_obs[i] = singles[i].reset(seed=100 + t + int(i))[0]
+            done[:] = False
+    with pytest.raises(ValueError, match="reset_mask"):
+        batched.reset(options={"reset_mask": np.ones(NUM_ENVS + 1, dtype=bool)})
+
+
+@pytest.mark.parametrize("vector_class", [SyncVectorEnv, AsyncVectorEnv])
+def test_gymnasium_vector_envs_over_the_single_env(registered_token_env_id, make_env,
+                                                   vector_class):
+    env_id = registered_token_env_id
+    envs = vector_class([lambda: make_env(env_id)] * 2)
+    try:
+        obs, _ = envs.reset(seed=0)
+        assert envs.observation_space.contains(obs)
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            obs, rewards, *_ = envs.step(rng.integers(0, envs.single_action_space.n, size=2))
+            assert envs.observation_space.contains(obs)
+            assert rewards.shape == (2,)
+    finally:
+        envs.close()
+
+
+def test_reset_options_pin_an_item_per_env(registered_token_env_id, make_env):
+    batched = _make_vec(make_env, registered_token_env_id)
+    single = make_env(registered_token_env_id)
+    obs, _ = batched.reset(seed=0, options={"index": [2, 0, 2]})
+    for row, index in enumerate([2, 0, 2]):
+        expected, _ = single.reset(seed=99, options={"index": index})
+        assert_same({k: v[row] for k, v in obs.items()}, expected, f"row {row}")
+    with pytest.raises(ValueError, match="index"):
+        batched.reset(options={"index": [0, 1]})
+
+
+BAD_BATCHES = [
+    ("floats", np.array([1.0, 2.0, 3.0])),
+    ("bools", np.array([True, False, True])),
+    ("strings", ["1", "2", "3"]),
+    ("none", None),
+    ("objects", [1, None, 2]),
+    ("too_short", np.array([1, 2])),
+    ("too_long", np.array([1, 2, 3, 4])),
+    ("column", np.array([[1], [2], [3]])),
+    ("scalar", 5),
+    ("negative", np.array([1, -1, 2])),
+    ("vocab_size", "VOCAB"),
+]
+
+
+@pytest.mark.parametrize("name,actions", BAD_BATCHES, ids=[n for n, _ in BAD_BATCHES])
+def test_bad_batched_actions_raise_and_leave_state_unchanged(registered_token_env_id, make_env,
+                                                             name, actions):
+    batched = _make_vec(make_env, registered_token_env_id)
+    obs, _ = batched.reset(seed=0)
+    batched.step(np.array(batched.tokenizer.encode("1") * NUM_ENVS))
+    twin = copy.deepcopy(batched)
+    if isinstance(actions, str):
+        actions = np.array([0, batched.single_action_space.n, 0])
+    with pytest.raises((TypeError, ValueError)):
+        batched.step(actions)
+    good = _batched_actions(batched.envs[0], 20, seed=3)
+    for t, action in enumerate(good):
+        assert_same(batched.step(action), twin.step(action), f"step {t} after bad batch {name}")
+
+
+def test_step_before_reset_raises(make_env):
+    batched = _make_vec(make_env, "llm_gym/LeftRightText-v0")
+    with pytest.raises(RuntimeError, match="reset"):
+        batched.step(np.zeros(NUM_ENVS, dtype=np.int64))
+    batched.reset(seed=0)
+    batched.step(np.zeros(NUM_ENVS, dtype=np.int64))
+
+
+def test_copy_false_returns_live_buffers_and_render_decodes(make_env):
+    batched = _make_vec(make_env, "llm_gym/LeftRightText-v0", copy=False, render_mode="ansi")
+    obs, _ = batched.reset(seed=0)
+    batched.step(np.array(batched.tokenizer.encode("lef")))
+    assert obs["input_ids"] is batched.buffers.input_ids
+    texts = batched.render()
+    assert len(texts) == NUM_ENVS and texts[0].endswith("<|im_start|>assistant\nl")
+
+
+def test_pickle_and_deepcopy_of_the_batch_continue_identically(registered_token_env_id, make_env):
+    batched = _make_vec(make_env, registered_token_env_id)
+    actions = _batched_actions(batched.envs[0], 80, seed=6)
+    batched.reset(seed=0)
+    for action in actions[:40]:
+        batched.step(action)
+    clones = [copy.deepcopy(batched), pickle.loads(pickle.dumps(batched))]
+    rest = [batched.step(action) for action in actions[40:]]
+    for clone in clones:
+        assert_same([clone.step(action) for action in actions[40:]], rest, "clone trace")
