@@ -1,0 +1,135 @@
+"""Evaluate any agent with the SB3 interface: N deterministic episodes, return and success.
+
+Success per episode is what the env says (``info["success"]`` / ``info["is_success"]``), else
+the episode's return reaching the env's ``reward_threshold`` (Gymnasium's spec field: 475 for
+CartPole-v1, 200 for LunarLander-v3, 0.7 for FrozenLake-v1), else the known optimum of the
+llm_gym walks (+5), else ``None`` (unknown, left out of the success rate).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from llm_gym.agents.base import episode_success
+
+# Ids whose registration has no reward_threshold but whose success is still well defined.
+SUCCESS_THRESHOLDS = {
+    "llm_gym/LeftRight-v0": 5.0,       # the optimal return: right, right
+    "llm_gym/LeftRightText-v0": 5.0,   # same MDP; any invalid reply drops below +5
+    "llm_gym/FrozenLakeText-v0": 0.7,  # FrozenLake-v1's own threshold
+}
+
+
+@dataclass
+class EvalResult:
+    """Summary of an evaluation.
+
+    Attributes:
+        mean_return: mean undiscounted episode return.
+        std_return: its standard deviation over episodes.
+        success_rate: fraction of episodes that succeeded (``None`` when the env cannot say).
+        mean_length: mean number of env steps per episode.
+        episodes: how many episodes were played.
+        returns: every episode's return.
+    """
+
+    mean_return: float
+    std_return: float
+    success_rate: float | None
+    mean_length: float
+    episodes: int
+    returns: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict, for JSON."""
+        return asdict(self)
+
+
+def success_threshold(env: gym.Env) -> float | None:
+    """The return at which an episode of ``env`` counts as a success, if one is known."""
+    spec = env.spec
+    if spec is None:
+        return None
+    if spec.reward_threshold is not None:
+        return float(spec.reward_threshold)
+    return SUCCESS_THRESHOLDS.get(spec.id)
+
+
+def is_success(info: dict[str, Any], episode_return: float, threshold: float | None) -> bool | None:
+    """Whether an episode succeeded: the env's own flag, else the return against ``threshold``."""
+    flag = episode_success(info, episode_return, True)
+    if flag is not None:
+        return flag
+    return None if threshold is None else episode_return >= threshold - 1e-9
+
+
+def evaluate_agent(
+    agent: Any, env: gym.Env, num_episodes: int = 10, *, deterministic: bool = True, seed: int = 0,
+) -> EvalResult:
+    """Play ``num_episodes`` episodes of ``env`` with ``agent.predict`` and summarize them.
+
+    Episode ``i`` is reset with seed ``seed + i``, so two agents are compared on the same starts.
+    Agents whose env exposes ``action_masks()`` (MaskablePPO) get the mask passed to ``predict``.
+
+    Args:
+        agent: anything with SB3's ``predict(observation, deterministic=...)``.
+        env: a single (not vector) Gymnasium env.
+        num_episodes: episodes to play (at least 1).
+        deterministic: greedy actions (the policy's mode) instead of samples.
+        seed: seed of the first episode.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> from llm_gym.agents.greedy import RandomAgent
+        >>> env = gym.make("llm_gym/LeftRight-v0")
+        >>> evaluate_agent(RandomAgent(env), env, num_episodes=2).episodes
+        2
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
+    threshold = success_threshold(env)
+    masked = _wants_masks(agent, env)
+    returns, lengths, successes = [], [], []
+    for i in range(num_episodes):
+        obs, info = env.reset(seed=seed + i)
+        total, length, done = 0.0, 0, False
+        while not done:
+            kwargs = {"action_masks": env.get_wrapper_attr("action_masks")()} if masked else {}
+            action, _ = agent.predict(obs, deterministic=deterministic, **kwargs)
+            obs, reward, terminated, truncated, info = env.step(_scalar(action))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+        successes.append(is_success(info, total, threshold))
+    known = [s for s in successes if s is not None]
+    return EvalResult(
+        mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
+        success_rate=float(np.mean(known)) if known else None,
+        mean_length=float(np.mean(lengths)), episodes=num_episodes, returns=returns,
+    )
+
+
+def _wants_masks(agent: Any, env: gym.Env) -> bool:
+    # MaskablePPO.predict takes action_masks (without them it may pick masked tokens); so does
+    # RandomAgent. Pass them whenever both sides support it.
+    try:
+        params = inspect.signature(agent.predict).parameters
+        env.get_wrapper_attr("action_masks")
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "action_masks" in params
+
+
+def _scalar(action: Any) -> Any:
+    # SB3's predict returns a 0-d or (1,) array for a single observation; envs want a scalar.
+    array = np.asarray(action)
+    if array.size != 1:
+        raise ValueError(f"predict returned {array.size} actions for one observation")
+    return array.reshape(()).item() if array.dtype.kind in "iu" else array.reshape(())

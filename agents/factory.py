@@ -1,0 +1,199 @@
+"""Build any llm_gym agent by name: ``make_agent("sb3-ppo", "CartPole-v1")``.
+
+Names: ``grpo`` and ``ppo`` (llm_gym's own trainers; ``ppo`` also runs classic envs with an MLP),
+``sb3-ppo``, ``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 / sb3-contrib),
+``q-learning``, ``greedy`` (one-step, γ = 0) and ``random``. Every agent has SB3's interface
+plus ``episode_log`` (the training curve).
+
+SB3 agents get compact defaults that learn within the small budgets of ``llm-gym compare`` and
+``quickstart`` (PPO rollouts of 256 steps instead of 2048, DQN learning from step 500 with a
+50k buffer); anything in ``config`` overrides them.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
+
+AGENT_NAMES = ("grpo", "ppo", "sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo",
+               "q-learning", "greedy", "random")
+LLM_AGENTS = ("grpo", "ppo")
+SB3_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {"n_steps": 256, "batch_size": 64},
+    "maskable-ppo": {"n_steps": 256, "batch_size": 64},
+    "a2c": {},
+    "dqn": {"learning_starts": 500, "buffer_size": 50_000, "target_update_interval": 250,
+            "exploration_fraction": 0.3},
+}
+
+
+class AgentEnvMismatch(ValueError):
+    """The agent cannot act in the env (e.g. q-learning on a token env)."""
+
+
+def check_agent_name(name: str) -> None:
+    """Raise ``ValueError`` listing the valid names unless ``name`` is one of them."""
+    if name not in AGENT_NAMES:
+        raise ValueError(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+
+
+def is_token_env_id(env_id: str) -> bool:
+    """Whether the registered ``env_id`` builds an llm_gym token env (without building it)."""
+    import llm_gym  # noqa: F401 - registers the llm_gym ids
+    from llm_gym.token_env import TokenEnv
+
+    entry = gym.spec(env_id).entry_point
+    creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    return isinstance(creator, type) and issubclass(creator, TokenEnv)
+
+
+def load_config(config: Any) -> Any:
+    """A config given as a path (TOML or JSON) becomes a dict; anything else is returned."""
+    if not isinstance(config, (str, Path)):
+        return config
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if path.suffix == ".toml":
+        return tomllib.loads(path.read_text())
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    raise ValueError(f"config file must end in .toml or .json, got {path.name}")
+
+
+def make_agent(
+    name: str, env_id: str, *, model: Any = None, config: Any = None, seed: int = 0,
+    log_dir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Build agent ``name`` for the registered env ``env_id``.
+
+    Args:
+        name: one of :data:`AGENT_NAMES`.
+        env_id: a registered Gymnasium id (``"llm_gym/LeftRight-v0"``, ``"CartPole-v1"``).
+        model: grpo/ppo on token envs only: a model name for ``llm_gym.models.load_model``
+            (``"tiny"``, ``"smollm2"``, a hub id or path) or a causal LM module.
+        config: grpo/ppo: their config dataclass, a dict of its fields, or a TOML/JSON path;
+            other agents: a dict (or file) of constructor keyword arguments.
+        seed: seed of the agent and its envs.
+        log_dir: metrics/TensorBoard folder (grpo, ppo, SB3).
+        env_kwargs: keyword arguments of ``gym.make``.
+
+    Raises:
+        ValueError: unknown name, or :class:`AgentEnvMismatch` when the agent cannot act in
+            the env (q-learning on a token env, DQN on a token env, grpo on a classic env).
+
+    Example:
+        >>> agent = make_agent("q-learning", "llm_gym/LeftRight-v0")
+        >>> len(agent.learn(500).episode_log) > 0
+        True
+    """
+    check_agent_name(name)
+    config = load_config(config)
+    if name in LLM_AGENTS:
+        return _make_llm_agent(name, env_id, model, config, seed, log_dir, env_kwargs)
+    if model is not None:
+        raise ValueError(f"model= only applies to grpo and ppo, not to {name}")
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config of {name} must be a dict or a TOML/JSON file, "
+                        f"got {type(config).__name__}")
+    kwargs = dict(config or {})
+    from llm_gym.agents.sb3 import make_env
+
+    env = make_env(env_id, env_kwargs)
+    return _make_env_agent(name, env, kwargs, seed, log_dir)
+
+
+def _make_env_agent(name: str, env: gym.Env, kwargs: dict, seed: int, log_dir: Any) -> Any:
+    if name.startswith("sb3-"):
+        from llm_gym.agents.sb3 import make_sb3_agent
+
+        algo = name.removeprefix("sb3-")
+        return make_sb3_agent(algo, env, seed=seed, log_dir=log_dir,
+                              **{**SB3_DEFAULTS[algo], **kwargs})
+    from llm_gym.agents.greedy import GreedyAgent, RandomAgent
+    from llm_gym.agents.tabular import QLearningAgent
+
+    cls = {"q-learning": QLearningAgent, "greedy": GreedyAgent, "random": RandomAgent}[name]
+    return cls(env, seed=seed, **kwargs)
+
+
+def _make_llm_agent(name: str, env_id: str, model: Any, config: Any, seed: int, log_dir: Any,
+                    env_kwargs: dict[str, Any] | None) -> Any:
+    token_env = is_token_env_id(env_id)
+    if name == "grpo" and not token_env:
+        raise AgentEnvMismatch(
+            f"grpo trains a language model and needs a token env; {env_id} is classic. Use a "
+            "token env (llm_gym/LeftRightText-v0 is LeftRight-v0's text twin) or ppo")
+    if model is not None and not token_env:
+        raise ValueError(f"model= applies to token envs; {env_id} is classic (ppo uses an MLP)")
+    agent_cls, config_cls = llm_agent_classes(name)
+    if isinstance(config, dict):
+        config = _config_from_dict(config_cls, config)
+    elif config is not None and not isinstance(config, config_cls):
+        raise TypeError(f"config of {name} must be a {config_cls.__name__}, a dict or a file, "
+                        f"got {type(config).__name__}")
+    kwargs: dict[str, Any] = {"config": config, "env_kwargs": env_kwargs, "seed": seed,
+                              "log_dir": log_dir}
+    if model is not None:
+        kwargs["model"] = model
+    return agent_cls(env_id, **kwargs)
+
+
+def llm_agent_classes(name: str) -> tuple[type, type]:
+    """(agent class, config class) of ``grpo`` or ``ppo``, imported on first use (torch)."""
+    if name == "grpo":
+        from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
+
+        return GRPOAgent, GRPOConfig
+    from llm_gym.agents.ppo import PPOAgent, PPOConfig
+
+    return PPOAgent, PPOConfig
+
+
+def _config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
+    from dataclasses import fields
+
+    known = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {config_cls.__name__} keys {unknown}; valid keys: "
+                         f"{', '.join(sorted(known))}")
+    return config_cls(**values)
+
+
+def agent_file(name: str, directory: str | Path) -> Path:
+    """Where ``llm-gym train`` saves agent ``name`` inside ``directory``."""
+    directory = Path(directory)
+    if name.startswith("sb3-"):
+        return directory / "agent.zip"
+    if name in ("q-learning", "greedy"):
+        return directory / "agent.npz"
+    return directory / "agent"
+
+
+def load_agent(
+    name: str, path: str | Path, env_id: str, *, env_kwargs: dict[str, Any] | None = None,
+    seed: int = 0, log_dir: str | Path | None = None,
+) -> Any:
+    """Load an agent saved with ``agent.save(path)`` so that ``learn`` continues its run."""
+    check_agent_name(name)
+    if name.startswith("sb3-"):
+        from llm_gym.agents.sb3 import load_sb3_agent
+
+        return load_sb3_agent(name.removeprefix("sb3-"), path, env_id, env_kwargs=env_kwargs,
+                              tensorboard_log=str(log_dir) if log_dir else None)
+    if name in LLM_AGENTS:
+        agent_cls, _ = llm_agent_classes(name)
+        return agent_cls.load(path)
+    from llm_gym.agents.greedy import GreedyAgent, RandomAgent
+    from llm_gym.agents.sb3 import make_env
+    from llm_gym.agents.tabular import QLearningAgent
+
+    cls = {"q-learning": QLearningAgent, "greedy": GreedyAgent, "random": RandomAgent}[name]
+    env = make_env(env_id, env_kwargs)
+    return cls.load(path, env=env) if name != "random" else cls(env, seed=seed)

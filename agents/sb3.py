@@ -1,0 +1,140 @@
+"""Stable-Baselines3 agents (PPO, A2C, DQN; sb3-contrib MaskablePPO) on llm_gym envs.
+
+SB3 models already have llm_gym's agent interface; :func:`make_sb3_agent` only builds one with
+the right policy for the env (``MultiInputPolicy`` for token envs, whose observation is a Dict),
+wraps the env in :class:`~llm_gym.agents.base.EpisodeRecorder` and hangs the records on the model
+as ``model.episode_log`` so every SB3 run has a learning curve like the llm_gym agents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from llm_gym.agents.base import EpisodeRecord, EpisodeRecorder
+from llm_gym.agents.factory import AgentEnvMismatch
+
+SB3_ALGORITHMS = ("ppo", "a2c", "dqn", "maskable-ppo")
+
+
+class TokenEpisodeRecorder(EpisodeRecorder):
+    """:class:`EpisodeRecorder` for token envs: every step is one agent token, so count them."""
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        count = len(self.records)
+        result = super().step(action)
+        if len(self.records) > count:
+            self.records[-1].tokens = self.env_steps
+        return result
+
+
+def algorithm_class(algo: str) -> type:
+    """The SB3 class of ``algo`` (one of :data:`SB3_ALGORITHMS`)."""
+    if algo == "maskable-ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    import stable_baselines3
+
+    classes = {"ppo": stable_baselines3.PPO, "a2c": stable_baselines3.A2C,
+               "dqn": stable_baselines3.DQN}
+    if algo not in classes:
+        raise ValueError(
+            f"unknown SB3 algorithm {algo!r}; choose one of {', '.join(SB3_ALGORITHMS)}")
+    return classes[algo]
+
+
+def is_token_env(env: gym.Env) -> bool:
+    """Whether ``env`` is a token env (a Dict observation with ``input_ids``)."""
+    space = env.observation_space
+    return isinstance(space, gym.spaces.Dict) and "input_ids" in space.spaces
+
+
+def check_sb3_compatible(algo: str, env: gym.Env) -> None:
+    """Raise :class:`AgentEnvMismatch` (a ``ValueError``) when SB3 ``algo`` can't act in ``env``."""
+    env_id = env.spec.id if env.spec else type(env.unwrapped).__name__
+    if not isinstance(env.action_space, gym.spaces.Discrete) and algo in ("dqn", "maskable-ppo"):
+        raise AgentEnvMismatch(f"sb3-{algo} needs a Discrete action space; {env_id} has "
+                         f"{env.action_space}. Use sb3-ppo or sb3-a2c")
+    if algo == "dqn" and isinstance(env.observation_space, gym.spaces.Dict):
+        # SB3's DQN accepts Dict observations, but its replay buffer (1M transitions by
+        # default) would hold two full conversations per transition: tens of GB on a token env.
+        raise AgentEnvMismatch(
+            f"sb3-dqn is not offered on {env_id} (a Dict/token observation): its replay buffer "
+            "would store whole conversations. Use sb3-ppo, sb3-a2c or sb3-maskable-ppo")
+    if algo == "maskable-ppo":
+        try:
+            env.get_wrapper_attr("action_masks")
+        except AttributeError:
+            raise AgentEnvMismatch(
+                f"sb3-maskable-ppo needs an env with action_masks(); {env_id} has none. Use a "
+                "token env (e.g. llm_gym/LeftRightText-v0 with constrained=True) or sb3-ppo"
+            ) from None
+
+
+def make_env(env: str | gym.Env, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
+    """``gym.make(env, **env_kwargs)`` for an id; an env instance is returned as it is."""
+    if isinstance(env, str):
+        import llm_gym  # noqa: F401 - registers the llm_gym ids
+
+        return gym.make(env, **(env_kwargs or {}))
+    if env_kwargs:
+        raise ValueError("env_kwargs only apply to an env id, not to an env instance")
+    return env
+
+
+def make_sb3_agent(
+    algo: str, env: str | gym.Env, *, seed: int = 0, log_dir: str | Path | None = None,
+    env_kwargs: dict[str, Any] | None = None, **kwargs: Any,
+) -> Any:
+    """Build an SB3 model for ``env`` whose training episodes land in ``model.episode_log``.
+
+    Args:
+        algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or ``"maskable-ppo"``.
+        env: an env id or a single env.
+        seed: the model's seed (policy init, sampling, env resets).
+        log_dir: TensorBoard log folder (SB3's ``tensorboard_log``), or ``None``.
+        env_kwargs: keyword arguments of ``gym.make`` when ``env`` is an id.
+        **kwargs: passed to the SB3 constructor (``n_steps``, ``learning_rate``, ``policy`` ...).
+
+    Example:
+        >>> import llm_gym
+        >>> model = make_sb3_agent("ppo", "llm_gym/LeftRight-v0", n_steps=64, batch_size=32)
+        >>> len(model.learn(128).episode_log) > 0
+        True
+    """
+    cls = algorithm_class(algo)
+    base = make_env(env, env_kwargs)
+    check_sb3_compatible(algo, base)
+    recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
+    recorder = recorder_cls(base)
+    policy = kwargs.pop("policy", None) or (
+        "MultiInputPolicy" if isinstance(base.observation_space, gym.spaces.Dict) else "MlpPolicy")
+    model = cls(policy, recorder, seed=seed, verbose=0,
+                tensorboard_log=str(log_dir) if log_dir else None, **kwargs)
+    model.episode_log = recorder.records
+    return model
+
+
+def load_sb3_agent(
+    algo: str, path: str | Path, env: str | gym.Env, *, env_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Load a model saved by ``model.save(path)`` to keep training on ``env``.
+
+    The episode log saved with the model continues: new episodes are appended after the old
+    ones, with env steps counted on from the model's ``num_timesteps``.
+    """
+    cls = algorithm_class(algo)
+    base = make_env(env, env_kwargs)
+    check_sb3_compatible(algo, base)
+    recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
+    model = cls.load(str(path), **kwargs)
+    log: list[EpisodeRecord] = list(getattr(model, "episode_log", None) or [])
+    recorder = recorder_cls(base, records=log)
+    recorder.env_steps = int(model.num_timesteps)
+    model.set_env(recorder)
+    model.episode_log = recorder.records
+    return model
