@@ -145,16 +145,22 @@ def _brace_depth(text: str) -> int:
     return deepest
 
 
+def _last_hash_line(text: str) -> str | None:
+    """What follows the last ``####`` up to the end of its line, or ``None`` without one."""
+    at = text.rfind("####")
+    return None if at < 0 else text[at + 4 :].split("\n", 1)[0]
+
+
 def _candidates(response: str, strict: bool) -> tuple[list[str], str | None]:
     """Final-answer spans in ``response`` and the marker they came from."""
     spans: list[str] = []
-    hashes = _HASH_RE.findall(response)
-    if hashes:
-        spans.append(hashes[-1])  # with repeated "####" the last one counts
+    hashes = _last_hash_line(response)
+    if hashes is not None:
+        spans.append(hashes)  # with repeated "####" the last one counts, even on one line
     boxed = boxed_contents(response)
     spans.extend(boxed)
     if spans:
-        return spans, "####" if hashes else "boxed"
+        return spans, "####" if hashes is not None else "boxed"
     if not strict:
         stated = _ANSWER_IS_RE.findall(response)
         if stated:
@@ -225,9 +231,9 @@ def gold_answer(gold: str | float | int) -> str:
     if isinstance(gold, bool) or not isinstance(gold, (str, int, float)):
         raise TypeError(f"gold must be a str or a number, got {type(gold).__name__}")
     text = str(gold)
-    hashes = _HASH_RE.findall(text)
-    if hashes:
-        return _clean(hashes[-1])
+    hashes = _last_hash_line(text)
+    if hashes is not None:
+        return _clean(hashes)
     boxed = boxed_contents(text)
     return _clean(boxed[-1]) if boxed else _clean(text)
 

@@ -1,0 +1,314 @@
+r"""``llm-gym eval``: accuracy, pass@k, mean length and format-error rate of a model on an env.
+
+Completions come from a model (``--model``: hub id, directory, GGUF file, or a name
+:func:`llm_gym.models.load_model` knows) sampled ``--n`` times per item on the env's own rendered
+prompt, or from a JSON-lines file (``--completions``: ``{"index": i, "completion": "..."}`` or
+``{"index": i, "completions": [...]}`` per line). Each completion is scored by the env itself
+(its batch scorer ``score_responses`` when it has one, else its ``end_turn`` hook), so eval and
+training reward agree by construction. Only the first agent turn is evaluated.
+
+Example:
+    $ llm-gym eval --env llm_gym/GSM8K-v0 --env-kwargs '{"data_files": "test.jsonl"}' \
+        --model smollm2 --n 4 --k 1,4 --limit 50 --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from llm_gym.rewards.passk import mean_pass_at_k
+from llm_gym.token_env import TokenEnv
+
+logger = logging.getLogger(__name__)
+
+# Verdicts that mean "the reply had no usable final answer" (as opposed to a wrong one).
+FORMAT_ERRORS = frozenset({"no_answer", "ambiguous", "echo", "rejected", "truncated"})
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``eval`` subcommand."""
+    p = subparsers.add_parser("eval", help="evaluate a model or a completions file on an env")
+    p.add_argument("--env", required=True, metavar="ID", help="env id, e.g. llm_gym/GSM8K-v0")
+    p.add_argument("--env-kwargs", default="{}", metavar="JSON",
+                   help="gym.make keyword arguments as a JSON object")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="NAME_OR_PATH",
+                        help="hub id, local directory, .gguf file, 'smollm2' or 'tiny'")
+    source.add_argument("--completions", metavar="FILE", type=Path,
+                        help='JSON lines: {"index": i, "completion": "..."}')
+    p.add_argument("--n", type=int, default=1, help="samples per item with --model (default 1)")
+    p.add_argument("--k", default="1", help="comma-separated pass@k budgets (default 1)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first L items only")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget (default: the env's max_new_tokens)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default: greedy for --n 1, else 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--out", type=Path, default=None, help="write metrics and samples as JSON")
+    p.set_defaults(func=run_eval)
+
+
+@dataclass
+class Sample:
+    """One scored completion."""
+
+    index: int
+    completion: str
+    tokens: int
+    reward: float
+    correct: bool
+    verdict: str | None = None
+    extracted: Any = None
+    finished: bool = True
+
+
+@dataclass
+class Report:
+    """Metrics over every sample, plus the samples themselves."""
+
+    env_id: str
+    source: str
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- entry point
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``llm-gym eval``; prints the table, writes ``--out``; returns the exit code."""
+    ks = _parse_ks(args.k)
+    env_kwargs = _parse_env_kwargs(args.env_kwargs)
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    model = None
+    if args.model is not None:
+        model, tokenizer = load_model(args.model)
+        env_kwargs.setdefault("tokenizer", tokenizer)
+    env = _make_env(args.env, env_kwargs)
+    if model is not None:
+        indices = _indices(env, args.limit)
+        budget = args.max_new_tokens or env.max_new_tokens
+        temperature = args.temperature if args.temperature is not None else (
+            0.0 if args.n == 1 else 1.0)
+        generated = generate(model, env, indices, args.n, budget, temperature, args.seed)
+    else:
+        generated = read_completions(args.completions, env, args.limit)
+    samples = score(env, generated)
+    report = Report(args.env, args.model or str(args.completions), summarize(samples, ks),
+                    samples)
+    print(format_table(report))
+    if args.out is not None:
+        write_report(report, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(f"--k must be comma-separated integers like 1,5, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise ValueError(f"--k budgets must be >= 1, got {text!r}")
+    return ks
+
+
+def _parse_env_kwargs(text: str) -> dict[str, Any]:
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--env-kwargs is not valid JSON ({err}): {text!r}") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--env-kwargs must be a JSON object, got {text!r}")
+    return kwargs
+
+
+def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> TokenEnv:
+    env = gym.make(env_id, **env_kwargs).unwrapped
+    if not isinstance(env, TokenEnv):
+        raise ValueError(f"{env_id} is not a token env; eval scores text replies of LLM envs")
+    return env
+
+
+def _indices(env: TokenEnv, limit: int | None) -> list[int]:
+    total = env.num_tasks
+    if total is None and limit is None:
+        raise ValueError(f"{type(env).__name__} has unbounded items; pass --limit")
+    count = total if limit is None else min(limit, total) if total is not None else limit
+    if count < 1:
+        raise ValueError(f"nothing to evaluate (--limit {limit}, {total} items)")
+    return list(range(count))
+
+
+# ---------------------------------------------------------------------------- completions
+def load_model(name_or_path: str) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` via :func:`llm_gym.models.load_model`, else transformers."""
+    try:
+        from llm_gym.models import load_model as project_loader
+    except ImportError:
+        project_loader = None
+    if project_loader is not None:
+        return project_loader(name_or_path)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, gguf = Path(name_or_path), {}
+    if path.suffix == ".gguf":
+        gguf, name_or_path = {"gguf_file": path.name}, str(path.parent)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **gguf).eval()
+    return model, AutoTokenizer.from_pretrained(name_or_path, **gguf)
+
+
+def read_completions(path: Path, env: TokenEnv, limit: int | None) -> dict[int, list[str]]:
+    """``{index: [completion, ...]}`` from a JSON-lines file, validated against the env."""
+    by_index: dict[int, list[str]] = defaultdict(list)
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            index = row.get("index") if isinstance(row, dict) else None
+            texts = row.get("completions", [row.get("completion")]) if index is not None else []
+            if not isinstance(index, int) or not texts or not all(isinstance(t, str)
+                                                                  for t in texts):
+                raise ValueError(f"{path}:{number}: need {{'index': int, 'completion': str}} "
+                                 "or {'index': int, 'completions': [str, ...]}")
+            if env.num_tasks is not None and not 0 <= index < env.num_tasks:
+                raise ValueError(f"{path}:{number}: index {index} outside [0, {env.num_tasks})")
+            by_index[index].extend(texts)
+    keep = sorted(by_index)[:limit] if limit is not None else sorted(by_index)
+    if not keep:
+        raise ValueError(f"{path} holds no completions")
+    return {i: by_index[i] for i in keep}
+
+
+def generate(model: Any, env: TokenEnv, indices: list[int], n: int, max_new_tokens: int,
+             temperature: float, seed: int) -> dict[int, list[tuple[list[int], bool]]]:
+    """Sample ``n`` replies per item on the env's rendered prompt: ``(token ids, finished)``."""
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    stops = sorted(env.tokenizer.stop_token_ids)
+    out: dict[int, list[tuple[list[int], bool]]] = {}
+    for index in tqdm(indices, desc="generating", unit="item", file=sys.stderr):
+        obs, info = env.reset(options={"index": index})
+        prompt = torch.as_tensor(obs["input_ids"][: info["prompt_tokens"]], device=device)[None]
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if (
+            temperature > 0) else {"do_sample": False}
+        with torch.no_grad():
+            tokens = model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
+                num_return_sequences=n, eos_token_id=stops, pad_token_id=env.tokenizer.pad_token_id,
+                **sampling,
+            )[:, prompt.shape[1]:].tolist()
+        out[index] = [_cut_at_stop(row, env.tokenizer.stop_token_ids) for row in tokens]
+    return out
+
+
+def _cut_at_stop(ids: list[int], stops: frozenset[int]) -> tuple[list[int], bool]:
+    for position, token in enumerate(ids):
+        if token in stops:
+            return ids[:position], True
+    return ids, False
+
+
+# ---------------------------------------------------------------------------- scoring
+def score(env: TokenEnv, generated: dict[int, list[Any]]) -> list[Sample]:
+    """Score every completion with the env (texts, or ``(ids, finished)`` from a model)."""
+    from tqdm import tqdm
+
+    samples: list[Sample] = []
+    for index, items in tqdm(generated.items(), desc="scoring", unit="item", file=sys.stderr):
+        texts, ids, finished = [], [], []
+        for item in items:
+            if isinstance(item, str):
+                texts.append(item)
+                ids.append(env.tokenizer.encode(item))
+                finished.append(True)
+            else:
+                ids.append(item[0])
+                texts.append(env.tokenizer.decode(item[0], skip_special_tokens=True))
+                finished.append(item[1])
+        samples.extend(_score_item(env, index, texts, ids, finished))
+    return samples
+
+
+def _score_item(env: TokenEnv, index: int, texts: list[str], ids: list[list[int]],
+                finished: list[bool]) -> list[Sample]:
+    batch = getattr(env, "score_responses", None)
+    done = [i for i, f in enumerate(finished) if f]
+    results: dict[int, Sample] = {}
+    if batch is not None and done:
+        for i, result in zip(done, batch([index] * len(done), [texts[i] for i in done]),
+                             strict=True):
+            results[i] = Sample(index, texts[i], len(ids[i]), result.reward,
+                                result.verdict == "correct", result.verdict, result.answer)
+    for i, text in enumerate(texts):
+        if i not in results:
+            env.reset(options={"index": index})
+            turn = env.end_turn(text, ids[i], finished[i])
+            info = turn.info
+            verdict = info.get("verdict") or (None if finished[i] else "truncated")
+            correct = bool(info.get("correct", info.get("success", turn.reward > 0)))
+            results[i] = Sample(index, text, len(ids[i]), float(turn.reward),
+                                correct and finished[i], verdict, info.get("extracted"),
+                                finished[i])
+    return [results[i] for i in range(len(texts))]
+
+
+def summarize(samples: list[Sample], ks: list[int]) -> dict[str, float | None]:
+    """Accuracy, pass@k per budget, mean reward, mean length and format-error rate."""
+    per_item: dict[int, list[bool]] = defaultdict(list)
+    for sample in samples:
+        per_item[sample.index].append(sample.correct)
+    fewest = min(len(v) for v in per_item.values())
+    metrics: dict[str, float | None] = {
+        "items": float(len(per_item)),
+        "samples": float(len(samples)),
+        "accuracy": sum(s.correct for s in samples) / len(samples),
+        "mean_reward": sum(s.reward for s in samples) / len(samples),
+        "mean_length": sum(s.tokens for s in samples) / len(samples),
+    }
+    for k in ks:
+        if k > fewest:
+            raise ValueError(f"pass@{k} needs at least {k} samples per item, some have {fewest}; "
+                             "raise --n or lower --k")
+        counts = [(len(v), sum(v)) for v in per_item.values()]
+        metrics[f"pass@{k}"] = mean_pass_at_k(counts, k)
+    verdicts = [s.verdict for s in samples]
+    metrics["format_error_rate"] = (sum(v in FORMAT_ERRORS for v in verdicts) / len(samples)
+                                    if all(v is not None for v in verdicts) else None)
+    return metrics
+
+
+# ---------------------------------------------------------------------------- output
+def format_table(report: Report) -> str:
+    """The metrics as an aligned two-column table."""
+    rows = [("env", report.env_id), ("source", report.source)]
+    for name, value in report.metrics.items():
+        if value is None:
+            text = "n/a"
+        elif name in ("items", "samples"):
+            text = str(int(value))
+        else:
+            text = f"{value:.4f}"
+        rows.append((name, text))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {text}" for name, text in rows)
+
+
+def write_report(report: Report, path: Path) -> None:
+    """Write metrics and samples as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"env": report.env_id, "source": report.source, "metrics": report.metrics,
+               "samples": [vars(s) for s in report.samples]}
+    path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
