@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +35,9 @@ from tqdm.auto import tqdm
 from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.ppo_algorithm import PPOConfig, ppo_update
 from llm_gym.agents.ppo_policies import ClassicPolicy, TokenPolicy
+from llm_gym.agents.rollout import collect_rollouts
 from llm_gym.token_env import TokenEnv
-from llm_gym.tokenizers import load_tokenizer
+from llm_gym.tokenizers import ByteTokenizer, load_tokenizer
 from llm_gym.vector import TokenVectorEnv
 
 __all__ = ["PPOAgent", "PPOConfig", "is_token_env"]
@@ -227,6 +231,172 @@ class PPOAgent:
             batch = obs[None] if single else obs
         actions = self.policy.act(batch, deterministic, self._predict_generator).astype(np.int64)
         return (actions[0] if single else actions), state
+
+
+    # ------------------------------------------------------------------------- evaluation
+    def evaluate(self, num_episodes: int = 10, deterministic: bool = True,
+                 seed: int = 1_000_000) -> dict[str, Any]:
+        """Play ``num_episodes`` evaluation episodes; return their summary.
+
+        Token envs play through the training vector env (batched, KV-cached; greedy decoding
+        when ``deterministic``), classic envs through a fresh single env. Episode ``i`` starts
+        from seed ``seed + i``.
+
+        Returns:
+            ``mean_return``, ``std_return``, ``success_rate`` (``None`` when the env cannot
+            say), ``mean_length`` (env steps), ``episodes`` and ``returns``.
+        """
+        from llm_gym.agents.evaluation import evaluate_agent
+
+        if int(num_episodes) < 1:
+            raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
+        if isinstance(self.policy, ClassicPolicy):
+            if self.env_id is None:
+                raise ValueError("evaluate needs the env id; build the agent from an id")
+            env = gym.make(self.env_id, **self.env_kwargs)
+            with _torch_threads(self._threads):
+                return evaluate_agent(self, env, int(num_episodes), deterministic=deterministic,
+                                      seed=seed).to_dict()
+        return self._evaluate_tokens(int(num_episodes), deterministic, seed)
+
+    def _evaluate_tokens(self, num_episodes: int, deterministic: bool,
+                         seed: int) -> dict[str, Any]:
+        from llm_gym.agents.evaluation import SUCCESS_THRESHOLDS, is_success
+
+        spec = gym.spec(self.env_id) if self.env_id else None
+        threshold = spec.reward_threshold if spec and spec.reward_threshold is not None else (
+            SUCCESS_THRESHOLDS.get(self.env_id))
+        temperature = 0.0 if deterministic else self.config.temperature
+        generator = torch.Generator().manual_seed(seed)
+        returns: list[float] = []
+        lengths: list[int] = []
+        successes: list[bool | None] = []
+        n = self.envs.num_envs
+        while len(returns) < num_episodes:
+            batch = collect_rollouts(self.policy.net.model, self.envs, temperature=temperature,
+                                     seed=seed + len(returns), generator=generator)
+            for i in range(min(n, num_episodes - len(returns))):
+                returns.append(float(batch.returns[i]))
+                lengths.append(int(batch.lengths[i]))
+                successes.append(is_success(batch.infos[i], returns[-1], threshold))
+        known = [s for s in successes if s is not None]
+        return {
+            "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+            "success_rate": float(np.mean(known)) if known else None,
+            "mean_length": float(np.mean(lengths)), "episodes": num_episodes,
+            "returns": returns,
+        }
+
+    # ------------------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        """Write the agent to directory ``path``: config, weights, optimizer, RNG, counters.
+
+        The directory is written next to ``path`` and renamed into place, so a crash while
+        saving leaves the previous checkpoint intact.
+        """
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        meta = {
+            "face": "token" if isinstance(self.policy, TokenPolicy) else "classic",
+            "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
+            "config": asdict(self.config), "num_timesteps": self.num_timesteps,
+            "iteration": self.iteration, "num_tokens": self.num_tokens,
+        }
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "predict_generator": self._predict_generator.get_state(),
+            "episode_log": [r.to_dict() for r in self.episode_log],
+        }
+        if isinstance(self.policy, TokenPolicy):
+            self.policy.net.model.save_pretrained(tmp / "model")
+            state["value_head"] = self.policy.net.value_head.state_dict()
+            if self.policy.ref is not None:
+                self.policy.ref.save_pretrained(tmp / "reference")
+            meta["tokenizer"] = _save_tokenizer(self.tokenizer, tmp / "tokenizer")
+        else:
+            state["net"] = self.policy.net.state_dict()
+        torch.save(state, tmp / "state.pt")
+        (tmp / "ppo.json").write_text(json.dumps(meta, indent=2, default=str))
+        _replace_dir(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: str | gym.vector.VectorEnv | None = None,
+             **kwargs: Any) -> PPOAgent:
+        """Rebuild a saved agent; ``learn`` on it resumes the run.
+
+        Args:
+            path: a directory written by :meth:`save`.
+            env: the env to attach (default: the saved env id with the saved ``env_kwargs``).
+            **kwargs: overrides of the constructor's keyword arguments (``log_dir``,
+                ``device``, ``config``, ...).
+
+        Token-env runs resume exactly (rollout ``k`` is seeded from ``k``; weights, optimizer
+        and sampling RNG are restored). Classic runs restart their envs' episodes at load.
+        """
+        path = Path(path)
+        meta_file = path / "ppo.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{path} is not a PPOAgent checkpoint (no ppo.json)")
+        meta = json.loads(meta_file.read_text())
+        state = torch.load(path / "state.pt", weights_only=False)
+        options: dict[str, Any] = {
+            "config": PPOConfig.from_dict(meta["config"]), "env_kwargs": meta["env_kwargs"],
+            "seed": meta["seed"], **kwargs,
+        }
+        env = env if env is not None else meta["env_id"]
+        if meta["face"] == "token":
+            from transformers import AutoModelForCausalLM
+
+            options.setdefault("tokenizer", _load_tokenizer(meta["tokenizer"], path))
+            model = AutoModelForCausalLM.from_pretrained(path / "model")
+            agent = cls(env, model.to(options.get("device") or _device()), **options)
+            agent.policy.net.value_head.load_state_dict(state["value_head"])
+            if agent.policy.ref is not None and (path / "reference").is_dir():
+                ref = AutoModelForCausalLM.from_pretrained(path / "reference")
+                agent.policy.ref.load_state_dict(ref.state_dict())
+        else:
+            agent = cls(env, **options)
+            agent.policy.net.load_state_dict(state["net"])
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.generator.set_state(state["generator"])
+        agent._predict_generator.set_state(state["predict_generator"])
+        agent.episode_log = [EpisodeRecord(**r) for r in state["episode_log"]]
+        agent.num_timesteps, agent.iteration = meta["num_timesteps"], meta["iteration"]
+        agent.num_tokens = meta["num_tokens"]
+        return agent
+
+
+def _save_tokenizer(tokenizer: Any, folder: Path) -> str:
+    """Save an HF tokenizer into ``folder``; return what :func:`_load_tokenizer` reads back."""
+    if isinstance(tokenizer, ByteTokenizer):
+        return "byte"
+    tokenizer.hf.save_pretrained(folder)
+    return "tokenizer"
+
+
+def _load_tokenizer(saved: str, path: Path) -> Any:
+    return load_tokenizer("byte" if saved == "byte" else str(path / saved))
+
+
+def _device() -> str:
+    from llm_gym.models import default_device
+
+    return default_device()
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path``; an existing ``path`` is swapped out first, then removed."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(path)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from llm_gym.agents.ppo_algorithm import (
     kl_penalized_rewards,
     token_gae,
 )
+from llm_gym.agents.rollout import collect_rollouts, sequence_logprobs
 from llm_gym.agents.value_head import (
     CausalLMWithValueHead,
     MLPActorCritic,
@@ -178,10 +179,9 @@ class TokenPolicy:
                                          config.temperature)
         self.device = next(model.parameters()).device
         # Frozen copy of the starting policy for the KL penalty (none when kl_coef == 0).
-        self.ref = None
+        self.ref: torch.nn.Module | None = None
         if config.kl_coef > 0:
-            self.ref = CausalLMWithValueHead(copy.deepcopy(model), self.net.num_actions,
-                                             config.temperature).requires_grad_(False).eval()
+            self.ref = copy.deepcopy(model).requires_grad_(False).eval()
 
     def parameters(self) -> Any:
         """The trainable parameters (LM and value head)."""
@@ -191,23 +191,22 @@ class TokenPolicy:
         """``(logprobs, entropy, values)`` of every token of the conversations, each ``(u, T)``."""
         return self.net(inputs["input_ids"], inputs["attention_mask"])
 
-    def score(self, net: CausalLMWithValueHead, ids: torch.Tensor, attention: torch.Tensor,
-              with_value: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs and values of a whole rollout, in minibatch-sized chunks, without grad."""
+    def score(self, ids: torch.Tensor, attention: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Log-probs, values and reference log-probs of a rollout, chunked, without grad."""
         size = -(-len(ids) // self.config.num_minibatches)
-        logprobs, values = [], []
+        parts: list[tuple[torch.Tensor, ...]] = []
         with torch.no_grad():
             for start in range(0, len(ids), size):
-                lp, _, v = net(ids[start:start + size], attention[start:start + size],
-                               with_value=with_value)
-                logprobs.append(lp)
-                values.append(v)
-        return torch.cat(logprobs), torch.cat(values)
+                chunk, mask = ids[start:start + size], attention[start:start + size]
+                logprobs, _, values = self.net(chunk, mask)
+                ref = logprobs if self.ref is None else sequence_logprobs(
+                    self.ref, chunk, mask, vocab_size=self.net.num_actions,
+                    temperature=self.config.temperature)
+                parts.append((logprobs, values, ref))
+        return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
     def collect(self, agent: PPOAgent) -> tuple[PPOBatch, dict[str, float]]:
         """Play one episode per env row, then score it and compute the token advantages."""
-        from llm_gym.agents.rollout import collect_rollouts
-
         cfg = self.config
         rollout = collect_rollouts(
             self.net.model, self.envs, seed=self.seed + agent.iteration * self.envs.num_envs,
@@ -215,12 +214,11 @@ class TokenPolicy:
         )
         ids = rollout.input_ids.to(self.device)
         attention = rollout.attention_mask.to(self.device)
-        agent_mask = rollout.agent_mask.to(self.device).float()
-        old_logprobs, old_values = self.score(self.net, ids, attention)
-        ref_logprobs = old_logprobs
-        if self.ref is not None:
-            ref_logprobs, _ = self.score(self.ref, ids, attention, with_value=False)
-        rewards = torch.nan_to_num(rollout.rewards.to(self.device).float())
+        # A row whose reward was NaN/inf is dropped from training, not zeroed (RELIABILITY.md).
+        valid = rollout.valid.to(self.device)
+        agent_mask = rollout.agent_mask.to(self.device).float() * valid[:, None]
+        old_logprobs, old_values, ref_logprobs = self.score(ids, attention)
+        rewards = torch.nan_to_num(rollout.rewards.to(self.device).float(), 0.0, 0.0, 0.0)
         rewards, kl = kl_penalized_rewards(rewards, old_logprobs, ref_logprobs, agent_mask,
                                            cfg.kl_coef)
         advantages, returns = token_gae(rewards, old_values, agent_mask, cfg.gamma,
@@ -233,6 +231,7 @@ class TokenPolicy:
             "train/kl": float(kl.sum() / agent_mask.sum().clamp(min=1)),
             "rollout/tokens": float(attention.sum()),
             "rollout/logprob_drift": float(drift.max()),
+            "reward/dropped_nan": float((~rollout.valid).sum()),
         }
 
     def _record_episodes(self, agent: PPOAgent, rollout: Any) -> None:
