@@ -1,0 +1,214 @@
+"""code_pass_rate: every attack of RELIABILITY.md scores 0 and is contained; honest code scores 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from llm_gym.rewards.code import COUNTERS, VERDICTS, CodeResult, code_pass_rate, extract_code
+from llm_gym.sandbox import SandboxPool, detect_isolation, pids_of_uid
+from tests.attacks.programs import ADD_TESTS, HONEST_ADD, INTEGRITY_ATTACKS, RESOURCE_ATTACKS
+
+pytestmark = pytest.mark.sandbox
+TIMEOUT = 1.0
+SECRET = "llm-gym-test-secret-4c1d"
+MARKER = f"llm_gym_attack_{os.getpid()}"
+SHARED = Path(os.environ.get("LLM_GYM_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    os.environ["LLM_GYM_TEST_SECRET"] = SECRET  # the parent's environment holds a secret
+    with SandboxPool(workers=2) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def listeners():
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    unix = socket.socket(socket.AF_UNIX)
+    abstract = f"llm_gym_test_{os.getpid()}"
+    unix.bind("\0" + abstract)
+    unix.listen()
+    for s in (tcp, udp, unix):
+        s.setblocking(False)
+    fill = {"port": tcp.getsockname()[1], "udp_port": udp.getsockname()[1], "abstract": abstract,
+            "marker": MARKER}
+    yield fill, (tcp, udp, unix)
+    for s in (tcp, udp, unix):
+        s.close()
+
+
+def _nothing_received(sockets) -> bool:
+    tcp, udp, unix = sockets
+    for sock, op in ((tcp, "accept"), (unix, "accept"), (udp, "recv")):
+        try:
+            getattr(sock, op)(*(() if op == "accept" else (64,)))
+        except BlockingIOError:
+            continue
+        return False
+    return True
+
+
+def _outside_files() -> list[str]:
+    paths = [f"{d}/{MARKER}" for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root",
+                                       "/work", "")]
+    paths += ["/tmp/pwned", "/tmp/fill"]
+    return [p for p in paths if os.path.exists(p)]
+
+
+def _check_contained(result: CodeResult, elapsed: float, pool, sockets) -> None:
+    assert result.reward == 0.0
+    assert result.verdict in VERDICTS and result.verdict != "passed"
+    assert elapsed < TIMEOUT + 1.0
+    assert all(not pids_of_uid(uid) for uid in pool.uids)
+    assert SECRET not in json.dumps(result.details)
+    assert _nothing_received(sockets)
+    assert _outside_files() == []
+
+
+ATTACKS = {**RESOURCE_ATTACKS, **INTEGRITY_ATTACKS}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_scores_zero_and_is_contained(name, pool, listeners):
+    fill, sockets = listeners
+    code = ATTACKS[name].replace("{port}", str(fill["port"])).replace(
+        "{udp_port}", str(fill["udp_port"])).replace("{abstract}", fill["abstract"]).replace(
+        "{marker}", MARKER)
+    start = time.monotonic()
+    result = code_pass_rate(code, ADD_TESTS, pool=pool, timeout=TIMEOUT)
+    _check_contained(result, time.monotonic() - start, pool, sockets)
+    honest = code_pass_rate(HONEST_ADD, ADD_TESTS, pool=pool, timeout=TIMEOUT)
+    assert (honest.reward, honest.verdict, honest.per_test) == (1.0, "passed", [True] * 3)
+
+
+def test_no_escapee_two_seconds_later(pool, listeners):
+    fill, sockets = listeners
+    code = RESOURCE_ATTACKS["double_fork_setsid"].replace("{marker}", MARKER)
+    result = code_pass_rate(code, ADD_TESTS, pool=pool, timeout=TIMEOUT)
+    assert result.reward == 0.0
+    time.sleep(2.0)
+    assert all(not pids_of_uid(uid) for uid in pool.uids)
+    assert _outside_files() == []
+
+
+def test_named_verdicts(pool):
+    assert code_pass_rate("no code here at all", ADD_TESTS, pool=pool).verdict == "syntax_error"
+    assert code_pass_rate("", ADD_TESTS, pool=pool).verdict == "no_code"
+    assert code_pass_rate("while True: pass", ADD_TESTS, pool=pool, timeout=1).verdict == "timeout"
+    pytest_mention = code_pass_rate(INTEGRITY_ATTACKS["mentions_pytest_wrong"], ADD_TESTS, pool=pool)
+    assert pytest_mention.verdict == "failed"
+    assert any(e.startswith("AssertionError") for e in pytest_mention.details["errors"])
+    forged = code_pass_rate(INTEGRITY_ATTACKS["fake_verdict_line"], ADD_TESTS, pool=pool)
+    assert forged.verdict == "forged_output"
+
+
+def test_partial_credit_and_humaneval(pool):
+    half = "def add(a, b):\n    return 5\n"
+    result = code_pass_rate(half, ADD_TESTS, pool=pool, partial=True)
+    assert result.per_test == [True, False, False] and result.reward == pytest.approx(1 / 3)
+    assert code_pass_rate(half, ADD_TESTS, pool=pool).reward == 0.0
+    check = "def check(candidate):\n    assert candidate([1, 2]) == 3\n    assert candidate([]) == 0\n"
+    ok = code_pass_rate("def total(xs):\n    return sum(xs)\n", check, entry_point="total",
+                        pool=pool)
+    assert (ok.reward, ok.per_test) == (1.0, [True])
+    bad = code_pass_rate("def total(xs):\n    return 3\n", check, entry_point="total", pool=pool)
+    assert (bad.reward, bad.verdict) == (0.0, "failed")
+    with pytest.raises(ValueError, match="entry_point"):
+        code_pass_rate("x = 1", check, pool=pool)
+    with pytest.raises(TypeError, match="test_list"):
+        code_pass_rate("x = 1", [1, 2], pool=pool)
+
+
+def test_values_cross_the_channel_exactly(pool):
+    code = ("def f(x):\n    return x\n"
+            "class Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+            "def first(p):\n    return p.a\n"
+            "def gen(n):\n    return (i * i for i in range(n))\n")
+    tests = ["assert f({(1, 2): {3.5, None}, 'b': b'x', 'c': 1j}) == {(1, 2): {3.5, None}, 'b': b'x', 'c': 1j}",
+             "assert type(f((1,))) is tuple and f(float('inf')) == float('inf')",
+             "assert first(Pair(5, 7)) == 5", "assert list(gen(3)) == [0, 1, 4]",
+             "assert f(True) is True and f(frozenset([1])) == frozenset([1])"]
+    result = code_pass_rate(code, tests, pool=pool)
+    assert result.per_test == [True] * 5, result.details
+
+
+def test_extract_code_takes_last_fenced_block():
+    assert extract_code("a\n```python\nx = 1\n```\nb\n```py\nx = 2\n```") == "x = 2\n"
+    assert extract_code("```\ny = 3\n```") == "y = 3\n"
+    assert extract_code("```python\nz = 4\n") == "z = 4\n"  # truncated fence
+    assert extract_code("def f(): pass") == "def f(): pass"
+    with pytest.raises(TypeError):
+        extract_code(None)
+
+
+def test_counters_record_outcomes(pool):
+    COUNTERS.reset()
+    code_pass_rate(HONEST_ADD, ADD_TESTS, pool=pool)
+    code_pass_rate("while True: pass", ADD_TESTS, pool=pool, timeout=1)
+    code_pass_rate(INTEGRITY_ATTACKS["fake_verdict_line"], ADD_TESTS, pool=pool)
+    counts = COUNTERS.as_dict()
+    assert counts["reward/code/runs"] == 3 and counts["reward/code/passed"] == 1
+    assert counts["reward/code/timeouts"] == 1 and counts["reward/code/forged"] == 1
+
+
+@pytest.mark.slow
+def test_storm_of_hostile_and_honest_runs():
+    hostile = [RESOURCE_ATTACKS[n] for n in ("fork_bomb", "memory_bomb", "infinite_loop",
+                                             "output_bomb_no_newline", "thread_bomb")] * 4
+    jobs = [(code, False) for code in hostile] + [(HONEST_ADD, True)] * 40
+    with SandboxPool(workers=4) as pool, ThreadPoolExecutor(12) as ex:
+        futures = [(ex.submit(code_pass_rate, code, ADD_TESTS, pool=pool, timeout=2.0), honest)
+                   for code, honest in jobs]
+        results = [(f.result(), honest) for f, honest in futures]
+        assert all(not pids_of_uid(uid) for uid in pool.uids)
+    assert [r.reward for r, honest in results if honest] == [1.0] * 40
+    assert [r.reward for r, honest in results if not honest] == [0.0] * 20
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_mbpp_reference_solutions_pass_and_broken_ones_fail():
+    path = SHARED / "mbpp" / "sanitized-mbpp.json"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set LLM_GYM_SHARED_DATA)")
+    rows = json.loads(path.read_text())
+    assert len(rows) == 427
+
+    def both(row):
+        kwargs = {"test_imports": row["test_imports"], "pool": pool, "timeout": 10.0}
+        good = code_pass_rate(row["code"], row["test_list"], **kwargs)
+        # Broken: every function returns None after its real body ran.
+        broken = code_pass_rate(row["code"] + "\n" + _break_all(row["code"]), row["test_list"],
+                                **kwargs)
+        return row["task_id"], good, broken
+
+    with SandboxPool(workers=4) as pool, ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(both, rows))
+    failed = [(tid, g.verdict, g.details.get("errors")) for tid, g, _ in results if g.reward != 1]
+    assert failed == []
+    passed_broken = [tid for tid, _, b in results if b.reward != 0]
+    assert passed_broken == []
+
+
+def _break_all(code: str) -> str:
+    import ast
+
+    names = [n.name for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)]
+    return "\n".join(f"def {name}(*args, **kwargs):\n    return None" for name in names)
+
+
+def test_isolation_is_not_degraded_here():
+    # CI and the dev machine run as root with working namespaces (RELIABILITY.md).
+    assert detect_isolation().level == "root"
