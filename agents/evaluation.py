@@ -50,9 +50,9 @@ class EvalResult:
         return asdict(self)
 
 
-def success_threshold(env: gym.Env) -> float | None:
-    """The return at which an episode of ``env`` counts as a success, if one is known."""
-    spec = env.spec
+def success_threshold(env: gym.Env | str) -> float | None:
+    """The return at which an episode of ``env`` (an env or an id) counts as a success."""
+    spec = gym.spec(env) if isinstance(env, str) else env.spec
     if spec is None:
         return None
     if spec.reward_threshold is not None:

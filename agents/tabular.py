@@ -56,6 +56,8 @@ class EpisodicAgent:
         self.num_timesteps = 0
         self.episode_log: list[EpisodeRecord] = []
         self._wall_offset = 0.0  # training seconds before a save/load, so curves continue
+        # On a token env every step is one agent token; curves count them like the LLM agents.
+        self._token_env = isinstance(env.observation_space, gym.spaces.Dict)
 
     def train_action(self, obs: Any, progress: float) -> int:
         """The action to take while learning (``progress`` = fraction of the budget used)."""
@@ -95,7 +97,8 @@ class EpisodicAgent:
 
     def _record(self, ret: float, length: int, info: dict, terminated: bool, start: float) -> None:
         self.episode_log.append(EpisodeRecord(
-            env_steps=self.num_timesteps, tokens=0, episode_return=ret, length=length,
+            env_steps=self.num_timesteps, tokens=self.num_timesteps if self._token_env else 0,
+            episode_return=ret, length=length,
             success=episode_success(info, ret, terminated),
             wall_time=self._wall_offset + time.perf_counter() - start,
         ))

@@ -1,0 +1,385 @@
+"""Cross-paradigm comparison: every agent on every env it can act in, one table and one plot.
+
+:func:`plan_runs` crosses envs × agents × seeds and sets aside (with the reason) the pairs an
+agent cannot act in; :func:`run_comparison` trains each run for the same env-step budget
+(tokens, on token envs), evaluates the final policy deterministically, and writes
+``comparison.md``, ``comparison.csv``, ``comparison.json`` and ``learning_curves.png``.
+
+Example:
+    >>> from llm_gym.agents.compare import plan_runs, run_comparison
+    >>> runs, skipped = plan_runs(["llm_gym/LeftRight-v0"], ["q-learning", "greedy"], 500)
+    >>> report = run_comparison(runs, skipped=skipped, eval_episodes=2)
+    >>> [row["agent"] for row in report.rows]
+    ['q-learning', 'greedy']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from llm_gym.agents.base import EpisodeRecord
+from llm_gym.agents.evaluation import EvalResult, evaluate_agent, success_threshold
+from llm_gym.agents.factory import (
+    LLM_AGENTS,
+    AgentEnvMismatch,
+    check_agent_name,
+    is_token_env_id,
+    make_agent,
+)
+
+logger = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ("env", "agent", "seeds", "return_mean", "return_std", "success_rate",
+                 "env_steps", "tokens", "wall_clock_s", "steps_to_solve")
+
+
+@dataclass
+class RunSpec:
+    """One training run of a comparison.
+
+    Attributes:
+        env_id: registered env id.
+        agent: agent name (see :data:`llm_gym.agents.factory.AGENT_NAMES`).
+        timesteps: env-step budget (agent tokens on token envs).
+        seed: seed of the agent and its envs.
+        env_kwargs: ``gym.make`` keyword arguments.
+        config: agent config (see :func:`~llm_gym.agents.factory.make_agent`).
+        model: grpo/ppo model name or module.
+        label: name in the table (default: ``agent``).
+    """
+
+    env_id: str
+    agent: str
+    timesteps: int
+    seed: int = 0
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    config: Any = None
+    model: Any = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The agent's name in the table."""
+        return self.label or self.agent
+
+
+@dataclass
+class RunResult:
+    """What one run measured."""
+
+    spec: RunSpec
+    evaluation: EvalResult
+    env_steps: int
+    tokens: int
+    wall_clock_s: float
+    episodes: list[EpisodeRecord]
+    steps_to_solve: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict for JSON (the config and model as text)."""
+        spec = {k: v if isinstance(v, (str, int, float, dict, type(None))) else repr(v)
+                for k, v in asdict(self.spec).items()}
+        return {"spec": spec, "evaluation": self.evaluation.to_dict(),
+                "env_steps": self.env_steps, "tokens": self.tokens,
+                "wall_clock_s": self.wall_clock_s, "steps_to_solve": self.steps_to_solve,
+                "episodes": [r.to_dict() for r in self.episodes]}
+
+
+@dataclass
+class ComparisonReport:
+    """The table rows (one per env × agent, over seeds), every run, and the skipped pairs."""
+
+    rows: list[dict[str, Any]]
+    runs: list[RunResult]
+    skipped: list[str]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        """The table as GitHub markdown, with the skipped pairs below it."""
+        header = "| " + " | ".join(TABLE_COLUMNS) + " |"
+        lines = [header, "|" + "---|" * len(TABLE_COLUMNS)]
+        lines += ["| " + " | ".join(_cell(row[c]) for c in TABLE_COLUMNS) + " |"
+                  for row in self.rows]
+        lines += [f"\nskipped: {note}" for note in self.skipped]
+        return "\n".join(lines)
+
+
+def mismatch_reason(
+    agent: str, env_id: str, env_kwargs: dict[str, Any] | None = None,
+) -> str | None:
+    """Why ``agent`` cannot act in ``env_id``, or ``None`` when it can (builds only the env)."""
+    check_agent_name(agent)
+    if agent in LLM_AGENTS:
+        if agent == "grpo" and not is_token_env_id(env_id):
+            return f"grpo needs a token env; {env_id} is classic"
+        return None
+    from llm_gym.agents.sb3 import check_sb3_compatible, make_env
+    from llm_gym.agents.tabular import check_discrete
+
+    env = make_env(env_id, env_kwargs)
+    try:
+        if agent.startswith("sb3-"):
+            check_sb3_compatible(agent.removeprefix("sb3-"), env)
+        elif agent in ("q-learning", "greedy"):
+            check_discrete(env, agent)
+    except AgentEnvMismatch as err:
+        return str(err).split(". Use")[0]
+    finally:
+        env.close()
+    return None
+
+
+def plan_runs(
+    envs: Sequence[str], agents: Sequence[str], timesteps: int, seeds: Sequence[int] = (0,),
+    env_kwargs: dict[str, dict[str, Any]] | None = None,
+) -> tuple[list[RunSpec], list[str]]:
+    """Every (env, agent, seed) run an agent can act in, and a note for each pair it cannot.
+
+    ``env_kwargs`` maps an env id to its ``gym.make`` keyword arguments.
+    """
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
+    for agent in agents:
+        check_agent_name(agent)
+    runs, skipped = [], []
+    for env_id in envs:
+        kwargs = dict((env_kwargs or {}).get(env_id, {}))
+        for agent in agents:
+            reason = mismatch_reason(agent, env_id, kwargs)
+            if reason is not None:
+                skipped.append(f"{agent} on {env_id}: {reason}")
+                continue
+            runs += [RunSpec(env_id, agent, timesteps, seed, kwargs) for seed in seeds]
+    return runs, skipped
+
+
+def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
+            progress_bar: bool = False) -> RunResult:
+    """Train one run for its budget and evaluate the final policy deterministically.
+
+    With ``eval_every``, the greedy policy is also evaluated every ``eval_every`` env steps
+    during training and :attr:`RunResult.steps_to_solve` is the first step count at which
+    every evaluation episode succeeded.
+    """
+    agent = make_agent(spec.agent, spec.env_id, model=spec.model, config=spec.config,
+                       seed=spec.seed, env_kwargs=spec.env_kwargs or None)
+    eval_env = gym.make(spec.env_id, **spec.env_kwargs)
+    tracker = _SolveTracker(agent, spec, eval_env, eval_every, eval_episodes)
+    threads = None if spec.agent in LLM_AGENTS else 1
+    with _torch_threads(threads):
+        start = time.perf_counter()
+        agent.learn(spec.timesteps, callback=tracker.callback(), progress_bar=progress_bar)
+        wall = time.perf_counter() - start - tracker.seconds
+        evaluation = _evaluate(agent, spec, eval_env, eval_episodes)
+    episodes = list(getattr(agent, "episode_log", []))
+    env_steps = int(getattr(agent, "num_timesteps", episodes[-1].env_steps if episodes else 0))
+    token_env = is_token_env_id(spec.env_id)
+    tokens = int(getattr(agent, "num_tokens", 0) or (episodes[-1].tokens if episodes else 0))
+    return RunResult(spec, evaluation, env_steps, tokens if token_env else 0, wall, episodes,
+                     tracker.solved_at)
+
+
+def run_comparison(
+    runs: Sequence[RunSpec], *, out_dir: str | Path | None = None, skipped: Sequence[str] = (),
+    eval_episodes: int = 10, eval_every: int | None = None,
+    on_run_end: Callable[[int, RunResult], None] | None = None,
+) -> ComparisonReport:
+    """Train and evaluate every run, aggregate per env × agent, and write the report files.
+
+    Args:
+        runs: from :func:`plan_runs` (or hand-built :class:`RunSpec` lists).
+        out_dir: folder for ``comparison.{md,csv,json}`` and ``learning_curves.png``; ``None``
+            writes nothing.
+        skipped: notes of the pairs left out, carried into the report.
+        eval_episodes: deterministic evaluation episodes per run.
+        eval_every: see :func:`run_one`.
+        on_run_end: called with (run index, result) after each run (CLI progress).
+    """
+    results = []
+    for i, spec in enumerate(runs):
+        logger.info("run %d/%d: %s on %s, seed %d", i + 1, len(runs), spec.name, spec.env_id,
+                    spec.seed)
+        result = run_one(spec, eval_episodes=eval_episodes, eval_every=eval_every)
+        results.append(result)
+        if on_run_end is not None:
+            on_run_end(i, result)
+    report = ComparisonReport(aggregate(results), results, list(skipped))
+    if out_dir is not None:
+        report.files = write_report(report, Path(out_dir))
+    return report
+
+
+def aggregate(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """One table row per (env, agent name): means over seeds."""
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for result in results:
+        groups.setdefault((result.spec.env_id, result.spec.name), []).append(result)
+    rows = []
+    for (env_id, name), group in groups.items():
+        returns = [r.evaluation.mean_return for r in group]
+        rates = [r.evaluation.success_rate for r in group if r.evaluation.success_rate is not None]
+        solved = [r.steps_to_solve for r in group]
+        rows.append({
+            "env": env_id, "agent": name, "seeds": len(group),
+            "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)) if len(group) > 1 else
+            group[0].evaluation.std_return,
+            "success_rate": float(np.mean(rates)) if rates else None,
+            "env_steps": int(np.mean([r.env_steps for r in group])),
+            "tokens": int(np.mean([r.tokens for r in group])),
+            "wall_clock_s": float(np.mean([r.wall_clock_s for r in group])),
+            "steps_to_solve": (int(np.mean(solved)) if all(s is not None for s in solved)
+                               else None),
+        })
+    return rows
+
+
+def write_report(report: ComparisonReport, out_dir: Path) -> dict[str, Path]:
+    """Write the markdown, CSV, JSON and PNG of ``report`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv",
+             "json": out_dir / "comparison.json", "png": out_dir / "learning_curves.png"}
+    files["markdown"].write_text(report.markdown() + "\n")
+    with files["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(report.rows)
+    files["json"].write_text(json.dumps(
+        {"rows": report.rows, "skipped": report.skipped,
+         "runs": [r.to_dict() for r in report.runs]}, indent=1))
+    plot_learning_curves(report.runs, files["png"])
+    return files
+
+
+def plot_learning_curves(results: Sequence[RunResult], path: Path, window: int = 20) -> None:
+    """Return vs env steps, one panel per env, one line per agent (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window, works with no display
+    import matplotlib.pyplot as plt
+
+    env_ids = list(dict.fromkeys(r.spec.env_id for r in results))
+    fig, axes = plt.subplots(1, max(1, len(env_ids)), figsize=(5 * max(1, len(env_ids)), 3.8),
+                             squeeze=False)
+    for ax, env_id in zip(axes[0], env_ids, strict=False):
+        names = list(dict.fromkeys(r.spec.name for r in results if r.spec.env_id == env_id))
+        for name in names:
+            runs = [r for r in results if r.spec.env_id == env_id and r.spec.name == name]
+            curve = _mean_curve(runs, window)
+            if curve is not None:
+                ax.plot(*curve, label=name)
+        threshold = success_threshold(env_id)
+        if threshold is not None:
+            ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(env_id)
+        ax.set_xlabel("env steps (tokens on token envs)")
+        ax.set_ylabel(f"episode return (mean of {window})")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _mean_curve(runs: Sequence[RunResult], window: int) -> tuple[np.ndarray, np.ndarray] | None:
+    curves = []
+    for run in runs:
+        if not run.episodes:
+            continue
+        steps = np.array([r.env_steps for r in run.episodes], dtype=float)
+        returns = np.array([r.episode_return for r in run.episodes], dtype=float)
+        kernel = np.ones(min(window, len(returns)))
+        smooth = np.convolve(returns, kernel, "full")[: len(returns)] / np.convolve(
+            np.ones_like(returns), kernel, "full")[: len(returns)]  # trailing mean, short at start
+        curves.append((steps, smooth))
+    if not curves:
+        return None
+    grid = np.linspace(0, max(c[0][-1] for c in curves), 200)
+    return grid, np.mean([np.interp(grid, s, v) for s, v in curves], axis=0)
+
+
+class _SolveTracker:
+    """Greedy evaluations every ``eval_every`` env steps, through each agent's own callback."""
+
+    def __init__(self, agent: Any, spec: RunSpec, env: gym.Env, every: int | None,
+                 episodes: int) -> None:
+        self.agent, self.spec, self.env = agent, spec, env
+        self.every, self.episodes = every, episodes
+        self.next_eval = every or 0
+        self.solved_at: int | None = None
+        self.seconds = 0.0  # spent evaluating, taken out of the run's training wall-clock
+
+    def check(self, *_: Any) -> bool:
+        steps = int(getattr(self.agent, "num_timesteps", 0))
+        if self.solved_at is None and self.every and steps >= self.next_eval:
+            self.next_eval = steps + self.every
+            start = time.perf_counter()
+            rate = _evaluate(self.agent, self.spec, self.env, self.episodes).success_rate
+            self.seconds += time.perf_counter() - start
+            if rate == 1.0:
+                self.solved_at = steps
+        return True
+
+    def callback(self) -> Any:
+        if not self.every:
+            return None
+        from stable_baselines3.common.base_class import BaseAlgorithm
+
+        if isinstance(self.agent, BaseAlgorithm):
+            from stable_baselines3.common.callbacks import ConvertCallback
+
+            return ConvertCallback(self.check)
+        return self.check
+
+
+def _evaluate(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> EvalResult:
+    if spec.agent in LLM_AGENTS and hasattr(agent, "evaluate"):
+        # LLM agents evaluate through their batched, KV-cached rollout, not token by token.
+        out = agent.evaluate(num_episodes=episodes, deterministic=True)
+        returns = [float(r) for r in out.get("returns", [])]
+        rate, threshold = _rate(out.get("success_rate")), success_threshold(spec.env_id)
+        if rate is None and returns and threshold is not None:
+            rate = float(np.mean([r >= threshold - 1e-9 for r in returns]))
+        return EvalResult(
+            mean_return=float(out["mean_return"]), std_return=float(out.get("std_return", 0.0)),
+            success_rate=rate, mean_length=float(out["mean_length"]), episodes=episodes,
+            returns=returns)
+    return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
+
+
+def _rate(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    # Small MLPs: intra-op threads only add synchronisation (7x slower on 2 busy cores).
+    if count is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
