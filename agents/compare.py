@@ -166,7 +166,7 @@ def plan_runs(
 
 def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
             progress_bar: bool = False) -> RunResult:
-    """Train one run for its budget and evaluate the final policy deterministically.
+    """Build the run's agent, train it for its budget and evaluate the final policy.
 
     With ``eval_every``, the greedy policy is also evaluated every ``eval_every`` env steps
     during training and :attr:`RunResult.steps_to_solve` is the first step count at which
@@ -174,14 +174,28 @@ def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = 
     """
     agent = make_agent(spec.agent, spec.env_id, model=spec.model, config=spec.config,
                        seed=spec.seed, env_kwargs=spec.env_kwargs or None)
+    return train_and_evaluate(agent, spec, eval_episodes=eval_episodes, eval_every=eval_every,
+                              progress_bar=progress_bar)
+
+
+def train_and_evaluate(
+    agent: Any, spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
+    progress_bar: bool = False, learn_kwargs: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train a built (or loaded) ``agent`` for ``spec.timesteps`` and evaluate it greedily.
+
+    ``learn_kwargs`` go to ``agent.learn`` (e.g. SB3's ``reset_num_timesteps=False`` on resume).
+    The wall-clock counts training only (no periodic evaluations, no imports).
+    """
     eval_env = gym.make(spec.env_id, **spec.env_kwargs)
     tracker = _SolveTracker(agent, spec, eval_env, eval_every, eval_episodes)
     threads = None if spec.agent in LLM_AGENTS else 1
     with _torch_threads(threads):
         start = time.perf_counter()
-        agent.learn(spec.timesteps, callback=tracker.callback(), progress_bar=progress_bar)
+        agent.learn(spec.timesteps, callback=tracker.callback(), progress_bar=progress_bar,
+                    **(learn_kwargs or {}))
         wall = time.perf_counter() - start - tracker.seconds
-        evaluation = _evaluate(agent, spec, eval_env, eval_episodes)
+        evaluation = evaluate_trained(agent, spec, eval_env, eval_episodes)
     episodes = list(getattr(agent, "episode_log", []))
     env_steps = int(getattr(agent, "num_timesteps", episodes[-1].env_steps if episodes else 0))
     token_env = is_token_env_id(spec.env_id)
@@ -324,7 +338,7 @@ class _SolveTracker:
         if self.solved_at is None and self.every and steps >= self.next_eval:
             self.next_eval = steps + self.every
             start = time.perf_counter()
-            rate = _evaluate(self.agent, self.spec, self.env, self.episodes).success_rate
+            rate = evaluate_trained(self.agent, self.spec, self.env, self.episodes).success_rate
             self.seconds += time.perf_counter() - start
             if rate == 1.0:
                 self.solved_at = steps
@@ -342,7 +356,8 @@ class _SolveTracker:
         return self.check
 
 
-def _evaluate(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> EvalResult:
+def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> EvalResult:
+    """Deterministic evaluation: LLM agents through their own batched ``evaluate``."""
     if spec.agent in LLM_AGENTS and hasattr(agent, "evaluate"):
         # LLM agents evaluate through their batched, KV-cached rollout, not token by token.
         out = agent.evaluate(num_episodes=episodes, deterministic=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from tqdm.auto import trange
 
 from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.factory import AgentEnvMismatch
@@ -80,7 +81,7 @@ class EpisodicAgent:
         start = time.perf_counter()
         obs, _ = self.env.reset(seed=self.seed + len(self.episode_log))
         ret, length = 0.0, 0
-        for step in range(total_timesteps):
+        for step in trange(total_timesteps, disable=not progress_bar, unit="step"):
             action = self.train_action(obs, step / total_timesteps)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             self.update(obs, action, float(reward), next_obs, terminated)

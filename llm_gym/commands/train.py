@@ -1,0 +1,124 @@
+"""``llm-gym train``: train one agent on one env, save it, and print its evaluation.
+
+Everything of a run lands in one folder (``--log-dir``, default ``runs/<agent>-<env>-s<seed>``):
+the saved agent (``agent.zip`` for SB3, ``agent.npz`` for the table agents, ``agent/`` for grpo
+and ppo), ``run.json`` (what was trained, so ``--resume DIR`` needs nothing else),
+``episodes.csv`` (the learning curve) and ``eval.json``.
+
+Example:
+    llm-gym train --env llm_gym/LeftRight-v0 --agent q-learning --timesteps 2000
+    llm-gym train --resume runs/q-learning-LeftRight-v0-s0 --timesteps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from llm_gym.agents.factory import AGENT_NAMES
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``train`` subcommand."""
+    parser = subparsers.add_parser("train", help="train an agent on an environment")
+    parser.add_argument("--env", metavar="ID", help="env id, e.g. llm_gym/LeftRight-v0")
+    parser.add_argument("--agent", choices=AGENT_NAMES, help="which agent to train")
+    parser.add_argument("--model", help="grpo/ppo on token envs: tiny, smollm2, a hub id or path")
+    parser.add_argument("--config", metavar="FILE", help="agent config, TOML or JSON")
+    parser.add_argument("--timesteps", type=int, default=10_000,
+                        help="env steps to train (tokens on token envs; default 10000)")
+    parser.add_argument("--env-kwargs", default="{}", metavar="JSON",
+                        help='gym.make keyword arguments as JSON, e.g. \'{"constrained": true}\'')
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help="run folder (default runs/<agent>-<env>-s<seed>)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    parser.add_argument("--eval-episodes", type=int, default=10,
+                        help="deterministic evaluation episodes at the end (default 10)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run_train)
+
+
+def parse_env_kwargs(text: str) -> dict[str, Any]:
+    """The ``--env-kwargs`` JSON object as a dict."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--env-kwargs is not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--env-kwargs must be a JSON object, got {text!r}")
+    return value
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train (or resume), save, evaluate and print the result table."""
+    from llm_gym.agents.compare import ComparisonReport, aggregate, train_and_evaluate
+
+    if args.timesteps < 1:
+        raise ValueError(f"--timesteps must be at least 1, got {args.timesteps}")
+    agent, spec, run_dir, learn_kwargs = _agent_and_spec(args)
+    print(f"training {spec.agent} on {spec.env_id} for {spec.timesteps} steps -> {run_dir}")
+    result = train_and_evaluate(agent, spec, eval_episodes=args.eval_episodes,
+                                progress_bar=not args.no_progress, learn_kwargs=learn_kwargs)
+    _save_run(agent, result, run_dir, args)
+    print(ComparisonReport(aggregate([result]), [result], []).markdown())
+    print(f"saved to {run_dir}")
+    return 0
+
+
+def _agent_and_spec(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any]]:
+    from llm_gym.agents.compare import RunSpec
+    from llm_gym.agents.factory import agent_file, load_agent, make_agent
+
+    if args.resume:
+        saved = _read_run(Path(args.resume))
+        for key in ("env", "agent"):
+            given = getattr(args, key)
+            if given is not None and given != saved[key]:
+                raise ValueError(f"--{key} {given} differs from the resumed run's {saved[key]}; "
+                                 "leave it out when resuming")
+        run_dir = Path(args.log_dir or args.resume)
+        name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
+        agent = load_agent(name, agent_file(name, args.resume), env_id, env_kwargs=env_kwargs,
+                           seed=saved["seed"], log_dir=run_dir)
+        learn_kwargs = {"reset_num_timesteps": False} if name.startswith("sb3-") else {}
+        return agent, RunSpec(env_id, name, args.timesteps, saved["seed"], env_kwargs), \
+            run_dir, learn_kwargs
+    if not args.env or not args.agent:
+        raise ValueError("train needs --env and --agent (or --resume DIR)")
+    env_kwargs = parse_env_kwargs(args.env_kwargs)
+    short = args.env.split("/")[-1]
+    run_dir = Path(args.log_dir or f"runs/{args.agent}-{short}-s{args.seed}")
+    agent = make_agent(args.agent, args.env, model=args.model, config=args.config,
+                       seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs)
+    return agent, RunSpec(args.env, args.agent, args.timesteps, args.seed, env_kwargs), run_dir, {}
+
+
+def _read_run(directory: Path) -> dict[str, Any]:
+    path = directory / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {directory}: no run.json there; resume a folder "
+                                "written by llm-gym train")
+    return json.loads(path.read_text())
+
+
+def _save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace) -> None:
+    from llm_gym.agents.factory import agent_file
+
+    spec = result.spec
+    run_dir.mkdir(parents=True, exist_ok=True)
+    agent.save(str(agent_file(spec.agent, run_dir)))
+    total = int(getattr(agent, "num_timesteps", result.env_steps))
+    (run_dir / "run.json").write_text(json.dumps({
+        "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
+        "seed": spec.seed, "model": args.model, "config": args.config,
+        "num_timesteps": total}, indent=1))
+    (run_dir / "eval.json").write_text(json.dumps(result.evaluation.to_dict(), indent=1))
+    with (run_dir / "episodes.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["env_steps", "tokens", "episode_return",
+                                                    "length", "success", "wall_time"])
+        writer.writeheader()
+        writer.writerows(r.to_dict() for r in result.episodes)
