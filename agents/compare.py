@@ -107,10 +107,10 @@ class ComparisonReport:
 
     def markdown(self) -> str:
         """The table as GitHub markdown, with the skipped pairs below it."""
-        header = "| " + " | ".join(TABLE_COLUMNS) + " |"
-        lines = [header, "|" + "---|" * len(TABLE_COLUMNS)]
-        lines += ["| " + " | ".join(_cell(row[c]) for c in TABLE_COLUMNS) + " |"
-                  for row in self.rows]
+        columns = [c for c in TABLE_COLUMNS  # steps_to_solve only when it was measured
+                   if c != "steps_to_solve" or any(r[c] is not None for r in self.rows)]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in self.rows]
         lines += [f"\nskipped: {note}" for note in self.skipped]
         return "\n".join(lines)
 

@@ -1,0 +1,103 @@
+"""``llm-gym compare``: every agent on every env it can act in, one table and one plot.
+
+Example:
+    llm-gym compare --envs llm_gym/LeftRight-v0,FrozenLake-v1 --agents q-learning,greedy,sb3-ppo
+        --timesteps 5000 --seeds 0,1 --out runs/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from llm_gym.agents.factory import LLM_AGENTS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``compare`` subcommand."""
+    parser = subparsers.add_parser(
+        "compare", help="train several agents on several envs and compare them")
+    parser.add_argument("--envs", required=True, metavar="ID,ID",
+                        help="comma-separated env ids")
+    parser.add_argument("--agents", required=True, metavar="A,B",
+                        help="comma-separated agent names (grpo, ppo, sb3-ppo, sb3-a2c, sb3-dqn, "
+                             "sb3-maskable-ppo, q-learning, greedy, random)")
+    parser.add_argument("--timesteps", type=int, required=True,
+                        help="env-step budget of every run (tokens on token envs)")
+    parser.add_argument("--seeds", default="0", metavar="S,S", help="comma-separated seeds")
+    parser.add_argument("--out", default="runs/compare", metavar="DIR",
+                        help="folder for comparison.{md,csv,json} and learning_curves.png")
+    parser.add_argument("--env-kwargs", default="{}", metavar="JSON",
+                        help='per-env gym.make arguments, e.g. '
+                             '\'{"llm_gym/LeftRightText-v0": {"constrained": true}}\'')
+    parser.add_argument("--model", help="model of grpo/ppo on token envs (default tiny)")
+    parser.add_argument("--config", metavar="FILE", help="config file of grpo/ppo (TOML/JSON)")
+    parser.add_argument("--eval-episodes", type=int, default=10,
+                        help="deterministic evaluation episodes per run (default 10)")
+    parser.set_defaults(func=run_compare)
+
+
+def split_list(text: str, what: str) -> list[str]:
+    """``"a, b"`` → ``["a", "b"]``; an empty list is an error naming ``what``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"--{what} needs at least one value, got {text!r}")
+    return items
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` → ``[0, 1, 2]``."""
+    try:
+        return [int(s) for s in split_list(text, "seeds")]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
+def per_env_kwargs(text: str, envs: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``--env-kwargs`` JSON: an object mapping env ids (of ``--envs``) to kwargs."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--env-kwargs is not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError("--env-kwargs must map env ids to objects, e.g. "
+                         '{"llm_gym/LeftRightText-v0": {"constrained": true}}')
+    unknown = sorted(set(value) - set(envs))
+    if unknown:
+        raise ValueError(f"--env-kwargs names envs not in --envs: {unknown}")
+    return value
+
+
+def print_run(index: int, total: int, result: Any) -> None:
+    """One progress line per finished run."""
+    spec, ev = result.spec, result.evaluation
+    rate = "–" if ev.success_rate is None else f"{ev.success_rate:.2f}"
+    print(f"[{index + 1}/{total}] {spec.name:<18} {spec.env_id:<28} seed {spec.seed}: "
+          f"return {ev.mean_return:8.3g}  success {rate}  {result.wall_clock_s:6.1f} s",
+          flush=True)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Plan, run, print the table and the files written."""
+    from llm_gym.agents.compare import plan_runs, run_comparison
+
+    envs, agents = split_list(args.envs, "envs"), split_list(args.agents, "agents")
+    runs, skipped = plan_runs(envs, agents, args.timesteps, parse_seeds(args.seeds),
+                              per_env_kwargs(args.env_kwargs, envs))
+    for spec in runs:
+        if spec.agent in LLM_AGENTS:
+            spec.model, spec.config = args.model, args.config
+    for note in skipped:
+        print(f"skip: {note}")
+    print(f"{len(runs)} runs of {args.timesteps} steps", flush=True)
+    start = time.perf_counter()
+    report = run_comparison(runs, out_dir=args.out, skipped=skipped,
+                            eval_episodes=args.eval_episodes,
+                            on_run_end=lambda i, r: print_run(i, len(runs), r))
+    print()
+    print(report.markdown())
+    print(f"\n{len(runs)} runs in {time.perf_counter() - start:.0f} s; wrote "
+          + ", ".join(str(p) for p in report.files.values()))
+    return 0
