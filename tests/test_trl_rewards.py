@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from typing import Any
@@ -107,4 +108,11 @@ def test_code_pass_rate_through_the_grpo_call():
     inputs = [dict(row) for _ in completions]
     out = call_like_grpo_trainer(rewards.code_pass_rate, inputs, [row["prompt"]] * 3,
                                  completions, [[1]] * 3)
+    assert out == [1.0, 0.0, 0.0]  # all tests must pass
+    partial = functools.partial(rewards.code_pass_rate, partial=True)
+    out = call_like_grpo_trainer(partial, inputs, [row["prompt"]] * 3, completions, [[1]] * 3)
     assert out == [1.0, 0.5, 0.0]
+    inputs[0]["test_list"] = []
+    out = call_like_grpo_trainer(rewards.code_pass_rate, inputs[:1], [row["prompt"]],
+                                 completions[:1], [[1]])
+    assert math.isnan(out[0])

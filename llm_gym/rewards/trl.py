@@ -105,24 +105,32 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | Non
     return [math_rewards.format_reward(completion_text(c)).reward for c in completions]
 
 
-def code_pass_rate(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-    """Fraction of the row's tests the completion's code passes, run in the sandbox.
+def code_pass_rate(
+    completions: Sequence[Any], partial: bool = False, **kwargs: Any
+) -> list[float | None]:
+    """1.0 per completion whose code passes all of the row's tests in the sandbox.
 
-    Reads the MBPP columns ``test_list`` (or ``tests``), ``test_imports`` and ``entry_point``
-    when present; rows without tests get ``None``.
+    Reads MBPP columns ``test_list`` (or ``tests``), ``test_imports`` and ``test_setup_code``,
+    or a HumanEval ``test`` string with ``entry_point``. ``partial=True`` rewards the fraction
+    of tests passed. Rows without tests get ``None``.
     """
     from llm_gym.rewards.code import code_pass_rate as score  # sandbox: imported on first use
 
-    tests = _column(kwargs, ("test_list", "tests"), len(completions))
-    imports = kwargs.get("test_imports") or [()] * len(completions)
-    entry_points = kwargs.get("entry_point") or [None] * len(completions)
+    size = len(completions)
+    tests = _column(kwargs, ("test_list", "tests", "test"), size)
+    imports = kwargs.get("test_imports") or [()] * size
+    setups = kwargs.get("test_setup_code") or [""] * size
+    entry_points = kwargs.get("entry_point") or [None] * size
     rewards: list[float | None] = []
-    for completion, row_tests, row_imports, entry in zip(completions, tests, imports,
-                                                         entry_points, strict=True):
+    for completion, row_tests, row_imports, setup, entry in zip(
+        completions, tests, imports, setups, entry_points, strict=True
+    ):
         if not row_tests:
             rewards.append(None)
             continue
-        result = score(completion_text(completion), list(row_tests),
-                       test_imports=tuple(row_imports or ()), entry_point=entry)
+        result = score(completion_text(completion),
+                       row_tests if isinstance(row_tests, str) else list(row_tests),
+                       test_imports=tuple(row_imports or ()), entry_point=entry,
+                       setup_code=setup or "", partial=partial)
         rewards.append(float(result.reward))
     return rewards
