@@ -104,7 +104,8 @@ class ArithmeticEnv(TokenEnv):
     * `tokenizer`, `max_new_tokens` (16), `render_mode`.
 
     `info` at the end of the turn holds `correct` (and `success`, the same), `extracted` (the
-    parsed integer or None) and `answer`.
+    parsed integer as a string, `""` when none) and `answer` (a string; `env.task.answer` is the
+    int).
 
     ## Version History
     * v0: initial version.
@@ -138,9 +139,10 @@ class ArithmeticEnv(TokenEnv):
         **buffer_kwargs: Any,
     ) -> None:
         self._check_config(digits, operations, num_terms, split, test_fraction, num_tasks)
+        tokenizer = load_tokenizer(tokenizer)  # once: super() keeps the loaded object
         if max_length is None:
             longest = " + ".join(["9" * digits] * num_terms)
-            prompt = load_tokenizer(tokenizer).prompt_tokens(self._messages(longest))
+            prompt = tokenizer.prompt_tokens(self._messages(longest))
             max_length = len(prompt) + max_new_tokens
         super().__init__(tokenizer, max_length, max_new_tokens, render_mode, **buffer_kwargs)
         self.digits = int(digits)
@@ -230,7 +232,10 @@ class ArithmeticEnv(TokenEnv):
         answer = self.task.answer if self.task is not None else None
         extracted = extract_integer(response) if finished else None
         correct = extracted is not None and extracted == answer
-        info = {"correct": correct, "success": correct, "extracted": extracted, "answer": answer}
+        # Strings, not ints: vector envs batch info by the first value's type (None would not
+        # fit an int array) and products of many digits overflow int64.
+        info = {"correct": correct, "success": correct,
+                "extracted": "" if extracted is None else str(extracted), "answer": str(answer)}
         # A reply cut off at the token budget is not an answer: terminated=False makes the
         # base class report truncated=True.
         return TurnResult(reward=float(correct), terminated=finished, info=info)

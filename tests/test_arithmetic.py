@@ -107,11 +107,13 @@ def test_correct_wrong_and_truncated_replies():
     answer = env.unwrapped.task.answer
     _, r, term, trunc, info = reply(env, f"{answer}")
     assert (r, term, trunc) == (1.0, True, False)
-    assert info["correct"] and info["success"] and info["extracted"] == answer
+    assert info["correct"] and info["success"] and info["extracted"] == str(answer)
     env.reset(options={"index": 5})
     _, r, term, trunc, info = reply(env, f"{answer + 1}")
-    assert (r, info["correct"], info["extracted"], info["answer"]) == (0.0, False, answer + 1,
-                                                                       answer)
+    assert (r, info["correct"], info["extracted"], info["answer"]) == (
+        0.0, False, str(answer + 1), str(answer))
+    env.reset(options={"index": 5})
+    assert reply(env, "no idea")[4]["extracted"] == ""
     env.reset(options={"index": 5})
     _, r, term, trunc, info = reply(env, f"{answer}" + " " * 40, eos=False)
     assert (r, term, trunc) == (0.0, False, True)  # cut off at max_new_tokens: no answer
@@ -160,7 +162,7 @@ def test_vector_env_scores_each_row():
     envs.reset(seed=0, options={"index": [0, 1, 2]})
     tok = envs.unwrapped.tokenizer if hasattr(envs, "unwrapped") else envs.tokenizer
     answers = [e.task.answer for e in envs.envs]
-    texts = [str(answers[0]), str(answers[1] + 1), str(answers[2])]
+    texts = [str(answers[0]), "none", str(answers[2])]  # mixed info values batch cleanly
     width = max(len(t) for t in texts)
     # pad with spaces so every row ends its turn on the same step
     ids = np.array([tok.encode(t.rjust(width)) + [tok.eos_token_id] for t in texts])
@@ -168,3 +170,4 @@ def test_vector_env_scores_each_row():
         _, rewards, term, trunc, infos = envs.step(ids[:, k])
     assert rewards.tolist() == [1.0, 0.0, 1.0] and term.all() and not trunc.any()
     assert infos["correct"].tolist() == [True, False, True]
+    assert infos["extracted"].tolist() == [str(answers[0]), "", str(answers[2])]
