@@ -45,6 +45,8 @@ def prepare_dataset(
         >>> data.golds
         ('2',)
     """
+    if isinstance(rows, list):
+        rows = load_rows(dataset=rows, columns=[question_column, answer_column])
     questions, golds = list(rows[question_column]), list(rows[answer_column])
     bad = [f"row {i}: question {q!r} is not a non-empty string" for i, q in enumerate(questions)
            if not isinstance(q, str) or not q.strip()]
@@ -210,7 +212,7 @@ class MathEnv(TokenEnv):
         Example:
             >>> from llm_gym.envs.math import MathEnv
             >>> env = MathEnv(dataset=[{"question": "2+3?", "answer": "5"}])
-            >>> env.score_responses([0], ["\boxed{5}"])[0].verdict
+            >>> env.score_responses([0], ["\\boxed{5}"])[0].verdict
             'correct'
         """
         golds = [self.data.golds[i] for i in indices]
