@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -34,8 +35,18 @@ from tqdm.auto import tqdm
 
 from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.ppo_algorithm import PPOConfig, ppo_update
-from llm_gym.agents.ppo_policies import ClassicPolicy, TokenPolicy
+from llm_gym.agents.ppo_policies import ClassicPolicy, TokenPolicy, build_model
 from llm_gym.agents.rollout import collect_rollouts
+from llm_gym.agents.training import (
+    STATE_FILE,
+    MetricsLogger,
+    RewardFailures,
+    load_checkpoint,
+    plot_reward_curve,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from llm_gym.token_env import TokenEnv
 from llm_gym.tokenizers import ByteTokenizer, load_tokenizer
 from llm_gym.vector import TokenVectorEnv
@@ -92,6 +103,9 @@ class PPOAgent:
             raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
         self.config = cfg = config or PPOConfig()
         self.seed, self.env_kwargs = int(seed), dict(env_kwargs or {})
+        if "tokenizer" in self.env_kwargs:  # one tokenizer drives both the env and the model
+            tokenizer = tokenizer if tokenizer is not None else self.env_kwargs.pop("tokenizer")
+            self.env_kwargs.pop("tokenizer", None)
         self.env_id = env if isinstance(env, str) else getattr(env.spec, "id", None)
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -148,22 +162,48 @@ class PPOAgent:
         """Train for ``total_timesteps`` more env steps (agent tokens on token envs).
 
         The step counter carries on across calls (SB3's ``reset_num_timesteps=False``), so
-        ``learn`` on a loaded checkpoint continues the run. ``callback(metrics)`` is called
-        after every update; returning ``False`` stops training.
+        ``learn`` on an agent from :meth:`load` continues the run. ``callback(metrics)`` is
+        called after every update; returning ``False`` stops training. With a ``log_dir``,
+        metrics go to TensorBoard and ``metrics.csv``, checkpoints to ``<log_dir>/checkpoints``
+        and the reward curve to ``reward_curve.png``.
         """
         if int(total_timesteps) < 1:
             raise ValueError(f"total_timesteps must be at least 1, got {total_timesteps}")
+        cfg = self.config
         target = self.num_timesteps + int(total_timesteps)
+        metrics_log = MetricsLogger(self.log_dir)
+        failures = RewardFailures(max_consecutive=cfg.max_bad_reward_batches)
         bar = tqdm(total=int(total_timesteps), disable=not progress_bar, unit="step")
-        with _torch_threads(self._threads), bar:
-            while self.num_timesteps < target:
-                before = self.num_timesteps
-                metrics = self._iteration()
-                bar.update(min(self.num_timesteps, target) - before)
-                logger.debug("ppo iteration %d: %s", self.iteration, metrics)
-                if callback is not None and callback(metrics) is False:
-                    break
+        try:
+            with _torch_threads(self._threads), bar:
+                while self.num_timesteps < target:
+                    before = self.num_timesteps
+                    metrics = self._iteration()
+                    bar.update(min(self.num_timesteps, target) - before)
+                    metrics_log.log(metrics, step=self.num_timesteps)
+                    if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                        self.checkpoint()
+                    if self._rewards_broken(metrics, failures):
+                        break
+                    if callback is not None and callback(metrics) is False:
+                        break
+        finally:
+            metrics_log.close()
+        if self.log_dir is not None:
+            self.checkpoint()
+            plot_reward_curve(self.episode_log, self.log_dir / "reward_curve.png",
+                              title=f"PPO on {self.env_id}")
         return self
+
+    def _rewards_broken(self, metrics: dict[str, float], failures: RewardFailures) -> bool:
+        if "reward/dropped" not in metrics:
+            return False
+        stop = failures.update(int(metrics["reward/dropped"]), int(metrics["rollout/episodes"]))
+        if stop:
+            logger.error("stopping: %d rollouts in a row had most rewards broken (%s)",
+                         failures.consecutive,
+                         {k: v for k, v in metrics.items() if k.startswith("reward/")})
+        return stop
 
     def _iteration(self) -> dict[str, float]:
         """One rollout and one update; returns the iteration's metrics."""
@@ -288,39 +328,52 @@ class PPOAgent:
         }
 
     # ------------------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> None:
-        """Write the agent to directory ``path``: config, weights, optimizer, RNG, counters.
-
-        The directory is written next to ``path`` and renamed into place, so a crash while
-        saving leaves the previous checkpoint intact.
-        """
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        meta = {
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild and resume the agent (what :meth:`save` writes)."""
+        return {
+            "format": "llm_gym.PPOAgent/1",
             "face": "token" if isinstance(self.policy, TokenPolicy) else "classic",
             "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
-            "config": asdict(self.config), "num_timesteps": self.num_timesteps,
-            "iteration": self.iteration, "num_tokens": self.num_tokens,
-        }
-        state = {
+            "config": asdict(self.config),
+            "tokenizer": _tokenizer_source(self.tokenizer),
+            "counters": {"num_timesteps": self.num_timesteps, "iteration": self.iteration,
+                         "num_tokens": self.num_tokens},
+            "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "predict_generator": self._predict_generator.get_state(),
+            "rng": rng_state(self._generators()),
             "episode_log": [r.to_dict() for r in self.episode_log],
         }
-        if isinstance(self.policy, TokenPolicy):
-            self.policy.net.model.save_pretrained(tmp / "model")
-            state["value_head"] = self.policy.net.value_head.state_dict()
-            if self.policy.ref is not None:
-                self.policy.ref.save_pretrained(tmp / "reference")
-            meta["tokenizer"] = _save_tokenizer(self.tokenizer, tmp / "tokenizer")
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"sample": self.generator, "predict": self._predict_generator}
+
+    def save(self, path: str | Path) -> None:
+        """Write the agent to folder ``path`` (``state.pt``): weights, optimizer, RNG, counters.
+
+        The folder is written beside ``path`` and renamed into place after an fsync, so a crash
+        while saving leaves the previous save intact.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        with open(tmp / STATE_FILE, "wb") as handle:
+            torch.save(self.state_dict(), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            path.rename(old / path.name)
+            tmp.rename(path)
+            shutil.rmtree(old)
         else:
-            state["net"] = self.policy.net.state_dict()
-        torch.save(state, tmp / "state.pt")
-        (tmp / "ppo.json").write_text(json.dumps(meta, indent=2, default=str))
-        _replace_dir(tmp, path)
+            tmp.rename(path)
+
+    def checkpoint(self) -> Path | None:
+        """Save a numbered checkpoint under ``<log_dir>/checkpoints`` (None without log_dir)."""
+        if self.log_dir is None:
+            return None
+        return save_checkpoint(self.log_dir / "checkpoints", self.num_timesteps,
+                               self.state_dict(), keep=self.config.keep_checkpoints)
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.vector.VectorEnv | None = None,
@@ -328,75 +381,61 @@ class PPOAgent:
         """Rebuild a saved agent; ``learn`` on it resumes the run.
 
         Args:
-            path: a directory written by :meth:`save`.
+            path: a folder written by :meth:`save`, a checkpoint, or a ``log_dir`` / folder of
+                checkpoints (the newest complete one is used).
             env: the env to attach (default: the saved env id with the saved ``env_kwargs``).
-            **kwargs: overrides of the constructor's keyword arguments (``log_dir``,
-                ``device``, ``config``, ...).
+            **kwargs: constructor keyword arguments to override (``log_dir``, ``device``,
+                ``config``, ...).
 
-        Token-env runs resume exactly (rollout ``k`` is seeded from ``k``; weights, optimizer
-        and sampling RNG are restored). Classic runs restart their envs' episodes at load.
+        Token-env runs resume exactly: weights, optimizer, RNG and the data position are
+        restored and rollout ``k`` is seeded from ``k``. Classic runs start fresh episodes.
+
+        Example:
+            >>> import tempfile
+            >>> agent = PPOAgent("llm_gym/LeftRight-v0", config=PPOConfig(num_steps=4))
+            >>> folder = tempfile.mkdtemp() + "/ppo"
+            >>> agent.save(folder)
+            >>> PPOAgent.load(folder).num_timesteps
+            0
         """
-        path = Path(path)
-        meta_file = path / "ppo.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{path} is not a PPOAgent checkpoint (no ppo.json)")
-        meta = json.loads(meta_file.read_text())
-        state = torch.load(path / "state.pt", weights_only=False)
+        state = load_checkpoint(path)
+        if state.get("format") != "llm_gym.PPOAgent/1":
+            raise ValueError(f"{path} holds no PPOAgent checkpoint (format {state.get('format')})")
         options: dict[str, Any] = {
-            "config": PPOConfig.from_dict(meta["config"]), "env_kwargs": meta["env_kwargs"],
-            "seed": meta["seed"], **kwargs,
+            "config": PPOConfig.from_dict(state["config"]), "env_kwargs": state["env_kwargs"],
+            "seed": state["seed"], **kwargs,
         }
-        env = env if env is not None else meta["env_id"]
-        if meta["face"] == "token":
-            from transformers import AutoModelForCausalLM
-
-            options.setdefault("tokenizer", _load_tokenizer(meta["tokenizer"], path))
-            model = AutoModelForCausalLM.from_pretrained(path / "model")
-            agent = cls(env, model.to(options.get("device") or _device()), **options)
-            agent.policy.net.value_head.load_state_dict(state["value_head"])
-            if agent.policy.ref is not None and (path / "reference").is_dir():
-                ref = AutoModelForCausalLM.from_pretrained(path / "reference")
-                agent.policy.ref.load_state_dict(ref.state_dict())
+        env = env if env is not None else state["env_id"]
+        if env is None:
+            raise ValueError("the agent was built on an env object; pass env= to load it")
+        if state["face"] == "token":
+            options.setdefault("tokenizer", load_tokenizer(state["tokenizer"]))
+            model = build_model(state["policy"]["model_config"], options.get("device") or
+                                _default_device())
+            agent = cls(env, model, **options)
         else:
             agent = cls(env, **options)
-            agent.policy.net.load_state_dict(state["net"])
+        agent.policy.load_state_dict(state["policy"])
         agent.optimizer.load_state_dict(state["optimizer"])
-        agent.generator.set_state(state["generator"])
-        agent._predict_generator.set_state(state["predict_generator"])
+        set_rng_state(state["rng"], agent._generators())
         agent.episode_log = [EpisodeRecord(**r) for r in state["episode_log"]]
-        agent.num_timesteps, agent.iteration = meta["num_timesteps"], meta["iteration"]
-        agent.num_tokens = meta["num_tokens"]
+        counters = state["counters"]
+        agent.num_timesteps, agent.iteration = counters["num_timesteps"], counters["iteration"]
+        agent.num_tokens = counters["num_tokens"]
         return agent
 
 
-def _save_tokenizer(tokenizer: Any, folder: Path) -> str:
-    """Save an HF tokenizer into ``folder``; return what :func:`_load_tokenizer` reads back."""
-    if isinstance(tokenizer, ByteTokenizer):
-        return "byte"
-    tokenizer.hf.save_pretrained(folder)
-    return "tokenizer"
+def _tokenizer_source(tokenizer: Any) -> str | None:
+    """What :func:`~llm_gym.tokenizers.load_tokenizer` needs to load ``tokenizer`` again."""
+    if tokenizer is None:
+        return None
+    return "byte" if isinstance(tokenizer, ByteTokenizer) else tokenizer.name
 
 
-def _load_tokenizer(saved: str, path: Path) -> Any:
-    return load_tokenizer("byte" if saved == "byte" else str(path / saved))
-
-
-def _device() -> str:
+def _default_device() -> str:
     from llm_gym.models import default_device
 
     return default_device()
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path``; an existing ``path`` is swapped out first, then removed."""
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(path)
 
 
 @contextlib.contextmanager

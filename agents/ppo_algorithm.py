@@ -61,6 +61,11 @@ class PPOConfig:
         adam_eps: AdamW's epsilon (1e-5 as in CleanRL and the RLHF report).
         weight_decay: AdamW's weight decay.
         hidden_size: width of the MLP policy's hidden layers (classic envs).
+        checkpoint_every: with a ``log_dir``, save a checkpoint to ``<log_dir>/checkpoints``
+            every this many updates (0: only at the end of each ``learn``).
+        keep_checkpoints: how many of those checkpoints to keep (the newest).
+        max_bad_reward_batches: stop (cleanly, after a checkpoint) once this many rollouts in
+            a row had more than half of their rewards broken (NaN, None, an exception).
     """
 
     num_envs: int = 8
@@ -82,9 +87,13 @@ class PPOConfig:
     adam_eps: float = 1e-5
     weight_decay: float = 0.0
     hidden_size: int = 64
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    max_bad_reward_batches: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size"):
+        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size",
+                     "keep_checkpoints", "max_bad_reward_batches"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:

@@ -24,6 +24,7 @@ from llm_gym.agents.ppo_algorithm import (
     token_gae,
 )
 from llm_gym.agents.rollout import collect_rollouts, sequence_logprobs
+from llm_gym.agents.training import TaskSampler, guard_rewards, reward_counters
 from llm_gym.agents.value_head import (
     CausalLMWithValueHead,
     MLPActorCritic,
@@ -69,6 +70,15 @@ class ClassicPolicy:
     def parameters(self) -> Any:
         """The trainable parameters."""
         return self.net.parameters()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The network's weights (for checkpoints)."""
+        return {"net": self.net.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore weights; the envs start fresh episodes at the next rollout."""
+        self.net.load_state_dict(state["net"])
+        self.obs = None
 
     def evaluate(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """``(logprobs, entropy, values)`` of the stored actions, each ``(u, 1)``."""
@@ -175,6 +185,11 @@ class TokenPolicy:
     def __init__(self, envs: TokenVectorEnv, model: torch.nn.Module, config: PPOConfig,
                  seed: int) -> None:
         self.envs, self.config, self.seed = envs, config, seed
+        guard_rewards(envs)  # a reward that raises or returns NaN drops its row, counted
+        # A finite task pool is walked in seeded shuffled epochs (no prompt replayed or skipped
+        # on resume); unbounded procedural envs draw from the per-rollout reset seed.
+        num_tasks = envs.envs[0].num_tasks
+        self.sampler = TaskSampler(num_tasks, seed) if num_tasks is not None else None
         self.net = CausalLMWithValueHead(model, int(envs.single_action_space.n),
                                          config.temperature)
         self.device = next(model.parameters()).device
@@ -186,6 +201,25 @@ class TokenPolicy:
     def parameters(self) -> Any:
         """The trainable parameters (LM and value head)."""
         return self.net.parameters()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights of the LM, value head and reference, the LM's config, the data position."""
+        return {
+            "model_config": self.net.model.config.to_dict(),
+            "model": self.net.model.state_dict(),
+            "value_head": self.net.value_head.state_dict(),
+            "reference": None if self.ref is None else self.ref.state_dict(),
+            "sampler": None if self.sampler is None else self.sampler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.net.model.load_state_dict(state["model"])
+        self.net.value_head.load_state_dict(state["value_head"])
+        if self.ref is not None and state["reference"] is not None:
+            self.ref.load_state_dict(state["reference"])
+        if self.sampler is not None and state["sampler"] is not None:
+            self.sampler.load_state_dict(state["sampler"])
 
     def evaluate(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """``(logprobs, entropy, values)`` of every token of the conversations, each ``(u, T)``."""
@@ -208,8 +242,10 @@ class TokenPolicy:
     def collect(self, agent: PPOAgent) -> tuple[PPOBatch, dict[str, float]]:
         """Play one episode per env row, then score it and compute the token advantages."""
         cfg = self.config
+        n = self.envs.num_envs
         rollout = collect_rollouts(
-            self.net.model, self.envs, seed=self.seed + agent.iteration * self.envs.num_envs,
+            self.net.model, self.envs, seed=self.seed + agent.iteration * n,
+            indices=None if self.sampler is None else self.sampler.take(n),
             temperature=cfg.temperature, generator=agent.generator,
         )
         ids = rollout.input_ids.to(self.device)
@@ -231,7 +267,7 @@ class TokenPolicy:
             "train/kl": float(kl.sum() / agent_mask.sum().clamp(min=1)),
             "rollout/tokens": float(attention.sum()),
             "rollout/logprob_drift": float(drift.max()),
-            "reward/dropped_nan": float((~rollout.valid).sum()),
+            **reward_counters(rollout.infos, rollout.valid.tolist()),
         }
 
     def _record_episodes(self, agent: PPOAgent, rollout: Any) -> None:
@@ -256,3 +292,13 @@ class TokenPolicy:
             return logits.argmax(-1).cpu().numpy()
         probs = torch.softmax(logits, -1).cpu()
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
+
+
+def build_model(model_config: dict[str, Any], device: str | torch.device | None = None,
+                dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """An untrained causal LM with the architecture of a saved ``config.to_dict()``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**model_config)
+    model = AutoModelForCausalLM.from_config(config)
+    return model.to(device=device, dtype=dtype).eval()

@@ -20,6 +20,17 @@ from llm_gym.agents.ppo_algorithm import (
 )
 from llm_gym.models import tiny_model
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Tiny models on shared CI cores: intra-op threads only spin (40x slower rollouts measured
+    # at load 16 on 2 cores).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 # ----------------------------------------------------------------------------- advantages
 
 
@@ -305,3 +316,82 @@ def test_token_save_load_and_exact_resume(tmp_path):
         r.episode_return for r in straight.episode_log]
     for a, b in zip(_params(straight), _params(resumed), strict=True):
         assert torch.equal(a, b)
+
+
+def _arithmetic_envs(num_envs: int = 2, **kwargs):
+    import gymnasium as gym
+
+    return gym.make_vec("llm_gym/Arithmetic-v0", num_envs, vectorization_mode="vector_entry_point",
+                        autoreset_mode="Disabled", max_new_tokens=4, **kwargs)
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("grader crashed")
+
+
+def test_broken_rewards_are_dropped_counted_and_stop_the_run(tmp_path):
+    envs = _arithmetic_envs()
+    envs.envs[0].end_turn = _raise  # row 0's reward always raises; row 1 is honest
+    model, _ = tiny_model(hidden_size=32, num_layers=1)
+    agent = PPOAgent(envs, model, PPOConfig(**SMALL, max_bad_reward_batches=2), seed=0)
+    metrics = _one_iteration(agent)
+    assert metrics["reward/dropped"] == 1 and metrics["reward/dropped_exception"] == 1
+    assert all(torch.isfinite(p).all() for p in _params(agent))
+
+    envs = _arithmetic_envs()
+    for env in envs.envs:
+        env.end_turn = _raise
+    agent = PPOAgent(envs, model, PPOConfig(**SMALL, max_bad_reward_batches=2), seed=0,
+                     log_dir=tmp_path / "run")
+    agent.learn(10**9)
+    assert agent.iteration == 2  # stopped cleanly after two all-broken rollouts
+    assert all(torch.isfinite(p).all() for p in _params(agent))
+    assert (tmp_path / "run" / "checkpoints").is_dir()
+
+
+def test_finite_task_pool_is_walked_in_epochs():
+    envs = _arithmetic_envs(num_envs=2, num_tasks=4)
+    model, _ = tiny_model(hidden_size=32, num_layers=1)
+    agent = PPOAgent(envs, model, PPOConfig(**SMALL), seed=0)
+    seen = []
+    for _ in range(2):
+        _one_iteration(agent)
+        seen.extend(int(env.task.index) for env in envs.envs)
+    assert sorted(seen) == [0, 1, 2, 3]
+
+
+def test_log_dir_gets_metrics_checkpoints_and_curve(tmp_path):
+    import csv
+
+    agent = PPOAgent("llm_gym/LeftRight-v0", seed=0, log_dir=tmp_path,
+                     config=PPOConfig(num_envs=2, num_steps=16, checkpoint_every=1,
+                                      keep_checkpoints=2))
+    agent.learn(96)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert len(rows) == 3 and float(rows[-1]["step"]) == 96
+    assert {"train/value_loss", "rollout/ep_rew_mean", "time/fps"} <= set(rows[0])
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 2  # keep_checkpoints
+    assert (tmp_path / "reward_curve.png").stat().st_size > 0
+    resumed = PPOAgent.load(tmp_path)  # the newest checkpoint in the log dir
+    assert resumed.num_timesteps == 96 and resumed.iteration == 3
+
+
+def test_multi_turn_rewards_reach_the_first_token_through_env_replies():
+    # Constrained decoding makes every reply a valid move, so episodes span several turns with
+    # env-injected tokens between them. With gamma = lambda = 1, zero values and no KL, the
+    # first agent token's advantage is the whole episode's return.
+    import gymnasium as gym
+
+    from llm_gym.agents.rollout import collect_rollouts
+
+    envs = gym.make_vec("llm_gym/LeftRightText-v0", 2, vectorization_mode="vector_entry_point",
+                        autoreset_mode="Disabled", constrained=True)
+    model, _ = tiny_model(hidden_size=32, num_layers=1)
+    batch = collect_rollouts(model, envs, seed=0, generator=torch.Generator().manual_seed(0))
+    agent_rows = batch.agent_mask.bool()
+    first = agent_rows.float().argmax(1)
+    last = batch.attention_mask.sum(1) - 1
+    between = [(~agent_rows[i, first[i]:last[i]]).any() for i in range(2)]
+    assert any(between), "expected env replies between the agent's turns"
+    adv, _ = token_gae(batch.rewards, torch.zeros_like(batch.rewards), batch.agent_mask, 1.0, 1.0)
+    assert adv[torch.arange(2), first].tolist() == pytest.approx(batch.returns.tolist())
