@@ -369,5 +369,7 @@ def sequence_logprobs(
     logprobs = torch.nn.functional.pad(chosen * mask, (1, 0))
     if not return_entropy:
         return logprobs
-    entropy = -(logp_all.exp() * logp_all).sum(dim=-1) * mask
+    with torch.no_grad():  # a metric, not a loss term: keep it out of the autograd graph
+        detached = logp_all.detach()
+        entropy = -(detached.exp() * detached).sum(dim=-1) * mask
     return logprobs, torch.nn.functional.pad(entropy, (1, 0))

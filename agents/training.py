@@ -1,0 +1,399 @@
+"""Training machinery shared by the LLM agents (GRPO, PPO).
+
+* Determinism: :func:`seed_everything`, :func:`rng_state` / :func:`set_rng_state`.
+* Data position: :class:`TaskSampler` hands out task indices in seeded shuffled epochs and can
+  say exactly where it is, so a resumed run neither replays nor skips a prompt.
+* Checkpoints: :func:`save_checkpoint` writes to a temporary folder, fsyncs and renames it
+  atomically, and keeps the last K; :func:`latest_checkpoint` finds the newest complete one
+  (RELIABILITY.md, Training).
+* Reward integrity: :func:`guard_rewards` turns a NaN, ``None`` or an exception from a reward into
+  a NaN reward with a named verdict, so the rollout marks the sample invalid and the trainer drops
+  and counts it; :class:`RewardFailures` stops a run after repeated failures.
+* Metrics: :class:`MetricsLogger` writes TensorBoard and CSV (``rollout/``, ``train/``, ``time/``
+  prefixes) and :func:`plot_reward_curve` a PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "state.pt"
+
+
+# ---------------------------------------------------------------------------- determinism
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; optionally make torch deterministic (CPU exact resume).
+
+    Example:
+        >>> seed_everything(0)
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Snapshot of python, numpy and torch RNG states plus named torch generators."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state(),
+             "generators": {k: g.get_state() for k, g in (generators or {}).items()}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None
+                  ) -> None:
+    """Restore a snapshot from :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, generator in (generators or {}).items():
+        generator.set_state(state["generators"][name])
+
+
+# ---------------------------------------------------------------------------- data position
+class TaskSampler:
+    """Task indices in seeded shuffled epochs (or 0, 1, 2, ... when the env is unbounded).
+
+    Args:
+        num_tasks: items the env has (``env.num_tasks``), or ``None`` for procedural envs whose
+            item ``i`` is a pure function of ``i``.
+        seed: seed of the per-epoch shuffles.
+
+    Example:
+        >>> sampler = TaskSampler(4, seed=0)
+        >>> sorted(sampler.take(4))
+        [0, 1, 2, 3]
+    """
+
+    def __init__(self, num_tasks: int | None, seed: int = 0) -> None:
+        if num_tasks is not None and num_tasks < 1:
+            raise ValueError(f"num_tasks must be positive or None, got {num_tasks}")
+        self.num_tasks = num_tasks
+        self.seed = int(seed)
+        self.epoch = 0
+        self.cursor = 0  # next position in the current epoch (or next index if unbounded)
+        self.used = 0  # indices handed out so far
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_tasks)
+
+    def take(self, count: int) -> list[int]:
+        """The next ``count`` task indices."""
+        out: list[int] = []
+        while len(out) < count:
+            if self.num_tasks is None:
+                out.append(self.cursor)
+                self.cursor += 1
+                continue
+            if self.cursor >= self.num_tasks:
+                self.epoch, self.cursor = self.epoch + 1, 0
+            order = self._order()
+            take = min(count - len(out), self.num_tasks - self.cursor)
+            out.extend(int(i) for i in order[self.cursor : self.cursor + take])
+            self.cursor += take
+        self.used += count
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the sampler is (for checkpoints)."""
+        return {"num_tasks": self.num_tasks, "seed": self.seed, "epoch": self.epoch,
+                "cursor": self.cursor, "used": self.used}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a position saved by :meth:`state_dict`."""
+        self.num_tasks, self.seed = state["num_tasks"], state["seed"]
+        self.epoch, self.cursor, self.used = state["epoch"], state["cursor"], state["used"]
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_state_dir(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path/state.pt`` so that ``path`` appears complete or not at all.
+
+    The file is written in a temporary sibling folder, fsync'ed, and the folder renamed onto
+    ``path`` (an existing ``path`` is moved aside first and removed after the rename).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+    with open(tmp / STATE_FILE, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_dir(tmp)
+    old = None
+    if path.exists():  # e.g. the same step saved again at the end of learn
+        old = Path(tempfile.mkdtemp(prefix=".old-", dir=path.parent))
+        os.rename(path, old / "previous")
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep: int = 3
+                    ) -> Path:
+    """Write ``state`` (anything ``torch.save`` takes) as checkpoint ``step``, atomically.
+
+    The state goes to a temporary folder in ``directory``, is fsync'ed, and the folder is renamed
+    to ``checkpoint-<step>`` (:func:`write_state_dir`): a kill at any moment leaves the previous
+    checkpoints loadable. Then all but the newest ``keep`` are deleted (never the new one).
+
+    Example:
+        >>> import tempfile
+        >>> path = save_checkpoint(tempfile.mkdtemp(), 1, {"x": 1})
+        >>> load_checkpoint(path)["x"]
+        1
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (the last good checkpoint), got {keep}")
+    directory = Path(directory)
+    final = write_state_dir(directory / f"{CHECKPOINT_PREFIX}{step:09d}", state)
+    for old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Complete checkpoints in ``directory``, oldest first (half-written temp folders skipped)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir()
+             if p.name.startswith(CHECKPOINT_PREFIX) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(path: str | Path) -> Path | None:
+    """``path`` itself if it is a checkpoint, else the newest checkpoint inside it (or None)."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        found = list_checkpoints(path / "checkpoints")
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint folder (or the newest one inside a folder of checkpoints)."""
+    found = latest_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"no complete checkpoint at or inside {path}")
+    # Our own files: optimizer states, RNG tuples and config dicts need full unpickling.
+    return torch.load(found / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+# ---------------------------------------------------------------------------- reward integrity
+def guard_rewards(envs: Any) -> Any:
+    """Make every sub-env of a token vector env survive a broken reward.
+
+    An exception (not ``BaseException``: Ctrl-C still stops the run), ``None``, NaN or an
+    infinite reward from ``end_turn`` becomes a NaN reward that ends the episode, with
+    ``info["reward_error"]`` naming what happened. The rollout then marks the row invalid
+    (``RolloutBatch.valid``) and the trainer drops and counts it, so one bad grader call
+    neither crashes the run nor poisons the parameters.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> envs = guard_rewards(gym.make_vec("llm_gym/Arithmetic-v0", 2,
+        ...     vectorization_mode="vector_entry_point", autoreset_mode="Disabled"))
+    """
+    from llm_gym.token_env import TurnResult
+
+    for env in getattr(envs, "envs", []):
+        if getattr(env, "_llm_gym_guarded", False):
+            continue
+        original = env.end_turn
+
+        def guarded(response: str, response_ids: list[int], finished: bool,
+                    _original: Any = original) -> TurnResult:
+            try:
+                result = _original(response, response_ids, finished)
+            except Exception as err:  # noqa: BLE001 - any grader failure becomes a dropped sample
+                logger.warning("reward raised %s: %s; sample dropped", type(err).__name__, err)
+                return TurnResult(reward=math.nan, terminated=True,
+                                  info={"reward_error": f"exception:{type(err).__name__}"})
+            reward = result.reward
+            if reward is None or not math.isfinite(float(reward)):
+                kind = "none" if reward is None else "nonfinite"
+                return TurnResult(reward=math.nan, terminated=True,
+                                  info={**result.info, "reward_error": kind})
+            return result
+
+        env.end_turn = guarded
+        env._llm_gym_guarded = True
+    return envs
+
+
+def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> dict[str, float]:
+    """``reward/...`` counters of one batch: dropped samples by cause, and env verdicts."""
+    counts: dict[str, float] = {"reward/dropped": 0.0}
+    for info, ok in zip(infos, valid, strict=True):
+        if not ok:
+            counts["reward/dropped"] += 1
+            cause = str(info.get("reward_error", "nonfinite"))
+            cause = cause.split(":")[0]
+            counts[f"reward/dropped_{cause}"] = counts.get(f"reward/dropped_{cause}", 0.0) + 1
+        verdict = info.get("verdict")
+        if verdict is not None:
+            key = f"reward/verdict_{verdict}"
+            counts[key] = counts.get(key, 0.0) + 1
+    return counts
+
+
+class RewardFailures:
+    """Counts consecutive batches in which most samples had a broken reward.
+
+    Args:
+        max_consecutive: stop after this many bad batches in a row.
+        max_fraction: a batch is bad when more than this fraction of its samples was dropped.
+    """
+
+    def __init__(self, max_consecutive: int = 3, max_fraction: float = 0.5) -> None:
+        self.max_consecutive = max_consecutive
+        self.max_fraction = max_fraction
+        self.consecutive = 0
+        self.total_dropped = 0
+
+    def update(self, dropped: int, total: int) -> bool:
+        """Record a batch; True when the run should stop."""
+        self.total_dropped += dropped
+        bad = total == 0 or dropped / total > self.max_fraction
+        self.consecutive = self.consecutive + 1 if bad else 0
+        return self.consecutive >= self.max_consecutive
+
+
+# ---------------------------------------------------------------------------- metrics
+class MetricsLogger:
+    """Scalars to TensorBoard (``tb/``) and ``metrics.csv`` in ``log_dir`` (or nowhere).
+
+    Example:
+        >>> import tempfile
+        >>> log = MetricsLogger(tempfile.mkdtemp())
+        >>> log.log({"rollout/ep_rew_mean": 1.0}, step=1)
+        >>> log.close()
+    """
+
+    def __init__(self, log_dir: str | Path | None, use_wandb: bool = False,
+                 wandb_kwargs: dict[str, Any] | None = None) -> None:
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.rows: list[dict[str, float]] = []
+        self._writer = None
+        self._wandb = None
+        if self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(self.log_dir / "tb"))
+        if use_wandb:
+            import wandb
+
+            self._wandb = wandb.init(**(wandb_kwargs or {}))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Record one row of scalars at ``step`` (env steps)."""
+        row = {"step": float(step), **{k: float(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        if self._writer is not None:
+            for key, value in metrics.items():
+                self._writer.add_scalar(key, float(value), step)
+            self._write_csv(row)
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+
+    def _write_csv(self, row: dict[str, float]) -> None:
+        path = self.log_dir / "metrics.csv"
+        header: list[str] = []
+        if path.exists():
+            with open(path, newline="") as handle:
+                header = next(csv.reader(handle), [])
+        if header and set(row) <= set(header):
+            with open(path, "a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=header).writerow(row)
+            return
+        # A new key appeared: rewrite the file with the wider header (files stay small).
+        old_rows = []
+        if path.exists():
+            with open(path, newline="") as handle:
+                old_rows = list(csv.DictReader(handle))
+        fields = list(dict.fromkeys([*header, *row]))
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows([*old_rows, row])
+
+    def close(self) -> None:
+        """Flush and close the writers."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def plot_reward_curve(records: list[Any], path: str | Path, title: str = "reward") -> Path | None:
+    """PNG of episode return (and a moving average) against env steps; None if no records."""
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r.env_steps for r in records])
+    returns = np.array([r.episode_return for r in records], dtype=float)
+    window = max(1, len(returns) // 20)
+    smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, returns, ".", alpha=0.25, label="episode return")
+    ax.plot(steps[window - 1:], smooth, label=f"moving average ({window})")
+    ax.set_xlabel("env steps (agent tokens)")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def progress_bar(total: int, enabled: bool, initial: int = 0) -> Any:
+    """A tqdm bar over env steps, or None when disabled."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="tok", desc="learn", dynamic_ncols=True)
