@@ -17,9 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -38,7 +35,6 @@ from llm_gym.agents.ppo_algorithm import PPOConfig, ppo_update
 from llm_gym.agents.ppo_policies import ClassicPolicy, TokenPolicy, build_model
 from llm_gym.agents.rollout import collect_rollouts
 from llm_gym.agents.training import (
-    STATE_FILE,
     MetricsLogger,
     RewardFailures,
     load_checkpoint,
@@ -46,6 +42,7 @@ from llm_gym.agents.training import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_state_dir,
 )
 from llm_gym.token_env import TokenEnv
 from llm_gym.tokenizers import ByteTokenizer, load_tokenizer
@@ -112,6 +109,7 @@ class PPOAgent:
         self._predict_generator = torch.Generator().manual_seed(self.seed + 1)
         self.num_timesteps = self.iteration = self.num_tokens = 0
         self.episode_log: list[EpisodeRecord] = []
+        self.stop_reason: str | None = None  # why the last learn stopped early, if it did
         self._start = time.perf_counter()
         self.policy: TokenPolicy | ClassicPolicy
         self._threads: int | None = None  # torch threads while learning (None: unchanged)
@@ -157,23 +155,39 @@ class PPOAgent:
         return lm, tok
 
     # ------------------------------------------------------------------------- training
-    def learn(self, total_timesteps: int, callback: Any = None,
-              progress_bar: bool = False) -> PPOAgent:
-        """Train for ``total_timesteps`` more env steps (agent tokens on token envs).
+    def learn(self, total_timesteps: int, callback: Any = None, progress_bar: bool = False,
+              reset_num_timesteps: bool = True,
+              resume_from: str | Path | None = None) -> PPOAgent:
+        """Train for ``total_timesteps`` env steps (agent tokens on token envs); return self.
 
-        The step counter carries on across calls (SB3's ``reset_num_timesteps=False``), so
-        ``learn`` on an agent from :meth:`load` continues the run. ``callback(metrics)`` is
-        called after every update; returning ``False`` stops training. With a ``log_dir``,
-        metrics go to TensorBoard and ``metrics.csv``, checkpoints to ``<log_dir>/checkpoints``
-        and the reward curve to ``reward_curve.png``.
+        With a ``log_dir``, metrics go to TensorBoard and ``metrics.csv``, checkpoints to
+        ``<log_dir>/checkpoints`` and the reward curve to ``reward_curve.png``.
+
+        Args:
+            total_timesteps: env steps to train for. With ``reset_num_timesteps=False`` they
+                come on top of ``num_timesteps``; with ``resume_from`` they are the total of the
+                whole run, counted from its start (pass the interrupted call's value).
+            callback: ``callback(metrics) -> bool | None`` after each update; False stops.
+            progress_bar: show a tqdm bar.
+            reset_num_timesteps: restart the step counter at 0 (SB3 semantics); pass False to
+                continue an agent from :meth:`load`.
+            resume_from: a save, a checkpoint or a folder of them to restore first.
         """
         if int(total_timesteps) < 1:
             raise ValueError(f"total_timesteps must be at least 1, got {total_timesteps}")
         cfg = self.config
-        target = self.num_timesteps + int(total_timesteps)
+        if resume_from is not None:
+            self.load_state(load_checkpoint(resume_from))
+            target = int(total_timesteps)
+        elif reset_num_timesteps:
+            self.num_timesteps, target = 0, int(total_timesteps)
+        else:
+            target = self.num_timesteps + int(total_timesteps)
+        self.stop_reason = None
         metrics_log = MetricsLogger(self.log_dir)
         failures = RewardFailures(max_consecutive=cfg.max_bad_reward_batches)
-        bar = tqdm(total=int(total_timesteps), disable=not progress_bar, unit="step")
+        bar = tqdm(total=target, initial=self.num_timesteps, disable=not progress_bar,
+                   unit="step")
         try:
             with _torch_threads(self._threads), bar:
                 while self.num_timesteps < target:
@@ -181,16 +195,17 @@ class PPOAgent:
                     metrics = self._iteration()
                     bar.update(min(self.num_timesteps, target) - before)
                     metrics_log.log(metrics, step=self.num_timesteps)
-                    if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
-                        self.checkpoint()
                     if self._rewards_broken(metrics, failures):
                         break
+                    if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                        self.checkpoint()
                     if callback is not None and callback(metrics) is False:
                         break
         finally:
             metrics_log.close()
         if self.log_dir is not None:
-            self.checkpoint()
+            if self.stop_reason is None:  # after a reward failure the last checkpoint stays
+                self.checkpoint()
             plot_reward_curve(self.episode_log, self.log_dir / "reward_curve.png",
                               title=f"PPO on {self.env_id}")
         return self
@@ -200,8 +215,9 @@ class PPOAgent:
             return False
         stop = failures.update(int(metrics["reward/dropped"]), int(metrics["rollout/episodes"]))
         if stop:
-            logger.error("stopping: %d rollouts in a row had most rewards broken (%s)",
-                         failures.consecutive,
+            self.stop_reason = (f"rewards failed in {failures.consecutive} consecutive rollouts "
+                                "(NaN, None or an exception); stopped")
+            logger.error("%s: %s", self.stop_reason,
                          {k: v for k, v in metrics.items() if k.startswith("reward/")})
         return stop
 
@@ -344,29 +360,26 @@ class PPOAgent:
             "episode_log": [r.to_dict() for r in self.episode_log],
         }
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into this agent (same env and architecture)."""
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], self._generators())
+        self.episode_log = [EpisodeRecord(**r) for r in state["episode_log"]]
+        counters = state["counters"]
+        self.num_timesteps, self.iteration = counters["num_timesteps"], counters["iteration"]
+        self.num_tokens = counters["num_tokens"]
+
     def _generators(self) -> dict[str, torch.Generator]:
         return {"sample": self.generator, "predict": self._predict_generator}
 
     def save(self, path: str | Path) -> None:
         """Write the agent to folder ``path`` (``state.pt``): weights, optimizer, RNG, counters.
 
-        The folder is written beside ``path`` and renamed into place after an fsync, so a crash
-        while saving leaves the previous save intact.
+        Written atomically (:func:`~llm_gym.agents.training.write_state_dir`): a crash while
+        saving leaves the previous save intact.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        with open(tmp / STATE_FILE, "wb") as handle:
-            torch.save(self.state_dict(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            path.rename(old / path.name)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
+        write_state_dir(Path(path), self.state_dict())
 
     def checkpoint(self) -> Path | None:
         """Save a numbered checkpoint under ``<log_dir>/checkpoints`` (None without log_dir)."""
@@ -415,13 +428,7 @@ class PPOAgent:
             agent = cls(env, model, **options)
         else:
             agent = cls(env, **options)
-        agent.policy.load_state_dict(state["policy"])
-        agent.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], agent._generators())
-        agent.episode_log = [EpisodeRecord(**r) for r in state["episode_log"]]
-        counters = state["counters"]
-        agent.num_timesteps, agent.iteration = counters["num_timesteps"], counters["iteration"]
-        agent.num_tokens = counters["num_tokens"]
+        agent.load_state(state)
         return agent
 
 

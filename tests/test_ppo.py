@@ -215,7 +215,7 @@ def test_classic_save_load_round_trip(tmp_path):
     for a, b in zip(agent.policy.net.parameters(), loaded.policy.net.parameters(), strict=True):
         assert torch.equal(a, b)
     assert loaded.num_timesteps == 64 and len(loaded.episode_log) == len(agent.episode_log)
-    loaded.learn(32)
+    loaded.learn(32, reset_num_timesteps=False)
     assert loaded.num_timesteps == 96
 
 
@@ -236,7 +236,7 @@ def _params(agent: PPOAgent) -> list[torch.Tensor]:
 
 def _one_iteration(agent: PPOAgent) -> dict:
     seen = []
-    agent.learn(10**9, callback=lambda m: seen.append(m) or False)
+    agent.learn(10**9, callback=lambda m: seen.append(m) or False, reset_num_timesteps=False)
     return seen[-1]
 
 
@@ -341,12 +341,13 @@ def test_broken_rewards_are_dropped_counted_and_stop_the_run(tmp_path):
     envs = _arithmetic_envs()
     for env in envs.envs:
         env.end_turn = _raise
-    agent = PPOAgent(envs, model, PPOConfig(**SMALL, max_bad_reward_batches=2), seed=0,
-                     log_dir=tmp_path / "run")
+    agent = PPOAgent(envs, model, PPOConfig(**SMALL, max_bad_reward_batches=2,
+                                            checkpoint_every=1), seed=0, log_dir=tmp_path)
     agent.learn(10**9)
-    assert agent.iteration == 2  # stopped cleanly after two all-broken rollouts
+    assert agent.iteration == 2 and "rewards failed" in agent.stop_reason
     assert all(torch.isfinite(p).all() for p in _params(agent))
-    assert (tmp_path / "run" / "checkpoints").is_dir()
+    # The checkpoint of the last update before the stop is there and loads.
+    assert PPOAgent.load(tmp_path, env=_arithmetic_envs()).iteration == 1
 
 
 def test_finite_task_pool_is_walked_in_epochs():
@@ -395,3 +396,20 @@ def test_multi_turn_rewards_reach_the_first_token_through_env_replies():
     assert any(between), "expected env replies between the agent's turns"
     adv, _ = token_gae(batch.rewards, torch.zeros_like(batch.rewards), batch.agent_mask, 1.0, 1.0)
     assert adv[torch.arange(2), first].tolist() == pytest.approx(batch.returns.tolist())
+
+
+def test_token_resume_from_a_log_dir_matches_an_uninterrupted_run(tmp_path):
+    straight = _token_agent("llm_gym/LeftRightText-v0", seed=7)
+    straight.learn(20)
+    assert straight.iteration >= 2
+
+    first = _token_agent("llm_gym/LeftRightText-v0", seed=7)
+    first.log_dir = tmp_path
+    first.learn(20, callback=lambda m: False)  # "killed" after one update (checkpoint kept)
+    again = _token_agent("llm_gym/LeftRightText-v0", seed=7)
+    again.learn(20, resume_from=tmp_path)
+
+    assert again.iteration == straight.iteration
+    assert again.num_timesteps == straight.num_timesteps
+    for a, b in zip(_params(straight), _params(again), strict=True):
+        assert torch.equal(a, b)
