@@ -76,11 +76,11 @@ def sample_actions(env: gym.Env, n: int, seed: int = 0) -> np.ndarray:
     words = list(getattr(base, "action_words", ())) or ["42", "#### 7", "\\boxed{3}", "x"]
     out: list[int] = []
     while len(out) < n:
-        kind = rng.integers(4)
+        kind = rng.integers(6)
         if kind <= 1:
             out += tokenizer.encode(words[rng.integers(len(words))]) + [tokenizer.eos_token_id]
-        elif kind == 2:
-            out += rng.integers(0, base.vocab_size, size=rng.integers(1, 4)).tolist()
+        elif kind <= 4:
+            out += rng.integers(0, base.vocab_size, size=rng.integers(1, 7)).tolist()
         else:
             out.append(tokenizer.eos_token_id)
     return np.array(out[:n], dtype=np.int64)
@@ -200,8 +200,13 @@ def check_clone(make_env: Callable[[], gym.Env], seed: int = 0, n: int = 120) ->
         assert_same(_continue(clone, actions[half:]), rest, "trace of a clone")
 
 
-def check_token_env(env: gym.Env, seed: int = 0) -> None:
+def check_token_env(env: gym.Env, seed: int = 0, n: int = 200) -> None:
     """Run every check of this module on a token env (uses deep copies of ``env``).
+
+    Args:
+        env: the env to check (made with ``gym.make`` or not); it is not stepped itself.
+        seed: seed of the resets and of the sampled actions.
+        n: steps per trace (shorten it for envs whose turns are slow to score).
 
     Example:
         >>> import gymnasium as gym, llm_gym
@@ -214,11 +219,11 @@ def check_token_env(env: gym.Env, seed: int = 0) -> None:
 
     pristine = copy.deepcopy(env)
     check_env(make_env().unwrapped, skip_render_check=False)
-    check_determinism(make_env, seed)
+    check_determinism(make_env, seed, n)
     check_bad_actions(make_env(), seed)
     check_scalar_actions(make_env(), seed)
     check_step_order(make_env, seed)
-    check_clone(make_env, seed)
+    check_clone(make_env, seed, max(2, n // 2))
 
 
 def _continue(env: gym.Env, actions: Sequence[int]) -> Trace:

@@ -139,6 +139,20 @@ def make_env(env_kwargs: Callable[[str], dict[str, Any]]) -> Callable[..., gym.E
     return make
 
 
+# Envs whose turn end runs model code in the sandbox (~0.05-0.2 s a turn): shorter traces.
+SANDBOX_ENVS = frozenset({"Code-v0"})
+
+
+@pytest.fixture(scope="session")
+def trace_length() -> Callable[[str, int], int]:
+    """``trace_length(env_id, n)``: ``n`` steps, or a quarter of them for sandboxed envs."""
+
+    def length(env_id: str, n: int) -> int:
+        return max(n // 4, 12) if env_id.split("/", 1)[1] in SANDBOX_ENVS else n
+
+    return length
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real-data folder (GSM8K train, sanitized MBPP); skips the test when it is absent."""

@@ -71,8 +71,10 @@ def test_builds_with_no_arguments(registered_env_id):
 
 
 @pytest.mark.parametrize("seed", [0, 7])
-def test_same_seed_and_actions_give_the_same_trace(registered_env_id, make_env, seed):
-    check_determinism(lambda: make_env(registered_env_id), seed=seed, n=150)
+def test_same_seed_and_actions_give_the_same_trace(registered_env_id, make_env, trace_length,
+                                                   seed):
+    n = trace_length(registered_env_id, 150)
+    check_determinism(lambda: make_env(registered_env_id), seed=seed, n=n)
 
 
 def _run_fresh(code: str) -> subprocess.CompletedProcess[str]:

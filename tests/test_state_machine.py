@@ -129,13 +129,15 @@ class EnvMachine(RuleBasedStateMachine):
         return step
 
 
-def test_state_machine(registered_env_id, make_env):
+def test_state_machine(registered_env_id, make_env, trace_length):
     pristine = make_env(registered_env_id)  # deep copies skip reloading datasets
 
     def make() -> gym.Env:
         return copy.deepcopy(pristine)
 
-    run_state_machine_as_test(lambda: EnvMachine(make), settings=SETTINGS)
+    examples = trace_length(registered_env_id, SETTINGS.max_examples)
+    run_state_machine_as_test(lambda: EnvMachine(make),
+                              settings=settings(SETTINGS, max_examples=examples))
 
 
 class _ForgetsTheTurn(LeftRightTextEnv):

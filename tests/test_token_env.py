@@ -58,12 +58,15 @@ def test_step_before_reset_and_after_the_end_raise(registered_token_env_id, make
     check_step_order(lambda: make_env(registered_token_env_id).unwrapped, seed=0)
 
 
-def test_pickle_and_deepcopy_mid_episode_continue_identically(registered_token_env_id, make_env):
-    check_clone(lambda: make_env(registered_token_env_id), seed=5)
+def test_pickle_and_deepcopy_mid_episode_continue_identically(registered_token_env_id, make_env,
+                                                              trace_length):
+    n = trace_length(registered_token_env_id, 120)
+    check_clone(lambda: make_env(registered_token_env_id), seed=5, n=n)
 
 
-def test_check_token_env_passes(registered_token_env_id, make_env):
-    check_token_env(make_env(registered_token_env_id))
+def test_check_token_env_passes(registered_token_env_id, make_env, trace_length):
+    n = trace_length(registered_token_env_id, 200)
+    check_token_env(make_env(registered_token_env_id), n=n)
 
 
 def test_response_at_the_token_budget_is_truncated(registered_token_env_id, make_env):
