@@ -2,8 +2,12 @@
 
 :func:`plan_runs` crosses envs × agents × seeds and sets aside (with the reason) the pairs an
 agent cannot act in; :func:`run_comparison` trains each run for the same env-step budget
-(tokens, on token envs), evaluates the final policy deterministically, and writes
+(agent tokens, on token envs), evaluates the final policy deterministically, and writes
 ``comparison.md``, ``comparison.csv``, ``comparison.json`` and ``learning_curves.png``.
+
+Columns: ``env_steps`` counts the agent's steps (its tokens, on token envs); ``tokens`` counts
+the conversation tokens of all training episodes (prompt, env replies and agent tokens: what a
+model reads), 0 on classic envs; ``wall_clock_s`` is training time only.
 
 Example:
     >>> from llm_gym.agents.compare import plan_runs, run_comparison
@@ -357,18 +361,25 @@ class _SolveTracker:
 
 
 def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> EvalResult:
-    """Deterministic evaluation: LLM agents through their own batched ``evaluate``."""
+    """Deterministic evaluation: LLM agents through their own batched ``evaluate``.
+
+    When an LLM agent's ``evaluate`` cannot tell success (the env reports none and it returns
+    no per-episode returns) but the env has a success threshold, the episodes are played token
+    by token through ``predict`` instead, so the success column is measured, not guessed.
+    """
+    threshold = success_threshold(spec.env_id)
     if spec.agent in LLM_AGENTS and hasattr(agent, "evaluate"):
-        # LLM agents evaluate through their batched, KV-cached rollout, not token by token.
         out = agent.evaluate(num_episodes=episodes, deterministic=True)
         returns = [float(r) for r in out.get("returns", [])]
-        rate, threshold = _rate(out.get("success_rate")), success_threshold(spec.env_id)
+        rate = _rate(out.get("success_rate"))
         if rate is None and returns and threshold is not None:
             rate = float(np.mean([r >= threshold - 1e-9 for r in returns]))
-        return EvalResult(
-            mean_return=float(out["mean_return"]), std_return=float(out.get("std_return", 0.0)),
-            success_rate=rate, mean_length=float(out["mean_length"]), episodes=episodes,
-            returns=returns)
+        if rate is not None or threshold is None:
+            return EvalResult(
+                mean_return=float(out["mean_return"]),
+                std_return=float(np.std(returns)) if returns else float("nan"),
+                success_rate=rate, mean_length=float(out["mean_length"]), episodes=episodes,
+                returns=returns)
     return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
 
 

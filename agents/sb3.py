@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from llm_gym.agents.base import EpisodeRecord, EpisodeRecorder
 from llm_gym.agents.factory import AgentEnvMismatch
@@ -20,13 +21,22 @@ SB3_ALGORITHMS = ("ppo", "a2c", "dqn", "maskable-ppo")
 
 
 class TokenEpisodeRecorder(EpisodeRecorder):
-    """:class:`EpisodeRecorder` for token envs: every step is one agent token, so count them."""
+    """:class:`EpisodeRecorder` for token envs that also counts tokens, as the LLM agents do.
+
+    ``tokens`` is the running total of conversation tokens (prompt, env replies and the agent's
+    tokens) of the finished episodes, the same count as GRPO's and PPO's ``episode_log``.
+    """
+
+    def __init__(self, env: gym.Env, records: list[EpisodeRecord] | None = None) -> None:
+        super().__init__(env, records)
+        self.tokens = self.records[-1].tokens if self.records else 0
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         count = len(self.records)
         result = super().step(action)
         if len(self.records) > count:
-            self.records[-1].tokens = self.env_steps
+            self.tokens += int(np.asarray(result[0]["attention_mask"]).sum())
+            self.records[-1].tokens = self.tokens
         return result
 
 

@@ -57,8 +57,9 @@ class EpisodicAgent:
         self.num_timesteps = 0
         self.episode_log: list[EpisodeRecord] = []
         self._wall_offset = 0.0  # training seconds before a save/load, so curves continue
-        # On a token env every step is one agent token; curves count them like the LLM agents.
+        # On a token env, curves count conversation tokens as the LLM agents do.
         self._token_env = isinstance(env.observation_space, gym.spaces.Dict)
+        self.num_tokens = 0
 
     def train_action(self, obs: Any, progress: float) -> int:
         """The action to take while learning (``progress`` = fraction of the budget used)."""
@@ -88,7 +89,7 @@ class EpisodicAgent:
             self.num_timesteps += 1
             ret, length, obs = ret + float(reward), length + 1, next_obs
             if terminated or truncated:
-                self._record(ret, length, info, terminated, start)
+                self._record(ret, length, info, terminated, start, next_obs)
                 if callback is not None and callback(self._metrics()) is False:
                     break
                 obs, _ = self.env.reset(seed=self.seed + len(self.episode_log))
@@ -96,10 +97,13 @@ class EpisodicAgent:
         self._wall_offset += time.perf_counter() - start
         return self
 
-    def _record(self, ret: float, length: int, info: dict, terminated: bool, start: float) -> None:
+    def _record(self, ret: float, length: int, info: dict, terminated: bool, start: float,
+                last_obs: Any) -> None:
+        if self._token_env:
+            self.num_tokens += int(np.asarray(last_obs["attention_mask"]).sum())
         self.episode_log.append(EpisodeRecord(
-            env_steps=self.num_timesteps, tokens=self.num_timesteps if self._token_env else 0,
-            episode_return=ret, length=length,
+            env_steps=self.num_timesteps, tokens=self.num_tokens, episode_return=ret,
+            length=length,
             success=episode_success(info, ret, terminated),
             wall_time=self._wall_offset + time.perf_counter() - start,
         ))

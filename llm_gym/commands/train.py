@@ -84,7 +84,9 @@ def _agent_and_spec(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str,
         name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
         agent = load_agent(name, agent_file(name, args.resume), env_id, env_kwargs=env_kwargs,
                            seed=saved["seed"], log_dir=run_dir)
-        learn_kwargs = {"reset_num_timesteps": False} if name.startswith("sb3-") else {}
+        # SB3 and GRPO restart their step counter by default; ppo and the table agents go on.
+        continues = name.startswith("sb3-") or name == "grpo"
+        learn_kwargs = {"reset_num_timesteps": False} if continues else {}
         return agent, RunSpec(env_id, name, args.timesteps, saved["seed"], env_kwargs), \
             run_dir, learn_kwargs
     if not args.env or not args.agent:
