@@ -105,6 +105,26 @@ def _free_names(sources):
     return loaded - stored
 
 
+def _first_called(source):
+    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
+    return [c.func.id for c in calls if isinstance(c.func, ast.Name)]
+
+
+def _import_candidate_modules(code, free, namespace):
+    # A test may use a module only the solution imports (MBPP 596 uses sys): repeat those
+    # top-level stdlib imports here, for names the tests use and nothing else.
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(a.asname not in (None, a.name) for a in node.names):
+                continue  # no aliases: `import os as math` must not stand in for math
+            bound = {a.name.split(".")[0] for a in node.names}
+            if bound & free and not (isinstance(node, ast.ImportFrom) and node.level):
+                try:
+                    exec(compile(ast.Module([node], []), "<imports>", "exec"), namespace)
+                except Exception:  # noqa: BLE001 - a missing module just leaves a proxy
+                    pass
+
+
 def _run_test(source, namespace, call=None):
     try:
         exec(compile(source, "<test>", "exec"), namespace)
@@ -129,7 +149,18 @@ def _grade(job, channel):
     exec(job.get("setup_code") or "", namespace)
     tests = job.get("tests")
     sources = tests if tests is not None else [job["test"]]
-    for name in _free_names(sources) - set(namespace) - set(dir(builtins)):
+    free = _free_names(sources) - set(namespace)
+    _import_candidate_modules(job["code"], free, namespace)
+    targets = {name for name in free if name not in namespace and not hasattr(builtins, name)}
+    if job.get("entry_point"):
+        targets.add(job["entry_point"])
+    elif not targets:
+        # The function under test shadows a builtin (MBPP 126 defines sum): proxy only the
+        # first name the tests call, never every builtin the candidate claims to define.
+        names = ready.get("names")
+        names = {n for n in names if type(n) is str} if type(names) is list else set()
+        targets = set(_first_called(sources[0])[:1]) & names
+    for name in targets:
         namespace[name] = Proxy(channel, name)
     call = None
     if tests is None:

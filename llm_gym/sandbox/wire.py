@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from typing import Any
@@ -30,11 +31,16 @@ _ITER_TYPES = (type(iter([])), type(iter(())), type(iter("")), type(iter({})), t
                type({}.keys()), type({}.values()), type({}.items()))
 
 
+_DICT_TYPES = (collections.Counter, collections.OrderedDict, collections.defaultdict)
+
+
 class Ref:
     """An opaque handle to an object that lives on the other side of the channel.
 
-    It compares equal only to itself and refuses truthiness, so a forged object (an ``__eq__``
-    that always says yes, an ``int`` subclass) can never satisfy a test.
+    It compares equal only to itself, so a forged object (an ``__eq__`` that always says yes,
+    an ``int`` subclass) can never satisfy a comparison. It is truthy, as any object without
+    ``__bool__`` is (a ``re.Match`` result passes ``assert f(x)``): that gains nothing over
+    returning ``True``, and a custom ``__bool__`` is never consulted.
     """
 
     __slots__ = ("ref_id",)
@@ -47,9 +53,6 @@ class Ref:
 
     def __hash__(self) -> int:
         return hash(("Ref", self.ref_id))
-
-    def __bool__(self) -> bool:
-        raise TypeError("an opaque object returned by the candidate has no truth value")
 
     def __repr__(self) -> str:
         return f"<opaque candidate object #{self.ref_id}>"
@@ -68,7 +71,7 @@ def to_wire(value: Any, refs: list[Any] | None = None) -> Any:
         return [to_wire(v, refs) for v in value]
     if kind is tuple or kind is set or kind is frozenset:
         return {"t": kind.__name__, "v": [to_wire(v, refs) for v in value]}
-    if kind is dict:
+    if kind is dict or kind in _DICT_TYPES:  # exact stdlib dict types compare like a dict
         return {"t": "dict", "v": [[to_wire(k, refs), to_wire(v, refs)] for k, v in value.items()]}
     if kind is bytes:
         return {"t": "bytes", "v": value.hex()}
