@@ -1,0 +1,111 @@
+"""Env-step throughput: the batched TokenVectorEnv, and LeftRight-v0 against CartPole-v1.
+
+Goals (DESIGN.md: the env must never be the bottleneck next to a model):
+* ``TokenVectorEnv`` adds under 5 µs per env-step at 256 envs (byte tokenizer, random valid
+  tokens, so turns end at the token budget and rows autoreset often).
+* ``LeftRight-v0`` steps at least 0.8x as fast as Gymnasium's ``CartPole-v1`` stepped the same
+  way (``gym.make``, random actions from a pre-generated array, reset on done).
+
+Run it on an otherwise idle machine, e.g.::
+
+    nice -n 10 python benchmarks/env_step.py
+    nice -n 10 python benchmarks/env_step.py --ids llm_gym/LeftRightText-v0 --num-envs 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+import llm_gym  # noqa: F401  (registers the ids)
+
+VECTOR_IDS = ["llm_gym/LeftRightText-v0", "llm_gym/Arithmetic-v0"]
+
+
+def best_of(repeats: int, run: Callable[[], float]) -> float:
+    """Fastest of ``repeats`` timings: the least disturbed by other load on the machine."""
+    return min(run() for _ in range(repeats))
+
+
+def time_vector_env(env_id: str, num_envs: int, steps: int, seed: int = 0) -> float:
+    """Seconds for ``steps`` batched steps of ``num_envs`` envs with random valid tokens."""
+    envs = gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")
+    actions = np.random.default_rng(seed).integers(
+        0, envs.single_action_space.n, size=(steps, num_envs)
+    )
+    envs.reset(seed=seed)
+    start = time.perf_counter()
+    for action in actions:
+        envs.step(action)
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return elapsed
+
+
+def time_single_env(env_id: str, steps: int, seed: int = 0) -> float:
+    """Seconds for ``steps`` steps of ``gym.make(env_id)``, resetting on done."""
+    env = gym.make(env_id)
+    actions = np.random.default_rng(seed).integers(0, env.action_space.n, size=steps)
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return elapsed
+
+
+def vector_rows(ids: list[str], sizes: list[int], env_steps: int, repeats: int) -> list[str]:
+    rows = []
+    for env_id in ids:
+        for num_envs in sizes:
+            steps = max(50, env_steps // num_envs)
+            seconds = best_of(repeats, lambda: time_vector_env(env_id, num_envs, steps))
+            per_env_step = seconds / (steps * num_envs) * 1e6
+            rows.append(f"| {env_id} | {num_envs} | {steps / seconds:,.0f} | "
+                        f"{steps * num_envs / seconds:,.0f} | {per_env_step:.2f} |")
+    return rows
+
+
+def classic_rows(steps: int, repeats: int) -> tuple[list[str], float]:
+    rates = {}
+    for env_id in ("llm_gym/LeftRight-v0", "CartPole-v1"):
+        rates[env_id] = steps / best_of(repeats, lambda env_id=env_id: time_single_env(
+            env_id, steps))
+    ratio = rates["llm_gym/LeftRight-v0"] / rates["CartPole-v1"]
+    rows = [f"| {env_id} | {rate:,.0f} | {1e6 / rate:.2f} |" for env_id, rate in rates.items()]
+    return rows, ratio
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ids", nargs="+", default=VECTOR_IDS)
+    parser.add_argument("--num-envs", nargs="+", type=int, default=[1, 64, 256])
+    parser.add_argument("--env-steps", type=int, default=200_000,
+                        help="env-steps per vector timing (batched steps = this / num_envs)")
+    parser.add_argument("--classic-steps", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3, help="timings per row; best is kept")
+    args = parser.parse_args(argv)
+
+    print("## TokenVectorEnv (byte tokenizer, random valid tokens, NEXT_STEP autoreset)\n")
+    print("| env | num_envs | batched steps/s | env-steps/s | µs per env-step |")
+    print("|---|---:|---:|---:|---:|")
+    for row in vector_rows(args.ids, args.num_envs, args.env_steps, args.repeats):
+        print(row, flush=True)
+
+    print("\n## Classic env, gym.make, random actions, reset on done\n")
+    rows, ratio = classic_rows(args.classic_steps, args.repeats)
+    print("| env | steps/s | µs per step |")
+    print("|---|---:|---:|")
+    print("\n".join(rows))
+    print(f"\nLeftRight-v0 / CartPole-v1 steps/s: {ratio:.2f}x (goal: at least 0.8x)")
+
+
+if __name__ == "__main__":
+    main()
