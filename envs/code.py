@@ -18,6 +18,10 @@ _HUB = {"mbpp": ("google-research-datasets/mbpp", "sanitized"),
         "openai_humaneval": ("openai/openai_humaneval", None)}
 
 
+class _Items(list):
+    """Rows already normalized (shared by the sub-envs of a vector env, never re-read)."""
+
+
 def normalize_rows(rows: Any) -> list[dict[str, Any]]:
     """MBPP or HumanEval rows as plain dicts, format detected per row; bad rows raise.
 
@@ -48,13 +52,15 @@ def normalize_rows(rows: Any) -> list[dict[str, Any]]:
                       "test": row.get("test") or "", "entry_point": row.get("entry_point")})
     if not items:
         raise ValueError("the code dataset is empty")
-    return items
+    return _Items(items)
 
 
 def load_rows(dataset: Any, data_files: Any, split: str) -> list[dict[str, Any]]:
     """Rows from ``data_files`` (json/jsonl), an in-memory dataset/list, or the hub by name."""
     import datasets
 
+    if isinstance(dataset, _Items) and data_files is None:
+        return dataset
     if data_files is not None:
         return normalize_rows(datasets.load_dataset("json", data_files=data_files, split="train"))
     if not isinstance(dataset, str):
@@ -73,7 +79,7 @@ def load_rows(dataset: Any, data_files: Any, split: str) -> list[dict[str, Any]]
 
 
 class CodeEnv(TokenEnv):
-    """Write a Python function that passes hidden unit tests (MBPP or HumanEval).
+    r"""Write a Python function that passes hidden unit tests (MBPP or HumanEval).
 
     ## Description
     A single-turn token env: the prompt is an optional system message plus the task (an MBPP
@@ -118,7 +124,7 @@ class CodeEnv(TokenEnv):
         >>> env = gym.make("llm_gym/Code-v0", dataset=rows)
         >>> obs, info = env.reset(seed=0)
         >>> tok = env.unwrapped.tokenizer
-        >>> reply = "```python\\ndef add(a, b):\\n    return a + b\\n```"
+        >>> reply = "```python\ndef add(a, b):\n    return a + b\n```"
         >>> for t in tok.encode(reply) + [tok.eos_token_id]:  # doctest: +SKIP
         ...     obs, reward, terminated, truncated, info = env.step(t)
         >>> reward, info["verdict"]  # doctest: +SKIP
