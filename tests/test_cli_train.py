@@ -1,0 +1,78 @@
+"""``llm-gym train``: train, save, print the table, resume, and fail clearly."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from llm_gym.cli import main
+
+WALK = "llm_gym/LeftRight-v0"
+
+
+def test_train_q_learning_saves_everything_and_prints_the_table(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--env", WALK, "--agent", "q-learning", "--timesteps", "2000",
+                 "--log-dir", str(run), "--no-progress", "--eval-episodes", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"| {WALK} | q-learning | 1 | 5 |" in out
+    assert {p.name for p in run.iterdir()} == {"agent.npz", "run.json", "episodes.csv",
+                                               "eval.json"}
+    assert json.loads((run / "eval.json").read_text())["mean_return"] == 5.0
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["agent"] == "q-learning" and saved["num_timesteps"] == 2000
+    with (run / "episodes.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and int(rows[-1]["env_steps"]) <= 2000
+
+
+def test_resume_continues_the_saved_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", "--env", WALK, "--agent", "q-learning", "--timesteps", "1000",
+          "--log-dir", str(run), "--no-progress"])
+    episodes_before = len((run / "episodes.csv").read_text().splitlines())
+    code = main(["train", "--resume", str(run), "--timesteps", "500", "--no-progress"])
+    assert code == 0
+    assert json.loads((run / "run.json").read_text())["num_timesteps"] == 1500
+    assert len((run / "episodes.csv").read_text().splitlines()) > episodes_before
+    assert main(["train", "--resume", str(run), "--agent", "greedy", "--timesteps", "10"]) == 2
+    assert "differs from the resumed run" in capsys.readouterr().err
+
+
+def test_train_sb3_with_env_kwargs_and_a_json_config(tmp_path, capsys):
+    config = tmp_path / "ppo.json"
+    config.write_text(json.dumps({"n_steps": 64, "batch_size": 32}))
+    run = tmp_path / "mppo"
+    code = main(["train", "--env", "llm_gym/LeftRightText-v0", "--agent", "sb3-maskable-ppo",
+                 "--env-kwargs", '{"constrained": true}', "--config", str(config),
+                 "--timesteps", "128", "--log-dir", str(run), "--no-progress",
+                 "--eval-episodes", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert (run / "agent.zip").exists()
+    assert json.loads((run / "run.json").read_text())["env_kwargs"] == {"constrained": True}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--env", "CartPole-v1", "--agent", "q-learning"], "needs Discrete observation"),
+    (["--env", WALK, "--agent", "q-learning", "--env-kwargs", "{bad"], "not valid JSON"),
+    (["--agent", "q-learning"], "needs --env and --agent"),
+    (["--env", WALK, "--agent", "q-learning", "--timesteps", "0"], "at least 1"),
+])
+def test_train_errors_are_clear(argv, message, tmp_path, capsys):
+    assert main(["train", *argv, "--log-dir", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_without_a_run_folder_says_so(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no run.json" in capsys.readouterr().err
+
+
+def test_unknown_agent_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--env", WALK, "--agent", "qlearn"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'qlearn'" in capsys.readouterr().err
