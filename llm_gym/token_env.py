@@ -60,9 +60,11 @@ class TokenBuffers:
         self.pad_token_id = pad_token_id
 
     def clear(self, row: int) -> None:
-        self.input_ids[row] = self.pad_token_id
-        self.attention_mask[row] = 0
-        self.agent_mask[row] = 0
+        # Past ``length`` a row is always padding, so only the used prefix needs clearing.
+        used = int(self.length[row])
+        self.input_ids[row, :used] = self.pad_token_id
+        self.attention_mask[row, :used] = 0
+        self.agent_mask[row, :used] = 0
         self.length[row] = 0
         self.turn_tokens[row] = 0
 
@@ -121,6 +123,9 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         self._buf = _buffers or TokenBuffers(1, self.max_length, self.tokenizer.pad_token_id)
         self._row = _row
         self._needs_reset = True
+        # True inside a TokenVectorEnv, which builds the batch observation itself: the per-row
+        # observation dicts of reset/finish_turn would be copied and thrown away.
+        self._batched = False
         self.task: Task | None = None
 
         self.action_space = spaces.Discrete(self.vocab_size)
@@ -270,6 +275,8 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         return int(index)
 
     def _observation(self) -> dict[str, np.ndarray]:
+        if self._batched:
+            return {}
         row = self._row
         obs = {
             "input_ids": self._buf.input_ids[row].copy(),
@@ -287,5 +294,5 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
             own = TokenBuffers(1, self.max_length, self._buf.pad_token_id)
             for name in ("input_ids", "attention_mask", "agent_mask", "length", "turn_tokens"):
                 getattr(own, name)[0] = getattr(self._buf, name)[self._row]
-            state["_buf"], state["_row"] = own, 0
+            state["_buf"], state["_row"], state["_batched"] = own, 0, False
         return state

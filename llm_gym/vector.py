@@ -65,6 +65,8 @@ class TokenVectorEnv(VectorEnv):
         self.envs: list[TokenEnv] = [first] + [
             env_class(**shared, _buffers=self.buffers, _row=i) for i in range(1, num_envs)
         ]
+        for env in self.envs:
+            env._batched = True  # the batch builds observations; rows skip their own
         self.num_envs = num_envs
         self.copy = copy
         self.metadata = {**self.metadata, "autoreset_mode": mode}
@@ -193,7 +195,7 @@ class TokenVectorEnv(VectorEnv):
         # batch must step the copied buffers, so point every sub-env back at its row of them.
         self.__dict__.update(state)
         for row, env in enumerate(self.envs):
-            env._buf, env._row = self.buffers, row
+            env._buf, env._row, env._batched = self.buffers, row, True
 
     def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:
