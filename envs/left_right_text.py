@@ -60,9 +60,10 @@ class LeftRightTextEnv(ClassicTextEnv):
         tokenizer: str | Tokenizer | Any | None = None,
         constrained: bool = False,
         invalid_penalty: float = -1.0,
-        # 20 valid turns take about 1,320 byte tokens (prompt 295, ~51 per turn): 1024 cut
-        # episodes off at turn 16, before the twin's time limit.
-        max_length: int = 2048,
+        # 20 valid turns take at most 1,315 byte tokens (prompt 295, <= 51 per turn): 1024 cut
+        # episodes off at turn 16, before the twin's time limit. Not more than needed: a vector
+        # env copies max_length tokens per env and step.
+        max_length: int = 1536,
         max_new_tokens: int = 8,
         render_mode: str | None = None,
         **buffer_kwargs: Any,
