@@ -9,6 +9,7 @@ KV-cached rollout, then scores it in one forward pass (log-probs, values, refere
 from __future__ import annotations
 
 import copy
+import logging
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -35,6 +36,8 @@ from llm_gym.vector import TokenVectorEnv
 
 if TYPE_CHECKING:
     from llm_gym.agents.ppo import PPOAgent
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- classic face
@@ -197,6 +200,13 @@ class TokenPolicy:
         self.ref: torch.nn.Module | None = None
         if config.kl_coef > 0:
             self.ref = copy.deepcopy(model).requires_grad_(False).eval()
+            if envs.envs[0].constrains_vocabulary:
+                # The rollout samples from the masked distribution but scores tokens with the
+                # unmasked one, so the k1 estimate is no KL there: it went to -5.8 per token on
+                # constrained LeftRightText and became a bonus for pushing mass off the mask.
+                logger.warning("kl_coef=%s on an env with action masks: the per-token KL is "
+                               "measured on unmasked log-probs and can turn negative; consider "
+                               "kl_coef=0", config.kl_coef)
 
     def parameters(self) -> Any:
         """The trainable parameters (LM and value head)."""
