@@ -222,13 +222,11 @@ class _CachedStepper:
         rows = self.rows
         new = lengths[rows] - fed[rows]
         width = max(int(new.max()), 1)
-        chunk = np.zeros((len(rows), width), dtype=np.int64)
-        chunk_mask = np.zeros((len(rows), width), dtype=np.int64)
-        for k, row in enumerate(rows):  # left-pad: the last column is each row's newest token
-            n = int(new[k])
-            if n:
-                chunk[k, width - n:] = input_ids[row, fed[row]:lengths[row]]
-                chunk_mask[k, width - n:] = 1
+        # Left-pad: column j of row k holds token lengths-width+j, real when it is not yet fed.
+        cols = lengths[rows, None] - width + np.arange(width)
+        real = cols >= fed[rows, None]
+        chunk = np.where(real, input_ids[rows[:, None], np.clip(cols, 0, None)], 0)
+        chunk_mask = real.astype(np.int64)
         mask = torch.from_numpy(chunk_mask).to(self.device)
         position_ids = (torch.from_numpy(self.positions).to(self.device)[:, None]
                         + mask.cumsum(dim=1) - 1).clamp(min=0)

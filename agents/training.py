@@ -245,7 +245,7 @@ def guard_rewards(envs: Any) -> Any:
                                   info={"reward_error": f"exception:{type(err).__name__}"})
             reward = result.reward
             if reward is None or not math.isfinite(float(reward)):
-                kind = "none" if reward is None else "nonfinite"
+                kind = "none" if reward is None else "nan"
                 return TurnResult(reward=math.nan, terminated=True,
                                   info={**result.info, "reward_error": kind})
             return result
@@ -261,7 +261,7 @@ def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> d
     for info, ok in zip(infos, valid, strict=True):
         if not ok:
             counts["reward/dropped"] += 1
-            cause = str(info.get("reward_error", "nonfinite"))
+            cause = str(info.get("reward_error", "nan"))
             cause = cause.split(":")[0]
             counts[f"reward/dropped_{cause}"] = counts.get(f"reward/dropped_{cause}", 0.0) + 1
         verdict = info.get("verdict")

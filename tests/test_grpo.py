@@ -148,7 +148,7 @@ def test_broken_reward_is_dropped_counted_and_stops_cleanly(monkeypatch, tmp_pat
     agent.learn(1000, callback=metrics.append)
     assert agent.stop_reason is not None and len(metrics) == 2
     assert metrics[0]["reward/dropped"] == 4
-    key = {"nan": "nonfinite", "none": "none", "raise": "exception"}[failure]
+    key = {"nan": "nan", "none": "none", "raise": "exception"}[failure]
     assert metrics[0][f"reward/dropped_{key}"] == 4
     assert all(torch.isfinite(p).all() for p in agent.model.parameters())
     state = load_checkpoint(tmp_path / "checkpoints")
