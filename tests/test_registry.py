@@ -128,3 +128,20 @@ def test_classic_env_refuses_bad_actions_and_out_of_order_steps(name):
         env.step(0)
     env.reset(seed=0)
     env.step(1)
+
+
+REAL_DATA = {"GSM8K-v0": "gsm8k/train.jsonl", "Code-v0": "mbpp/sanitized-mbpp.json"}
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REAL_DATA))
+def test_dataset_env_on_the_real_data_checks_clean(shared_data, name):
+    env = gym.make(f"{NAMESPACE}/{name}", data_files=str(shared_data / REAL_DATA[name]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped)
+    num_tasks = env.unwrapped.num_tasks
+    assert num_tasks is not None and num_tasks > 100
+    last, _ = env.reset(seed=0, options={"index": num_tasks - 1})
+    assert env.observation_space.contains(last)
