@@ -89,6 +89,7 @@ class RunResult:
     wall_clock_s: float
     episodes: list[EpisodeRecord]
     steps_to_solve: int | None = None
+    initial_return: float | None = None  # greedy return before training (with eval_every)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for JSON (the config and model as text)."""
@@ -97,6 +98,7 @@ class RunResult:
         return {"spec": spec, "evaluation": self.evaluation.to_dict(),
                 "env_steps": self.env_steps, "tokens": self.tokens,
                 "wall_clock_s": self.wall_clock_s, "steps_to_solve": self.steps_to_solve,
+                "initial_return": self.initial_return,
                 "episodes": [r.to_dict() for r in self.episodes]}
 
 
@@ -173,8 +175,9 @@ def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = 
     """Build the run's agent, train it for its budget and evaluate the final policy.
 
     With ``eval_every``, the greedy policy is also evaluated every ``eval_every`` env steps
-    during training and :attr:`RunResult.steps_to_solve` is the first step count at which
-    every evaluation episode succeeded.
+    during training; :attr:`RunResult.steps_to_solve` is the step count from which every
+    evaluation (the final one included) succeeded in every episode, ``None`` if the final
+    policy fails.
     """
     agent = make_agent(spec.agent, spec.env_id, model=spec.model, config=spec.config,
                        seed=spec.seed, env_kwargs=spec.env_kwargs or None)
@@ -194,18 +197,25 @@ def train_and_evaluate(
     eval_env = gym.make(spec.env_id, **spec.env_kwargs)
     tracker = _SolveTracker(agent, spec, eval_env, eval_every, eval_episodes)
     threads = None if spec.agent in LLM_AGENTS else 1
+    initial = None
     with _torch_threads(threads):
+        if eval_every:
+            first = evaluate_trained(agent, spec, eval_env, eval_episodes)
+            initial = first.mean_return
+            tracker.record(int(getattr(agent, "num_timesteps", 0)), first.success_rate == 1.0)
         start = time.perf_counter()
         agent.learn(spec.timesteps, callback=tracker.callback(), progress_bar=progress_bar,
                     **(learn_kwargs or {}))
         wall = time.perf_counter() - start - tracker.seconds
         evaluation = evaluate_trained(agent, spec, eval_env, eval_episodes)
+    if eval_every:
+        tracker.record(int(getattr(agent, "num_timesteps", 0)), evaluation.success_rate == 1.0)
     episodes = list(getattr(agent, "episode_log", []))
     env_steps = int(getattr(agent, "num_timesteps", episodes[-1].env_steps if episodes else 0))
     token_env = is_token_env_id(spec.env_id)
     tokens = int(getattr(agent, "num_tokens", 0) or (episodes[-1].tokens if episodes else 0))
     return RunResult(spec, evaluation, env_steps, tokens if token_env else 0, wall, episodes,
-                     tracker.solved_at)
+                     tracker.solved_at, initial)
 
 
 def run_comparison(
@@ -339,14 +349,21 @@ class _SolveTracker:
 
     def check(self, *_: Any) -> bool:
         steps = int(getattr(self.agent, "num_timesteps", 0))
-        if self.solved_at is None and self.every and steps >= self.next_eval:
+        if self.every and steps >= self.next_eval:
             self.next_eval = steps + self.every
             start = time.perf_counter()
             rate = evaluate_trained(self.agent, self.spec, self.env, self.episodes).success_rate
             self.seconds += time.perf_counter() - start
-            if rate == 1.0:
-                self.solved_at = steps
+            self.record(steps, rate == 1.0)
         return True
+
+    def record(self, steps: int, solved: bool) -> None:
+        # Solved from the first success after the last failure: a lucky untrained policy (or a
+        # policy that later unlearns) does not count.
+        if not solved:
+            self.solved_at = None
+        elif self.solved_at is None:
+            self.solved_at = steps
 
     def callback(self) -> Any:
         if not self.every:
