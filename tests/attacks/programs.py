@@ -54,7 +54,8 @@ RESOURCE_ATTACKS = {
         "            pass\n"
         "        time.sleep(10**6)\n"
         "time.sleep(10**6)\n"),
-    "deep_recursion": "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)\n",
+    "deep_recursion": (
+        "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)\n"),
     "segfault": "import ctypes\nctypes.string_at(0)\n",
     "write_outside_tmp": (
         "for path in ('/var/tmp/{marker}', '/dev/shm/{marker}', '/run/lock/{marker}',\n"
@@ -79,7 +80,8 @@ RESOURCE_ATTACKS = {
     "network_dns": "import socket\nsocket.getaddrinfo('example.com', 80)\n",
     "network_udp": (
         "import socket\n"
-        "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'leak', ('127.0.0.1', {udp_port}))\n"),
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.sendto(b'leak', ('127.0.0.1', {udp_port}))\n"),
     "abstract_unix": (
         "import socket\n"
         "s = socket.socket(socket.AF_UNIX)\n"
@@ -88,7 +90,8 @@ RESOURCE_ATTACKS = {
     "read_environ": (
         "import os\n"
         "print(dict(os.environ))\n"
-        "for path in ('/proc/1/environ', '/proc/self/environ', '/proc/%d/environ' % os.getppid()):\n"
+        "for path in ('/proc/1/environ', '/proc/self/environ',\n"
+        "             '/proc/%d/environ' % os.getppid()):\n"
         "    try:\n"
         "        print(open(path, 'rb').read())\n"
         "    except OSError as e:\n"
@@ -154,7 +157,8 @@ INTEGRITY_ATTACKS = {
         "for d in ('.', '/tmp', os.path.dirname(os.__file__)):\n"
         "    for name in ('conftest.py', 'sitecustomize.py', 'usercustomize.py'):\n"
         "        try:\n"
-        "            open(os.path.join(d, name), 'w').write('import builtins\\nbuiltins.AssertionError = None\\n')\n"
+        "            open(os.path.join(d, name), 'w').write(\n"
+        "                'import builtins\\nbuiltins.AssertionError = None\\n')\n"
         "        except OSError:\n"
         "            pass\n"
         "def add(a, b):\n"
@@ -199,7 +203,8 @@ INTEGRITY_ATTACKS = {
         "        pass\n"
         "def add(a, b):\n"
         "    return P()\n"),
-    "mentions_pytest_wrong": "# run with pytest -q\nimport math\ndef add(a, b):\n    return a * b\n",
+    "mentions_pytest_wrong": (
+        "# run with pytest -q\nimport math\ndef add(a, b):\n    return a * b\n"),
 }
 
 HONEST_ADD = "```python\ndef add(a, b):\n    return a + b\n```"
