@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -79,23 +86,69 @@ def run(agent: GRPOAgent, total: int, stop_after: int | None = None, **kwargs):
     return rows, prompts
 
 
-def test_resume_after_interruption_is_exact(tmp_path) -> None:
-    total = 100
-    full_agent = make_agent(tmp_path / "full")
-    full_rows, full_prompts = run(full_agent, total)
-    assert len(full_rows) >= 6
-    assert any(row["train/grad_norm"] > 0 for row in full_rows)  # the weights really move
+TOTAL = 100
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The uninterrupted reference run: per-update metrics, prompts, final parameter hash."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    agent = make_agent(tmp_path_factory.mktemp("full"))
+    rows, prompts = run(agent, TOTAL)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)
+    assert len(rows) >= 6
+    assert any(row["train/grad_norm"] > 0 for row in rows)  # the weights really move
+    return rows, prompts, parameter_hash(agent.model)
+
+
+def test_resume_after_interruption_is_exact(tmp_path, full_run) -> None:
+    full_rows, full_prompts, full_hash = full_run
     cut = 3
-    _, first_prompts = run(make_agent(tmp_path / "cut"), total, stop_after=cut)
+    _, first_prompts = run(make_agent(tmp_path / "cut"), TOTAL, stop_after=cut)
     assert latest_checkpoint(tmp_path / "cut" / "checkpoints").name.endswith(f"{cut:09d}")
     # A fresh process would rebuild the agent from the checkpoint alone.
     resumed = GRPOAgent.load(tmp_path / "cut" / "checkpoints", env=make_envs(),
                              log_dir=tmp_path / "cut")
     assert resumed.num_updates == cut
-    rest_rows, rest_prompts = run(resumed, total, resume_from=tmp_path / "cut" / "checkpoints")
+    rest_rows, rest_prompts = run(resumed, TOTAL, resume_from=tmp_path / "cut" / "checkpoints")
     assert rest_rows == full_rows[cut:]
     assert first_prompts + rest_prompts == full_prompts  # no prompt replayed or skipped
-    assert parameter_hash(resumed.model) == parameter_hash(full_agent.model)
+    assert parameter_hash(resumed.model) == full_hash
+
+
+CHILD = """
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from test_resume import TOTAL, make_agent
+agent = make_agent({log_dir!r})
+agent.learn(TOTAL, callback=lambda m: time.sleep(0.3))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_is_exact(tmp_path, full_run) -> None:
+    full_rows, _, full_hash = full_run
+    log_dir = tmp_path / "killed"
+    code = CHILD.format(tests=str(Path(__file__).parent), log_dir=str(log_dir))
+    child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ,
+                             "HF_HUB_OFFLINE": "1"}, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list_checkpoints(log_dir / "checkpoints")) < 2:
+        assert child.poll() is None, child.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the child wrote no checkpoints in 120 s"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    latest = latest_checkpoint(log_dir / "checkpoints")
+    resumed = GRPOAgent.load(latest, env=make_envs(), log_dir=log_dir)
+    done = resumed.num_updates
+    assert 2 <= done < len(full_rows)
+    rest_rows, _ = run(resumed, TOTAL, resume_from=latest)
+    assert rest_rows == full_rows[done:]
+    assert parameter_hash(resumed.model) == full_hash
 
 
 def test_killed_checkpoint_write_leaves_previous_loadable(tmp_path, monkeypatch) -> None:
