@@ -322,6 +322,8 @@ class _Run:
                 if self.out.over or self.err.over:
                     over = True
                     break
+            if self.peer is not None and not (timed_out or over):
+                self._drain_sandbox(sel, min(deadline, time.monotonic() + 0.2))
         finally:
             sel.close()
             os.close(pidfd)
@@ -334,7 +336,18 @@ class _Run:
                 pass
         return self._result(timed_out, over, sandbox_rc)
 
+    def _drain_sandbox(self, sel: selectors.BaseSelector, until: float) -> None:
+        # The peer is done and closed the request pipe, so the call server exits and flushes
+        # its stdout; a short grace keeps what it printed (a forged verdict line is evidence).
+        while self.proc.poll() is None and time.monotonic() < until:
+            for key, _ in sel.select(max(until - time.monotonic(), 0)):
+                if key.data is not None and not key.data.pump():
+                    sel.unregister(key.fd)
+            if self.out.over or self.err.over:
+                return
+
     def _result(self, timed_out: bool, over: bool, rc: int | None) -> RunResult:
+        over = over or self.out.over or self.err.over
         stderr = self.err.text()
         if timed_out:
             status = Status.TIMEOUT
