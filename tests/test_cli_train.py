@@ -76,3 +76,20 @@ def test_unknown_agent_is_an_argparse_error(capsys):
         main(["train", "--env", WALK, "--agent", "qlearn"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'qlearn'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("agent", ["ppo", "sb3-ppo"])
+def test_resume_counts_steps_on_for_agents_that_reset_by_default(agent, tmp_path):
+    config = tmp_path / "cfg.json"
+    small = ({"num_envs": 2, "num_steps": 64} if agent == "ppo"
+             else {"n_steps": 128, "batch_size": 64})
+    config.write_text(json.dumps(small))
+    run = tmp_path / "run"
+    assert main(["train", "--env", WALK, "--agent", agent, "--config", str(config),
+                 "--timesteps", "256", "--log-dir", str(run), "--no-progress",
+                 "--eval-episodes", "1"]) == 0
+    assert main(["train", "--resume", str(run), "--timesteps", "128", "--no-progress",
+                 "--eval-episodes", "1"]) == 0
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["num_timesteps"] == 384
+    assert saved["config"] == str(config)  # kept from the first run

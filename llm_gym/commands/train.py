@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,12 @@ def _agent_and_spec(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str,
         name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
         agent = load_agent(name, agent_file(name, args.resume), env_id, env_kwargs=env_kwargs,
                            seed=saved["seed"], log_dir=run_dir)
-        # SB3 and GRPO restart their step counter by default; ppo and the table agents go on.
-        continues = name.startswith("sb3-") or name == "grpo"
-        learn_kwargs = {"reset_num_timesteps": False} if continues else {}
+        # SB3, GRPO and PPO restart their step counter unless told (SB3's semantics); the table
+        # agents always go on.
+        resets = "reset_num_timesteps" in inspect.signature(agent.learn).parameters
+        learn_kwargs = {"reset_num_timesteps": False} if resets else {}
+        args.model = args.model or saved.get("model")
+        args.config = args.config or saved.get("config")
         return agent, RunSpec(env_id, name, args.timesteps, saved["seed"], env_kwargs), \
             run_dir, learn_kwargs
     if not args.env or not args.agent:
