@@ -65,8 +65,11 @@ class EpisodeRecord:
 
 
 def episode_success(info: dict[str, Any], episode_return: float, terminated: bool) -> bool | None:
-    """Whether an episode succeeded: ``info["success"]`` / ``info["is_success"]`` if the env
-    reports it, else ``None``."""
+    """Whether an episode succeeded, as the env reports it in its final ``info``.
+
+    Reads ``info["success"]`` or ``info["is_success"]``; ``None`` when the env says neither
+    (a return threshold would be a guess, so none is made).
+    """
     for key in ("success", "is_success"):
         if key in info:
             return bool(info[key])

@@ -146,7 +146,8 @@ class HFTokenizer(Tokenizer):
     """Adapter over a Hugging Face tokenizer that has a chat template.
 
     Example:
-        >>> tok = HFTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+        >>> name = "HuggingFaceTB/SmolLM2-135M-Instruct"
+        >>> tok = HFTokenizer.from_pretrained(name)  # doctest: +SKIP
     """
 
     def __init__(self, hf_tokenizer: Any, name: str | None = None) -> None:
