@@ -71,22 +71,36 @@ def time_generate(model, tokenizer, batch: int, new_tokens: int) -> dict:
     return {"seconds": elapsed, "tokens": tokens, "tokens_per_s": tokens / elapsed}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s."""
+    return sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     model, tokenizer = load_model(args.model, device=args.device)
     results = []
+    time_rollout(model, tokenizer, 2, 2)  # warm-up
+    time_generate(model, tokenizer, 2, 2)
     for batch in args.batch_sizes:
-        time_rollout(model, tokenizer, min(batch, 2), 2)  # warm-up
-        rollout = time_rollout(model, tokenizer, batch, args.new_tokens)
-        generate = time_generate(model, tokenizer, batch, args.new_tokens)
+        # Alternate the two (A B B A ...) and keep the median: the CPU is shared, so load
+        # drifts during a run and a single back-to-back pair is noisy.
+        runs: dict[str, list[dict]] = {"rollout": [], "generate": []}
+        for r in range(args.repeats):
+            order = ("rollout", "generate") if r % 2 == 0 else ("generate", "rollout")
+            for name in order:
+                timer = time_rollout if name == "rollout" else time_generate
+                runs[name].append(timer(model, tokenizer, batch, args.new_tokens))
+        rollout, generate = (median_run(runs[k]) for k in ("rollout", "generate"))
         row = {"batch": batch, "new_tokens": args.new_tokens, "rollout": rollout,
-               "generate": generate,
+               "generate": generate, "runs": runs,
                "ratio": rollout["tokens_per_s"] / generate["tokens_per_s"]}
         results.append(row)
         print(f"batch {batch:3d}: rollout {rollout['tokens_per_s']:8.1f} tok/s  generate "
