@@ -30,9 +30,13 @@ class LeftRightEnv(gym.Env[int, int]):
     +10 on reaching 2, -5 on landing on 1, -1 otherwise.
 
     ## Episode End
-    Terminated on reaching 2. Truncated after 20 steps (`max_episode_steps` at registration).
+    Terminated on reaching 2. Truncated after `max_steps` (20) steps. The env counts
+    the steps itself rather than relying on a `TimeLimit` wrapper, so that a step after a
+    truncation raises like a step after termination (RELIABILITY.md, Environment API). As with
+    `TimeLimit`, reaching the goal on the last step is both terminated and truncated.
 
     ## Arguments
+    `max_steps`: the step limit (default 20).
     `render_mode`: `None` or `"ansi"`.
 
     ## Version History
@@ -49,20 +53,25 @@ class LeftRightEnv(gym.Env[int, int]):
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
     action_names = ("left", "stay", "right")
 
-    def __init__(self, render_mode: str | None = None) -> None:
+    def __init__(self, max_steps: int = 20, render_mode: str | None = None) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
         self.observation_space = spaces.Discrete(MAX_POSITION - MIN_POSITION + 1)
         self.action_space = spaces.Discrete(3)
+        self.max_steps = int(max_steps)
         self.position = 0
-        self._needs_reset = True  # stepping before reset or after the goal is an error
+        self.elapsed_steps = 0
+        self._needs_reset = True  # stepping before reset or after the episode ended is an error
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
         super().reset(seed=seed)
         self.position = 0
+        self.elapsed_steps = 0
         self._needs_reset = False
         return self._obs(), {}
 
@@ -71,15 +80,18 @@ class LeftRightEnv(gym.Env[int, int]):
         if isinstance(action, (bool, np.bool_)) or not self.action_space.contains(action):
             raise ValueError(f"action must be 0 (left), 1 (stay) or 2 (right), got {action!r}")
         if self._needs_reset:
-            raise RuntimeError("step() called before reset() or after reaching the goal; "
+            raise RuntimeError("step() called before reset() or after the episode ended; "
                                "call reset()")
         move = int(action) - 1
         self.position = min(MAX_POSITION, max(MIN_POSITION, self.position + move))
-        if self.position == GOAL:
-            self._needs_reset = True
-            return self._obs(), 10.0, True, False, {}
+        self.elapsed_steps += 1
+        terminated = self.position == GOAL
+        truncated = self.elapsed_steps >= self.max_steps
+        self._needs_reset = terminated or truncated
+        if terminated:
+            return self._obs(), 10.0, True, truncated, {}
         reward = -5.0 if self.position == TRAP else -1.0
-        return self._obs(), reward, False, False, {}
+        return self._obs(), reward, False, truncated, {}
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gymnasium.wrappers import TimeLimit
-
 from llm_gym.envs.classic_text import ClassicTextEnv
 from llm_gym.envs.left_right import MIN_POSITION, LeftRightEnv
 from llm_gym.tokenizers import Tokenizer
@@ -68,7 +66,7 @@ class LeftRightTextEnv(ClassicTextEnv):
         render_mode: str | None = None,
         **buffer_kwargs: Any,
     ) -> None:
-        classic = TimeLimit(LeftRightEnv(), max_episode_steps=MAX_EPISODE_STEPS)
+        classic = LeftRightEnv(max_steps=MAX_EPISODE_STEPS)
         super().__init__(classic, tokenizer, constrained, invalid_penalty, max_length,
                          max_new_tokens, render_mode, **buffer_kwargs)
 

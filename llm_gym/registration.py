@@ -15,7 +15,8 @@ NAMESPACE = "llm_gym"
 # (name, entry point module:class, extra register kwargs). Token envs get a vector entry point
 # ``module:make_vec`` automatically.
 CLASSIC_ENVS = {
-    "LeftRight-v0": ("llm_gym.envs.left_right:LeftRightEnv", {"max_episode_steps": 20}),
+    # LeftRight counts its own 20-step limit (see its docstring), so no TimeLimit here.
+    "LeftRight-v0": ("llm_gym.envs.left_right:LeftRightEnv", {}),
 }
 TOKEN_ENVS = {
     "LeftRightText-v0": "llm_gym.envs.left_right_text:LeftRightTextEnv",

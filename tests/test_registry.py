@@ -111,13 +111,14 @@ def test_classic_env_refuses_bad_actions_and_out_of_order_steps(name):
     env = gym.make(f"{NAMESPACE}/{name}").unwrapped
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
-    env.reset(seed=0)
-    env.step(0)
     for bad_name, action in bad_actions(env.action_space.n):
+        env.reset(seed=0)  # a fresh episode each time: the walk stops after 20 steps
+        env.step(0)
         twin = copy.deepcopy(env)
         with pytest.raises((TypeError, ValueError)):
             env.step(action)
         assert env.step(1) == twin.step(1), f"state changed by bad action {bad_name}"
+    env.reset(seed=0)
     for action in integer_scalar_actions(1):
         env.step(action[1])
     env.reset(seed=0)
