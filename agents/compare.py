@@ -380,24 +380,44 @@ class _SolveTracker:
 def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> EvalResult:
     """Deterministic evaluation: LLM agents through their own batched ``evaluate``.
 
-    When an LLM agent's ``evaluate`` cannot tell success (the env reports none and it returns
-    no per-episode returns) but the env has a success threshold, the episodes are played token
-    by token through ``predict`` instead, so the success column is measured, not guessed.
+    When an LLM agent's ``evaluate`` gives no per-episode returns and the env reports no
+    success but has a success threshold, the episodes are replayed greedily through
+    :func:`llm_gym.agents.rollout.collect_rollouts` (batched, KV-cached), so the success column
+    is measured, not guessed.
     """
-    threshold = success_threshold(spec.env_id)
-    if spec.agent in LLM_AGENTS and hasattr(agent, "evaluate"):
-        out = agent.evaluate(num_episodes=episodes, deterministic=True)
-        returns = [float(r) for r in out.get("returns", [])]
-        rate = _rate(out.get("success_rate"))
-        if rate is None and returns and threshold is not None:
+    if spec.agent not in LLM_AGENTS or not hasattr(agent, "evaluate"):
+        return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
+    out = agent.evaluate(num_episodes=episodes, deterministic=True)
+    returns = [float(r) for r in out.get("returns", [])]
+    rate, threshold = _rate(out.get("success_rate")), success_threshold(spec.env_id)
+    lengths = [float(out["mean_length"])]
+    if rate is None and threshold is not None:
+        if not returns and hasattr(agent, "model") and hasattr(agent, "tokenizer"):
+            returns, lengths = _greedy_rollout(agent, spec, episodes)
+        if returns:
             rate = float(np.mean([r >= threshold - 1e-9 for r in returns]))
-        if rate is not None or threshold is None:
-            return EvalResult(
-                mean_return=float(out["mean_return"]),
-                std_return=float(np.std(returns)) if returns else float("nan"),
-                success_rate=rate, mean_length=float(out["mean_length"]), episodes=episodes,
-                returns=returns)
-    return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
+    return EvalResult(
+        mean_return=float(np.mean(returns)) if returns else float(out["mean_return"]),
+        std_return=float(np.std(returns)) if returns else float("nan"),
+        success_rate=rate, mean_length=float(np.mean(lengths)), episodes=episodes,
+        returns=returns)
+
+
+def _greedy_rollout(agent: Any, spec: RunSpec, episodes: int) -> tuple[list[float], list[float]]:
+    import torch
+
+    from llm_gym.agents.rollout import collect_rollouts
+
+    envs = gym.make_vec(spec.env_id, episodes, vectorization_mode="vector_entry_point",
+                        autoreset_mode="Disabled", tokenizer=agent.tokenizer, **spec.env_kwargs)
+    try:
+        seed = 10_000 + spec.seed
+        with torch.no_grad():
+            batch = collect_rollouts(agent.model, envs, seed=seed, temperature=0.0,
+                                     generator=torch.Generator().manual_seed(seed))
+    finally:
+        envs.close()
+    return batch.returns.tolist(), batch.lengths.float().tolist()
 
 
 def _rate(value: Any) -> float | None:
