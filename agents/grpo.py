@@ -380,9 +380,10 @@ class GRPOAgent:
             adv = group_advantages(batch.returns, batch.valid, cfg.group_size,
                                    cfg.scales_rewards)
             rows = self._rows_to_train(batch, adv, stats)
-            take = cfg.prompts_per_batch - groups
-            rows = rows[: take * cfg.group_size] if cfg.uses_dynamic_sampling else rows
-            groups += len(set((rows // cfg.group_size).tolist()))
+            if cfg.uses_dynamic_sampling:  # keep whole groups, no more than the batch needs
+                wanted = np.unique(rows // cfg.group_size)[: cfg.prompts_per_batch - groups]
+                rows = rows[np.isin(rows // cfg.group_size, wanted)]
+            groups += len(np.unique(rows // cfg.group_size))
             kept.append(batch.select(rows))
             advantages.append(adv[rows])
             if groups >= cfg.prompts_per_batch:
@@ -476,6 +477,13 @@ class GRPOAgent:
                 "max_completion_length": float(self._max_completion_length())}
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
+        if cfg.beta == 0:
+            # Without a KL term a zero-advantage row has zero loss and zero gradient: skip its
+            # forward/backward (the normalisers above still count it, so the gradient is exact).
+            rows = rows[advantages[rows] != 0]
+            if len(rows) == 0:
+                return {**sums, "skipped_steps": 1.0, "grad_norm": 0.0}
+        computed_tokens = float(batch.agent_mask[rows].sum().clamp(min=1))
         for micro in torch.split(rows, cfg.micro_batch_size):
             m = batch.agent_mask[micro]
             logp, ent = self._logprobs(self.model, batch.input_ids[micro],
@@ -484,7 +492,7 @@ class GRPOAgent:
                                     norm, None if ref is None else ref[micro])
             loss.backward()
             sums["loss"] += float(loss.detach())
-            sums["entropy"] += float((ent * m).sum()) / norm["tokens"]
+            sums["entropy"] += float((ent * m).sum()) / computed_tokens
             for key, value in stats.items():
                 sums[key] += float(value)
         params = [p for p in self.model.parameters() if p.requires_grad]

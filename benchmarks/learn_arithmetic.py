@@ -28,20 +28,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--digits", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=12)
     parser.add_argument("--eval-episodes", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--prompts-per-batch", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--loss-type", default="grpo")
+    parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="benchmarks/results/learn_arithmetic")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out_dir)
     config = GRPOConfig(group_size=args.group_size, prompts_per_batch=args.prompts_per_batch,
-                        learning_rate=args.lr, loss_type=args.loss_type, micro_batch_size=8)
+                        learning_rate=args.lr, loss_type=args.loss_type, micro_batch_size=8,
+                        temperature=args.temperature)
     env_kwargs = {"digits": args.digits, "max_new_tokens": args.max_new_tokens}
     agent = GRPOAgent("llm_gym/Arithmetic-v0", args.model, config, env_kwargs=env_kwargs,
                       seed=args.seed, log_dir=out, device="cpu")

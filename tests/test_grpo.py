@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -169,7 +170,7 @@ def test_smoke_learn_predict_evaluate_save_load(tmp_path) -> None:
         assert key in metrics[-1]
     assert (tmp_path / "run" / "metrics.csv").is_file()
     assert (tmp_path / "run" / "reward_curve.png").is_file()
-    obs, _ = agent.envs.envs[0].reset(seed=0)
+    obs, _ = gym.make("llm_gym/Arithmetic-v0", max_new_tokens=3).reset(seed=0)
     action, _ = agent.predict(obs, deterministic=True)
     assert isinstance(action, np.int64) and 0 <= action < 260
     batch_obs = {k: np.stack([v, v]) for k, v in obs.items()}
