@@ -26,7 +26,9 @@ from llm_gym.commands.compare import print_run
 
 CLASSIC, TEXT = "llm_gym/LeftRight-v0", "llm_gym/LeftRightText-v0"
 # GRPO on the tiny byte-level model: a high learning rate is what a from-scratch 2-layer model
-# needs; 8 samples per prompt give the group baseline something to compare.
+# needs; 8 samples per prompt give the group baseline something to compare. A pretrained model
+# keeps GRPOConfig's own learning rate. (Without the action-word mask the tiny model never
+# spelled a valid word in 18k tokens: every episode ended at -1, so the mask stays on.)
 GRPO_CONFIG = {"group_size": 8, "prompts_per_batch": 2, "learning_rate": 1e-3}
 BUDGETS = {
     # name: (classic-face steps, text-face tokens, seeds)
@@ -44,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/quickstart", metavar="DIR",
                         help="folder for the table and learning_curves.png")
     parser.add_argument("--model", default="tiny",
-                        help="GRPO's model: tiny (built from a config, default), smollm2, ...")
+                        help="GRPO's model: tiny (built from a config, default); smollm2 or a "
+                             "hub id work too but are slow on a CPU")
     parser.add_argument("--skip-llm", action="store_true", help="classic agents only")
     parser.add_argument("--eval-episodes", type=int, default=5,
                         help="deterministic evaluation episodes per run (default 5)")
@@ -62,7 +65,9 @@ def quickstart_runs(budget: str, model: str = "tiny", llm: bool = True) -> list:
         runs += [RunSpec(CLASSIC, name, steps, seed)
                  for name in ("q-learning", "sb3-ppo", "ppo", "greedy")]
         if llm:
-            runs.append(RunSpec(TEXT, "grpo", tokens, seed, dict(masked), config=GRPO_CONFIG,
+            config = GRPO_CONFIG if model == "tiny" else {
+                k: v for k, v in GRPO_CONFIG.items() if k != "learning_rate"}
+            runs.append(RunSpec(TEXT, "grpo", tokens, seed, dict(masked), config=config,
                                 model=model, label=f"grpo ({model} LM)"))
         runs.append(RunSpec(TEXT, "sb3-maskable-ppo", tokens, seed, dict(masked)))
     return runs
