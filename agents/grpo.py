@@ -42,6 +42,7 @@ from llm_gym.agents.training import (
     TaskSampler,
     guard_rewards,
     latest_checkpoint,
+    learn_target,
     load_checkpoint,
     plot_reward_curve,
     progress_bar,
@@ -526,13 +527,7 @@ class GRPOAgent:
             reset_num_timesteps: restart the step counter at 0 (SB3 semantics).
             resume_from: a checkpoint (or a folder of them) to restore first.
         """
-        if resume_from is not None:
-            self.load_state(load_checkpoint(resume_from))
-            target = int(total_timesteps)
-        elif reset_num_timesteps:
-            self.num_timesteps, target = 0, int(total_timesteps)
-        else:
-            target = self.num_timesteps + int(total_timesteps)
+        target = learn_target(self, total_timesteps, reset_num_timesteps, resume_from)
         self._learn_start = time.perf_counter()
         bar = progress_bar and _progress(target, self.num_timesteps)
         while self.num_timesteps < target:

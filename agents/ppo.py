@@ -37,6 +37,7 @@ from llm_gym.agents.rollout import collect_rollouts
 from llm_gym.agents.training import (
     MetricsLogger,
     RewardFailures,
+    learn_target,
     load_checkpoint,
     plot_reward_curve,
     rng_state,
@@ -173,16 +174,8 @@ class PPOAgent:
                 continue an agent from :meth:`load`.
             resume_from: a save, a checkpoint or a folder of them to restore first.
         """
-        if int(total_timesteps) < 1:
-            raise ValueError(f"total_timesteps must be at least 1, got {total_timesteps}")
         cfg = self.config
-        if resume_from is not None:
-            self.load_state(load_checkpoint(resume_from))
-            target = int(total_timesteps)
-        elif reset_num_timesteps:
-            self.num_timesteps, target = 0, int(total_timesteps)
-        else:
-            target = self.num_timesteps + int(total_timesteps)
+        target = learn_target(self, total_timesteps, reset_num_timesteps, resume_from)
         self.stop_reason = None
         metrics_log = MetricsLogger(self.log_dir)
         failures = RewardFailures(max_consecutive=cfg.max_bad_reward_batches)

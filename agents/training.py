@@ -214,6 +214,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- reward integrity
+def learn_target(
+    agent: Any, total_timesteps: int, reset_num_timesteps: bool, resume_from: str | Path | None
+) -> int:
+    """The step count at which ``learn`` stops, with SB3's counting semantics.
+
+    With ``resume_from`` the agent's state is restored first and ``total_timesteps`` is the
+    total of the whole run, so a resumed run stops where the uninterrupted one would. Otherwise
+    ``reset_num_timesteps`` restarts the count at 0, or ``total_timesteps`` come on top of it.
+    """
+    if int(total_timesteps) < 1:
+        raise ValueError(f"total_timesteps must be at least 1, got {total_timesteps}")
+    if resume_from is not None:
+        agent.load_state(load_checkpoint(resume_from))
+        return int(total_timesteps)
+    if reset_num_timesteps:
+        agent.num_timesteps = 0
+        return int(total_timesteps)
+    return agent.num_timesteps + int(total_timesteps)
+
+
 def guard_rewards(envs: Any) -> Any:
     """Make every sub-env of a token vector env survive a broken reward.
 
