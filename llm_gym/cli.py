@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"llm_gym.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"llm_gym.commands.{name}":
-                raise
-            continue  # a command whose module is not built yet is simply absent
-        module.add_parser(sub)
+        importlib.import_module(f"llm_gym.commands.{name}").add_parser(sub)
     return parser
 
 
