@@ -36,3 +36,8 @@ def test_shaping_llm_part_prints_reward_components():
 def test_shaping_lunarlander_tiny_budget():
     out = run_example("shaping_lunarlander.py", "--timesteps", "256", "--eval-episodes", "1")
     assert "baseline" in out and "potential-shaped" in out
+
+
+def test_grpo_arithmetic_tiny_budget():
+    out = run_example("grpo_arithmetic.py", "--timesteps", "64")
+    assert "held-out accuracy:" in out and "mean response length:" in out
