@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import gymnasium as gym
@@ -18,6 +19,11 @@ from llm_gym.agents.training import latest_checkpoint, load_checkpoint
 from llm_gym.models import tiny_model
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.vector import TokenVectorEnv
+
+# LoRA is the optional `lora` extra (peft); .ci/install installs it.
+needs_peft = pytest.mark.skipif(
+    importlib.util.find_spec("peft") is None, reason="needs peft (pip install 'llm_gym[lora]')"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -185,6 +191,7 @@ def test_smoke_learn_predict_evaluate_save_load(tmp_path) -> None:
     assert loaded.predict(obs, deterministic=True)[0] == action
 
 
+@needs_peft
 def test_lora_with_kl_uses_the_disabled_adapter_as_reference() -> None:
     config = GRPOConfig(group_size=2, prompts_per_batch=1, beta=0.5, lora={"r": 2},
                         learning_rate=1e-2)

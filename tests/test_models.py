@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
 from llm_gym.models import SMOLLM2_PACKAGE, load_model, smollm2_gguf_path, tiny_model
 from llm_gym.tokenizers import ByteTokenizer
+
+# LoRA is the optional `lora` extra (peft); .ci/install installs it.
+needs_peft = pytest.mark.skipif(
+    importlib.util.find_spec("peft") is None, reason="needs peft (pip install 'llm_gym[lora]')"
+)
 
 
 def test_tiny_model_is_deterministic_and_leaves_global_rng() -> None:
@@ -22,12 +29,14 @@ def test_tiny_model_is_deterministic_and_leaves_global_rng() -> None:
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
+@needs_peft
 def test_load_tiny_with_lora_trains_only_adapter() -> None:
     model, _ = load_model("tiny", device="cpu", lora={"r": 4})
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
 
 
+@needs_peft
 def test_bad_lora_key_names_it() -> None:
     with pytest.raises(TypeError, match="not_a_key"):
         load_model("tiny", device="cpu", lora={"not_a_key": 1})
