@@ -8,11 +8,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
 from llm_gym.agents.factory import LLM_AGENTS
+from llm_gym.commands.arguments import json_object
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -57,11 +57,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def per_env_kwargs(text: str, envs: list[str]) -> dict[str, dict[str, Any]]:
     """The ``--env-kwargs`` JSON: an object mapping env ids (of ``--envs``) to kwargs."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--env-kwargs is not valid JSON ({err}): {text!r}") from None
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+    value = json_object(text)
+    if not all(isinstance(v, dict) for v in value.values()):
         raise ValueError("--env-kwargs must map env ids to objects, e.g. "
                          '{"llm_gym/LeftRightText-v0": {"constrained": true}}')
     unknown = sorted(set(value) - set(envs))

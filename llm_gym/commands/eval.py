@@ -25,6 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from llm_gym.commands.arguments import json_object
 from llm_gym.rewards.passk import mean_pass_at_k
 from llm_gym.token_env import TokenEnv
 
@@ -85,7 +86,7 @@ class Report:
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``llm-gym eval``; prints the table, writes ``--out``; returns the exit code."""
     ks = _parse_ks(args.k)
-    env_kwargs = _parse_env_kwargs(args.env_kwargs)
+    env_kwargs = json_object(args.env_kwargs)
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     model = None
@@ -119,16 +120,6 @@ def _parse_ks(text: str) -> list[int]:
     if not ks or ks[0] < 1:
         raise ValueError(f"--k budgets must be >= 1, got {text!r}")
     return ks
-
-
-def _parse_env_kwargs(text: str) -> dict[str, Any]:
-    try:
-        kwargs = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--env-kwargs is not valid JSON ({err}): {text!r}") from None
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"--env-kwargs must be a JSON object, got {text!r}")
-    return kwargs
 
 
 def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> TokenEnv:

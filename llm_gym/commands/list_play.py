@@ -9,13 +9,13 @@ render, each reward and the episode's return; end of input (Ctrl-D) ends the gam
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, TextIO
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
+from llm_gym.commands.arguments import json_object
 from llm_gym.registration import DATASET_ENVS, NAMESPACE, TOKEN_ENVS, env_ids
 
 
@@ -74,9 +74,7 @@ def make_play_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
 
 def run_play(args: argparse.Namespace) -> int:
     """Play ``args.env_id`` reading actions from stdin."""
-    env_kwargs = json.loads(args.env_kwargs)
-    if not isinstance(env_kwargs, dict):
-        raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    env_kwargs = json_object(args.env_kwargs)
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     from llm_gym.wrappers.response import has_token_observations

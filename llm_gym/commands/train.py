@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_gym.agents.factory import AGENT_NAMES
+from llm_gym.commands.arguments import json_object
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,16 +43,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run_train)
 
-
-def parse_env_kwargs(text: str) -> dict[str, Any]:
-    """The ``--env-kwargs`` JSON object as a dict."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--env-kwargs is not valid JSON ({err}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--env-kwargs must be a JSON object, got {text!r}")
-    return value
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -95,7 +86,7 @@ def _agent_and_spec(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str,
             run_dir, learn_kwargs
     if not args.env or not args.agent:
         raise ValueError("train needs --env and --agent (or --resume DIR)")
-    env_kwargs = parse_env_kwargs(args.env_kwargs)
+    env_kwargs = json_object(args.env_kwargs)
     short = args.env.split("/")[-1]
     run_dir = Path(args.log_dir or f"runs/{args.agent}-{short}-s{args.seed}")
     agent = make_agent(args.agent, args.env, model=args.model, config=args.config,
