@@ -44,8 +44,9 @@ from llm_gym.agents.factory import (
 
 logger = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ("env", "agent", "seeds", "return_mean", "return_std", "success_rate",
-                 "env_steps", "tokens", "wall_clock_s", "steps_to_solve")
+TABLE_COLUMNS = ("env", "agent", "seeds", "untrained_return", "return_mean", "return_std",
+                 "success_rate", "env_steps", "tokens", "wall_clock_s", "steps_to_solve")
+OPTIONAL_COLUMNS = ("untrained_return", "steps_to_solve")  # shown only when measured
 
 
 @dataclass
@@ -89,7 +90,7 @@ class RunResult:
     wall_clock_s: float
     episodes: list[EpisodeRecord]
     steps_to_solve: int | None = None
-    initial_return: float | None = None  # greedy return before training (with eval_every)
+    initial_return: float | None = None  # greedy return before training (eval_initial)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for JSON (the config and model as text)."""
@@ -113,8 +114,8 @@ class ComparisonReport:
 
     def markdown(self) -> str:
         """The table as GitHub markdown, with the skipped pairs below it."""
-        columns = [c for c in TABLE_COLUMNS  # steps_to_solve only when it was measured
-                   if c != "steps_to_solve" or any(r[c] is not None for r in self.rows)]
+        columns = [c for c in TABLE_COLUMNS
+                   if c not in OPTIONAL_COLUMNS or any(r[c] is not None for r in self.rows)]
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in self.rows]
         lines += [f"\nskipped: {note}" for note in self.skipped]
@@ -171,23 +172,25 @@ def plan_runs(
 
 
 def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
-            progress_bar: bool = False) -> RunResult:
+            eval_initial: bool = False, progress_bar: bool = False) -> RunResult:
     """Build the run's agent, train it for its budget and evaluate the final policy.
 
     With ``eval_every``, the greedy policy is also evaluated every ``eval_every`` env steps
     during training; :attr:`RunResult.steps_to_solve` is the step count from which every
     evaluation (the final one included) succeeded in every episode, ``None`` if the final
-    policy fails.
+    policy fails. With ``eval_every`` or ``eval_initial``, the untrained greedy policy is
+    evaluated first (:attr:`RunResult.initial_return`), so the table shows what was learned.
     """
     agent = make_agent(spec.agent, spec.env_id, model=spec.model, config=spec.config,
                        seed=spec.seed, env_kwargs=spec.env_kwargs or None)
     return train_and_evaluate(agent, spec, eval_episodes=eval_episodes, eval_every=eval_every,
-                              progress_bar=progress_bar)
+                              eval_initial=eval_initial, progress_bar=progress_bar)
 
 
 def train_and_evaluate(
     agent: Any, spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
-    progress_bar: bool = False, learn_kwargs: dict[str, Any] | None = None,
+    eval_initial: bool = False, progress_bar: bool = False,
+    learn_kwargs: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train a built (or loaded) ``agent`` for ``spec.timesteps`` and evaluate it greedily.
 
@@ -202,9 +205,10 @@ def train_and_evaluate(
     # Real LMs keep torch's default.
     threads = 1 if spec.agent not in LLM_AGENTS or spec.model in (None, "tiny") else None
     with _torch_threads(threads):
-        if eval_every:
+        if eval_every or eval_initial:
             first = evaluate_trained(agent, spec, eval_env, eval_episodes)
             initial = first.mean_return
+        if eval_every:
             tracker.record(int(getattr(agent, "num_timesteps", 0)), first.success_rate == 1.0)
         start = time.perf_counter()
         agent.learn(spec.timesteps, callback=tracker.callback(), progress_bar=progress_bar,
@@ -223,7 +227,7 @@ def train_and_evaluate(
 
 def run_comparison(
     runs: Sequence[RunSpec], *, out_dir: str | Path | None = None, skipped: Sequence[str] = (),
-    eval_episodes: int = 10, eval_every: int | None = None,
+    eval_episodes: int = 10, eval_every: int | None = None, eval_initial: bool = False,
     on_run_end: Callable[[int, RunResult], None] | None = None,
 ) -> ComparisonReport:
     """Train and evaluate every run, aggregate per env × agent, and write the report files.
@@ -235,13 +239,15 @@ def run_comparison(
         skipped: notes of the pairs left out, carried into the report.
         eval_episodes: deterministic evaluation episodes per run.
         eval_every: see :func:`run_one`.
+        eval_initial: see :func:`run_one`.
         on_run_end: called with (run index, result) after each run (CLI progress).
     """
     results = []
     for i, spec in enumerate(runs):
         logger.info("run %d/%d: %s on %s, seed %d", i + 1, len(runs), spec.name, spec.env_id,
                     spec.seed)
-        result = run_one(spec, eval_episodes=eval_episodes, eval_every=eval_every)
+        result = run_one(spec, eval_episodes=eval_episodes, eval_every=eval_every,
+                         eval_initial=eval_initial)
         results.append(result)
         if on_run_end is not None:
             on_run_end(i, result)
@@ -261,8 +267,11 @@ def aggregate(results: Sequence[RunResult]) -> list[dict[str, Any]]:
         returns = [r.evaluation.mean_return for r in group]
         rates = [r.evaluation.success_rate for r in group if r.evaluation.success_rate is not None]
         solved = [r.steps_to_solve for r in group]
+        initial = [r.initial_return for r in group]
         rows.append({
             "env": env_id, "agent": name, "seeds": len(group),
+            "untrained_return": (float(np.mean(initial)) if all(v is not None for v in initial)
+                                 else None),
             "return_mean": float(np.mean(returns)),
             "return_std": float(np.std(returns)) if len(group) > 1 else
             group[0].evaluation.std_return,

@@ -138,3 +138,7 @@ def test_quickstart_classic_part_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert returns[(WALK, "greedy")] < 5.0
     assert (TEXT, "sb3-maskable-ppo") in returns
     assert "learning_curves.png" in out
+    # The quickstart shows what was learned: the untrained greedy policy beside the trained one.
+    untrained = {(r["env"], r["agent"]): r["untrained_return"] for r in rows}
+    assert untrained[(WALK, "q-learning")] < 5.0  # an all-zero Q-table never reaches the goal
+    assert "untrained_return" in out and "untrained" in out.splitlines()[1]

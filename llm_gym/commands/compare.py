@@ -36,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="config file of grpo/ppo (TOML/JSON)")
     parser.add_argument("--eval-episodes", type=int, default=10,
                         help="deterministic evaluation episodes per run (default 10)")
+    parser.add_argument("--untrained", action="store_true",
+                        help="also evaluate each agent before training (untrained_return column)")
     parser.set_defaults(func=run_compare)
 
 
@@ -71,8 +73,10 @@ def print_run(index: int, total: int, result: Any) -> None:
     """One progress line per finished run."""
     spec, ev = result.spec, result.evaluation
     rate = "–" if ev.success_rate is None else f"{ev.success_rate:.2f}"
+    before = ("" if result.initial_return is None
+              else f"untrained {result.initial_return:6.3g} -> ")
     print(f"[{index + 1}/{total}] {spec.name:<18} {spec.env_id:<28} seed {spec.seed}: "
-          f"return {ev.mean_return:8.3g}  success {rate}  {result.wall_clock_s:6.1f} s",
+          f"{before}return {ev.mean_return:6.3g}  success {rate}  {result.wall_clock_s:6.1f} s",
           flush=True)
 
 
@@ -91,7 +95,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print(f"{len(runs)} runs of {args.timesteps} steps", flush=True)
     start = time.perf_counter()
     report = run_comparison(runs, out_dir=args.out, skipped=skipped,
-                            eval_episodes=args.eval_episodes,
+                            eval_episodes=args.eval_episodes, eval_initial=args.untrained,
                             on_run_end=lambda i, r: print_run(i, len(runs), r))
     print()
     print(report.markdown())

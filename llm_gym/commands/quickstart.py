@@ -84,7 +84,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
           "one-step agent should stay below it.", flush=True)
     start = time.perf_counter()
     report = run_comparison(runs, out_dir=args.out, eval_episodes=args.eval_episodes,
-                            eval_every=None,
+                            eval_every=None, eval_initial=True,
                             on_run_end=lambda i, r: print_run(i, len(runs), r))
     print()
     print(report.markdown())
