@@ -433,7 +433,7 @@ class GRPOAgent:
         cfg = self.config
         if batch.num_rows == 0:
             return {"train/skipped": 1.0}
-        batch = _to_device(batch, self.device)
+        batch = batch.to(self.device)
         advantages = advantages.to(self.device)
         ref = self._ref_logprobs(batch)
         self.model.train()
@@ -457,15 +457,21 @@ class GRPOAgent:
             return None
         with torch.no_grad():
             if self.ref_model is not None:
-                return self._logprobs(self.ref_model, batch.input_ids, batch.attention_mask)
+                return self._logprobs(self.ref_model, batch)
             with self.model.disable_adapter():
-                return self._logprobs(self.model, batch.input_ids, batch.attention_mask)
+                return self._logprobs(self.model, batch)
 
-    def _logprobs(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
-                  entropy: bool = False) -> Any:
-        parts = [sequence_logprobs(model, ids[s], mask[s], vocab_size=self.vocab_size,
-                                   temperature=self.config.temperature, return_entropy=entropy)
-                 for s in torch.split(torch.arange(len(ids)), self.config.micro_batch_size)]
+    def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch,
+                  rows: torch.Tensor | None = None, entropy: bool = False) -> Any:
+        """Log-probs of ``batch``'s rows (all by default) under its action masks, micro-batched."""
+        if rows is None:
+            rows = torch.arange(batch.num_rows, device=batch.input_ids.device)
+        parts = [sequence_logprobs(
+                    model, batch.input_ids[s], batch.attention_mask[s],
+                    vocab_size=self.vocab_size, temperature=self.config.temperature,
+                    return_entropy=entropy,
+                    action_masks=None if batch.action_masks is None else batch.action_masks[s])
+                 for s in torch.split(rows, self.config.micro_batch_size)]
         if entropy:
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return torch.cat(parts)
@@ -487,8 +493,7 @@ class GRPOAgent:
         computed_tokens = float(batch.agent_mask[rows].sum().clamp(min=1))
         for micro in torch.split(rows, cfg.micro_batch_size):
             m = batch.agent_mask[micro]
-            logp, ent = self._logprobs(self.model, batch.input_ids[micro],
-                                       batch.attention_mask[micro], entropy=True)
+            logp, ent = self._logprobs(self.model, batch, micro, entropy=True)
             loss, stats = grpo_loss(logp, batch.old_logprobs[micro], advantages[micro], m, cfg,
                                     norm, None if ref is None else ref[micro])
             loss.backward()
@@ -698,12 +703,6 @@ class GRPOAgent:
 # ============================================================================== helpers
 def _progress(total: int, initial: int) -> Any:
     return progress_bar(total, True, initial=initial)
-
-
-def _to_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
-    moved = {f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)
-             if isinstance(getattr(batch, f.name), torch.Tensor)}
-    return dataclasses.replace(batch, **moved)
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from llm_gym.agents.ppo_algorithm import (
     kl_penalized_rewards,
     token_gae,
 )
-from llm_gym.agents.rollout import collect_rollouts, sequence_logprobs
+from llm_gym.agents.rollout import ActionMasks, collect_rollouts, sequence_logprobs
 from llm_gym.agents.training import TaskSampler, guard_rewards, reward_counters
 from llm_gym.agents.value_head import (
     CausalLMWithValueHead,
@@ -200,13 +200,6 @@ class TokenPolicy:
         self.ref: torch.nn.Module | None = None
         if config.kl_coef > 0:
             self.ref = copy.deepcopy(model).requires_grad_(False).eval()
-            if envs.envs[0].constrains_vocabulary:
-                # The rollout samples from the masked distribution but scores tokens with the
-                # unmasked one, so the k1 estimate is no KL there: it went to -5.8 per token on
-                # constrained LeftRightText and became a bonus for pushing mass off the mask.
-                logger.warning("kl_coef=%s on an env with action masks: the per-token KL is "
-                               "measured on unmasked log-probs and can turn negative; consider "
-                               "kl_coef=0", config.kl_coef)
 
     def parameters(self) -> Any:
         """The trainable parameters (LM and value head)."""
@@ -231,21 +224,29 @@ class TokenPolicy:
         if self.sampler is not None and state["sampler"] is not None:
             self.sampler.load_state_dict(state["sampler"])
 
-    def evaluate(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def evaluate(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """``(logprobs, entropy, values)`` of every token of the conversations, each ``(u, T)``."""
-        return self.net(inputs["input_ids"], inputs["attention_mask"])
+        return self.net(inputs["input_ids"], inputs["attention_mask"],
+                        action_masks=inputs.get("action_masks"))
 
-    def score(self, ids: torch.Tensor, attention: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Log-probs, values and reference log-probs of a rollout, chunked, without grad."""
+    def score(self, ids: torch.Tensor, attention: torch.Tensor,
+              action_masks: ActionMasks | None = None) -> tuple[torch.Tensor, ...]:
+        """Log-probs, values and reference log-probs of a rollout, chunked, without grad.
+
+        Policy and reference are both scored under the rollout's action masks, so the per-token
+        KL compares the distributions that were sampled from.
+        """
         size = -(-len(ids) // self.config.num_minibatches)
         parts: list[tuple[torch.Tensor, ...]] = []
         with torch.no_grad():
             for start in range(0, len(ids), size):
+                rows = torch.arange(start, min(start + size, len(ids)))
                 chunk, mask = ids[start:start + size], attention[start:start + size]
-                logprobs, _, values = self.net(chunk, mask)
+                masks = None if action_masks is None else action_masks.select(rows)
+                logprobs, _, values = self.net(chunk, mask, action_masks=masks)
                 ref = logprobs if self.ref is None else sequence_logprobs(
                     self.ref, chunk, mask, vocab_size=self.net.num_actions,
-                    temperature=self.config.temperature)
+                    temperature=self.config.temperature, action_masks=masks)
                 parts.append((logprobs, values, ref))
         return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
@@ -263,13 +264,17 @@ class TokenPolicy:
         # A row whose reward was NaN/inf is dropped from training, not zeroed (RELIABILITY.md).
         valid = rollout.valid.to(self.device)
         agent_mask = rollout.agent_mask.to(self.device).float() * valid[:, None]
-        old_logprobs, old_values, ref_logprobs = self.score(ids, attention)
+        masks = None if rollout.action_masks is None else rollout.action_masks.to(self.device)
+        old_logprobs, old_values, ref_logprobs = self.score(ids, attention, masks)
         rewards = torch.nan_to_num(rollout.rewards.to(self.device).float(), 0.0, 0.0, 0.0)
         rewards, kl = kl_penalized_rewards(rewards, old_logprobs, ref_logprobs, agent_mask,
                                            cfg.kl_coef)
         advantages, returns = token_gae(rewards, old_values, agent_mask, cfg.gamma,
                                         cfg.gae_lambda)
-        batch = PPOBatch({"input_ids": ids, "attention_mask": attention}, old_logprobs,
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": attention}
+        if masks is not None:  # PPOBatch.select slices it by rows like the tensors
+            inputs["action_masks"] = masks
+        batch = PPOBatch(inputs, old_logprobs,
                          old_values, advantages, returns, agent_mask)
         self._record_episodes(agent, rollout)
         drift = (old_logprobs - rollout.old_logprobs.to(self.device)).abs() * agent_mask

@@ -15,7 +15,7 @@ PPO trainer consume; :func:`sequence_logprobs` recomputes the same log-probs in 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,9 @@ class RolloutBatch:
         input_ids: conversation token ids (prompt, agent tokens, env-injected tokens).
         attention_mask: 1 on real tokens.
         agent_mask: 1 on tokens the agent wrote (the only tokens trained on).
-        old_logprobs: log-prob of token t under the sampling policy (temperature applied, action
-            mask *not* applied, so it equals :func:`sequence_logprobs`), 0 off agent tokens.
+        old_logprobs: log-prob of token t under the distribution sampled from (temperature and
+            the env's action mask applied, so it equals :func:`sequence_logprobs` given
+            ``action_masks``), 0 off agent tokens.
         rewards: env reward on the token whose step returned it (dense, token-aligned).
         returns: ``(B,)`` episode return (sum of rewards).
         task_index: ``(B,)`` task item of each row (-1 when the env does not say).
@@ -42,6 +43,8 @@ class RolloutBatch:
         num_agent_tokens: agent tokens in the batch (= env steps taken).
         infos: final ``info`` of each row.
         rollout_s: wall time of the rollout; model_s and env_s split it.
+        action_masks: the env's ``action_mask`` at every agent token (:class:`ActionMasks`), or
+            None when the env has none.
     """
 
     input_ids: torch.Tensor
@@ -59,6 +62,7 @@ class RolloutBatch:
     rollout_s: float = 0.0
     model_s: float = 0.0
     env_s: float = 0.0
+    action_masks: ActionMasks | None = None
 
     @property
     def num_rows(self) -> int:
@@ -78,10 +82,11 @@ class RolloutBatch:
         width = int(kept["attention_mask"].sum(dim=1).max()) if len(rows) else 0
         for name in _TOKEN_FIELDS:
             kept[name] = kept[name][:, :width]
+        masks = None if self.action_masks is None else self.action_masks.select(rows)
         return RolloutBatch(
             **kept, num_agent_tokens=int(kept["agent_mask"].sum()),
             infos=[self.infos[int(i)] for i in rows], rollout_s=self.rollout_s,
-            model_s=self.model_s, env_s=self.env_s,
+            model_s=self.model_s, env_s=self.env_s, action_masks=masks,
         )
 
     @classmethod
@@ -105,8 +110,84 @@ class RolloutBatch:
             **out, num_agent_tokens=sum(b.num_agent_tokens for b in batches),
             infos=[info for b in batches for info in b.infos],
             rollout_s=sum(b.rollout_s for b in batches), model_s=sum(b.model_s for b in batches),
-            env_s=sum(b.env_s for b in batches),
+            env_s=sum(b.env_s for b in batches), action_masks=_concat_masks(batches),
         )
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        """The batch with every tensor (action masks included) on ``device``."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        masks = None if self.action_masks is None else self.action_masks.to(device)
+        return replace(self, **moved, action_masks=masks)
+
+
+@dataclass
+class ActionMasks:
+    """The env's action masks at the agent's tokens of a batch, stored sparsely.
+
+    Only agent positions are kept (``N`` of them), so memory is ``N * vocab`` bools rather than
+    ``B * T * vocab``. Indexing with rows (``masks[rows]``) selects and renumbers them, so a
+    dict of batch tensors holding one can be sliced like the tensors.
+
+    Attributes:
+        rows: ``(N,)`` batch row of each masked token.
+        positions: ``(N,)`` position of the token in its row (the token the mask constrained).
+        allowed: ``(N, vocab)`` bool, True where the token was allowed.
+
+    Example:
+        >>> m = ActionMasks(torch.tensor([0, 1]), torch.tensor([2, 3]),
+        ...                 torch.tensor([[True, False], [False, True]]))
+        >>> m[torch.tensor([1])].rows.tolist(), m[torch.tensor([1])].positions.tolist()
+        ([0], [3])
+    """
+
+    rows: torch.Tensor
+    positions: torch.Tensor
+    allowed: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def select(self, rows: torch.Tensor | np.ndarray | list[int]) -> ActionMasks:
+        """The masks of batch rows ``rows``, renumbered ``0 .. len(rows) - 1`` in that order."""
+        rows = torch.as_tensor(np.asarray(torch.as_tensor(rows).cpu(), dtype=np.int64))
+        new_row, entry = (self.rows.cpu()[None, :] == rows[:, None]).nonzero(as_tuple=True)
+        entry = entry.to(self.rows.device)
+        return ActionMasks(new_row.to(self.rows.device), self.positions[entry],
+                           self.allowed[entry])
+
+    __getitem__ = select
+
+    def to(self, device: torch.device | str) -> ActionMasks:
+        """The masks on ``device``."""
+        return ActionMasks(self.rows.to(device), self.positions.to(device),
+                           self.allowed.to(device))
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` with -inf where the mask forbade a token (out of place: gradients flow).
+
+        ``logits`` are next-token logits ``(B, T - 1, V)``: entry t predicts token t + 1.
+        """
+        allowed = self.allowed.to(logits.device)
+        vocab = logits.shape[-1]
+        if allowed.shape[1] < vocab:  # tokens past the env's vocabulary were never sampled
+            allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]))
+        index = (self.rows.to(logits.device), self.positions.to(logits.device) - 1)
+        masked = logits[index].masked_fill(~allowed[:, :vocab], float("-inf"))
+        return logits.index_put(index, masked)
+
+
+def _concat_masks(batches: list[RolloutBatch]) -> ActionMasks | None:
+    if all(b.action_masks is None for b in batches):
+        return None
+    if any(b.action_masks is None for b in batches):
+        raise ValueError("concat got batches with and without action_masks; concatenate "
+                         "rollouts of the same env only")
+    offsets = np.cumsum([0] + [b.num_rows for b in batches[:-1]])
+    masks = [b.action_masks for b in batches]
+    return ActionMasks(torch.cat([m.rows + int(o) for m, o in zip(masks, offsets, strict=True)]),
+                       torch.cat([m.positions for m in masks]),
+                       torch.cat([m.allowed for m in masks]))
 
 
 _TOKEN_FIELDS = ("input_ids", "attention_mask", "agent_mask", "old_logprobs", "rewards")
@@ -122,6 +203,15 @@ class _Recorder:
         self.truncated = np.zeros(num_envs, dtype=bool)
         self.infos: list[dict[str, Any]] = [{} for _ in range(num_envs)]
         self.task_index = np.full(num_envs, -1, dtype=np.int64)
+        # Action masks at the agent's tokens: (rows, positions, allowed) per step.
+        self.masks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def action_masks(self) -> ActionMasks | None:
+        if not self.masks:
+            return None
+        rows, positions, allowed = (np.concatenate(part) for part in zip(*self.masks, strict=True))
+        return ActionMasks(torch.from_numpy(rows), torch.from_numpy(positions),
+                           torch.from_numpy(allowed))
 
 
 def collect_rollouts(
@@ -171,14 +261,16 @@ def collect_rollouts(
         lengths = obs["attention_mask"].sum(axis=1).astype(np.int64)
         logits = stepper.step(obs["input_ids"], fed, lengths, done)
         fed = lengths
-        actions, logprobs = _sample(logits, obs.get("action_mask"), done, temperature, top_p,
-                                    generator)
+        actions, logprobs, allowed = _sample(logits, obs.get("action_mask"), done, temperature,
+                                             top_p, generator)
         t1 = time.perf_counter()
         obs, rewards, terminated, truncated, infos = envs.step(actions)
         t2 = time.perf_counter()
         active = np.flatnonzero(~done)
         rec.old_logprobs[active, lengths[active]] = logprobs[active]
         rec.rewards[active, lengths[active]] = rewards[active]
+        if allowed is not None:
+            rec.masks.append((active, lengths[active], allowed[active]))
         done = _finish_rows(rec, done, terminated, truncated, infos)
         model_s, env_s = model_s + t1 - t0, env_s + t2 - t1
     return _to_batch(obs, rec, time.perf_counter() - start, model_s, env_s)
@@ -255,15 +347,19 @@ class _CachedStepper:
 def _sample(
     logits: torch.Tensor, action_mask: np.ndarray | None, done: np.ndarray, temperature: float,
     top_p: float, generator: torch.Generator | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Actions (done rows get token 0, ignored by the env) and their policy log-probs."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Actions, their log-probs as sampled (mask applied), and the mask used (or None).
+
+    Done rows get token 0, which the env ignores.
+    """
     scaled = logits / temperature if temperature > 0 else logits
-    logprobs = torch.log_softmax(scaled, dim=-1)
     sampling = scaled
+    allowed = None
     if action_mask is not None:
-        allowed = torch.from_numpy(np.asarray(action_mask, dtype=bool))
+        allowed = torch.from_numpy(np.array(action_mask, dtype=bool))
         allowed[~allowed.any(dim=1)] = True  # a row with nothing allowed samples freely
         sampling = sampling.masked_fill(~allowed, float("-inf"))
+    logprobs = torch.log_softmax(sampling, dim=-1)
     if temperature == 0:
         actions = sampling.argmax(dim=-1)
     else:
@@ -271,7 +367,8 @@ def _sample(
         actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
     actions[torch.from_numpy(done)] = 0
     chosen = logprobs.gather(1, actions[:, None]).squeeze(1)
-    return actions.numpy().astype(np.int64), chosen.numpy()
+    return (actions.numpy().astype(np.int64), chosen.numpy(),
+            None if allowed is None else allowed.numpy())
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -329,12 +426,14 @@ def _to_batch(obs: dict[str, np.ndarray], rec: _Recorder, rollout_s: float, mode
         valid=torch.isfinite(rewards).all(dim=1),
         num_agent_tokens=int(agent_mask.sum()),
         infos=rec.infos, rollout_s=rollout_s, model_s=model_s, env_s=env_s,
+        action_masks=rec.action_masks(),
     )
 
 
 def sequence_logprobs(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     vocab_size: int | None = None, temperature: float = 1.0, return_entropy: bool = False,
+    action_masks: ActionMasks | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``(B, T)`` log-prob of token t given tokens < t (position 0 and padding get 0).
 
@@ -345,6 +444,9 @@ def sequence_logprobs(
         vocab_size: drop logits at or beyond it (the env's action space), as the rollout does.
         temperature: divide logits by it, as the rollout's sampling did (0 is treated as 1).
         return_entropy: also return the ``(B, T)`` entropy of the predicting distribution.
+        action_masks: the rollout's :attr:`RolloutBatch.action_masks` (rows matching
+            ``input_ids``): forbidden tokens get logit -inf at those positions, so the log-probs
+            are those of the masked distribution the rollout sampled from.
 
     Example:
         >>> from llm_gym.models import tiny_model
@@ -361,6 +463,8 @@ def sequence_logprobs(
     logits = logits.float()
     if temperature > 0:
         logits = logits / temperature
+    if action_masks is not None:
+        logits = action_masks.apply(logits)
     logp_all = torch.log_softmax(logits, dim=-1)
     chosen = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     mask = attention_mask[:, 1:].to(chosen.dtype)
@@ -368,6 +472,21 @@ def sequence_logprobs(
     if not return_entropy:
         return logprobs
     with torch.no_grad():  # a metric, not a loss term: keep it out of the autograd graph
-        detached = logp_all.detach()
-        entropy = -(detached.exp() * detached).sum(dim=-1) * mask
+        entropy = entropy_from_logprobs(logp_all.detach()) * mask
     return logprobs, torch.nn.functional.pad(entropy, (1, 0))
+
+
+def entropy_from_logprobs(logp_all: torch.Tensor) -> torch.Tensor:
+    """Entropy over the last axis of log-probs; masked-out (-inf) entries count as 0.
+
+    The -inf entries are zeroed before the product, so the gradient stays finite (``0 * -inf``
+    would give NaN).
+
+    Example:
+        >>> entropy_from_logprobs(torch.log(torch.tensor([[0.5, 0.5, 0.0]]))).tolist()
+        [0.6931471824645996]
+    """
+    forbidden = torch.isneginf(logp_all)
+    if not forbidden.any():  # the unmasked path, exactly as before
+        return -(logp_all.exp() * logp_all).sum(dim=-1)
+    return -(logp_all.exp() * logp_all.masked_fill(forbidden, 0.0)).sum(dim=-1)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from llm_gym.agents.rollout import ActionMasks, entropy_from_logprobs
+
 
 class ValueHead(nn.Module):
     """A scalar value per token position from an LM's hidden states.
@@ -155,17 +157,24 @@ class CausalLMWithValueHead(nn.Module):
         self.value_head.to(next(model.parameters()).device)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                with_value: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logprobs, entropy, values)``, each ``(B, T)``; values are 0 without ``with_value``."""
+                with_value: bool = True, action_masks: ActionMasks | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logprobs, entropy, values)``, each ``(B, T)``; values are 0 without ``with_value``.
+
+        ``action_masks`` (the rollout's) restricts the agent's tokens to the allowed ones, as
+        the rollout sampled them.
+        """
         mask = attention_mask.long()
         # Positions count real tokens, so left- and right-padded rows score the same.
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          output_hidden_states=with_value, use_cache=False)
         logits = out.logits[:, :-1, : self.num_actions].float() / self.temperature
+        if action_masks is not None:
+            logits = action_masks.apply(logits)
         logp_all = torch.log_softmax(logits, dim=-1)
         logprobs = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        entropy = entropy_from_logprobs(logp_all)
         pad = logprobs.new_zeros(len(input_ids), 1)
         if with_value:
             values = torch.cat([pad, self.value_head(out.hidden_states[-1][:, :-1])], dim=1)

@@ -212,3 +212,26 @@ def test_config_from_file_rejects_unknown_keys(tmp_path) -> None:
         GRPOConfig(loss_type="ppo")
     with pytest.raises(ValueError, match="group_size"):
         GRPOConfig(group_size=1)
+
+
+def test_constrained_env_ratios_and_k3_use_the_action_masks() -> None:
+    config = GRPOConfig(group_size=2, prompts_per_batch=2, beta=0.1, num_minibatches=2,
+                        micro_batch_size=1)
+    agent = GRPOAgent("llm_gym/LeftRightText-v0", "tiny", config,
+                      env_kwargs={"constrained": True, "max_new_tokens": 8, "max_length": 400})
+    batch, advantages, _ = agent.collect_batch()
+    assert batch.action_masks is not None
+    agent_tokens = batch.agent_mask.bool()
+    with torch.no_grad():
+        # Rows in shuffled micro-batches see their own masks: the ratio to the rollout is 1.
+        rows = torch.tensor([3, 0, 2, 1])
+        logp = agent._logprobs(agent.model, batch, rows)
+        masked_old = batch.old_logprobs[rows][agent_tokens[rows]]
+        torch.testing.assert_close(logp[agent_tokens[rows]], masked_old, atol=1e-4, rtol=0)
+        ref = agent._ref_logprobs(batch)
+    torch.testing.assert_close(ref[agent_tokens], batch.old_logprobs[agent_tokens],
+                               atol=1e-4, rtol=0)
+    metrics = agent.update(batch, advantages)
+    # Policy == reference on the first minibatch step: the k3 estimate is ~0, never large.
+    assert 0.0 <= metrics["train/kl"] < 1e-2
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["train/entropy"])

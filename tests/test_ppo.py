@@ -413,3 +413,49 @@ def test_token_resume_from_a_log_dir_matches_an_uninterrupted_run(tmp_path):
     assert again.num_timesteps == straight.num_timesteps
     for a, b in zip(_params(straight), _params(again), strict=True):
         assert torch.equal(a, b)
+
+
+def _constrained_agent(**cfg) -> PPOAgent:
+    config = PPOConfig(**{**SMALL, "num_envs": 4, "kl_coef": 0.05, **cfg})
+    model, _ = tiny_model(hidden_size=32, num_layers=1)
+    return PPOAgent("llm_gym/LeftRightText-v0", model, config, seed=0,
+                    env_kwargs={"max_new_tokens": 8, "constrained": True, "max_length": 400})
+
+
+def test_kl_penalty_under_action_masks_is_zero_then_a_proper_estimate(caplog):
+    from llm_gym.agents.rollout import collect_rollouts, sequence_logprobs
+
+    with caplog.at_level("WARNING"):
+        agent = _constrained_agent()
+    assert "kl_coef=0" not in caplog.text  # the old "biased under masks" warning is gone
+    seen: list[dict] = []
+    agent.learn(10**9, callback=lambda m: seen.append(m) or len(seen) < 4,
+                reset_num_timesteps=False)
+    # Reference == policy before the first update: the per-token KL is exactly 0, and the
+    # masked scores equal the rollout's recorded (masked) sampling log-probs.
+    assert seen[0]["train/kl"] == 0.0
+    assert all(m["rollout/logprob_drift"] < 1e-3 for m in seen)
+    # After a few updates, the k1 estimate over a fresh rollout is a KL of the distributions
+    # sampled from (it went to -5.8 per token when scored without the mask).
+    policy = agent.policy
+    batch = collect_rollouts(policy.net.model, policy.envs, seed=123,
+                             generator=torch.Generator().manual_seed(5))
+    assert batch.action_masks is not None
+    agent_tokens = batch.agent_mask.bool()
+    ids, attention = batch.input_ids, batch.attention_mask
+    logprobs, _, ref = policy.score(ids, attention, batch.action_masks)
+    k1 = (logprobs - ref)[agent_tokens]
+    assert float(k1.mean()) >= -1e-3
+    torch.testing.assert_close(logprobs[agent_tokens], batch.old_logprobs[agent_tokens],
+                               atol=1e-4, rtol=0)
+    with torch.no_grad():
+        unmasked = policy.net(ids, attention)[0] - sequence_logprobs(
+            policy.ref, ids, attention, vocab_size=policy.net.num_actions)
+    assert not torch.allclose(k1, unmasked[agent_tokens], atol=1e-3)
+
+
+def test_kl_without_masks_keeps_its_old_value():
+    agent = _token_agent("llm_gym/Arithmetic-v0")
+    metrics = _one_iteration(agent)
+    assert metrics["train/kl"] == 0.0  # reference == policy at the first rollout
+    assert metrics["rollout/logprob_drift"] < 1e-3

@@ -50,7 +50,8 @@ class EosBias(torch.nn.Module):
 
 def assert_matches_full_forward(model, batch: RolloutBatch) -> None:
     with torch.no_grad():
-        full = sequence_logprobs(model, batch.input_ids, batch.attention_mask, vocab_size=260)
+        full = sequence_logprobs(model, batch.input_ids, batch.attention_mask, vocab_size=260,
+                                 action_masks=batch.action_masks)
     agent = batch.agent_mask.bool()
     assert agent.any()
     torch.testing.assert_close(batch.old_logprobs[agent], full[agent], atol=1e-4, rtol=1e-4)
@@ -157,3 +158,81 @@ def test_row_info_honours_masks() -> None:
              "_sub": np.array([True, True])}
     assert row_info(infos, 0) == {"a": 1, "sub": {}}
     assert row_info(infos, 1) == {"sub": {"b": 4}}
+
+
+def test_constrained_old_logprobs_are_those_of_the_masked_distribution(model) -> None:
+    envs = make_envs("llm_gym/LeftRightText-v0", 3, constrained=True, max_length=400)
+    batch = collect_rollouts(model, envs, seed=0, temperature=0.7,
+                             generator=torch.Generator().manual_seed(2))
+    masks = batch.action_masks
+    assert masks is not None and masks.allowed.dtype == torch.bool
+    agent = batch.agent_mask.bool()
+    # Stored only at the agent's tokens, each of which the mask allowed.
+    assert len(masks) == batch.num_agent_tokens
+    assert agent[masks.rows, masks.positions].all()
+    assert masks.allowed[torch.arange(len(masks)), batch.input_ids[masks.rows,
+                                                                   masks.positions]].all()
+    with torch.no_grad():
+        masked = sequence_logprobs(model, batch.input_ids, batch.attention_mask, vocab_size=260,
+                                   temperature=0.7, action_masks=masks)
+        unmasked = sequence_logprobs(model, batch.input_ids, batch.attention_mask,
+                                     vocab_size=260, temperature=0.7)
+    torch.testing.assert_close(batch.old_logprobs[agent], masked[agent], atol=1e-4, rtol=0)
+    # Renormalising over the allowed tokens raises every log-prob, by a lot on a random model.
+    assert (masked[agent] > unmasked[agent] + 1e-3).all()
+    # Off the agent's tokens the mask changes nothing.
+    torch.testing.assert_close(masked[~agent], unmasked[~agent], atol=0, rtol=0)
+    # Entropy stays finite with -inf logits.
+    _, entropy = sequence_logprobs(model, batch.input_ids, batch.attention_mask, vocab_size=260,
+                                   action_masks=masks, return_entropy=True)
+    assert torch.isfinite(entropy).all()
+
+
+def test_masked_logprobs_have_finite_gradients(model) -> None:
+    envs = make_envs("llm_gym/LeftRightText-v0", 2, constrained=True, max_length=400)
+    batch = collect_rollouts(model, envs, seed=1, generator=torch.Generator().manual_seed(1))
+    model.zero_grad()
+    logp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, vocab_size=260,
+                             action_masks=batch.action_masks)
+    logp.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
+
+
+def test_unconstrained_rollout_has_no_masks_and_unchanged_logprobs(model) -> None:
+    envs = make_envs("llm_gym/Arithmetic-v0", 2, max_new_tokens=4)
+    batch = collect_rollouts(model, envs, seed=0, generator=torch.Generator().manual_seed(0))
+    assert batch.action_masks is None
+    with torch.no_grad():
+        a = sequence_logprobs(model, batch.input_ids, batch.attention_mask, vocab_size=260)
+        b = sequence_logprobs(model, batch.input_ids, batch.attention_mask, vocab_size=260,
+                              action_masks=None)
+        # The unmasked path is the plain log-softmax, bit for bit.
+        ids, att = batch.input_ids, batch.attention_mask
+        logits = model(input_ids=ids, attention_mask=att, position_ids=(att.cumsum(1) - 1)
+                       .clamp(min=0), use_cache=False).logits[:, :-1, :260].float()
+        plain = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    assert torch.equal(a, b)
+    assert torch.equal(a[:, 1:], plain * att[:, 1:])
+
+
+def test_select_and_concat_carry_action_masks(model) -> None:
+    envs = make_envs("llm_gym/LeftRightText-v0", 4, constrained=True, max_length=400)
+    batch = collect_rollouts(model, envs, seed=0, generator=torch.Generator().manual_seed(0))
+    parts = [batch.select([2, 0]), batch.select([3]), batch.select([1])]
+    joined = RolloutBatch.concat(parts, pad_token_id=envs.tokenizer.pad_token_id)
+    order = [2, 0, 3, 1]
+    assert torch.equal(joined.input_ids, batch.select(order).input_ids)
+    with torch.no_grad():
+        full = sequence_logprobs(model, joined.input_ids, joined.attention_mask, vocab_size=260,
+                                 action_masks=joined.action_masks)
+    agent = joined.agent_mask.bool()
+    torch.testing.assert_close(joined.old_logprobs[agent], full[agent], atol=1e-4, rtol=0)
+    assert len(joined.action_masks) == len(batch.action_masks)
+    for new, old in enumerate(order):
+        mine = joined.action_masks.rows == new
+        theirs = batch.action_masks.rows == old
+        assert torch.equal(joined.action_masks.positions[mine],
+                           batch.action_masks.positions[theirs])
+        assert torch.equal(joined.action_masks.allowed[mine], batch.action_masks.allowed[theirs])
