@@ -12,13 +12,13 @@ SB3 agents get compact defaults that learn within the small budgets of ``llm-gym
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
+
+from llm_gym.agents.config import read_config_file
 
 AGENT_NAMES = ("grpo", "ppo", "sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo",
                "q-learning", "greedy", "random")
@@ -56,14 +56,7 @@ def load_config(config: Any) -> Any:
     """A config given as a path (TOML or JSON) becomes a dict; anything else is returned."""
     if not isinstance(config, (str, Path)):
         return config
-    path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    if path.suffix == ".toml":
-        return tomllib.loads(path.read_text())
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
-    raise ValueError(f"config file must end in .toml or .json, got {path.name}")
+    return read_config_file(config)
 
 
 def make_agent(

@@ -20,12 +20,9 @@ trained on. Training state checkpoints atomically and resumes exactly (:mod:`.tr
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
-import json
 import logging
 import time
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ import numpy as np
 import torch
 
 from llm_gym.agents.base import EpisodeRecord, episode_success
+from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
 from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logprobs
 from llm_gym.agents.training import (
     MetricsLogger,
@@ -121,11 +119,9 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        for name in ("group_size", "prompts_per_batch", "num_epochs", "num_minibatches",
-                     "micro_batch_size", "max_sampling_rounds", "keep_checkpoints",
-                     "max_reward_failures"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, (
+            "group_size", "prompts_per_batch", "num_epochs", "num_minibatches",
+            "micro_batch_size", "max_sampling_rounds", "keep_checkpoints", "max_reward_failures"))
         if self.group_size < 2:
             raise ValueError(f"group_size must be at least 2 (GRPO compares within a group), "
                              f"got {self.group_size}")
@@ -163,14 +159,7 @@ class GRPOConfig:
             >>> GRPOConfig.from_file(p).loss_type
             'dapo'
         """
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown GRPOConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, read_config_file(path))
 
 
 # ============================================================================== advantages

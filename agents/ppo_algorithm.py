@@ -21,13 +21,13 @@ implementation details of RLHF with PPO" (Huang et al. 2023):
 
 from __future__ import annotations
 
-import json
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
 
 # ----------------------------------------------------------------------------- config
 
@@ -92,10 +92,9 @@ class PPOConfig:
     max_bad_reward_batches: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size",
-                     "keep_checkpoints", "max_bad_reward_batches"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, (
+            "num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size",
+            "keep_checkpoints", "max_bad_reward_batches"))
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(
                 f"gamma and gae_lambda must lie in [0, 1], got {self.gamma}, {self.gae_lambda}"
@@ -116,25 +115,12 @@ class PPOConfig:
             >>> PPOConfig.from_file(path).gamma
             0.9
         """
-        path = Path(path)
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-        elif path.suffix == ".json":
-            data = json.loads(path.read_text())
-        else:
-            raise ValueError(f"config file must end in .toml or .json, got {path.name!r}")
-        return cls.from_dict(data)
+        return cls.from_dict(read_config_file(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
         """Build a config from a dict; unknown keys raise a ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown PPOConfig keys {unknown}; valid keys are {sorted(known)}"
-            )
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 # ----------------------------------------------------------------------------- advantages
