@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.token_env import Task, TokenEnv, TurnResult
+from llm_gym.token_env import Task, TokenEnv, TurnResult, chat_messages
 from llm_gym.tokenizers import Tokenizer
 
 
@@ -78,8 +78,7 @@ class ClassicTextEnv(TokenEnv):
         self._classic_obs, _ = self.classic_env.reset(seed=self._seed)
         self._seed = None
         return Task(
-            messages=[{"role": "system", "content": self.instructions()},
-                      {"role": "user", "content": self.describe(self._classic_obs)}],
+            messages=chat_messages(self.describe(self._classic_obs), self.instructions()),
         )
 
     def parse_action(self, reply: str) -> int | None:

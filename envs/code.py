@@ -7,7 +7,7 @@ from typing import Any
 
 from llm_gym.rewards.code import DEFAULT_TIMEOUT, code_pass_rate
 from llm_gym.sandbox import SandboxPool
-from llm_gym.token_env import Task, TokenEnv, TurnResult
+from llm_gym.token_env import Task, TokenEnv, TurnResult, chat_messages
 from llm_gym.tokenizers import Tokenizer, load_tokenizer
 
 CODE_INSTRUCTION = (
@@ -170,9 +170,7 @@ class CodeEnv(TokenEnv):
                 task += "\nYour code should pass these tests:\n" + "\n".join(item["test_list"])
         else:
             task = "Complete this function:\n```python\n" + item["prompt"] + "```"
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt \
-            else []
-        return [*messages, {"role": "user", "content": f"{task}\n\n{self.instruction}"}]
+        return chat_messages(f"{task}\n\n{self.instruction}", self.system_prompt)
 
     @property
     def num_tasks(self) -> int:

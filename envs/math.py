@@ -14,7 +14,7 @@ from typing import Any
 
 from llm_gym.data import load_rows
 from llm_gym.rewards.math import MathResult, check_golds, gold_answer, grade_batch
-from llm_gym.token_env import Task, TokenEnv, TurnResult
+from llm_gym.token_env import Task, TokenEnv, TurnResult, chat_messages
 from llm_gym.tokenizers import Tokenizer, load_tokenizer
 
 REWARD_MODES = ("strict", "lenient")
@@ -191,8 +191,7 @@ class MathEnv(TokenEnv):
     def messages(self, question: str) -> list[dict[str, str]]:
         """The chat messages that pose ``question`` (system prompt, question + instruction)."""
         content = f"{question}\n\n{self.instruction}" if self.instruction else question
-        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [*system, {"role": "user", "content": content}]
+        return chat_messages(content, self.system_prompt)
 
     @property
     def num_tasks(self) -> int:

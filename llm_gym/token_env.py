@@ -21,6 +21,17 @@ from gymnasium import spaces
 from llm_gym.tokenizers import Message, Tokenizer, load_tokenizer
 
 
+def chat_messages(user: str, system: str | None = None) -> list[Message]:
+    """The opening conversation of a task: an optional system prompt, then the user turn.
+
+    Example:
+        >>> chat_messages("What is 2 + 2?", system="Be brief.")[0]["role"]
+        'system'
+    """
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, {"role": "user", "content": user}]
+
+
 @dataclass
 class Task:
     """One task item: the opening conversation and whatever the scorer needs."""
