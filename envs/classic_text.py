@@ -71,12 +71,16 @@ class ClassicTextEnv(TokenEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        self._seed = seed  # the classic env is seeded with the same seed: same dynamics
-        return super().reset(seed=seed, options=options)
+        # sample_task seeds the classic env with the same seed (same dynamics). Only for the
+        # length of this call: a reset that raises must leave no trace.
+        self._seed = seed
+        try:
+            return super().reset(seed=seed, options=options)
+        finally:
+            self._seed = None
 
     def sample_task(self, index: int | None) -> Task:
         self._classic_obs, _ = self.classic_env.reset(seed=self._seed)
-        self._seed = None
         return Task(
             messages=chat_messages(self.describe(self._classic_obs), self.instructions()),
         )

@@ -11,6 +11,7 @@ own one batch of rows and step all of its envs with a few numpy operations.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,17 +176,14 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start an episode. ``options={"index": i}`` pins the task item (GRPO groups)."""
-        super().reset(seed=seed)
-        index = self._option_index(options)
-        task = self.sample_task(index)
-        prompt = self.tokenizer.prompt_tokens(task.messages)
-        if len(prompt) + self.max_new_tokens > self.max_length:
-            raise ValueError(
-                f"prompt of task {task.index} is {len(prompt)} tokens; with max_new_tokens="
-                f"{self.max_new_tokens} it does not fit max_length={self.max_length}. "
-                "Raise max_length or shorten the prompt"
-            )
+        """Start an episode. ``options={"index": i}`` pins the task item (GRPO groups).
+
+        A reset that raises (bad ``options`` or ``seed``, a prompt that does not fit) changes
+        nothing: the episode that was running goes on, or ``step`` still asks for a reset.
+        """
+        # Options first, before the seed touches the generator (RELIABILITY.md, Environment API).
+        index = self.validate_options(options)
+        task, prompt = self._draw_task(seed, index)
         self.task = task
         self._buf.clear(self._row)
         self._buf.append(self._row, prompt, by_agent=False)
@@ -236,6 +234,41 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
             raise ValueError(f"action {action} is outside the vocabulary [0, {self.vocab_size})")
         return int(action)
 
+    def validate_options(self, options: Mapping[str, Any] | None) -> int | None:
+        """Return the task index ``options`` pins (``None``: draw one), or raise.
+
+        Nothing changes here, so a reset (or a vector env's reset of many rows) can check all
+        of its options before it touches any state.
+
+        Example:
+            >>> from llm_gym.envs.arithmetic import ArithmeticEnv
+            >>> ArithmeticEnv().validate_options({"index": 3})
+            3
+        """
+        if options is None:
+            return None
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"options must be a dict such as {{'index': 0}} or None, got "
+                f"{type(options).__name__} {options!r}"
+            )
+        index = options.get("index")
+        if index is None:
+            return None
+        limit = self.num_tasks
+        where = f"[0, {limit})" if limit is not None else "[0, inf)"
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(
+                f"options['index'] must be an int task index in {where} or None, got "
+                f"{type(index).__name__} {index!r}"
+            )
+        if index < 0 or (limit is not None and index >= limit):
+            raise ValueError(
+                f"options['index']={index} is outside {where}; pass an index in that range, or "
+                "None to draw a task"
+            )
+        return int(index)
+
     def finish_turn(
         self, finished: bool
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -274,16 +307,28 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
                 "step() called after the episode ended (terminated or truncated); call reset()"
             )
 
-    def _option_index(self, options: dict[str, Any] | None) -> int | None:
-        if not options or options.get("index") is None:
-            return None
-        index = options["index"]
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"options['index'] must be an int, got {type(index).__name__}")
-        limit = self.num_tasks
-        if index < 0 or (limit is not None and index >= limit):
-            raise ValueError(f"options['index']={index} is outside [0, {limit})")
-        return int(index)
+    def _draw_task(self, seed: int | None, index: int | None) -> tuple[Task, list[int]]:
+        """Seed, draw the task and tokenize its prompt; on failure put the generator back."""
+        rng, rng_seed = self._np_random, self._np_random_seed
+        state = None if rng is None else rng.bit_generator.state
+        try:
+            super().reset(seed=seed)
+            task = self.sample_task(index)
+            prompt = self.tokenizer.prompt_tokens(task.messages)
+            if len(prompt) + self.max_new_tokens > self.max_length:
+                raise ValueError(
+                    f"prompt of task {task.index} is {len(prompt)} tokens; with max_new_tokens="
+                    f"{self.max_new_tokens} it does not fit max_length={self.max_length}. "
+                    "Raise max_length or shorten the prompt"
+                )
+        except Exception:
+            # Seeding and drawing moved the generator: without this the next reset would draw
+            # another task than it would have had the failed reset never been called.
+            self._np_random, self._np_random_seed = rng, rng_seed
+            if rng is not None:
+                rng.bit_generator.state = state
+            raise
+        return task, prompt
 
     def _observation(self) -> dict[str, np.ndarray]:
         if self._batched:
