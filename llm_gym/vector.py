@@ -8,7 +8,7 @@ env adds microseconds per env-step and never becomes the bottleneck next to a mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,8 @@ class TokenVectorEnv(VectorEnv):
         **env_kwargs: passed to every sub-env.
 
     ``reset(options=...)`` takes ``"index"`` (an int or one per env) to pin task items, and
-    ``"reset_mask"`` (bool per env) to reset only some rows.
+    ``"reset_mask"`` (bool per env) to reset only some rows. Bad options or seeds raise before
+    any row is reset, so a rejected reset leaves every row as it was.
 
     Example:
         >>> import gymnasium as gym, llm_gym
@@ -88,35 +89,78 @@ class TokenVectorEnv(VectorEnv):
         self, *, seed: int | Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # Check every row's options, the mask and the seeds before resetting any row: a rejected
+        # reset leaves every row as it was (RELIABILITY.md, Environment API).
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"options must be a dict such as {{'index': [0, 1]}} or None, got "
+                            f"{type(options).__name__} {options!r}")
         options = dict(options or {})
-        mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, bool)), dtype=bool)
-        if mask.shape != (self.num_envs,):
-            raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
+        mask = self._reset_mask(options.pop("reset_mask", None))
         seeds = self._seeds(seed)
         indices = self._indices(options.pop("index", None))
+        # Every row, masked or not: a bad index for a row left alone is still a caller's bug.
+        row_options = [{**options, "index": index} for index in indices]
+        for i, env in enumerate(self.envs):
+            try:
+                env.validate_options(row_options[i])
+            except (TypeError, ValueError) as err:
+                err.add_note(f"in the options of env {i}; no env was reset")
+                raise
         infos: dict[str, Any] = {}
-        for i in np.flatnonzero(mask):
-            _, info = self.envs[i].reset(seed=seeds[i], options={**options, "index": indices[i]})
-            infos = self._add_info(infos, info, int(i))
+        for i in map(int, np.flatnonzero(mask)):
+            _, info = self.envs[i].reset(seed=seeds[i], options=row_options[i])
+            infos = self._add_info(infos, info, i)
         self._started |= mask
         self._done &= ~mask
         return self._observations(), infos
 
+    def _reset_mask(self, mask: Any) -> np.ndarray:
+        if mask is None:
+            return np.ones(self.num_envs, dtype=bool)
+        arr = np.asarray(mask)
+        if arr.dtype != bool:
+            raise TypeError(f"reset_mask must be booleans, one per env, got dtype {arr.dtype}; "
+                            "pass e.g. terminated | truncated")
+        if arr.shape != (self.num_envs,):
+            raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {arr.shape}")
+        return arr
+
     def _seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
         if seed is None:
             return [None] * self.num_envs
-        if isinstance(seed, (int, np.integer)):
-            return [int(seed) + i for i in range(self.num_envs)]
-        if len(seed) != self.num_envs:
-            raise ValueError(f"need one seed per env ({self.num_envs}), got {len(seed)}")
-        return list(seed)
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+            seeds: list[Any] = [int(seed) + i for i in range(self.num_envs)]
+        elif isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, (str, bytes)):
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"need one seed per env ({self.num_envs}), got {len(seeds)}")
+        else:
+            raise TypeError(f"seed must be an int, None, or one int or None per env, got "
+                            f"{type(seed).__name__} {seed!r}")
+        for i, value in enumerate(seeds):
+            if value is None:
+                continue
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"seed of env {i} must be an int >= 0 or None, got "
+                                f"{type(value).__name__} {value!r}")
+            if value < 0:
+                raise ValueError(f"seed of env {i} must be an int >= 0 or None, got {value}")
+            seeds[i] = int(value)  # Gymnasium's seeding takes Python ints only
+        return seeds
 
-    def _indices(self, index: Any) -> list[int | None]:
+    def _indices(self, index: Any) -> list[Any]:
         if index is None or isinstance(index, (int, np.integer)):
-            return [index] * self.num_envs
+            return [index] * self.num_envs  # one item for all (bools are caught per row)
+        if isinstance(index, (str, bytes)) or not isinstance(index, (Sequence, np.ndarray)):
+            raise TypeError(f"options['index'] must be an int, None, or one per env "
+                            f"({self.num_envs}), got {type(index).__name__} {index!r}")
+        if isinstance(index, np.ndarray) and index.ndim != 1:
+            raise ValueError(f"options['index'] must be one-dimensional, one per env "
+                             f"({self.num_envs}), got shape {index.shape}")
         index = list(index)
         if len(index) != self.num_envs:
-            raise ValueError(f"options['index'] needs one entry per env ({self.num_envs})")
+            raise ValueError(f"options['index'] needs one entry per env ({self.num_envs}), "
+                             f"got {len(index)}")
         return index
 
     # ------------------------------------------------------------------ step

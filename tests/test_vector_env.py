@@ -106,6 +106,74 @@ def test_reset_options_pin_an_item_per_env(registered_token_env_id, make_env):
         batched.reset(options={"index": [0, 1]})
 
 
+def _bad_vector_resets(num_tasks: int | None) -> list[tuple[str, dict]]:
+    """``(name, reset kwargs)`` that a vector reset must reject before resetting any row."""
+    past_the_end = num_tasks if num_tasks is not None else 2**70  # unbounded: not an int64
+    bad = [
+        ("last_row_negative", {"options": {"index": [0, 1, -1]}}),
+        ("middle_row_bool", {"options": {"index": [0, True, 1]}}),
+        ("last_row_float", {"options": {"index": [0, 1, 2.0]}}),
+        ("last_row_string", {"options": {"index": [0, 1, "2"]}}),
+        ("one_negative_for_all", {"options": {"index": -1}}),
+        ("too_few_indices", {"options": {"index": [0, 1]}}),
+        ("index_column", {"options": {"index": np.zeros((NUM_ENVS, 1), dtype=np.int64)}}),
+        ("index_string", {"options": {"index": "012"}}),
+        ("masked_row_bad", {"options": {"reset_mask": np.array([True, False, True]),
+                                        "index": [0, 0, -1]}}),
+        ("unmasked_row_bad", {"options": {"reset_mask": np.array([True, False, True]),
+                                          "index": [0, -1, 0]}}),
+        ("mask_too_long", {"options": {"reset_mask": np.ones(NUM_ENVS + 1, dtype=bool)}}),
+        ("mask_of_ints", {"options": {"reset_mask": np.array([1, 0, 1])}}),
+        ("last_seed_negative", {"seed": [1, 2, -3]}),
+        ("last_seed_float", {"seed": [1, 2, 3.5]}),
+        ("too_few_seeds", {"seed": [1, 2]}),
+        ("seed_string", {"seed": "123"}),
+        ("options_not_a_dict", {"options": [("index", 0)]}),
+    ]
+    if num_tasks is not None:
+        bad.append(("last_row_past_the_end", {"options": {"index": [0, 1, past_the_end]}}))
+    return bad
+
+
+def _vector_state(batched: TokenVectorEnv) -> dict:
+    """Every row's buffers and episode flags, and each sub-env's task and generator."""
+    buf = batched.buffers
+    state = {name: getattr(buf, name).copy() for name in
+             ("input_ids", "attention_mask", "agent_mask", "length", "turn_tokens")}
+    state.update(started=batched._started.copy(), done=batched._done.copy())
+    for i, env in enumerate(batched.envs):
+        rng = env._np_random
+        state[f"env {i}"] = {"task": repr(env.task), "needs_reset": env._needs_reset,
+                             "rng": None if rng is None else rng.bit_generator.state}
+    return state
+
+
+def test_rejected_vector_reset_leaves_every_row_unchanged(registered_token_env_id, make_env,
+                                                          trace_length):
+    env_id = registered_token_env_id
+    batched = _make_vec(make_env, env_id)
+    bad = _bad_vector_resets(batched.envs[0].num_tasks)
+    untouched = _vector_state(batched)
+    for name, kwargs in bad:  # before the first reset: still no episode anywhere
+        with pytest.raises((TypeError, ValueError)):
+            batched.reset(**kwargs)
+        assert_same(_vector_state(batched), untouched, f"state after rejected reset {name}")
+    with pytest.raises(RuntimeError, match="reset"):
+        batched.step(np.zeros(NUM_ENVS, dtype=np.int64))
+
+    actions = _batched_actions(batched.envs[0], trace_length(env_id, 120), seed=3)
+    batched.reset(seed=0, options={"index": [0, 1, 0]})
+    batched.step(actions[0])
+    twin = copy.deepcopy(batched)
+    for name, kwargs in bad:
+        with pytest.raises((TypeError, ValueError)):
+            batched.reset(**kwargs)
+        assert_same(_vector_state(batched), _vector_state(twin), f"rejected reset {name}")
+    # The rows go on as the twin's do, autoresets included (their generators were untouched).
+    for t, action in enumerate(actions[1:]):
+        assert_same(batched.step(action), twin.step(action), f"step {t} after the rejections")
+
+
 BAD_BATCHES = [
     ("floats", np.array([1.0, 2.0, 3.0])),
     ("bools", np.array([True, False, True])),
