@@ -266,8 +266,14 @@ class FormatBonus(_ResponseShaping):
 
     By default the pattern is searched and must occur exactly once, so repeating a tag
     (``<answer>1</answer><answer>2</answer>``) earns nothing. With ``whole=True`` the stripped
-    reply must match the pattern as a whole. Keep patterns free of nested quantifiers: they run
-    on model output.
+    reply must match the pattern as a whole.
+
+    The pattern runs on model output in the trainer's process, with Python's backtracking
+    ``re``: keep it linear. Avoid nested quantifiers (``(\d+)*``), and when searching, start
+    with a literal (``<answer>\d+``, not ``\s*<answer>`` or ``.*answer``): the search retries
+    the pattern at every position, and a leading repeat makes each try run to the end, which is
+    quadratic (minutes on a 1 MB reply). ``tests/test_text_linear_time.py`` checks the patterns
+    the docs and examples use.
 
     Args:
         env: a token env.
