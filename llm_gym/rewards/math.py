@@ -99,6 +99,7 @@ _NUMBER_TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 _SEVERAL = "several values"  # _read_number's answer for "72 73"
+_NOT_DIGITS_RE = re.compile(r"[^0-9.]")
 
 # Tokens for hedge detection: numbers, control sequences, letter runs, spaces, runs of symbols
 # that mean nothing to it ("$$", "##"), any other single character.
@@ -332,9 +333,10 @@ def _read_number(answer: str) -> str | None:
         if kind == "space":
             continue
         if kind == "num":
-            if number is not None:
-                return _SEVERAL
-            number = token.group()
+            digits = _NOT_DIGITS_RE.sub("", token.group())
+            if number is not None and digits != number:
+                return _SEVERAL  # "72 (72 dollars)" repeats one value; "72 73" is two
+            number = digits
         elif number is None:  # before the number: a sign and currency only
             if kind == "sign" and not sign:
                 sign = token.group()
@@ -347,7 +349,7 @@ def _read_number(answer: str) -> str | None:
         previous = kind
     if number is None:
         return None
-    whole, _, fraction = re.sub(r"[^0-9.]", "", number).partition(".")
+    whole, _, fraction = number.partition(".")
     value = (whole.lstrip("0") or "0") + (f".{fraction}" if fraction else "")
     return f"-{value}" if sign == "-" and value.strip("0.") else value
 
