@@ -185,19 +185,9 @@ def test_rejected_first_reset_changes_nothing(registered_token_env_id, make_env)
         assert_same(_env_state(env), fresh, f"state after a step that followed it ({name})")
 
 
-# Gymnasium 1.4's PassiveEnvChecker (the lowest wrapper gym.make adds) marks its first reset as
-# checked before calling the env; when that reset raises, its saved reset data stays None and
-# every later step raises TypeError inside the wrapper, after the env has stepped. No env can
-# reach that wrapper's state, so only the stack without it is required to recover here.
-_CHECKER_BUG = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="Gymnasium's PassiveEnvChecker cannot recover from a first reset that raised",
-)
-
-
-@pytest.mark.parametrize("stack", [
-    pytest.param("gym_make", marks=_CHECKER_BUG), "gym_make_without_checker", "unwrapped",
-])
+# Registered token ids run without Gymnasium's PassiveEnvChecker (see registration.py): it
+# cannot recover from a first reset that raised.
+@pytest.mark.parametrize("stack", ["gym_make", "gym_make_without_checker", "unwrapped"])
 def test_reset_after_a_rejected_first_reset_runs_like_a_fresh_env(registered_token_env_id,
                                                                   make_env, trace_length,
                                                                   stack):
