@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from llm_gym.sandbox import (
     detect_isolation,
     pids_of_uid,
 )
+from llm_gym.sandbox.isolation import root_view
 from llm_gym.sandbox.wire import Ref, decode, encode
 from tests.attacks.programs import RESOURCE_ATTACKS
 
@@ -108,3 +111,81 @@ def test_wire_round_trip_is_strict():
     for bad in ('{"t": "pickle", "v": "x"}', "[" * 100000, '{"t": "dict", "v": 3}'):
         with pytest.raises(ValueError):
             decode(bad)
+
+
+# --- Issue 13: the sandbox sees no host file, and one run's memory has one bound -------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_empty_root_shows_only_the_interpreter(box):
+    view = root_view()
+    allowed = [*view["binds"], *(link for link, _ in view["links"])]
+    secret_paths = [str(REPO / "README.md"), str(REPO), str(REPO.parent / "shared"),
+                    "/etc/passwd", "/etc", "/home", "/root/.bashrc", "/work", "/proc/1/root/etc",
+                    "/sys/fs/cgroup", "/usr/share", "/usr/bin/python3"]
+    program = (
+        "import json, os\n"
+        f"allowed, hidden, secrets = {allowed!r}, {view['hidden']!r}, {secret_paths!r}\n"
+        "inside = lambda p, dirs: any(p == a or p.startswith(a + '/') for a in dirs)\n"
+        "seen = []\n"
+        "for d, dirs, files in os.walk('/'):\n"
+        "    if d.startswith(('/proc', '/dev')):\n"
+        "        dirs[:] = []\n"
+        "        continue\n"
+        "    seen += [os.path.join(d, f) for f in files]\n"
+        "print(json.dumps({'outside': [p for p in seen if not inside(p, allowed)],\n"
+        "                  'hidden': [p for p in seen if inside(p, hidden)],\n"
+        "                  'stdlib': any(p.endswith('/json/__init__.py') for p in seen),\n"
+        "                  'found': [p for p in secrets if os.path.exists(p)],\n"
+        "                  'pids': sorted(p for p in os.listdir('/proc') if p.isdigit())}))\n"
+    )
+    result = box.run(program, timeout=10)
+    assert result.status == Status.OK, result.stderr[-500:]
+    report = json.loads(result.stdout)
+    assert report["found"] == [] and report["outside"] == [] and report["hidden"] == []
+    assert report["stdlib"] is True
+    assert report["pids"] == ["1", "2"]  # its own pid namespace: the init shell and itself
+
+
+def test_root_is_read_only_and_tmp_is_private_and_bounded(box):
+    result = box.run(
+        "import os\n"
+        "for path in ('/x', '/usr/x', '/proc/x', '/tmp/x'):\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        print(path, 'written')\n"
+        "    except OSError as e:\n"
+        "        print(path, e.errno)\n"
+        "n = 0\n"
+        "try:\n"
+        "    while True:\n"
+        "        os.mkdir('/tmp/d%d' % n)\n"
+        "        n += 1\n"
+        "except OSError:\n"
+        "    print('dirs', n)\n"
+    )
+    lines = result.stdout.split("\n")
+    assert [line.split()[1] for line in lines[:4]] == ["30", "30", "2", "written"]  # EROFS, ENOENT
+    assert int(lines[4].split()[1]) < box.config.tmp_inodes
+
+
+MEMORY_ATTACKS = ["memfd_bomb", "forks_hold_memory", "sysv_shm", "mkdir_flood", "tmp_file_flood",
+                  "fork_allocate", "memory_bomb"]
+
+
+@pytest.mark.parametrize("name", MEMORY_ATTACKS)
+def test_a_run_has_one_memory_bound(box, name):
+    if box.cgroup is None or box.cgroup.version != 1:
+        pytest.skip("needs a writable cgroup v1 memory controller to read the peak")
+    peak = os.path.join(box.cgroup.dirs[0], "memory.max_usage_in_bytes")
+    with open(peak, "w") as f:
+        f.write("0")
+    start = time.monotonic()
+    result = box.run(RESOURCE_ATTACKS[name], timeout=2.0)
+    assert time.monotonic() - start < 2.0 + 1.0
+    assert result.status in (Status.MEMORY, Status.TIMEOUT, Status.KILLED), result.status
+    with open(peak) as f:
+        assert int(f.read()) <= box.config.run_memory_mb << 20
+    assert pids_of_uid(box.uid) == [] and box.cgroup.pids() == []
+    assert box.run("print(len(bytearray(100 << 20)))").stdout == f"{100 << 20}\n"

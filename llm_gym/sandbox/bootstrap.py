@@ -30,8 +30,23 @@ def _apply_limits(limits):
         resource.setrlimit(_LIMITS[name], (value, value))
 
 
+_MS = {"rdonly": 1, "nosuid": 2, "nodev": 4, "noexec": 8, "remount": 32, "bind": 4096,
+       "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21}
+# statvfs f_flag bits of a bind source that a read-only remount must keep (the kernel refuses
+# to clear flags it locked when the mount came from a more privileged namespace).
+_KEEP = ((1024, "noatime"), (2048, "nodiratime"), (4096, "relatime"), (8, "noexec"))
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}
+
+
 def _isolate(setup):
-    """As root of a fresh user namespace: wait for the id maps, mount, then drop to the slot UID."""
+    """As root of a fresh user namespace: wait for the id maps, build an empty root, drop to a UID.
+
+    The new root is a tmpfs holding only what the interpreter needs, each piece bound
+    read-only: the Python prefix (its site-packages hidden), the directories of the shared
+    libraries it loads, a few device nodes, a fresh /proc of the run's own pid namespace and a
+    size- and inode-limited /tmp. The host's files (datasets, the project, /root, /etc, other
+    processes' /proc) are not in this mount namespace at all after the pivot.
+    """
     os.close(setup["ready_fd"])  # the shell before us did the handshake
     os.close(setup["go_fd"])
     for name in ("LLM_GYM_READY", "LLM_GYM_GO"):
@@ -40,22 +55,56 @@ def _isolate(setup):
 
     libc = ctypes.CDLL(None, use_errno=True)
 
-    def mount(source, target, fstype, flags, data):
-        if libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()):
+    def check(failed, what):
+        if failed:
             errno = ctypes.get_errno()
-            raise OSError(errno, f"mount {fstype} on {target}: {os.strerror(errno)}")
+            raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
-    mount("proc", "/proc", "proc", 2 | 4 | 8, "")  # nosuid, nodev, noexec
-    prefix, hide, stage = setup["prefix"], setup["hide"], setup["stage"]
-    if hide:  # Python lives under a directory others cannot enter: re-mount it alone
-        mount(prefix, stage, "", 4096, "")  # MS_BIND
-        mount("tmpfs", hide, "tmpfs", 2 | 4, "size=1m,mode=755")
-        os.makedirs(prefix, exist_ok=True)
-        mount(stage, prefix, "", 8192, "")  # MS_MOVE
-    mount("tmpfs", "/tmp", "tmpfs", 2 | 4, f"size={setup['tmp_mb']}m,mode=1777")
-    for path in ("/var/tmp", "/dev/shm", "/run/lock"):
-        if os.path.isdir(path):
-            mount("tmpfs", path, "tmpfs", 2 | 4, "size=1m,mode=1777")
+    def mount(source, target, fstype, flags, data=""):
+        check(libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()),
+              f"mount {fstype or source} on {target}")
+
+    def bind_readonly(source, target):
+        if os.path.isdir(source):
+            os.makedirs(target, exist_ok=True)
+        else:  # a single library file: an empty file is its mount point
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "w").close()
+        mount(source, target, "", _MS["bind"])
+        keep = os.statvfs(source).f_flag
+        flags = _MS["remount"] | _MS["bind"] | _MS["rdonly"] | _MS["nosuid"] | _MS["nodev"]
+        for bit, name in _KEEP:
+            flags |= _MS[name] if keep & bit else 0
+        mount("", target, "", flags)
+
+    root = setup["root"]
+    tmpfs = _MS["nosuid"] | _MS["nodev"]
+    mount("tmpfs", root, "tmpfs", tmpfs, "size=1m,nr_inodes=1024,mode=755")
+    for path in setup["binds"]:
+        bind_readonly(path, root + path)
+    for hidden in setup["hidden"]:  # an empty read-only tmpfs over e.g. site-packages
+        mount("tmpfs", root + hidden, "tmpfs", tmpfs | _MS["rdonly"], "size=4k,nr_inodes=4")
+    for link, target in setup["links"]:
+        os.makedirs(os.path.dirname(root + link), exist_ok=True)
+        os.symlink(target, root + link)
+    os.makedirs(f"{root}/dev", exist_ok=True)
+    for device in ("null", "zero", "full", "random", "urandom"):
+        open(f"{root}/dev/{device}", "w").close()  # a mount point for the host's node
+        mount(f"/dev/{device}", f"{root}/dev/{device}", "", _MS["bind"])
+    os.symlink("/proc/self/fd", f"{root}/dev/fd")
+    limits = f"size={setup['tmp_mb']}m,nr_inodes={setup['tmp_inodes']}"
+    for path, size in (("/tmp", limits), ("/dev/shm", "size=1m,nr_inodes=64")):
+        os.makedirs(root + path)
+        mount("tmpfs", root + path, "tmpfs", tmpfs, f"{size},mode=1777")
+    os.makedirs(root + "/proc")
+    mount("proc", root + "/proc", "proc", tmpfs | _MS["noexec"])
+    # pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no path to
+    # the host's tree in this mount namespace.
+    os.chdir(root)
+    check(libc.syscall(_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
+    check(libc.umount2(b".", 2), "detach the old root")  # MNT_DETACH
+    os.chdir("/")
+    mount("", "/", "", _MS["remount"] | _MS["rdonly"] | tmpfs)
     for cap in range(64):  # empty the bounding set; stops at the first unknown capability
         if libc.prctl(24, cap, 0, 0, 0):  # PR_CAPBSET_DROP
             break

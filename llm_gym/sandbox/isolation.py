@@ -3,10 +3,11 @@
 Three levels, best first:
 
 * ``"root"`` — running as root with ``unshare`` and ``setpriv``: new user/mount/net/pid/ipc/uts
-  namespaces (root maps itself and the slot UID into the user namespace), private tmpfs over
-  every world-writable directory, then a drop to the slot's own UID with no capabilities. A
-  Python installed under a directory others cannot enter (pyenv in ``/root``) is bind-mounted
-  back at the same path over an empty tmpfs, so the rest of that directory stays hidden.
+  namespaces (root maps itself and the slot UID into the user namespace), then the bootstrap
+  pivots into an **empty root** (:func:`root_view`: the standard library and the shared
+  libraries of the interpreter, read-only; a private ``/tmp`` and a fresh ``/proc``), and drops
+  to the slot's own UID with no capabilities. No host file outside that view — datasets, the
+  project, ``/root``, ``/etc``, other processes — exists in the run's mount namespace.
 * ``"userns"`` — not root but unprivileged user namespaces work: the same namespaces, capabilities
   dropped after the mounts, but every slot shares the caller's UID (``RLIMIT_NPROC`` is then
   counted per user namespace instead of per slot UID).
@@ -17,12 +18,17 @@ Three levels, best first:
 
 from __future__ import annotations
 
+import _ctypes
+import functools
+import glob
 import logging
 import os
+import re
 import select
 import shutil
-import stat
+import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,15 +86,94 @@ class Isolation:
         return argv
 
 
-def root_setup(uid: int, tmp_mb: int, ready_fd: int, go_fd: int) -> dict[str, object]:
+def root_setup(uid: int, tmp_mb: int, tmp_inodes: int, ready_fd: int,
+               go_fd: int) -> dict[str, object]:
     """What the bootstrap needs to isolate itself at level ``"root"``."""
-    return {"uid": uid, "tmp_mb": tmp_mb, "ready_fd": ready_fd, "go_fd": go_fd,
-            "prefix": os.path.realpath(sys.base_prefix), "stage": _stage_dir(),
-            "hide": _hidden_ancestor(sys.base_prefix)}
+    return {"uid": uid, "tmp_mb": tmp_mb, "tmp_inodes": tmp_inodes, "ready_fd": ready_fd,
+            "go_fd": go_fd, "root": _root_dir(), **root_view()}
 
 
-def map_ids(pid: int, uid: int, ready_fd: int, go_fd: int, timeout: float) -> bool:
-    """Map root and ``uid`` into the user namespace of ``pid`` once it says it is ready."""
+@functools.cache
+def root_view() -> dict[str, list]:
+    """The host paths an isolated run sees: ``binds`` (read-only), ``hidden``, ``links``.
+
+    ``binds`` are the standard library directories and each shared library file that the
+    interpreter and its stdlib extension modules load (``ldd``; plus ``libgcc_s``, which glibc
+    loads itself when a thread exits); ``hidden`` are site-packages directories inside them
+    (covered by an empty tmpfs: model code gets the standard library only); ``links`` re-create
+    symlinked path components (``/lib -> usr/lib`` on merged-/usr systems) so library paths
+    resolve as on the host.
+
+    Example:
+        >>> view = root_view()
+        >>> any(os.path.exists(os.path.join(d, "json")) for d in view["binds"])
+        True
+    """
+    paths = sysconfig.get_paths()
+    stdlib = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib")}
+    dynload = os.path.dirname(os.path.realpath(_ctypes.__file__))
+    links: dict[str, str] = {}
+    libs = {_resolve(lib, links) for lib in _shared_libraries(
+        [os.path.realpath(sys.executable), *glob.glob(os.path.join(dynload, "*.so"))])}
+    dirs = _outermost(stdlib | {dynload})
+    binds = dirs + sorted(lib for lib in libs if not _under(lib, dirs))
+    site = {os.path.realpath(paths[k]) for k in ("purelib", "platlib")}
+    hidden = sorted(p for p in site if os.path.isdir(p) and _under(p, dirs))
+    links = {link: target for link, target in links.items() if not _under(link, dirs)}
+    return {"binds": binds, "hidden": hidden, "links": sorted(links.items())}
+
+
+def _shared_libraries(files: list[str]) -> set[str]:
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        raise OSError("ldd not found: cannot tell which shared libraries the sandbox needs")
+    out = subprocess.run([ldd, *files], capture_output=True, text=True, timeout=60).stdout
+    libs = set(re.findall(r"(/\S+) \(0x", out))
+    for lib in list(libs):  # glibc dlopens libgcc_s for pthread_exit: thread exits need it
+        if os.path.basename(lib).startswith("libc.so"):
+            libs.update(glob.glob(os.path.join(os.path.dirname(lib), "libgcc_s.so.*")))
+    return libs
+
+
+def _resolve(path: str, links: dict[str, str], depth: int = 0) -> str:
+    """The real path of ``path``, recording each symlinked component met on the way."""
+    current = "/"
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        step = os.path.join(current, part)
+        if os.path.islink(step) and depth < 40:
+            target = os.readlink(step)
+            links[step] = target
+            rest = os.path.join(os.path.dirname(step), target, *parts[i + 1:])
+            return _resolve(os.path.normpath(rest), links, depth + 1)
+        current = step
+    return current
+
+
+def _under(path: str, dirs: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    kept: list[str] = []
+    for path in sorted(paths):  # a parent sorts before its children
+        if not _under(path, kept):
+            kept.append(path)
+    return kept
+
+
+def _root_dir() -> str:
+    path = os.path.join(STATE_DIR, "root")  # only a mount point: each run mounts its own tmpfs
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    return path
+
+
+def map_ids(pid: int, uid: int, ready_fd: int, go_fd: int, timeout: float,
+            before_go: Callable[[], None] | None = None) -> bool:
+    """Map root and ``uid`` into the user namespace of ``pid`` once it says it is ready.
+
+    ``before_go`` runs after the maps and before the go byte (the run joins its cgroup there).
+    """
     try:
         ready, _, _ = select.select([ready_fd], [], [], timeout)
         if not ready or not os.read(ready_fd, 8):
@@ -96,27 +181,13 @@ def map_ids(pid: int, uid: int, ready_fd: int, go_fd: int, timeout: float) -> bo
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(f"0 0 1\n{uid} {uid} 1\n")
+        if before_go is not None:
+            before_go()
         os.write(go_fd, b"g\n")
     except OSError as exc:  # the setup died first: closing go_fd makes it exit
         logger.warning("sandbox: could not map ids for pid %d: %s", pid, exc)
         return False
     return True
-
-
-def _hidden_ancestor(path: str) -> str:
-    """The outermost directory above ``path`` that other users cannot enter ('' if none)."""
-    current = "/"
-    for part in os.path.realpath(path).strip("/").split("/"):
-        current = os.path.join(current, part)
-        if not os.stat(current).st_mode & stat.S_IXOTH:
-            return current
-    return ""
-
-
-def _stage_dir() -> str:
-    path = os.path.join(STATE_DIR, "stage")
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    return path
 
 
 def candidate_levels() -> list[str]:

@@ -2,17 +2,20 @@
 
 A :class:`Sandbox` owns one *slot*: a UID (``uid_base + slot``) that no other slot, pool or
 process on the machine uses at the same time (an ``flock`` on a per-UID lock file), so
-``RLIMIT_NPROC`` — counted per UID — confines a fork bomb to its own slot. Each run:
+``RLIMIT_NPROC`` — counted per UID — confines a fork bomb to its own slot, and a cgroup
+(:mod:`llm_gym.sandbox.cgroup`) that bounds the run's total memory — processes, shared memory,
+tmpfs files, kernel memory — and process count. Each run:
 
 1. passes the program on a ``memfd`` (never written into a shared place), stdin ``/dev/null``,
    an empty environment plus ``MALLOC_ARENA_MAX=2`` and single-threaded BLAS;
-2. starts ``python -I -S`` under the isolation of :mod:`llm_gym.sandbox.isolation` with rlimits
-   on CPU, address space, processes, file size, open files and core dumps;
+2. starts ``python -I -S`` under the isolation of :mod:`llm_gym.sandbox.isolation` (an empty
+   root: the standard library and nothing else of the host) with rlimits on CPU, address
+   space, processes, file size, open files and core dumps, inside the slot's cgroup;
 3. reads stdout/stderr without blocking, each up to a byte cap (an output bomb is killed, never
    buffered), optionally next to a trusted *peer* process wired to the program by two pipes;
 4. at the wall deadline (or when done) SIGKILLs the process group, the pid namespace (its init
-   dies, the kernel kills the rest) and every process still running as the slot UID, and waits
-   until that UID has no process left before the slot is used again.
+   dies, the kernel kills the rest), every process of the slot's cgroup and every process still
+   running as the slot UID, and waits until none is left before the slot is used again.
 
 Example:
     >>> with Sandbox(allow_degraded=True) as box:  # doctest: +SKIP
@@ -37,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_gym.sandbox.cgroup import SlotCgroup, children
 from llm_gym.sandbox.isolation import STATE_DIR, Isolation, choose_isolation, map_ids, root_setup
 
 _HERE = Path(__file__).parent
@@ -64,7 +68,7 @@ class Status(enum.StrEnum):
     OK = "ok"                      # exited 0 (or served its peer until the peer finished)
     TIMEOUT = "timeout"            # wall deadline reached; everything was killed
     KILLED = "killed"              # died from a signal (segfault, CPU limit, ...)
-    MEMORY = "memory"              # ran out of its address-space limit
+    MEMORY = "memory"              # ran out of its address-space limit or the run's budget
     OUTPUT_LIMIT = "output_limit"  # wrote more than the stdout/stderr cap; killed
     ERROR = "error"                # exited non-zero (an uncaught exception, sys.exit(1) ...)
 
@@ -79,6 +83,8 @@ class SandboxConfig:
     fsize_mb: int = 16        # RLIMIT_FSIZE: largest file it may write
     nofile: int = 64          # RLIMIT_NOFILE
     tmp_mb: int = 64          # size of the private tmpfs /tmp
+    tmp_inodes: int = 4096    # files and directories in /tmp (a mkdir flood costs kernel memory)
+    run_memory_mb: int = 512  # all memory of one run together (cgroup; see module doc)
     stdout_limit: int = 1 << 20
     stderr_limit: int = 1 << 16
     uid_base: int = 50000
@@ -152,8 +158,14 @@ class Sandbox:
             )
         self.slot, self._lock_fd = _acquire_slot(slot, self.config.uid_base)
         self.uid = self.config.uid_base + self.slot
+        self.cgroup: SlotCgroup | None = None
+        if self.isolation.level == "root":
+            self.cgroup = SlotCgroup.create(f"slot-{self.uid}", self.config.run_memory_mb << 20,
+                                            self.config.nproc + 2)  # + unshare and its shell
         if self.isolation.per_slot_uid:
             reap_uid(self.uid)
+        if self.cgroup is not None:
+            self.cgroup.kill()
 
     @property
     def degraded(self) -> bool:
@@ -194,7 +206,7 @@ class Sandbox:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         start = time.monotonic()
         run = _Run(self.isolation, self.uid, self.config, program, timeout,
-                   bootstrap or _BOOTSTRAP, mode, peer, peer_input)
+                   bootstrap or _BOOTSTRAP, mode, peer, peer_input, self.cgroup)
         try:
             result = run.supervise(start + timeout)
         finally:
@@ -235,9 +247,10 @@ class _Run:
 
     def __init__(self, iso: Isolation, uid: int, cfg: SandboxConfig, program: str,
                  timeout: float, bootstrap: str, mode: str, peer: list[str] | None,
-                 peer_input: bytes) -> None:
+                 peer_input: bytes, cgroup: SlotCgroup | None = None) -> None:
         self.iso, self.uid, self.cfg, self.workdir = iso, uid, cfg, None
-        self.peer = None
+        self.peer, self.cgroup = None, cgroup
+        self.oom_before = cgroup.oom_kills() if cgroup else 0
         prog_fd = _memfd(program.encode("utf-8", errors="surrogatepass"))
         own: list[int] = [prog_fd]
         config = {"limits": self.cfg.limits(timeout), "program_fd": prog_fd, "mode": mode}
@@ -260,7 +273,7 @@ class _Run:
             go_r, go_w = os.pipe()
             own += [ready_w, go_r]
             sync = [ready_r, go_w]
-            config["setup"] = root_setup(uid, cfg.tmp_mb, ready_w, go_r)
+            config["setup"] = root_setup(uid, cfg.tmp_mb, cfg.tmp_inodes, ready_w, go_r)
             env.update(LLM_GYM_READY=str(ready_w), LLM_GYM_GO=str(go_r))
         argv = iso.wrap([iso.python, "-I", "-S", "-c", bootstrap, json.dumps(config)], cfg.tmp_mb)
         creds = {"user": uid, "group": uid, "extra_groups": []} \
@@ -273,7 +286,7 @@ class _Run:
                 os.close(fd)
             own = []
             if sync:
-                map_ids(self.proc.pid, uid, sync[0], sync[1], timeout)
+                map_ids(self.proc.pid, uid, sync[0], sync[1], timeout, self._enter_cgroup)
             if peer is not None:
                 self.peer = _start_peer(peer, peer_fds, peer_input)
         except BaseException:
@@ -289,6 +302,12 @@ class _Run:
         if self.peer is not None:
             self.peer_out = _Stream(self.peer.stdout, 1 << 22)
             self.peer_err = _Stream(self.peer.stderr, 1 << 16)
+
+    def _enter_cgroup(self) -> None:
+        # unshare and its namespace shell exist and wait for the go byte: nothing untrusted
+        # has run yet, and everything it starts will be born inside the group.
+        if self.cgroup is not None:
+            self.cgroup.add([self.proc.pid, *children(self.proc.pid)])
 
     def supervise(self, deadline: float) -> RunResult:
         sel = selectors.DefaultSelector()
@@ -354,7 +373,8 @@ class _Run:
         elif over:
             status = Status.OUTPUT_LIMIT
         elif "MemoryError" in stderr[-2000:] or (rc is not None and rc < 0 and
-                                                 "Cannot allocate memory" in stderr):
+                                                 "Cannot allocate memory" in stderr) or \
+                (self.cgroup is not None and self.cgroup.oom_kills() > self.oom_before):
             status = Status.MEMORY
         elif rc is not None and rc < 0:
             status = Status.KILLED
@@ -377,8 +397,12 @@ class _Run:
             except ProcessLookupError:
                 pass
             proc.wait()
+        if self.cgroup is not None:
+            self.cgroup.kill()
         if self.iso.per_slot_uid:
             reap_uid(self.uid)
+        if self.cgroup is not None:
+            self.cgroup.wait_released(self.cfg.run_memory_mb << 18)  # a quarter of the budget
 
     def cleanup(self) -> None:
         if self.proc.poll() is None or (self.peer is not None and self.peer.poll() is None):
