@@ -8,13 +8,18 @@ Iterators (``map``, generators, ``zip`` ...) are drained into an ``iter`` tag.
 
 The decoder builds plain builtins with :func:`json.loads` only — never ``pickle``, never
 ``eval`` — so nothing the sandboxed side sends can run code or carry behaviour into the grader.
+It also checks sizes *before* building anything: a value may hold at most :data:`MAX_ITEMS`
+items in all (a ``range`` counts its length: ``range(10**15)`` sent to a test that calls
+``set()`` on it grew the grader by ~1 GB/s), :data:`MAX_CHARS` characters of text and bytes,
+:data:`MAX_DEPTH` levels of nesting and ints of at most :data:`MAX_INT_BITS` bits; anything
+larger is malformed and raises ``ValueError``.
 
 This module is stdlib-only and self-contained: its source is also sent verbatim into the
 sandbox and the grader process (both start with ``python -I -S``).
 
 Example:
-    >>> decode(encode({(1, 2): {3.5, None}}))
-    {(1, 2): {None, 3.5}}
+    >>> decode(encode({(1, 2): [3.5, None], "s": frozenset({7})}))
+    {(1, 2): [3.5, None], 's': frozenset({7})}
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ import json
 import math
 from typing import Any
 
-MAX_ITEMS = 1_000_000  # largest container or drained iterator one value may hold
+MAX_ITEMS = 1_000_000  # items one value may hold in all, range lengths included
+MAX_CHARS = 8 << 20  # characters of str and bytes one decoded value may hold in all
+MAX_DEPTH = 100  # nesting levels of one decoded value
+MAX_INT_BITS = 1 << 16  # largest int magnitude, in bits
 
 _ITER_TYPES = (type(iter([])), type(iter(())), type(iter("")), type(iter({})), type(iter(set())),
                type(x for x in ()), map, filter, zip, enumerate, reversed,
@@ -99,41 +107,107 @@ def encode(value: Any, refs: list[Any] | None = None) -> str:
     return json.dumps(to_wire(value, refs), separators=(",", ":"), allow_nan=False)
 
 
-def _tagged(obj: dict[str, Any]) -> Any:
+class _Budget:
+    """What is left of one value's size allowance while it is decoded."""
+
+    __slots__ = ("chars", "items")
+
+    def __init__(self) -> None:
+        self.items, self.chars = MAX_ITEMS, MAX_CHARS
+
+    def take(self, items: int = 0, chars: int = 0) -> None:
+        self.items -= items
+        self.chars -= chars
+        if self.items < 0:
+            raise ValueError(f"value on the sandbox channel holds more than {MAX_ITEMS} items")
+        if self.chars < 0:
+            raise ValueError(f"value on the sandbox channel holds more than {MAX_CHARS} characters")
+
+
+def _items(body: Any, budget: _Budget, depth: int) -> list[Any]:
+    if type(body) is not list:
+        raise ValueError(f"malformed value on the sandbox channel: {type(body).__name__} body")
+    budget.take(items=len(body))
+    return [_from_wire(v, budget, depth) for v in body]
+
+
+def _range(body: Any, budget: _Budget) -> range:
+    if type(body) is not list or len(body) != 3 or not all(type(v) is int for v in body):
+        raise ValueError("malformed range on the sandbox channel")
+    value = range(*body)  # lazy: nothing is built yet; OverflowError for len > sys.maxsize
+    budget.take(items=len(value))
+    return value
+
+
+def _tagged(obj: dict[str, Any], budget: _Budget, depth: int) -> Any:
     tag, body = obj.get("t"), obj.get("v")
     if tag in ("tuple", "set", "frozenset"):
-        return {"tuple": tuple, "set": set, "frozenset": frozenset}[tag](_from_wire(body))
+        return {"tuple": tuple, "set": set, "frozenset": frozenset}[tag](
+            _items(body, budget, depth))
     if tag == "dict":
-        return {_from_wire(k): _from_wire(v) for k, v in body}
+        pairs = _items(body, budget, depth)
+        if not all(type(p) is list and len(p) == 2 for p in pairs):
+            raise ValueError("malformed dict on the sandbox channel")
+        return dict(pairs)
     if tag == "iter":
-        return iter(_from_wire(body))
+        return iter(_items(body, budget, depth))
     if tag == "bytes" and type(body) is str:
+        budget.take(chars=len(body) // 2)
         return bytes.fromhex(body)
-    if tag == "complex":
-        return complex(_from_wire(body[0]), _from_wire(body[1]))
+    if tag == "complex" and type(body) is list and len(body) == 2:
+        real, imag = (_from_wire(v, budget, depth) for v in body)
+        if type(real) is float and type(imag) is float:
+            return complex(real, imag)
     if tag == "float" and body in ("nan", "inf", "-inf"):
         return float(body)
-    if tag == "range" and type(body) is list and all(type(v) is int for v in body):
-        return range(*body)
+    if tag == "range":
+        return _range(body, budget)
     if tag == "ref" and type(body) is int:
         return Ref(body)
     raise ValueError(f"malformed value on the sandbox channel: tag {tag!r}")
 
 
-def _from_wire(data: Any) -> Any:
+def _from_wire(data: Any, budget: _Budget | None = None, depth: int = 0) -> Any:
+    """Rebuild one value from JSON data, within one value's size allowance (see module doc)."""
+    budget = _Budget() if budget is None else budget
+    if depth > MAX_DEPTH:
+        raise ValueError(f"value on the sandbox channel is nested deeper than {MAX_DEPTH}")
     kind = type(data)
-    if data is None or kind in (bool, int, float, str):
+    if data is None or kind is bool or kind is float:
+        return data
+    if kind is int:
+        if data.bit_length() > MAX_INT_BITS:
+            raise ValueError(f"int on the sandbox channel is larger than {MAX_INT_BITS} bits")
+        return data
+    if kind is str:
+        budget.take(chars=len(data))
         return data
     if kind is list:
-        return [_from_wire(v) for v in data]
+        return _items(data, budget, depth + 1)
     if kind is dict:
-        return _tagged(data)
+        return _tagged(data, budget, depth + 1)
     raise ValueError(f"malformed value on the sandbox channel: {kind.__name__}")
+
+
+def from_wire(data: Any) -> Any:
+    """Rebuild a value from data already parsed by :func:`json.loads` (raises ``ValueError``).
+
+    Example:
+        >>> from_wire({"t": "range", "v": [0, 10**15, 1]})
+        Traceback (most recent call last):
+        ...
+        ValueError: value on the sandbox channel holds more than 1000000 items
+    """
+    try:
+        return _from_wire(data)
+    except (RecursionError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise ValueError(f"malformed value on the sandbox channel: {exc}") from None
 
 
 def decode(line: str | bytes) -> Any:
     """Rebuild a value from one line written by :func:`encode` (raises ``ValueError``)."""
     try:
-        return _from_wire(json.loads(line))
-    except (RecursionError, TypeError, KeyError, IndexError, OverflowError) as exc:
-        raise ValueError(f"malformed value on the sandbox channel: {exc}") from None
+        data = json.loads(line)
+    except RecursionError:
+        raise ValueError("malformed value on the sandbox channel: nested too deep") from None
+    return from_wire(data)
