@@ -1,26 +1,44 @@
 """The trusted side of a call-server run: runs the tests and decides the verdict (stdlib only).
 
 Its source (after :mod:`llm_gym.sandbox.wire`) runs as ``python -I -S -c`` in its own process,
-outside the sandbox: the job (code, tests) arrives on stdin, ``sys.argv[-1]`` names the request
-write fd and the response read fd, and one JSON verdict line goes to stdout. The tests run here
-with every candidate name bound to a :class:`Proxy`; a call sends its arguments to the sandboxed
-program and decodes the return value with :func:`decode` (plain builtins only). The expected
-values never leave this process, and the only thing the program can send is a return value.
+outside the sandbox: ``sys.argv[1]`` holds its own rlimits (set before anything else), the job
+(program, task, tests) arrives on stdin, ``sys.argv[-1]`` names the request write fd and the
+response read fd, and one JSON verdict line goes to stdout.
+
+Nothing the model wrote runs here. The names the tests use come from the task first: its prompt
+(HumanEval's helpers such as ``poly`` or ``encode_cyclic``), test imports and setup code are
+executed here; then builtins; then standard-library modules, imported by name when the tests
+only use them as ``module.attr``. Only what is left is bound to a :class:`Proxy` — the entry
+point of a HumanEval task, or the functions an MBPP test calls. A proxy call sends its arguments
+to the sandboxed program and rebuilds the return value with :func:`from_wire` (plain builtins,
+size-checked before anything is built); an exception comes back as data (:func:`_exception`).
+The expected values never leave this process.
 """
 
 import ast
 import builtins
 import json
 import os
+import resource
 import sys
+import warnings
 
-from llm_gym.sandbox.wire import decode, to_wire  # stripped: the wire source comes first
+from llm_gym.sandbox.wire import from_wire, to_wire  # stripped: the wire source comes first
 
 MAX_LINE = 8 << 20  # largest response line accepted
+MAX_OUTPUT = 16 << 10  # characters the tests may print (to stderr), in all
+MAX_ERROR = 200  # characters of one test's error message in the verdict
+DEFAULT_LIMITS = {"as": 1 << 30, "cpu": 10, "fsize": 0, "nofile": 64}
+_RLIMITS = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU,
+            "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE}
+# Exceptions that steer the grader's own control flow instead of failing a test: a candidate
+# raising StopIteration (or any class named so) ended the test's `all(map(f, xs))` early and
+# passed it (issue 13). BaseExceptions (SystemExit, GeneratorExit, ...) never keep their type.
+_CONTROL_FLOW = (StopIteration, StopAsyncIteration)
 
 
 class CandidateError(RuntimeError):
-    """The candidate raised a non-builtin exception, or the channel broke."""
+    """The candidate raised a non-builtin error, sent a malformed value, or the channel broke."""
 
 
 class Channel:
@@ -60,18 +78,20 @@ class Channel:
             raise CandidateError(self.broken)
         if "ok" in reply:
             try:
-                return decode(json.dumps(reply["ok"]))
+                # Sizes are checked before anything is built (range(10**15), issue 13).
+                return from_wire(reply["ok"])
             except ValueError as exc:
                 raise CandidateError(str(exc)) from None
         raise _exception(reply.get("err"), reply.get("msg"))
 
 
 def _exception(name, message):
-    # Builtin exception types keep their meaning (a test may expect ValueError); anything else,
-    # SystemExit and KeyboardInterrupt included, is a plain candidate error.
-    kind = getattr(builtins, str(name), None)
-    message = str(message)[:500]
-    if isinstance(kind, type) and issubclass(kind, Exception):
+    # Only a name arrives from the untrusted side, never a class. A builtin error type keeps its
+    # meaning (a test may expect ValueError); anything else is a plain candidate error.
+    name, message = str(name)[:100], str(message)[:500]
+    kind = getattr(builtins, name, None)
+    if (isinstance(kind, type) and issubclass(kind, Exception)
+            and not issubclass(kind, _CONTROL_FLOW)):
         try:
             return kind(message)
         except Exception:  # noqa: BLE001 - odd constructors (UnicodeError subclasses)
@@ -94,15 +114,61 @@ class Proxy:
         return f"<candidate {self._name}>"
 
 
+class _CappedText:
+    """A text stream that passes on at most ``limit`` characters and drops the rest."""
+
+    def __init__(self, stream, limit):
+        self.stream, self.left = stream, limit
+
+    def write(self, text):
+        text = str(text)
+        chunk = text[:max(self.left, 0)]
+        self.left -= len(chunk)
+        if chunk:
+            self.stream.write(chunk)
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _apply_limits(limits):
+    # The grader runs outside the sandbox, as root: its own address-space, CPU, file-size and fd
+    # limits turn a value that explodes when a test uses it (range(10**15) into set() grew the
+    # grader ~1 GB/s, issue 13) into a failed test or a killed grader, never a starved machine.
+    for name, value in {**DEFAULT_LIMITS, **limits}.items():
+        kind = _RLIMITS[name]
+        _, hard = resource.getrlimit(kind)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        # The CPU soft limit sends SIGXCPU; the hard one, a second later, SIGKILL.
+        top = value + 1 if name == "cpu" and hard == resource.RLIM_INFINITY else value
+        resource.setrlimit(kind, (value, top))
+
+
 def _free_names(sources):
-    loaded, stored = set(), set()
+    """Names the tests read but never bind, each mapped to whether every read is ``name.attr``."""
+    loaded, stored, plain = set(), set(), set()
     for source in sources:
-        for node in ast.walk(ast.parse(source)):
+        tree = ast.parse(source)
+        attribute_bases = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Name):
-                (loaded if isinstance(node.ctx, ast.Load) else stored).add(node.id)
-            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                if isinstance(node.ctx, ast.Load):
+                    loaded.add(node.id)
+                    if id(node) not in attribute_bases:
+                        plain.add(node.id)
+                else:
+                    stored.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 stored.add(node.name)
-    return loaded - stored
+            elif isinstance(node, ast.arg):
+                stored.add(node.arg)
+            elif isinstance(node, ast.alias):
+                stored.add((node.asname or node.name).split(".")[0])
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                stored.add(node.name)
+    return {name: name not in plain for name in loaded - stored}
 
 
 def _first_called(source):
@@ -110,19 +176,60 @@ def _first_called(source):
     return [c.func.id for c in calls if isinstance(c.func, ast.Name)]
 
 
-def _import_candidate_modules(code, free, namespace):
-    # A test may use a module only the solution imports (MBPP 596 uses sys): repeat those
-    # top-level stdlib imports here, for names the tests use and nothing else.
-    for node in ast.parse(code).body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if any(a.asname not in (None, a.name) for a in node.names):
-                continue  # no aliases: `import os as math` must not stand in for math
-            bound = {a.name.split(".")[0] for a in node.names}
-            if bound & free and not (isinstance(node, ast.ImportFrom) and node.level):
-                try:
-                    exec(compile(ast.Module([node], []), "<imports>", "exec"), namespace)
-                except Exception:  # noqa: BLE001 - a missing module just leaves a proxy
-                    pass
+def _task_namespace(job):
+    # Trusted task code only: a helper the test calls (HumanEval/38's encode_cyclic, /32's poly)
+    # must be the task's, never a redefinition by the candidate (issue 13).
+    namespace = {"__name__": "__grader__"}
+    for label, source in (("prompt", job.get("prompt") or ""),
+                          ("test_imports", "\n".join(job.get("test_imports") or [])),
+                          ("setup_code", job.get("setup_code") or "")):
+        exec(compile(source, f"<{label}>", "exec"), namespace)
+    return namespace
+
+
+def _stdlib_module(name):
+    # Resolved from the test's own use of the name, never from the candidate's imports: the
+    # grader re-ran the candidate's top-level imports and so ran code chosen by the model outside
+    # the sandbox (issue 13). -I -S keeps sys.path to the standard library.
+    if name not in sys.stdlib_module_names:
+        return None
+    try:
+        return __import__(name)
+    except Exception:  # noqa: BLE001 - not built here (tkinter ...): the name stays unbound
+        return None
+
+
+def _bind_names(job, sources, namespace, ready, channel):
+    """Bind every free name of the tests: task, builtins, stdlib, else a proxy (module doc)."""
+    entry_point = job.get("entry_point")
+    targets = set()
+    for name, attribute_only in sorted(_free_names(sources).items()):
+        if name in namespace or hasattr(builtins, name):
+            continue
+        module = _stdlib_module(name) if attribute_only else None
+        if module is not None:
+            namespace[name] = module
+        elif not entry_point:
+            targets.add(name)  # an MBPP test calls the candidate's functions by name
+    if entry_point:
+        # HumanEval's check(candidate) needs the entry point only; any other name is the task's.
+        targets = {entry_point}
+    elif not targets:
+        # The function under test shadows a builtin (MBPP 126 defines sum): proxy only the
+        # first name the tests call, never every builtin the candidate claims to define.
+        names = ready.get("names")
+        names = {n for n in names if type(n) is str} if type(names) is list else set()
+        targets = set(_first_called(sources[0])[:1]) & names
+    for name in targets:
+        namespace[name] = Proxy(channel, name)
+
+
+def _describe(exc):
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a message that cannot be shown is still a failure
+        text = "?"
+    return f"{type(exc).__name__}: {text[:MAX_ERROR]}"
 
 
 def _run_test(source, namespace, call=None):
@@ -132,39 +239,27 @@ def _run_test(source, namespace, call=None):
             namespace[call[0]](call[1])
         return True, ""
     except BaseException as exc:  # noqa: B036 - a failing test is a result, whatever it raised
-        return False, f"{type(exc).__name__}: {str(exc)[:200]}"
+        return False, _describe(exc)
 
 
 def _grade(job, channel):
     try:
-        ast.parse(job["code"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarnings of model text would flood stderr
+            ast.parse(job["code"])
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-        return {"verdict": "syntax_error", "error": f"{type(exc).__name__}: {exc}"[:500]}
+        return {"verdict": "syntax_error", "error": _describe(exc)}
+    namespace = _task_namespace(job)
     ready = channel.read()
     if type(ready) is not dict or ready.get("ready") is not True:
         err = ready.get("err") if type(ready) is dict else "?"
         return {"verdict": "crashed", "error": f"module raised {err}"[:500]}
-    namespace = {"__name__": "__grader__"}
-    exec("\n".join(job.get("test_imports") or []), namespace)
-    exec(job.get("setup_code") or "", namespace)
     tests = job.get("tests")
     sources = tests if tests is not None else [job["test"]]
-    free = _free_names(sources) - set(namespace)
-    _import_candidate_modules(job["code"], free, namespace)
-    targets = {name for name in free if name not in namespace and not hasattr(builtins, name)}
-    if job.get("entry_point"):
-        targets.add(job["entry_point"])
-    elif not targets:
-        # The function under test shadows a builtin (MBPP 126 defines sum): proxy only the
-        # first name the tests call, never every builtin the candidate claims to define.
-        names = ready.get("names")
-        names = {n for n in names if type(n) is str} if type(names) is list else set()
-        targets = set(_first_called(sources[0])[:1]) & names
-    for name in targets:
-        namespace[name] = Proxy(channel, name)
+    _bind_names(job, sources, namespace, ready, channel)
     call = None
     if tests is None:
-        call = ("check", Proxy(channel, job["entry_point"]))
+        call = ("check", namespace[job["entry_point"]])
     results = [_run_test(source, dict(namespace), call) for source in sources]
     per_test = [ok for ok, _ in results]
     return {"verdict": "passed" if all(per_test) else "failed", "per_test": per_test,
@@ -173,6 +268,10 @@ def _grade(job, channel):
 
 
 def _main():
+    _apply_limits(json.loads(sys.argv[1]) if len(sys.argv) > 2 else {})
+    verdict_out = sys.stdout
+    # What the tests print goes to stderr, capped: stdout carries the verdict line alone.
+    sys.stdout = sys.stderr = _CappedText(sys.stderr, MAX_OUTPUT)
     fds = json.loads(sys.argv[-1])
     job = json.loads(sys.stdin.buffer.read())
     channel = Channel(fds["req"], fds["resp"])
@@ -180,8 +279,10 @@ def _main():
         result = _grade(job, channel)
     except CandidateError as exc:  # the sandbox died before it was ready
         result = {"verdict": "crashed", "error": str(exc)}
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    except Exception as exc:  # noqa: BLE001 - the task's own code failed: no verdict to give
+        result = {"verdict": "grader_error", "error": _describe(exc)}
+    verdict_out.write(json.dumps(result) + "\n")
+    verdict_out.flush()
     os._exit(0)  # do not wait on a flush of the request pipe to a dead sandbox
 
 
