@@ -85,8 +85,10 @@ class CodeEnv(TokenEnv):
     A single-turn token env: the prompt is an optional system message plus the task (an MBPP
     description with its asserts, or a HumanEval signature and docstring) and the instruction;
     the agent writes code and ends its turn. The last ```python block of the reply (else the
-    whole reply) runs in the sandbox as a call server and a separate grader process runs the
-    tests (see :mod:`llm_gym.rewards.code`): nothing the code does can forge its verdict.
+    whole reply) runs in the sandbox as a call server (after the HumanEval prompt, as in
+    HumanEval's own harness, so a full solution and a body-only completion both work) and a
+    separate grader process runs the tests with the task's own helpers (see
+    :mod:`llm_gym.rewards.code`): nothing the code does can forge its verdict.
 
     ## Action Space
     `Discrete(vocab_size)`: one token per step.
@@ -191,12 +193,15 @@ class CodeEnv(TokenEnv):
         """Reward and ``info`` of ``response`` for the current task."""
         item = self.items[self.task.index]
         if item["kind"] == "mbpp":
-            tests, entry_point = item["test_list"], None
+            tests, entry_point, prompt = item["test_list"], None, ""
         else:
-            tests, entry_point = item["test"], item["entry_point"]
+            # HumanEval's prompt is code: its helpers (poly, encode_cyclic) must be the task's
+            # in the grader, and an honest solution may call them or just continue the prompt.
+            tests, entry_point, prompt = item["test"], item["entry_point"], item["prompt"]
         result = code_pass_rate(response, tests, test_imports=item["test_imports"],
                                 entry_point=entry_point, setup_code=item["test_setup_code"],
-                                timeout=self.timeout, partial=self.partial_credit, pool=self.pool)
+                                prompt=prompt, timeout=self.timeout,
+                                partial=self.partial_credit, pool=self.pool)
         return result.reward, {"verdict": result.verdict, "per_test": result.per_test,
                                "task_id": item["task_id"], "success": result.verdict == "passed"}
 

@@ -7,16 +7,25 @@ process, never from its exit code, its stdout or anything its code can reach.
   executed as module ``solution``, then answers call requests on a private pipe pair (inherited
   fds, not stdout).
 * The trusted tests run in a separate **grader process** (``python -I -S``, not the trainer's
-  process) with every name the tests use but do not define bound to a proxy. A proxy call sends
-  the arguments to the sandbox, which calls the real function and returns the result through a
-  strict encoder; the grader rebuilds it with ``json`` only (exact builtin types; an ``int``
-  subclass or an object with its own ``__eq__`` arrives as an opaque handle that equals nothing
-  and has no truth value — never ``pickle``).
+  process, with its own memory, CPU, file and output limits). Every name the tests use comes from
+  the task — its prompt (HumanEval's helpers), test imports, setup code — or from builtins or the
+  standard library; only the function under test is a proxy. Nothing the model wrote ever runs
+  there. A proxy call sends the arguments to the sandbox, which calls the real function and
+  returns the result through a strict encoder; the grader rebuilds it with ``json`` only, size
+  checked first (exact builtin types; an ``int`` subclass or an object with its own ``__eq__``
+  arrives as an opaque handle that equals nothing — never ``pickle``). An exception the
+  candidate raised arrives as data: a builtin error keeps its type, ``StopIteration`` and the
+  like become a plain failure.
+* With a HumanEval ``prompt=``, the sandbox runs prompt + code as HumanEval's own harness does:
+  a full solution or a body-only completion both work, and the prompt's helpers are there.
 * The expected values never enter the model's process. Stack walking, ``gc``, ``__eq__``
   tricks, ``os._exit(0)``, ``SkipTest``, ``conftest.py``/``sitecustomize.py`` (both processes
   start with ``-I -S``), monkeypatching ``builtins``/``json``/``print``, mutating arguments,
   printing a fake verdict and pickled payloads therefore all score 0; the worst a program can
   do on the channel is choose its own return values, which is what a function does anyway.
+* Every function here that reads model text (:func:`extract_code`, the forged-verdict and
+  suspicious-pattern scans, the verdict line) runs in linear time: a stdout of 20,000 newlines
+  took the old verdict regex 18 s in the trainer's process (issue 13).
 * Reward: 1.0 when every test passes, else 0.0; with ``partial=True`` the fraction passed. A
   HumanEval ``check(candidate)`` is one test. Timeouts and crashes score 0.
 
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -48,12 +58,16 @@ DEFAULT_TIMEOUT = 5.0
 VERDICTS = ("passed", "failed", "timeout", "syntax_error", "no_code", "forged_output", "crashed",
             "memory", "output_limit", "degraded_refused", "grader_error")
 
-_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
-# Lines that look like a verdict printed by the program itself (counted, never believed).
-_FORGED_STDOUT = re.compile(
-    r"(?im)^\s*(all tests passed|tests? passed|passed|ok|success|\.+\s*ok|"
-    r"reward\s*[:=]|verdict\s*[:=]|\{\s*\"(passed|reward|verdict|per_test)\")")
-# Source patterns of known grader attacks: reported in details and counted.
+# Possessive quantifiers (*+) never backtrack: `[ \t]*(?:py)?[ \t]*\n` took ~12 s on a fence
+# followed by 100,000 spaces, `^\s*` under (?m) ~18 s on 20,000 newlines (issue 13).
+_OPEN_FENCE = re.compile(r"```[ \t]*+(?:python3|python|py)?+[ \t]*+\n", re.I)
+# Lines that look like a verdict printed by the program itself (counted, never believed). No
+# part crosses a line end, so each line is read once.
+_FORGED_LINE = re.compile(
+    r"(?im)^[ \t]*+(?:all tests passed|tests? passed|passed|ok|success|\.++[ \t]*+ok|"
+    r"(?:reward|verdict)[ \t]*+[:=]|\{[ \t]*+\"(?:passed|reward|verdict|per_test)\"|"
+    r"\"(?:passed|reward|verdict|per_test)\"[ \t]*+:)")
+# Source patterns of known grader attacks (literal alternatives: linear): reported and counted.
 _SUSPICIOUS = {
     "exit": r"os\._exit|sys\.exit|\bexit\(|\bquit\(", "skiptest": r"SkipTest",
     "stack_walk": r"_getframe|f_back|f_globals|inspect\.stack|\bgc\.get_(objects|referrers)",
@@ -61,7 +75,9 @@ _SUSPICIOUS = {
     "harness_files": r"conftest|sitecustomize|usercustomize", "pickle": r"\bpickle\b|__reduce__",
     "proc": r"/proc/", "channel_fd": r"os\.(write|fdopen|dup2)|/dev/fd",
 }
+_SUSPICIOUS_RE = {name: re.compile(pattern) for name, pattern in _SUSPICIOUS.items()}
 _GRADER_SOURCE = stdlib_source("wire", "grader")
+GRADER_MEMORY = 1 << 30  # the grader's own address-space limit, in bytes
 
 
 def extract_code(completion: str) -> str:
@@ -77,8 +93,34 @@ def extract_code(completion: str) -> str:
     """
     if not isinstance(completion, str):
         raise TypeError(f"completion must be a str, got {type(completion).__name__}")
-    blocks = _FENCE.findall(completion)
-    return blocks[-1] if blocks else completion
+    code, pos = completion, 0
+    # One pass: each opener is matched without backtracking, each closer found with str.find.
+    while (opener := _OPEN_FENCE.search(completion, pos)) is not None:
+        close = completion.find("```", opener.end())
+        if close < 0:
+            return completion[opener.end():]
+        code, pos = completion[opener.end():close], close + 3
+    return code
+
+
+def looks_forged(stdout: str) -> bool:
+    r"""Whether the program printed a line that looks like a verdict (linear time).
+
+    Example:
+        >>> looks_forged("working...\n  All tests passed\n"), looks_forged("\n" * 10**6)
+        (True, False)
+    """
+    return _FORGED_LINE.search(stdout) is not None
+
+
+def suspicious_patterns(code: str) -> list[str]:
+    r"""Names of known grader-attack patterns in ``code`` (linear time; reported, not judged).
+
+    Example:
+        >>> suspicious_patterns("import os\nos._exit(0)")
+        ['exit']
+    """
+    return sorted(name for name, pattern in _SUSPICIOUS_RE.items() if pattern.search(code))
 
 
 @dataclass
@@ -163,6 +205,7 @@ def code_pass_rate(
     test_imports: Sequence[str] = (),
     entry_point: str | None = None,
     setup_code: str = "",
+    prompt: str = "",
     timeout: float = DEFAULT_TIMEOUT,
     partial: bool = False,
     pool: SandboxPool | None = None,
@@ -176,15 +219,23 @@ def code_pass_rate(
         test_imports: import lines the tests need (MBPP ``test_imports``), run in the grader.
         entry_point: the function HumanEval's ``check`` receives (required with a str ``tests``).
         setup_code: trusted code run in the grader before the tests (MBPP ``test_setup_code``).
+        prompt: the task's Python prompt (HumanEval ``prompt``): run in the grader, where its
+            helpers serve the tests, and before the code in the sandbox, where they serve the
+            candidate (a body-only completion continues it). Not MBPP's prose prompt.
         timeout: wall deadline of the whole run, in seconds.
         partial: reward the fraction of tests passed instead of all-or-nothing.
         pool: sandbox pool; default :func:`default_pool`.
 
     Returns:
         A :class:`CodeResult`; also recorded in :data:`COUNTERS`.
+
+    Raises:
+        ValueError: a HumanEval test string without ``entry_point``, or a ``prompt`` that is
+            not Python.
+        TypeError: ``tests`` or ``prompt`` of the wrong type.
     """
-    job = _job(completion, tests, test_imports, entry_point, setup_code)
-    if not job["code"].strip():
+    job = _job(completion, tests, test_imports, entry_point, setup_code, prompt)
+    if not job["candidate"].strip():
         result = CodeResult(0.0, "no_code", [False] * job["count"])
     else:
         result = _run(job, float(timeout), partial, pool)
@@ -193,19 +244,37 @@ def code_pass_rate(
 
 
 def _job(completion: str, tests: Sequence[str] | str, test_imports: Sequence[str],
-         entry_point: str | None, setup_code: str) -> dict[str, Any]:
-    code = extract_code(completion)
+         entry_point: str | None, setup_code: str, prompt: str) -> dict[str, Any]:
+    candidate = extract_code(completion)
+    task = {"candidate": candidate, "code": _program(prompt, candidate), "prompt": prompt,
+            "entry_point": entry_point, "test_imports": list(test_imports),
+            "setup_code": setup_code}
     if isinstance(tests, str):
         if not entry_point:
             raise ValueError("a HumanEval test string needs entry_point= (the function that "
                              "check(candidate) receives)")
-        return {"code": code, "tests": None, "test": tests, "entry_point": entry_point,
-                "test_imports": list(test_imports), "setup_code": setup_code, "count": 1}
+        return {**task, "tests": None, "test": tests, "count": 1}
     if not isinstance(tests, Sequence) or not all(isinstance(t, str) for t in tests) or not tests:
         raise TypeError("tests must be a non-empty list of assert strings (MBPP test_list) or a "
                         f"HumanEval test string, got {tests!r:.80}")
-    return {"code": code, "tests": list(tests), "entry_point": entry_point,
-            "test_imports": list(test_imports), "setup_code": setup_code, "count": len(tests)}
+    return {**task, "tests": list(tests), "count": len(tests)}
+
+
+def _program(prompt: str, code: str) -> str:
+    # HumanEval's harness runs prompt + completion: an honest find_zero (HumanEval/32) calls the
+    # prompt's poly, and a body-only completion continues the prompt's last function. A full
+    # solution just redefines the stub. The grader gets its own, trusted copy of the helpers.
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str (the task's Python prompt), got "
+                        f"{type(prompt).__name__}")
+    if not prompt:
+        return code
+    try:
+        compile(prompt, "<prompt>", "exec")
+    except SyntaxError as exc:
+        raise ValueError("prompt= must be the task's Python prompt (HumanEval 'prompt'), which "
+                         f"runs before the code; it does not compile: {exc}") from None
+    return prompt + ("" if prompt.endswith("\n") else "\n") + code
 
 
 def _run(job: dict[str, Any], timeout: float, partial: bool,
@@ -215,14 +284,17 @@ def _run(job: dict[str, Any], timeout: float, partial: bool,
     except SandboxUnavailable as exc:
         return CodeResult(0.0, "degraded_refused", [False] * job["count"], {"error": str(exc)})
     iso: Isolation = detect_isolation()
+    # The grader's own rlimits (issue 13: it ran without any); it sets them before anything else.
+    limits = {"as": GRADER_MEMORY, "cpu": math.ceil(timeout) + 1, "fsize": 0, "nofile": 64}
     run = pool.run(job["code"], timeout=timeout, mode="serve",
-                   peer=[iso.python, "-I", "-S", "-c", _GRADER_SOURCE],
-                   peer_input=json.dumps(job).encode("utf-8", errors="surrogatepass"))
+                   peer=[iso.python, "-I", "-S", "-c", _GRADER_SOURCE, json.dumps(limits)],
+                   peer_input=json.dumps({**job, "candidate": None}).encode(
+                       "utf-8", errors="surrogatepass"))
     return _score(job, run, partial)
 
 
 def _score(job: dict[str, Any], run: RunResult, partial: bool) -> CodeResult:
-    suspicious = sorted(k for k, pattern in _SUSPICIOUS.items() if re.search(pattern, job["code"]))
+    suspicious = suspicious_patterns(job["candidate"])
     details: dict[str, Any] = {"status": str(run.status), "degraded": run.degraded,
                                "suspicious": suspicious, "stdout": run.stdout[-500:],
                                "stderr": run.stderr[-500:]}
@@ -242,7 +314,7 @@ def _score(job: dict[str, Any], run: RunResult, partial: bool) -> CodeResult:
         per_test = [bool(ok) for ok in grade["per_test"]]
     if run.status == Status.MEMORY:
         verdict = "memory"
-    elif _FORGED_STDOUT.search(run.stdout):
+    elif looks_forged(run.stdout):
         verdict = "forged_output"
     elif verdict not in ("failed", "syntax_error", "crashed"):
         verdict = "grader_error"
@@ -251,12 +323,13 @@ def _score(job: dict[str, Any], run: RunResult, partial: bool) -> CodeResult:
 
 
 def _grader_line(stdout: str) -> dict[str, Any] | None:
+    """The grader's verdict: its last stdout line, parsed by ``json`` (linear time)."""
     try:
-        grade = json.loads(stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        grade = json.loads(stdout.rstrip().rpartition("\n")[2])
+    except (ValueError, RecursionError):
         return None
     return grade if isinstance(grade, dict) and grade.get("verdict") in VERDICTS else None
 
 
 __all__ = ["COUNTERS", "CodeResult", "RewardCounters", "code_pass_rate", "default_pool",
-           "extract_code"]
+           "extract_code", "looks_forged", "suspicious_patterns"]
