@@ -13,6 +13,7 @@ from gymnasium.utils.env_checker import check_env
 
 import llm_gym  # noqa: F401 - registers the ids
 from llm_gym.envs.code import CodeEnv, normalize_rows
+from tests.attacks.grader_attacks import GRADER_ATTACKS, HONEST, TASKS
 from tests.attacks.programs import ADD_TESTS, HONEST_ADD, INTEGRITY_ATTACKS, RESOURCE_ATTACKS
 
 pytestmark = pytest.mark.sandbox
@@ -63,6 +64,20 @@ def test_attack_through_env_then_same_env_scores_honest(data_file, name):
     assert reward == 0.0 and terminated and info["verdict"] not in ("passed", None)
     env.reset(options={"index": 0})
     assert _answer(env, HONEST_ADD)[0] == 1.0
+
+
+def test_humaneval_prompt_helpers_come_from_the_task():
+    # HumanEval/38-like: the test calls the prompt's encoder; the env passes the prompt along.
+    task = TASKS["shift"]
+    row = {"task_id": "Shift/0", "prompt": task["prompt"], "test": task["tests"],
+           "entry_point": task["entry_point"]}
+    env = CodeEnv(dataset=[row], max_new_tokens=200, timeout=2.0)
+    env.reset(seed=0)
+    reward, *_, info = _answer(env, GRADER_ATTACKS["helper_identity_38"]["code"])
+    assert (reward, info["verdict"]) == (0.0, "failed")
+    env.reset(seed=0)
+    reward, *_, info = _answer(env, HONEST["shift_body_only_fenced"][1])  # continues the prompt
+    assert (reward, info["verdict"]) == (1.0, "passed")
 
 
 def test_check_env_with_warnings_as_errors():

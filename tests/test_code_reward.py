@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
+import re
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from llm_gym.rewards.code import COUNTERS, VERDICTS, CodeResult, code_pass_rate, extract_code
+from llm_gym.rewards.code import (
+    COUNTERS,
+    VERDICTS,
+    CodeResult,
+    _grader_line,
+    code_pass_rate,
+    extract_code,
+    looks_forged,
+    suspicious_patterns,
+)
 from llm_gym.sandbox import SandboxPool, detect_isolation, pids_of_uid
 from tests.attacks.programs import ADD_TESTS, HONEST_ADD, INTEGRITY_ATTACKS, RESOURCE_ATTACKS
 
@@ -154,6 +167,81 @@ def test_extract_code_takes_last_fenced_block():
     assert extract_code("def f(): pass") == "def f(): pass"
     with pytest.raises(TypeError):
         extract_code(None)
+
+
+# The fence regex extract_code used before issue 13: the reference for its documented behaviour
+# (quadratic on a fence followed by spaces, so only ever run on short texts here).
+OLD_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
+
+
+def test_extract_code_matches_the_documented_fence_rules():
+    rng = random.Random(13)
+    pieces = ["```", "`", " ", "\t", "\n", "python", "PY", "py", "python3", "3", "x = 1", "java"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        blocks = OLD_FENCE.findall(text)
+        assert extract_code(text) == (blocks[-1] if blocks else text), repr(text)
+
+
+SIZE = 1 << 20  # characters of each adversarial text
+LIMIT_S = 2.0  # generous: linear work on 1 MB takes milliseconds, quadratic work minutes
+
+
+def _fill(unit: str, head: str = "") -> str:
+    return (head + unit * (SIZE // len(unit) + 1))[:SIZE]
+
+
+MODEL_TEXT = {
+    "newlines": _fill("\n"), "spaces": _fill(" "), "blank_lines": _fill(" \t\n"),
+    "crlf": _fill("\r\n"), "fence_then_spaces": _fill(" ", "```"),
+    "fence_lang_then_tabs": _fill(" \t", "```python"), "backticks": _fill("`"),
+    "many_fences": _fill("```python\nx = 1\n```\n"), "unclosed_fences": _fill("```python\n"),
+    "bare_fences": _fill("```"), "fences_without_newline": _fill("```py "),
+    "other_language_fences": _fill("```java\n"), "ok_lines": _fill("ok\n"),
+    "indented_ok_lines": _fill("   ok\n"), "dots": _fill("."), "dot_lines": _fill(".\n"),
+    "dots_then_spaces": _fill(" ", "." * (SIZE // 2)), "brace_then_spaces": _fill(" ", "{"),
+    "reward_then_spaces": _fill(" ", "reward"), "json_verdicts": _fill('{"verdict": "passed"}\n'),
+    "open_brackets": _fill("["), "open_braces": _fill("{"), "exit_prefixes": _fill("os._"),
+    "dunder_defs": _fill("def __"), "mixed": _fill(' \n```py \t\n.. ok {"reward" os.ex def __e'),
+}
+READERS = {"extract_code": extract_code, "looks_forged": looks_forged,
+           "suspicious_patterns": suspicious_patterns, "grader_line": _grader_line}
+
+
+@contextlib.contextmanager
+def _interrupted_after(seconds: float):
+    # A regression must fail, not hang the suite: the regex engine checks signals now and then.
+    def expire(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("text", sorted(MODEL_TEXT))
+def test_model_text_readers_are_linear_on_1mb(reader, text):
+    start = time.monotonic()
+    with _interrupted_after(3 * LIMIT_S):
+        READERS[reader](MODEL_TEXT[text])
+    assert time.monotonic() - start < LIMIT_S
+
+
+def test_forged_verdict_lines_are_still_seen():
+    for line in ("All tests passed", "  ok", "...ok", "reward: 1", 'verdict = "passed"',
+                 '{"passed": true}', '{ "per_test": [true]}', '  "verdict": "passed",',
+                 "\tSUCCESS"):
+        assert looks_forged(f"working\n{line}\nmore"), line
+    for line in ("nothing here", "the reward is 1", "not ok", "[ok]"):
+        assert not looks_forged(f"working\n{line}\n"), line
+    grade = _grader_line('noise\n{"verdict": "failed", "per_test": [false]}\n')
+    assert grade == {"verdict": "failed", "per_test": [False]}
+    assert _grader_line("[" * 100_000) is None and _grader_line("") is None
 
 
 def test_counters_record_outcomes(pool):
