@@ -38,7 +38,6 @@ from llm_gym.agents.training import (
     MetricsLogger,
     RewardFailures,
     TaskSampler,
-    guard_rewards,
     latest_checkpoint,
     learn_target,
     load_checkpoint,
@@ -274,7 +273,7 @@ class GRPOAgent:
         self.device = next(self.model.parameters()).device
         self.env_id = env if isinstance(env, str) else None
         self.env_kwargs = {k: v for k, v in (env_kwargs or {}).items() if k != "tokenizer"}
-        self.envs = guard_rewards(self._make_envs(env, env_kwargs, tokenizer))
+        self.envs = self._make_envs(env, env_kwargs, tokenizer)
         self.tokenizer = self.envs.tokenizer
         self._check_sizes()
         self.vocab_size = int(self.envs.single_action_space.n)

@@ -25,7 +25,8 @@ from llm_gym.agents.ppo_algorithm import (
     token_gae,
 )
 from llm_gym.agents.rollout import ActionMasks, collect_rollouts, sequence_logprobs
-from llm_gym.agents.training import TaskSampler, guard_rewards, reward_counters
+from llm_gym.agents.training import TaskSampler, reward_counters
+from llm_gym.vector import row_info
 from llm_gym.agents.value_head import (
     CausalLMWithValueHead,
     MLPActorCritic,
@@ -159,16 +160,10 @@ class ClassicPolicy:
         self._returns += reward
         self._lengths += 1
         for i in np.flatnonzero(term | trunc):
-            final_info = _row_info(info.get("final_info", {}), int(i))
+            final_info = row_info(info.get("final_info", {}), int(i))
             agent.record_episode(float(self._returns[i]), int(self._lengths[i]), final_info,
                                  tokens=0)
             self._returns[i], self._lengths[i] = 0.0, 0
-
-
-def _row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
-    """The info dict of one row of a vector env's batched info."""
-    return {k: v[row] for k, v in infos.items()
-            if not k.startswith("_") and infos.get(f"_{k}", np.ones(row + 1, bool))[row]}
 
 
 # ----------------------------------------------------------------------------- token face
@@ -188,7 +183,6 @@ class TokenPolicy:
     def __init__(self, envs: TokenVectorEnv, model: torch.nn.Module, config: PPOConfig,
                  seed: int) -> None:
         self.envs, self.config, self.seed = envs, config, seed
-        guard_rewards(envs)  # a reward that raises or returns NaN drops its row, counted
         # A finite task pool is walked in seeded shuffled epochs (no prompt replayed or skipped
         # on resume); unbounded procedural envs draw from the per-rollout reset seed.
         num_tasks = envs.envs[0].num_tasks

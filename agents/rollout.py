@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from llm_gym.vector import row_info
+
 
 @dataclass
 class RolloutBatch:
@@ -39,7 +41,8 @@ class RolloutBatch:
         task_index: ``(B,)`` task item of each row (-1 when the env does not say).
         terminated: ``(B,)`` bool.
         truncated: ``(B,)`` bool.
-        valid: ``(B,)`` bool, False when some reward was NaN/inf (the sample must be dropped).
+        valid: ``(B,)`` bool, False when the reward failed (``info["reward_error"]``) or was
+            NaN/inf: the sample must be dropped.
         num_agent_tokens: agent tokens in the batch (= env steps taken).
         infos: final ``info`` of each row.
         rollout_s: wall time of the rollout; model_s and env_s split it.
@@ -203,6 +206,8 @@ class _Recorder:
         self.truncated = np.zeros(num_envs, dtype=bool)
         self.infos: list[dict[str, Any]] = [{} for _ in range(num_envs)]
         self.task_index = np.full(num_envs, -1, dtype=np.int64)
+        # Each episode's sum of every named reward term (shaping wrappers' reward_components).
+        self.components: dict[str, np.ndarray] = {}
         # Action masks at the agent's tokens: (rows, positions, allowed) per step.
         self.masks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -271,6 +276,8 @@ def collect_rollouts(
         rec.rewards[active, lengths[active]] = rewards[active]
         if allowed is not None:
             rec.masks.append((active, lengths[active], allowed[active]))
+        if "reward_components" in infos:
+            _add_components(rec, infos["reward_components"], ~done)
         done = _finish_rows(rec, done, terminated, truncated, infos)
         model_s, env_s = model_s + t1 - t0, env_s + t2 - t1
     return _to_batch(obs, rec, time.perf_counter() - start, model_s, env_s)
@@ -381,31 +388,25 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(1, order, sorted_probs)
 
 
+def _add_components(rec: _Recorder, components: dict[str, Any], active: np.ndarray) -> None:
+    for name, values in components.items():
+        if name.startswith("_"):
+            continue
+        rows = active & components.get(f"_{name}", np.ones(len(active), dtype=bool))
+        total = rec.components.setdefault(name, np.zeros(len(active)))
+        total[rows] += np.asarray(values, dtype=np.float64)[rows]
+
+
 def _finish_rows(rec: _Recorder, done: np.ndarray, terminated: np.ndarray,
                  truncated: np.ndarray, infos: dict[str, Any]) -> np.ndarray:
     finished = (terminated | truncated) & ~done
     for i in np.flatnonzero(finished):
         rec.terminated[i], rec.truncated[i] = bool(terminated[i]), bool(truncated[i])
         rec.infos[i] = row_info(infos, int(i))
+        if rec.components:
+            rec.infos[i]["episode_reward_components"] = {
+                name: float(total[i]) for name, total in rec.components.items()}
     return done | finished
-
-
-def row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
-    """Row ``row``'s entries of a Gymnasium vector-env ``info`` dict (``_key`` masks honoured).
-
-    Example:
-        >>> row_info({"a": np.array([1, 2]), "_a": np.array([False, True])}, 1)
-        {'a': np.int64(2)}
-    """
-    out: dict[str, Any] = {}
-    for key, value in infos.items():
-        if key.startswith("_"):
-            continue
-        present = infos.get(f"_{key}")
-        if present is not None and not present[row]:
-            continue
-        out[key] = row_info(value, row) if isinstance(value, dict) else value[row]
-    return out
 
 
 def _to_batch(obs: dict[str, np.ndarray], rec: _Recorder, rollout_s: float, model_s: float,
@@ -423,7 +424,8 @@ def _to_batch(obs: dict[str, np.ndarray], rec: _Recorder, rollout_s: float, mode
         task_index=torch.from_numpy(rec.task_index),
         terminated=torch.from_numpy(rec.terminated),
         truncated=torch.from_numpy(rec.truncated),
-        valid=torch.isfinite(rewards).all(dim=1),
+        valid=torch.isfinite(rewards).all(dim=1) & torch.tensor(
+            ["reward_error" not in info for info in rec.infos], dtype=torch.bool),
         num_agent_tokens=int(agent_mask.sum()),
         infos=rec.infos, rollout_s=rollout_s, model_s=model_s, env_s=env_s,
         action_masks=rec.action_masks(),

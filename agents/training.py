@@ -6,9 +6,10 @@
 * Checkpoints: :func:`save_checkpoint` writes to a temporary folder, fsyncs and renames it
   atomically, and keeps the last K; :func:`latest_checkpoint` finds the newest complete one
   (RELIABILITY.md, Training).
-* Reward integrity: :func:`guard_rewards` turns a NaN, ``None`` or an exception from a reward into
-  a NaN reward with a named verdict, so the rollout marks the sample invalid and the trainer drops
-  and counts it; :class:`RewardFailures` stops a run after repeated failures.
+* Reward integrity: the env layer (:func:`llm_gym.token_env.score_turns`) turns a NaN, ``None``
+  or an exception from a reward into a named ``reward_error``; the rollout marks the sample
+  invalid, :func:`reward_counters` counts it and :class:`RewardFailures` stops a run after
+  repeated failures.
 * Metrics: :class:`MetricsLogger` writes TensorBoard and CSV (``rollout/``, ``train/``, ``time/``
   prefixes) and :func:`plot_reward_curve` a PNG.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import random
 import shutil
@@ -234,51 +234,21 @@ def learn_target(
     return agent.num_timesteps + int(total_timesteps)
 
 
-def guard_rewards(envs: Any) -> Any:
-    """Make every sub-env of a token vector env survive a broken reward.
-
-    An exception (not ``BaseException``: Ctrl-C still stops the run), ``None``, NaN or an
-    infinite reward from ``end_turn`` becomes a NaN reward that ends the episode, with
-    ``info["reward_error"]`` naming what happened. The rollout then marks the row invalid
-    (``RolloutBatch.valid``) and the trainer drops and counts it, so one bad grader call
-    neither crashes the run nor poisons the parameters.
+def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> dict[str, float]:
+    """``reward/...`` metrics of one batch: dropped samples by cause, env verdicts, and the mean
+    episode sum of every named reward term (``reward/<term>``, from shaping wrappers).
 
     Example:
-        >>> import gymnasium as gym, llm_gym
-        >>> envs = guard_rewards(gym.make_vec("llm_gym/Arithmetic-v0", 2,
-        ...     vectorization_mode="vector_entry_point", autoreset_mode="Disabled"))
+        >>> reward_counters([{"episode_reward_components": {"env": 1.0, "length": -0.5}},
+        ...                  {"reward_error": "nan"}], [True, False])["reward/length"]
+        -0.5
     """
-    from llm_gym.token_env import TurnResult
-
-    for env in getattr(envs, "envs", []):
-        if getattr(env, "_llm_gym_guarded", False):
-            continue
-        original = env.end_turn
-
-        def guarded(response: str, response_ids: list[int], finished: bool,
-                    _original: Any = original) -> TurnResult:
-            try:
-                result = _original(response, response_ids, finished)
-            except Exception as err:  # noqa: BLE001 - any grader failure becomes a dropped sample
-                logger.warning("reward raised %s: %s; sample dropped", type(err).__name__, err)
-                return TurnResult(reward=math.nan, terminated=True,
-                                  info={"reward_error": f"exception:{type(err).__name__}"})
-            reward = result.reward
-            if reward is None or not math.isfinite(float(reward)):
-                kind = "none" if reward is None else "nan"
-                return TurnResult(reward=math.nan, terminated=True,
-                                  info={**result.info, "reward_error": kind})
-            return result
-
-        env.end_turn = guarded
-        env._llm_gym_guarded = True
-    return envs
-
-
-def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> dict[str, float]:
-    """``reward/...`` counters of one batch: dropped samples by cause, and env verdicts."""
     counts: dict[str, float] = {"reward/dropped": 0.0}
+    terms: dict[str, list[float]] = {}
     for info, ok in zip(infos, valid, strict=True):
+        if ok:
+            for name, value in info.get("episode_reward_components", {}).items():
+                terms.setdefault(name, []).append(float(value))
         if not ok:
             counts["reward/dropped"] += 1
             cause = str(info.get("reward_error", "nan"))
@@ -288,6 +258,8 @@ def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> d
         if verdict is not None:
             key = f"reward/verdict_{verdict}"
             counts[key] = counts.get(key, 0.0) + 1
+    for name, values in terms.items():
+        counts[f"reward/{name}"] = float(np.mean(values))
     return counts
 
 

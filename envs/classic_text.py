@@ -102,14 +102,14 @@ class ClassicTextEnv(TokenEnv):
         obs, reward, terminated, truncated, info = self.classic_env.step(action)
         self._classic_obs = obs
         info = {"valid_action": True, "classic_action": action, **info}
-        info["_classic_flags"] = (bool(terminated), bool(truncated))  # popped in finish_turn
+        info["_classic_flags"] = (bool(terminated), bool(truncated))  # popped in apply_turn
         return TurnResult(
             reward=float(reward), terminated=bool(terminated or truncated),
             reply=self.describe(obs), info=info,
         )
 
-    def finish_turn(self, finished: bool):  # noqa: D102 - see TokenEnv.finish_turn
-        obs, reward, terminated, truncated, info = super().finish_turn(finished)
+    def apply_turn(self, result: TurnResult, finished: bool):  # noqa: D102 - see TokenEnv
+        obs, reward, terminated, truncated, info = super().apply_turn(result, finished)
         # The classic env's flags are the episode's flags in both faces: its time limit is a
         # truncation, and reaching the goal on the last allowed step is both.
         classic_terminated, classic_truncated = info.pop("_classic_flags", (False, False))

@@ -14,7 +14,7 @@ from typing import Any
 
 from llm_gym.data import load_rows
 from llm_gym.rewards.math import MathResult, check_golds, gold_answer, grade_batch
-from llm_gym.token_env import Task, TokenEnv, TurnResult, chat_messages
+from llm_gym.token_env import EndedTurn, Task, TokenEnv, TurnResult, chat_messages
 from llm_gym.tokenizers import Tokenizer, load_tokenizer
 
 REWARD_MODES = ("strict", "lenient")
@@ -227,18 +227,31 @@ class MathEnv(TokenEnv):
                     metadata={"question": question})
 
     def end_turn(self, response: str, response_ids: list[int], finished: bool) -> TurnResult:
-        task = self.task
-        if not finished:
-            # Cut off at the token budget: not an answer. terminated=False -> truncated=True.
-            info = {"verdict": "truncated", "extracted": None, "gold": task.answer,
-                    "correct": False, "success": False}
-            return TurnResult(reward=0.0, terminated=False, info=info)
-        result = self.score_responses([task.index], [response])[0]
-        correct = result.verdict == "correct"
-        info = {"verdict": result.verdict, "extracted": result.answer, "gold": task.answer,
-                "correct": correct, "success": correct}
-        return TurnResult(reward=result.reward, terminated=True, info=info)
+        return self.end_turns([EndedTurn(self, response, response_ids, finished)])[0]
 
+    def end_turns(self, turns: Sequence[EndedTurn]) -> list[TurnResult]:
+        """Grade every finished reply of a vector env's step in one :func:`grade_batch` call.
+
+        The worker pool grades them in parallel; a turn cut at the token budget is no answer.
+        """
+        answered = [t for t in turns if t.finished]
+        graded = iter(self.score_responses([t.env.task.index for t in answered],
+                                           [t.response for t in answered]) if answered else [])
+        results = []
+        for turn in turns:
+            task = turn.env.task
+            if not turn.finished:
+                # Cut off at the token budget: not an answer. terminated=False -> truncated=True.
+                info = {"verdict": "truncated", "extracted": None, "gold": task.answer,
+                        "correct": False, "success": False}
+                results.append(TurnResult(reward=0.0, terminated=False, info=info))
+                continue
+            result = next(graded)
+            correct = result.verdict == "correct"
+            info = {"verdict": result.verdict, "extracted": result.answer, "gold": task.answer,
+                    "correct": correct, "success": correct}
+            results.append(TurnResult(reward=result.reward, terminated=True, info=info))
+        return results
 
 def make_vec(num_envs: int, **kwargs: Any):
     """Vector entry point: ``gym.make_vec(id, n, vectorization_mode="vector_entry_point")``."""

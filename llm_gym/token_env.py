@@ -11,7 +11,9 @@ own one batch of rows and step all of its envs with a few numpy operations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,8 @@ import numpy as np
 from gymnasium import spaces
 
 from llm_gym.tokenizers import Message, Tokenizer, load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 def chat_messages(user: str, system: str | None = None) -> list[Message]:
@@ -58,6 +62,69 @@ class TurnResult:
     terminated: bool = True
     reply: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EndedTurn:
+    """An agent turn waiting for its score: the env it belongs to and the reply."""
+
+    env: TokenEnv
+    response: str
+    response_ids: list[int]
+    finished: bool
+
+
+def score_turns(turns: Sequence[EndedTurn]) -> list[TurnResult]:
+    """Score ended turns (of one env class) in one call, turning reward failures into verdicts.
+
+    This is the only place where reward failures are handled. An exception (not
+    ``BaseException``: Ctrl-C still stops a run), a ``None`` or non-finite reward, or something
+    that is not a :class:`TurnResult` ends that episode with reward 0.0 and
+    ``info["reward_error"]`` (``"exception:<type>"``, ``"none"``, ``"nan"`` or ``"invalid"``);
+    rollouts drop such rows and trainers count them. When the batch call raises, each turn is
+    scored alone, so one bad reply does not cost the others their scores.
+
+    Example:
+        >>> from llm_gym.envs.arithmetic import ArithmeticEnv
+        >>> env = ArithmeticEnv()
+        >>> _ = env.reset(seed=0)
+        >>> env.end_turn = lambda *a: 1 / 0
+        >>> score_turns([EndedTurn(env, "4", [52], True)])[0].info["reward_error"]
+        'exception:ZeroDivisionError'
+    """
+    if len(turns) <= 1:  # one turn needs no batch: its env's end_turn scores it
+        return [_checked(_scored_alone(turn)) for turn in turns]
+    try:
+        results = list(turns[0].env.end_turns(turns))
+        if len(results) != len(turns):
+            raise ValueError(f"end_turns returned {len(results)} results for {len(turns)} turns")
+    except Exception:  # noqa: BLE001 - retried one by one, so each failure is named
+        results = [_scored_alone(turn) for turn in turns]
+    return [_checked(result) for result in results]
+
+
+def _scored_alone(turn: EndedTurn) -> Any:
+    try:
+        return turn.env.end_turn(turn.response, turn.response_ids, turn.finished)
+    except Exception as err:  # noqa: BLE001 - any grader failure becomes a counted verdict
+        logger.warning("reward raised %s: %s; episode ended, sample dropped",
+                       type(err).__name__, err)
+        return TurnResult(reward=0.0, terminated=True,
+                          info={"reward_error": f"exception:{type(err).__name__}"})
+
+
+def _checked(result: Any) -> TurnResult:
+    if not isinstance(result, TurnResult):
+        return TurnResult(reward=0.0, terminated=True, info={"reward_error": "invalid"})
+    reward = result.reward
+    try:
+        broken = reward is None or not math.isfinite(float(reward))
+    except (TypeError, ValueError):
+        return TurnResult(reward=0.0, terminated=True, info={"reward_error": "invalid"})
+    if broken:
+        kind = "none" if reward is None else "nan"
+        return TurnResult(reward=0.0, terminated=True, info={**result.info, "reward_error": kind})
+    return result
 
 
 class TokenBuffers:
@@ -273,11 +340,30 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         self, finished: bool
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Score the turn that just ended and append the env's reply, if any."""
-        row = self._row
-        ids = self._buf.input_ids[row, self._turn_start : self._length].tolist()
+        return self.apply_turn(score_turns([self.ended_turn(finished)])[0], finished)
+
+    def ended_turn(self, finished: bool) -> EndedTurn:
+        """The turn that just ended, ready for :func:`score_turns`."""
+        ids = self._buf.input_ids[self._row, self._turn_start : self._length].tolist()
         if finished:
             ids = ids[:-1]  # the end-of-turn token is a delimiter, not part of the reply
-        result = self.end_turn(self.tokenizer.decode(ids, skip_special_tokens=True), ids, finished)
+        return EndedTurn(self, self.tokenizer.decode(ids, skip_special_tokens=True), ids,
+                         finished)
+
+    def end_turns(self, turns: Sequence[EndedTurn]) -> list[TurnResult]:
+        """Score several ended turns of envs of this class in one call.
+
+        The default calls each env's :meth:`end_turn`; envs whose scorer grades a batch in
+        parallel (the math worker pool, the sandbox pool) override this. Failures need no
+        handling here: :func:`score_turns` catches them.
+        """
+        return [t.env.end_turn(t.response, t.response_ids, t.finished) for t in turns]
+
+    def apply_turn(
+        self, result: TurnResult, finished: bool
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """End the turn with its (checked) score: set the flags, append the reply, if any."""
+        row = self._row
         self._buf.turn_tokens[row] = 0
         terminated, truncated = bool(result.terminated), not finished and not result.terminated
         if not (terminated or truncated) and result.reply is not None:

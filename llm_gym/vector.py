@@ -2,8 +2,9 @@
 
 :class:`TokenVectorEnv` owns a :class:`~llm_gym.token_env.TokenBuffers` of ``num_envs`` rows and
 hands one row to each sub-env. A step appends every agent's token with a few array operations;
-only the rows whose turn ended call into Python (to score the turn and append a reply), so the
-env adds microseconds per env-step and never becomes the bottleneck next to a model.
+only the rows whose turn ended call into Python (scored together in one call, then each appends
+its reply), so the env adds microseconds per env-step and never becomes the bottleneck next to a
+model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from llm_gym.token_env import TokenBuffers, TokenEnv
+from llm_gym.token_env import TokenBuffers, TokenEnv, score_turns
 
 
 class TokenVectorEnv(VectorEnv):
@@ -184,8 +185,11 @@ class TokenVectorEnv(VectorEnv):
             active = ~self._done
         rows = np.flatnonzero(active)
         ended = self._append_tokens(rows, actions[rows])
-        for i, finished in ended:
-            _, reward, term, trunc, info = self.envs[i].finish_turn(finished)
+        # All rows that ended a turn are scored in one call, so a pooled grader (math workers,
+        # the sandbox) grades them in parallel; score_turns turns reward failures into verdicts.
+        turns = [self.envs[i].ended_turn(finished) for i, finished in ended]
+        for (i, finished), result in zip(ended, score_turns(turns), strict=True):
+            _, reward, term, trunc, info = self.envs[i].apply_turn(result, finished)
             rewards[i], terminated[i], truncated[i] = reward, term, trunc
             infos = self._add_info(infos, info, i)
         self._done |= terminated | truncated
@@ -244,3 +248,21 @@ class TokenVectorEnv(VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:
             env.close()
+
+
+def row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
+    """Row ``row``'s entries of a Gymnasium vector-env ``info`` dict (``_key`` masks honoured).
+
+    Example:
+        >>> row_info({"a": np.array([1, 2]), "_a": np.array([False, True])}, 1)
+        {'a': np.int64(2)}
+    """
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        present = infos.get(f"_{key}")
+        if present is not None and not present[row]:
+            continue
+        out[key] = row_info(value, row) if isinstance(value, dict) else value[row]
+    return out

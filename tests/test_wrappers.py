@@ -143,11 +143,17 @@ def test_reward_terms_rejects_bad_names(kwargs, match):
         RewardTerms(gym.make("CartPole-v1"), **kwargs)
 
 
-def test_non_finite_term_raises_naming_it():
+def test_a_failing_term_ends_the_episode_with_a_counted_error_naming_it(caplog):
     env = RewardTerms(gym.make("CartPole-v1"), {"broken": lambda *_: float("nan")})
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="broken"):
+    _, reward, terminated, _, info = env.step(0)
+    assert terminated and reward == 1.0  # the env's own reward, finite
+    assert info["reward_error"] == "wrapper:RewardTerms:ValueError"
+    assert "broken" in caplog.text
+    with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
+    env.reset(seed=1)
+    assert env.step(0)[2] is True  # still broken, still counted
 
 
 def test_response_terms_see_each_turn_of_a_multi_turn_env():

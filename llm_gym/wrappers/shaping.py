@@ -17,12 +17,14 @@ you want a text face (it sums the rewards and components of the tokens it feeds)
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
+import numpy as np
 
 from llm_gym.wrappers.response import (
     Response,
@@ -31,6 +33,8 @@ from llm_gym.wrappers.response import (
     require_token_env,
     turn_ended,
 )
+
+logger = logging.getLogger(__name__)
 
 StepTerm = Callable[[Any, Any, SupportsFloat, bool, bool, dict], SupportsFloat]
 ResponseTerm = Callable[[str], SupportsFloat]
@@ -44,37 +48,90 @@ def _finite(name: str, value: SupportsFloat) -> float:
 
 
 class _Shaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Shared step: call :meth:`terms`, add them to the reward, record the components."""
+    """Shared step: compute the terms, add them to the reward, record the components.
+
+    A term is computed by :meth:`row_terms` (step terms) or :meth:`response_terms` (once per
+    finished agent turn); the vector twins in :mod:`llm_gym.wrappers.vector` call the same
+    methods per row, so each reward term has one implementation. Single envs use row 0 of
+    per-row state. A term that raises ends the episode (``terminated``) with the env's reward
+    alone and ``info["reward_error"] = "wrapper:<Name>:<error>"``: rollouts drop and count it.
+    """
 
     scale = 1.0
+    uses_responses = False  # response_terms is called when an agent turn ends
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._failed = False
+        self.reset_row(0, obs)
+        return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if getattr(self, "_failed", False):
+            raise RuntimeError(f"{type(self).__name__} ended the episode after a failed reward "
+                               "term; call reset()")
         obs, reward, terminated, truncated, info = self.env.step(action)
-        terms = self.terms(obs, action, reward, terminated, truncated, info)
+        try:
+            terms = self.row_terms(0, obs, action, reward, terminated, truncated, info)
+            if self.uses_responses:
+                ended = turn_ended(obs, terminated, truncated)
+                response = last_response(obs, self._tokenizer) if ended else None
+                terms.update(self.response_terms(response))
+        except Exception as err:  # noqa: BLE001 - a broken term is a counted failure
+            self._failed = True
+            return obs, float(reward), True, truncated, term_failure(self, err, info)
         total, info = add_reward_components(info, float(reward), terms, self.scale)
         return obs, total, terminated, truncated, info
 
-    def terms(self, obs: Any, action: Any, reward: SupportsFloat, terminated: bool,
-              truncated: bool, info: dict[str, Any]) -> dict[str, float]:
-        raise NotImplementedError
+    def reset_row(self, row: int, obs: Any) -> None:
+        """Start row ``row``'s episode at ``obs`` (per-row state; most terms have none)."""
+
+    def row_terms(self, row: int, obs: Any, action: Any, reward: SupportsFloat,
+                  terminated: bool, truncated: bool, info: dict[str, Any]) -> dict[str, float]:
+        """The step terms of row ``row`` (every step)."""
+        return {}
+
+    def response_terms(self, response: Response | None) -> dict[str, float]:
+        """The response terms of a finished turn (``None``: no turn ended this step)."""
+        return {}
+
+
+def term_failure(wrapper: Any, err: Exception, info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` of a step whose reward term raised: logged, and named in ``reward_error``."""
+    name = type(wrapper).__name__
+    logger.warning("%s raised %s: %s; episode ended, sample dropped", name,
+                   type(err).__name__, err)
+    return {**info, "reward_error": f"wrapper:{name}:{type(err).__name__}"}
+
+
+def check_fits(wrapper: str, env: Any, potential: Callable[[Any], SupportsFloat],
+               space: gym.Space) -> None:
+    """Raise a TypeError naming ``wrapper`` and ``env`` if ``potential`` fails on ``space``."""
+    try:
+        _finite("potential", potential(space.sample()))
+    except Exception as err:  # noqa: BLE001 - any failure means the function does not fit
+        raise TypeError(
+            f"{wrapper}: the potential {getattr(potential, '__name__', potential)!r} fails on an "
+            f"observation of {env} ({space}): {type(err).__name__}: {err}. Give a potential "
+            "of this env's observations (a token env observes a dict of token-id arrays)"
+        ) from err
 
 
 class _ResponseShaping(_Shaping):
     """A term computed once per finished agent turn of a token env, 0 on other steps."""
 
     name = "response"
+    uses_responses = True
 
     def __init__(self, env: gym.Env) -> None:
         gym.Wrapper.__init__(self, env)
         self._tokenizer = require_token_env(env, type(self).__name__)
 
-    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
-        if not turn_ended(obs, terminated, truncated):
-            return {self.name: 0.0}
-        response = last_response(obs, self._tokenizer)
+    def response_terms(self, response: Response | None) -> dict[str, float]:  # noqa: D102
         return {self.name: 0.0 if response is None else self.score(response)}
 
     def score(self, response: Response) -> float:
+        """The term of one finished reply."""
         raise NotImplementedError
 
 
@@ -114,6 +171,15 @@ class RewardTerms(_Shaping):
             self, terms=terms, response_terms=response_terms, weights=weights,
             name_prefix=name_prefix, _disable_deepcopy=True)
         gym.Wrapper.__init__(self, env)
+        self.configure(terms, response_terms, weights, name_prefix)
+        self.uses_responses = bool(self._response_terms)
+        self._tokenizer = (require_token_env(env, "RewardTerms(response_terms=...)")
+                           if self._response_terms else None)
+
+    def configure(self, terms: Mapping[str, StepTerm] | None,
+                  response_terms: Mapping[str, ResponseTerm] | None,
+                  weights: Mapping[str, float] | None, name_prefix: str) -> None:
+        """Check and set the terms and weights (shared with the vector twin)."""
         self._step_terms = dict(terms or {})
         self._response_terms = dict(response_terms or {})
         names = [*self._step_terms, *self._response_terms]
@@ -126,20 +192,19 @@ class RewardTerms(_Shaping):
         self.scale = float(weights.pop("env", 1.0))
         self.weights = {name: float(weights.get(name, 1.0)) for name in names}
         self.name_prefix = name_prefix
-        self._tokenizer = (require_token_env(env, "RewardTerms(response_terms=...)")
-                           if self._response_terms else None)
 
-    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
+    def row_terms(self, row, obs, action, reward, terminated, truncated, info):  # noqa: D102
         out = {}
         for name, fn in self._step_terms.items():
             value = _finite(name, fn(obs, action, reward, terminated, truncated, info))
             out[self.name_prefix + name] = self.weights[name] * value
-        if self._response_terms:
-            ended = turn_ended(obs, terminated, truncated)
-            response = last_response(obs, self._tokenizer) if ended else None
-            for name, fn in self._response_terms.items():
-                value = 0.0 if response is None else _finite(name, fn(response.text))
-                out[self.name_prefix + name] = self.weights[name] * value
+        return out
+
+    def response_terms(self, response):  # noqa: D102
+        out = {}
+        for name, fn in self._response_terms.items():
+            value = 0.0 if response is None else _finite(name, fn(response.text))
+            out[self.name_prefix + name] = self.weights[name] * value
         return out
 
 
@@ -171,28 +236,39 @@ class PotentialShaping(_Shaping):
         gym.utils.RecordConstructorArgs.__init__(self, potential=potential, gamma=gamma,
                                                  name=name, _disable_deepcopy=True)
         gym.Wrapper.__init__(self, env)
+        self.configure(potential, gamma, name, 1, env, env.observation_space)
+
+    def configure(self, potential: Callable[[Any], SupportsFloat], gamma: float, name: str,
+                  num_rows: int, env: Any, space: gym.Space) -> None:
+        """Check the arguments against the env and set up ``num_rows`` rows of state."""
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+        if not callable(potential):
+            raise TypeError(f"potential must be a function of an observation, got "
+                            f"{type(potential).__name__} {potential!r}")
+        check_fits(type(self).__name__, env, potential, space)
         self.potential, self.gamma, self.name = potential, float(gamma), name
-        self._phi: float | None = None
+        self._phi = np.full(num_rows, np.nan)  # NaN: the row's episode has not started
 
-    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        obs, info = self.env.reset(**kwargs)
-        self._phi = _finite(self.name, self.potential(obs))
-        return obs, info
+    def reset_row(self, row: int, obs: Any) -> None:  # noqa: D102
+        self._phi[row] = _finite(self.name, self.potential(obs))
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        if self._phi is None:
+        if np.isnan(self._phi[0]) and not getattr(self, "_failed", False):
             raise RuntimeError(
                 "PotentialShaping.step() before reset() or after the episode ended; call reset()"
             )
         return super().step(action)
 
-    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
+    def row_terms(self, row, obs, action, reward, terminated, truncated, info):  # noqa: D102
+        phi = self._phi[row]
+        if np.isnan(phi):
+            raise RuntimeError(
+                "PotentialShaping.step() before reset() or after the episode ended; call reset()"
+            )
         phi_next = 0.0 if terminated else _finite(self.name, self.potential(obs))
-        shaped = self.gamma * phi_next - self._phi
-        self._phi = None if (terminated or truncated) else phi_next
-        return {self.name: shaped}
+        self._phi[row] = np.nan if (terminated or truncated) else phi_next
+        return {self.name: self.gamma * phi_next - phi}
 
 
 class LengthPenalty(_Shaping):
@@ -212,11 +288,15 @@ class LengthPenalty(_Shaping):
     def __init__(self, env: gym.Env, coef: float = 0.001, name: str = "length_penalty") -> None:
         gym.utils.RecordConstructorArgs.__init__(self, coef=coef, name=name)
         gym.Wrapper.__init__(self, env)
+        self.configure(coef, name)
+
+    def configure(self, coef: float, name: str) -> None:
+        """Check and set the arguments (shared with the vector twin)."""
         if coef < 0:
             raise ValueError(f"coef is the penalty per token and must be >= 0, got {coef}")
         self.coef, self.name = float(coef), name
 
-    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
+    def row_terms(self, row, obs, action, reward, terminated, truncated, info):  # noqa: D102
         return {self.name: -self.coef}
 
 
@@ -242,7 +322,12 @@ class OverlongPenalty(_ResponseShaping):
                                                  cache_tokens=cache_tokens, weight=weight,
                                                  name=name)
         super().__init__(env)
-        limit = max_tokens if max_tokens is not None else env.unwrapped.max_new_tokens
+        self.configure(max_tokens, cache_tokens, weight, name, env.unwrapped.max_new_tokens)
+
+    def configure(self, max_tokens: int | None, cache_tokens: int | None, weight: float,
+                  name: str, budget: int) -> None:
+        """Check and set the arguments (``budget``: the env's ``max_new_tokens``)."""
+        limit = max_tokens if max_tokens is not None else budget
         cache = cache_tokens if cache_tokens is not None else max(1, limit // 4)
         if not 1 <= cache <= limit:
             raise ValueError(f"need 1 <= cache_tokens <= max_tokens, got cache_tokens={cache}, "
@@ -293,6 +378,11 @@ class FormatBonus(_ResponseShaping):
         gym.utils.RecordConstructorArgs.__init__(self, pattern=pattern, bonus=bonus, whole=whole,
                                                  name=name)
         super().__init__(env)
+        self.configure(pattern, bonus, whole, name)
+
+    def configure(self, pattern: str | re.Pattern[str], bonus: float, whole: bool,
+                  name: str) -> None:
+        """Compile and set the arguments (shared with the vector twin)."""
         self.pattern = re.compile(pattern)
         self.bonus, self.whole, self.name = float(bonus), bool(whole), name
 

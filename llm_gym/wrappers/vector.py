@@ -1,0 +1,362 @@
+"""The shaping wrappers for vector envs, like ``gymnasium.wrappers.vector``.
+
+Each class here is the batched twin of the wrapper of the same name in
+:mod:`llm_gym.wrappers.shaping` and gives the same rewards step by step: it borrows that
+wrapper's ``configure``, ``reset_row``, ``row_terms`` and ``response_terms`` and applies them per
+row, so every reward term has one implementation. They work on the batched token env of
+``gym.make_vec(id, n, vectorization_mode="vector_entry_point")`` and on Gymnasium's
+``SyncVectorEnv`` / ``AsyncVectorEnv``, in every autoreset mode: a row that did not step (frozen
+after its episode with ``autoreset_mode="Disabled"``, or being reset under ``NextStep``) gets no
+term. ``info["reward_components"]`` holds one array per term with Gymnasium's ``_name`` masks,
+the same layout a ``SyncVectorEnv`` of single wrapped envs reports.
+
+A term that raises for a row records ``info["reward_error"] = "wrapper:<Name>:<error>"`` there
+(rollouts drop and count the row) and gives it no term; with ``autoreset_mode="Disabled"`` (the
+trainers' mode) it also ends the row's episode (``terminated``) and keeps the row silent until
+it is reset.
+
+``LengthPenalty`` stays numpy-only (the trainers' hot path); the response terms call Python only
+for the rows whose turn ended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+
+from llm_gym.vector import row_info
+from llm_gym.wrappers import shaping
+from llm_gym.wrappers.response import TOKEN_KEYS, last_response
+
+
+def vector_tokenizer(envs: VectorEnv, wrapper: str) -> Any:
+    """The tokenizer of a vector token env; a TypeError naming ``wrapper`` if it has none."""
+    space = envs.single_observation_space
+    base = envs.unwrapped
+    tokenizer = getattr(base, "tokenizer", None)
+    if tokenizer is None:
+        try:
+            tokenizer = base.get_attr("tokenizer")[0]
+        except (AttributeError, NotImplementedError):
+            tokenizer = None
+    token_obs = isinstance(space, gym.spaces.Dict) and all(k in space.spaces for k in TOKEN_KEYS)
+    if tokenizer is None or not token_obs:
+        raise TypeError(
+            f"{wrapper} reads the agent's reply from a token observation (input_ids, "
+            f"attention_mask, agent_mask), but {base} has observation space {space}. Use it "
+            "on a vector env of llm_gym token envs")
+    return tokenizer
+
+
+def _row(obs: Any, i: int) -> Any:
+    if isinstance(obs, dict):
+        return {key: value[i] for key, value in obs.items()}
+    if isinstance(obs, tuple):
+        return tuple(value[i] for value in obs)
+    return obs[i]
+
+
+class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
+    """Tracks which rows stepped, computes their terms, adds them and records components."""
+
+    scale = 1.0
+    uses_responses = False
+    needs_rows = True  # row_terms must be called per row (False: vector_terms is numpy-only)
+    keeps_row_state = False  # reset_row must see every new episode's first observation
+
+    def __init__(self, env: VectorEnv) -> None:
+        VectorWrapper.__init__(self, env)
+        self._mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+        self._done = np.zeros(self.num_envs, dtype=bool)  # ended last step (or frozen)
+        self._silent = np.zeros(self.num_envs, dtype=bool)  # ended by a failed term (Disabled)
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None
+              ) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        mask = (options or {}).get("reset_mask")
+        rows = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, bool)
+        self._done[rows] = False
+        self._silent[rows] = False
+        if self.keeps_row_state:
+            for i in np.flatnonzero(rows):
+                self.reset_row(int(i), _row(obs, int(i)))
+        return obs, info
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        ended = terminated | truncated
+        if self._mode == AutoresetMode.NEXT_STEP:
+            restarted, stepped = self._done.copy(), ~self._done
+            self._done = ended.copy()
+            if self.keeps_row_state:
+                for i in np.flatnonzero(restarted):
+                    self.reset_row(int(i), _row(obs, int(i)))
+        elif self._mode == AutoresetMode.DISABLED:
+            stepped = ~self._done
+            self._done = self._done | ended
+        else:  # SAME_STEP: every row steps; a finished row's last observation is in final_obs
+            stepped = np.ones(self.num_envs, dtype=bool)
+        if self._silent.any():
+            rewards, terminated, truncated, infos = self._quiet(rewards, terminated, truncated,
+                                                               infos)
+            stepped = stepped & ~self._silent
+        values, failed = self.vector_terms(obs, actions, rewards, terminated, truncated, infos,
+                                           stepped)
+        if failed:
+            terminated, infos = self._fail(failed, terminated, infos)
+            stepped = stepped.copy()
+            stepped[[i for i, _ in failed]] = False
+        rewards, infos = self._add_components(infos, rewards, values, stepped,
+                                              terminated | truncated)
+        return obs, rewards, terminated, truncated, infos
+
+    def vector_terms(self, obs: Any, actions: Any, rewards: np.ndarray, terminated: np.ndarray,
+                     truncated: np.ndarray, infos: dict[str, Any], stepped: np.ndarray
+                     ) -> tuple[dict[str, np.ndarray], list[tuple[int, Exception]]]:
+        """Every term as one array over rows (0 where a row did not step), and the failures."""
+        values: dict[str, np.ndarray] = {}
+        failed: list[tuple[int, Exception]] = []
+        ended = self._turn_ended(obs, terminated, truncated) if self.uses_responses else None
+        if not self.needs_rows and not self.uses_responses:
+            return values, failed
+        for i in map(int, np.flatnonzero(stepped)):
+            try:
+                terms = self._row_terms(i, obs, actions, rewards, terminated, truncated, infos,
+                                        ended)
+            except Exception as err:  # noqa: BLE001 - a broken term is a counted failure
+                failed.append((i, err))
+                continue
+            for name, value in terms.items():
+                values.setdefault(name, np.zeros(self.num_envs))[i] = value
+        return values, failed
+
+    def _row_terms(self, i: int, obs: Any, actions: Any, rewards: np.ndarray,
+                   terminated: np.ndarray, truncated: np.ndarray, infos: dict[str, Any],
+                   ended: np.ndarray | None) -> dict[str, float]:
+        final = (self._mode == AutoresetMode.SAME_STEP and (terminated[i] or truncated[i])
+                 and "final_obs" in infos)
+        row_obs = infos["final_obs"][i] if final else _row(obs, i)
+        terms: dict[str, float] = {}
+        if self.needs_rows:
+            info = row_info(infos.get("final_info", {}) if final else infos, i)
+            terms.update(self.row_terms(i, row_obs, actions[i], rewards[i], bool(terminated[i]),
+                                        bool(truncated[i]), info))
+        if self.uses_responses:
+            response = last_response(row_obs, self._tokenizer) if ended[i] else None
+            terms.update(self.response_terms(response))
+        if final and self.keeps_row_state:
+            self.reset_row(i, _row(obs, i))  # SAME_STEP: obs already starts the next episode
+        return terms
+
+    def _turn_ended(self, obs: dict[str, np.ndarray], terminated: np.ndarray,
+                    truncated: np.ndarray) -> np.ndarray:
+        # Vectorised turn_ended: a turn ended when the episode did or the last token is not the
+        # agent's (the env appended its reply), so Python runs only for those rows.
+        lengths = np.count_nonzero(obs["attention_mask"], axis=1)
+        last = obs["agent_mask"][np.arange(self.num_envs), np.maximum(lengths - 1, 0)]
+        return terminated | truncated | ((lengths > 0) & (last == 0))
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _add_components(self, infos: dict[str, Any], rewards: np.ndarray,
+                        values: dict[str, np.ndarray], stepped: np.ndarray,
+                        ended: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        total = self.scale * np.asarray(rewards, dtype=np.float64)
+        for value in values.values():
+            total = total + value
+        final = self._mode == AutoresetMode.SAME_STEP and ended.any() and "final_info" in infos
+        if not final:
+            return total, self._components(infos, rewards, values, stepped)
+        # SAME_STEP puts a finished row's step info in final_info (its info is the reset's):
+        # so do its components, as a SyncVectorEnv of single wrapped envs does.
+        top = self._components(infos, rewards, values, stepped & ~ended)
+        last = self._components(infos["final_info"], rewards, values, stepped & ended)
+        return total, {**top, "final_info": last}
+
+    def _components(self, infos: dict[str, Any], rewards: np.ndarray,
+                    values: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, Any]:
+        """``infos`` with this wrapper's terms added to ``reward_components`` in ``rows``."""
+        if not rows.any():
+            return infos
+        below = infos.get("reward_components")
+        if below is None:
+            components = {"env": self.scale * np.where(rows, rewards, 0.0).astype(np.float64),
+                          "_env": rows.copy()}
+        else:
+            components = {k: (v if k.startswith("_") else self.scale * np.asarray(v))
+                          for k, v in below.items()}
+        for name, value in values.items():
+            components[name] = components.get(name, 0.0) + np.where(rows, value, 0.0)
+            components[f"_{name}"] = components.get(f"_{name}", False) | rows
+        present = infos.get("_reward_components", np.zeros(self.num_envs, dtype=bool)) | rows
+        return {**infos, "reward_components": components, "_reward_components": present}
+
+    def _fail(self, failed: list[tuple[int, Exception]], terminated: np.ndarray,
+              infos: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        infos = dict(infos)
+        for i, err in failed:
+            error = shaping.term_failure(self, err, {})["reward_error"]
+            infos = self._add_info(infos, {"reward_error": error}, i)
+        if self._mode == AutoresetMode.DISABLED:
+            rows = [i for i, _ in failed]
+            terminated = terminated.copy()
+            terminated[rows] = True
+            self._done[rows] = self._silent[rows] = True
+        return terminated, infos
+
+    def _quiet(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+               infos: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Rows this wrapper ended still step below it: hide what they report until reset."""
+        keep = ~self._silent
+        return (np.where(keep, rewards, 0.0), terminated & keep, truncated & keep,
+                _mask_rows(infos, keep))
+
+    # The row hooks of the single-env wrappers (overridden by borrowing theirs).
+    def reset_row(self, row: int, obs: Any) -> None:  # noqa: D102
+        pass
+
+    def row_terms(self, row, obs, action, reward, terminated, truncated, info):  # noqa: D102
+        return {}
+
+    def response_terms(self, response):  # noqa: D102
+        return {}
+
+
+def _mask_rows(infos: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+    out = {}
+    for key, value in infos.items():
+        if key.startswith("_") and isinstance(value, np.ndarray) and value.dtype == bool:
+            out[key] = value & keep
+        elif isinstance(value, dict):
+            out[key] = _mask_rows(value, keep)
+        else:
+            out[key] = value
+    return out
+
+
+class LengthPenalty(_VectorShaping):
+    """``-coef`` per agent step in every row that stepped (see the single-env ``LengthPenalty``).
+
+    Example:
+        >>> import gymnasium as gym, numpy as np, llm_gym
+        >>> envs = LengthPenalty(gym.make_vec("llm_gym/Arithmetic-v0", 2,
+        ...     vectorization_mode="vector_entry_point"), coef=0.01)
+        >>> _ = envs.reset(seed=0)
+        >>> envs.step(np.array([65, 65]))[1].tolist()
+        [-0.01, -0.01]
+    """
+
+    needs_rows = False
+    configure = shaping.LengthPenalty.configure
+    row_terms = shaping.LengthPenalty.row_terms
+
+    def __init__(self, env: VectorEnv, coef: float = 0.001, name: str = "length_penalty"
+                 ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, coef=coef, name=name)
+        super().__init__(env)
+        self.configure(coef, name)
+
+    def vector_terms(self, obs, actions, rewards, terminated, truncated, infos, stepped):
+        # The same term as row_terms, for all rows at once (numpy only: the hot path).
+        (name, value), = self.row_terms(0, None, None, 0.0, False, False, {}).items()
+        return {name: np.where(stepped, value, 0.0)}, []
+
+
+class PotentialShaping(_VectorShaping):
+    """``gamma * Phi(s') - Phi(s)`` per row (Ng, Harada & Russell, 1999), one ``Phi`` per row.
+
+    Example:
+        >>> import gymnasium as gym, numpy as np
+        >>> envs = PotentialShaping(gym.make_vec("CartPole-v1", 2), lambda o: -abs(o[2]))
+        >>> _ = envs.reset(seed=0)
+        >>> sorted(envs.step(np.array([0, 1]))[4]["reward_components"])
+        ['_env', '_potential', 'env', 'potential']
+    """
+
+    keeps_row_state = True
+    configure = shaping.PotentialShaping.configure
+    reset_row = shaping.PotentialShaping.reset_row
+    row_terms = shaping.PotentialShaping.row_terms
+
+    def __init__(self, env: VectorEnv, potential: Any, gamma: float = 0.99,
+                 name: str = "potential") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, potential=potential, gamma=gamma,
+                                                 name=name, _disable_deepcopy=True)
+        super().__init__(env)
+        self.configure(potential, gamma, name, self.num_envs, env.unwrapped,
+                       env.single_observation_space)
+
+
+class RewardTerms(_VectorShaping):
+    """Weighted named terms per row (see the single-env ``RewardTerms``)."""
+
+    row_terms = shaping.RewardTerms.row_terms
+    response_terms = shaping.RewardTerms.response_terms
+
+    def __init__(self, env: VectorEnv, terms: Any = None, response_terms: Any = None,
+                 weights: Any = None, name_prefix: str = "") -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, terms=terms, response_terms=response_terms, weights=weights,
+            name_prefix=name_prefix, _disable_deepcopy=True)
+        super().__init__(env)
+        shaping.RewardTerms.configure(self, terms, response_terms, weights, name_prefix)
+        self.needs_rows = bool(self._step_terms)
+        self.uses_responses = bool(self._response_terms)
+        self._tokenizer = (vector_tokenizer(env, "RewardTerms(response_terms=...)")
+                           if self.uses_responses else None)
+
+
+class OverlongPenalty(_VectorShaping):
+    """DAPO's soft overlong punishment on each row's finished turns (see the single-env one)."""
+
+    needs_rows = False
+    uses_responses = True
+    configure = shaping.OverlongPenalty.configure
+    penalty = shaping.OverlongPenalty.penalty
+    score = shaping.OverlongPenalty.score
+    response_terms = shaping.OverlongPenalty.response_terms
+
+    def __init__(self, env: VectorEnv, max_tokens: int | None = None,
+                 cache_tokens: int | None = None, weight: float = 1.0,
+                 name: str = "overlong_penalty") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, max_tokens=max_tokens,
+                                                 cache_tokens=cache_tokens, weight=weight,
+                                                 name=name)
+        super().__init__(env)
+        self._tokenizer = vector_tokenizer(env, "OverlongPenalty")
+        self.configure(max_tokens, cache_tokens, weight, name, _max_new_tokens(env))
+
+
+class FormatBonus(_VectorShaping):
+    """``bonus`` per row whose finished reply matches ``pattern`` (see the single-env one)."""
+
+    needs_rows = False
+    uses_responses = True
+    configure = shaping.FormatBonus.configure
+    matches = shaping.FormatBonus.matches
+    score = shaping.FormatBonus.score
+    response_terms = shaping.FormatBonus.response_terms
+
+    def __init__(self, env: VectorEnv, pattern: Any, bonus: float = 0.1, whole: bool = False,
+                 name: str = "format_bonus") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, pattern=pattern, bonus=bonus, whole=whole,
+                                                 name=name)
+        super().__init__(env)
+        self._tokenizer = vector_tokenizer(env, "FormatBonus")
+        self.configure(pattern, bonus, whole, name)
+
+
+def _max_new_tokens(envs: VectorEnv) -> int:
+    base = envs.unwrapped
+    value = getattr(base, "_max_new", None)
+    if value is None:
+        value = base.get_attr("max_new_tokens")[0]
+    return int(value)
+
+
+__all__ = ["FormatBonus", "LengthPenalty", "OverlongPenalty", "PotentialShaping",
+           "RewardTerms"]
