@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart")
+COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
