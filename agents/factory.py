@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from gymnasium.envs.registration import load_env_creator
 
 from llm_gym.agents.config import read_config_file
+from llm_gym.wrappers.stack import is_token_env_id, parse_wrappers
 
 AGENT_NAMES = ("grpo", "ppo", "sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo",
                "q-learning", "greedy", "random")
@@ -42,16 +42,6 @@ def check_agent_name(name: str) -> None:
         raise ValueError(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
 
 
-def is_token_env_id(env_id: str) -> bool:
-    """Whether the registered ``env_id`` builds an llm_gym token env (without building it)."""
-    import llm_gym  # noqa: F401 - registers the llm_gym ids
-    from llm_gym.token_env import TokenEnv
-
-    entry = gym.spec(env_id).entry_point
-    creator = load_env_creator(entry) if isinstance(entry, str) else entry
-    return isinstance(creator, type) and issubclass(creator, TokenEnv)
-
-
 def load_config(config: Any) -> Any:
     """A config given as a path (TOML or JSON) becomes a dict; anything else is returned."""
     if not isinstance(config, (str, Path)):
@@ -62,8 +52,9 @@ def load_config(config: Any) -> Any:
 def make_agent(
     name: str, env_id: str, *, model: Any = None, config: Any = None, seed: int = 0,
     log_dir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
+    wrappers: Any = None,
 ) -> Any:
-    """Build agent ``name`` for the registered env ``env_id``.
+    """Build agent ``name`` for the registered env ``env_id``, wrapped in ``wrappers``.
 
     Args:
         name: one of :data:`AGENT_NAMES`.
@@ -75,6 +66,8 @@ def make_agent(
         seed: seed of the agent and its envs.
         log_dir: metrics/TensorBoard folder (grpo, ppo, SB3).
         env_kwargs: keyword arguments of ``gym.make``.
+        wrappers: a wrapper stack (``[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]``,
+            see :mod:`llm_gym.wrappers.stack`): every agent learns the shaped reward.
 
     Raises:
         ValueError: unknown name, or :class:`AgentEnvMismatch` when the agent cannot act in
@@ -87,8 +80,9 @@ def make_agent(
     """
     check_agent_name(name)
     config = load_config(config)
+    wrappers = parse_wrappers(wrappers)
     if name in LLM_AGENTS:
-        return _make_llm_agent(name, env_id, model, config, seed, log_dir, env_kwargs)
+        return _make_llm_agent(name, env_id, model, config, seed, log_dir, env_kwargs, wrappers)
     if model is not None:
         raise ValueError(f"model= only applies to grpo and ppo, not to {name}")
     if config is not None and not isinstance(config, dict):
@@ -97,7 +91,7 @@ def make_agent(
     kwargs = dict(config or {})
     from llm_gym.agents.sb3 import make_env
 
-    env = make_env(env_id, env_kwargs)
+    env = make_env(env_id, env_kwargs, wrappers)
     return _make_env_agent(name, env, kwargs, seed, log_dir)
 
 
@@ -116,7 +110,7 @@ def _make_env_agent(name: str, env: gym.Env, kwargs: dict, seed: int, log_dir: A
 
 
 def _make_llm_agent(name: str, env_id: str, model: Any, config: Any, seed: int, log_dir: Any,
-                    env_kwargs: dict[str, Any] | None) -> Any:
+                    env_kwargs: dict[str, Any] | None, wrappers: list[dict[str, Any]]) -> Any:
     token_env = is_token_env_id(env_id)
     if name == "grpo" and not token_env:
         raise AgentEnvMismatch(
@@ -131,7 +125,7 @@ def _make_llm_agent(name: str, env_id: str, model: Any, config: Any, seed: int, 
         raise TypeError(f"config of {name} must be a {config_cls.__name__}, a dict or a file, "
                         f"got {type(config).__name__}")
     kwargs: dict[str, Any] = {"config": config, "env_kwargs": env_kwargs, "seed": seed,
-                              "log_dir": log_dir}
+                              "log_dir": log_dir, "wrappers": wrappers}
     if model is not None:
         kwargs["model"] = model
     return agent_cls(env_id, **kwargs)
@@ -171,22 +165,26 @@ def agent_file(name: str, directory: str | Path) -> Path:
 
 def load_agent(
     name: str, path: str | Path, env_id: str, *, env_kwargs: dict[str, Any] | None = None,
-    seed: int = 0, log_dir: str | Path | None = None,
+    seed: int = 0, log_dir: str | Path | None = None, wrappers: Any = None,
 ) -> Any:
-    """Load an agent saved with ``agent.save(path)`` so that ``learn`` continues its run."""
+    """Load an agent saved with ``agent.save(path)`` so that ``learn`` continues its run.
+
+    ``wrappers`` rebuilds the run's wrapper stack (``llm-gym train`` records it in run.json).
+    """
     check_agent_name(name)
     if name.startswith("sb3-"):
         from llm_gym.agents.sb3 import load_sb3_agent
 
         return load_sb3_agent(name.removeprefix("sb3-"), path, env_id, env_kwargs=env_kwargs,
+                              wrappers=wrappers,
                               tensorboard_log=str(log_dir) if log_dir else None)
     if name in LLM_AGENTS:
         agent_cls, _ = llm_agent_classes(name)
-        return agent_cls.load(path)
+        return agent_cls.load(path, wrappers=wrappers)
     from llm_gym.agents.greedy import GreedyAgent, RandomAgent
     from llm_gym.agents.sb3 import make_env
     from llm_gym.agents.tabular import QLearningAgent
 
     cls = {"q-learning": QLearningAgent, "greedy": GreedyAgent, "random": RandomAgent}[name]
-    env = make_env(env_id, env_kwargs)
+    env = make_env(env_id, env_kwargs, wrappers)
     return cls.load(path, env=env) if name != "random" else cls(env, seed=seed)

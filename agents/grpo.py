@@ -27,13 +27,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
 from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logprobs
+from llm_gym.agents.token_envs import (
+    build_token_envs,
+    evaluate_policy,
+    first_env,
+    portable,
+    saved_stack,
+)
 from llm_gym.agents.training import (
     MetricsLogger,
     RewardFailures,
@@ -51,6 +57,7 @@ from llm_gym.agents.training import (
     write_state_dir,
 )
 from llm_gym.models import load_model
+from llm_gym.wrappers.stack import make_env
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +243,8 @@ class GRPOAgent:
 
     Args:
         env: an env id (built as a DISABLED-autoreset vector env of ``group_size x
-            prompts_per_batch`` rows, with the model's tokenizer) or such a vector env.
+            prompts_per_batch`` rows, with the model's tokenizer), such a vector env (wrapped
+            or not), or a wrapped single env (its wrappers are rebuilt on the batch).
         model: anything :func:`llm_gym.models.load_model` takes, or an ``nn.Module`` (then pass
             ``tokenizer`` when the env is an id).
         config: :class:`GRPOConfig`.
@@ -245,6 +253,9 @@ class GRPOAgent:
         seed: seeds torch, numpy, python, the sampler and the env resets.
         log_dir: TensorBoard, ``metrics.csv``, ``reward_curve.png`` and ``checkpoints/`` go here.
         device: torch device (default: GPU when present).
+        wrappers: a wrapper stack (``[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]``,
+            see :mod:`llm_gym.wrappers.stack`) applied to the batch: GRPO learns from the shaped
+            reward, and each term's episode mean is logged as ``reward/<term>``.
 
     Resume: ``GRPOAgent.load(checkpoint).learn(total, reset_num_timesteps=False)`` continues a
     run, or ``agent.learn(total, resume_from=path)`` restores the newest checkpoint at ``path``
@@ -260,7 +271,7 @@ class GRPOAgent:
         self, env: str | Any, model: str | torch.nn.Module = "tiny",
         config: GRPOConfig | None = None, *, env_kwargs: dict[str, Any] | None = None,
         tokenizer: Any = None, seed: int = 0, log_dir: str | Path | None = None,
-        device: str | None = None,
+        device: str | None = None, wrappers: Any = None,
     ) -> None:
         self.config = config or GRPOConfig()
         self.seed = int(seed)
@@ -271,13 +282,17 @@ class GRPOAgent:
         else:
             self.model = model
         self.device = next(self.model.parameters()).device
-        self.env_id = env if isinstance(env, str) else None
-        self.env_kwargs = {k: v for k, v in (env_kwargs or {}).items() if k != "tokenizer"}
-        self.envs = self._make_envs(env, env_kwargs, tokenizer)
-        self.tokenizer = self.envs.tokenizer
+        kwargs = dict(env_kwargs or {})
+        if tokenizer is not None:
+            kwargs.setdefault("tokenizer", tokenizer)
+        rows = self.config.group_size * self.config.prompts_per_batch
+        self.envs, self.env_id, kwargs, self.wrappers = build_token_envs(env, rows, kwargs,
+                                                                         wrappers)
+        self.env_kwargs = {k: v for k, v in kwargs.items() if k != "tokenizer"}
+        self.tokenizer = first_env(self.envs).tokenizer
         self._check_sizes()
         self.vocab_size = int(self.envs.single_action_space.n)
-        self.sampler = TaskSampler(self.envs.envs[0].num_tasks, seed=self.seed)
+        self.sampler = TaskSampler(first_env(self.envs).num_tasks, seed=self.seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate,
@@ -289,20 +304,6 @@ class GRPOAgent:
         self.stop_reason: str | None = None
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.metrics = MetricsLogger(self.log_dir)
-
-    def _make_envs(self, env: str | Any, env_kwargs: dict[str, Any] | None, tokenizer: Any
-                   ) -> Any:
-        rows = self.config.group_size * self.config.prompts_per_batch
-        if not isinstance(env, str):
-            if env.num_envs != rows:
-                raise ValueError(f"the vector env has {env.num_envs} rows but group_size x "
-                                 f"prompts_per_batch = {rows}; build it with {rows} envs")
-            return env
-        kwargs = dict(env_kwargs or {})
-        if tokenizer is not None:
-            kwargs.setdefault("tokenizer", tokenizer)
-        return gym.make_vec(env, rows, vectorization_mode="vector_entry_point",
-                            autoreset_mode="Disabled", **kwargs)
 
     def _check_sizes(self) -> None:
         vocab = int(self.envs.single_action_space.n)
@@ -502,7 +503,7 @@ class GRPOAgent:
     def _max_completion_length(self) -> int:
         if self.config.max_completion_length is not None:
             return self.config.max_completion_length
-        return int(self.envs.envs[0].max_new_tokens)
+        return int(first_env(self.envs).max_new_tokens)
 
     # -------------------------------------------------------------------------- learn
     def learn(
@@ -578,6 +579,7 @@ class GRPOAgent:
         return {
             "format": "llm_gym.grpo/1", "config": asdict(self.config),
             "model_spec": self.model_spec, "env_id": self.env_id, "env_kwargs": self.env_kwargs,
+            "wrappers": portable(self.wrappers), "wrapped": bool(self.wrappers),
             "seed": self.seed, "model": _trainable_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state({"sample": self.generator}), "sampler": self.sampler.state_dict(),
@@ -624,6 +626,7 @@ class GRPOAgent:
             raise ValueError(f"{path} was saved with a vector env object; pass env=")
         config = GRPOConfig(**state["config"])
         kwargs.setdefault("env_kwargs", state["env_kwargs"])
+        kwargs["wrappers"] = saved_stack(state, kwargs.get("wrappers"), path)
         agent = cls(env, model, config, seed=state["seed"], **kwargs)
         agent.load_state(state)
         return agent
@@ -659,33 +662,24 @@ class GRPOAgent:
 
     def evaluate(self, num_episodes: int = 32, deterministic: bool = True,
                  env_kwargs: dict[str, Any] | None = None, seed: int = 12345,
-                 batch_size: int = 16) -> dict[str, float]:
+                 batch_size: int = 16) -> dict[str, Any]:
         """Play ``num_episodes`` episodes on items 0..N-1 (e.g. ``env_kwargs={"split": "test"}``).
 
-        Returns mean_return, success_rate (NaN when the env does not say), mean_length.
+        The env is the training env's, wrappers included. Returns mean_return (shaped),
+        env_return (unshaped), success_rate (None when the env does not say), mean_length
+        (see :func:`~llm_gym.agents.token_envs.evaluate_policy`).
         """
         if self.env_id is None:
             raise ValueError("evaluate() needs an agent built from an env id")
-        rows = min(batch_size, num_episodes)
-        envs = gym.make_vec(self.env_id, rows, vectorization_mode="vector_entry_point",
-                            autoreset_mode="Disabled", tokenizer=self.tokenizer,
-                            **{**self.env_kwargs, **(env_kwargs or {})})
-        limit = envs.envs[0].num_tasks
-        returns, lengths, successes = [], [], []
-        for start in range(0, num_episodes, rows):
-            indices = [(start + i) % limit if limit else start + i for i in range(rows)]
-            batch = collect_rollouts(self.model, envs, indices=indices, seed=seed + start,
-                                     temperature=0 if deterministic else self.config.temperature,
-                                     generator=torch.Generator().manual_seed(seed + start))
-            take = min(rows, num_episodes - start)
-            returns += batch.returns[:take].tolist()
-            lengths += batch.lengths[:take].tolist()
-            successes += [episode_success(i, 0.0, True) for i in batch.infos[:take]]
-        envs.close()
-        known = [s for s in successes if s is not None]
-        return {"mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
-                "success_rate": float(np.mean(known)) if known else float("nan"),
-                "num_episodes": float(len(returns))}
+        envs = make_env(self.env_id, min(batch_size, num_episodes),
+                        env_kwargs={"tokenizer": self.tokenizer, **self.env_kwargs,
+                                    **(env_kwargs or {})},
+                        wrappers=self.wrappers, autoreset_mode="Disabled")
+        try:
+            return evaluate_policy(self.model, envs, num_episodes, seed=seed,
+                                   temperature=0 if deterministic else self.config.temperature)
+        finally:
+            envs.close()
 
 
 # ============================================================================== helpers

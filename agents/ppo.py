@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -33,7 +32,13 @@ from tqdm.auto import tqdm
 from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.ppo_algorithm import PPOConfig, ppo_update
 from llm_gym.agents.ppo_policies import ClassicPolicy, TokenPolicy, build_model
-from llm_gym.agents.rollout import collect_rollouts
+from llm_gym.agents.token_envs import (
+    build_token_envs,
+    evaluate_policy,
+    first_env,
+    portable,
+    saved_stack,
+)
 from llm_gym.agents.training import (
     MetricsLogger,
     RewardFailures,
@@ -48,6 +53,7 @@ from llm_gym.agents.training import (
 from llm_gym.token_env import TokenEnv
 from llm_gym.tokenizers import ByteTokenizer, load_tokenizer
 from llm_gym.vector import TokenVectorEnv
+from llm_gym.wrappers.stack import apply_wrappers, make_env, parse_wrappers, wrappers_of
 
 __all__ = ["PPOAgent", "PPOConfig", "is_token_env"]
 
@@ -57,10 +63,10 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- agent
 
 
-def is_token_env(env: str | gym.vector.VectorEnv) -> bool:
-    """Whether ``env`` (an id or a vector env) is an llm_gym token env."""
-    if isinstance(env, TokenVectorEnv):
-        return True
+def is_token_env(env: str | gym.Env | gym.vector.VectorEnv) -> bool:
+    """Whether ``env`` (an id, an env or a vector env, wrapped or not) is an llm_gym token env."""
+    if isinstance(env, (gym.Env, gym.vector.VectorEnv)):
+        return isinstance(env.unwrapped, (TokenVectorEnv, TokenEnv))
     if not isinstance(env, str):
         return False
     entry = gym.spec(env).entry_point
@@ -83,6 +89,8 @@ class PPOAgent:
         seed: seeds the network init, the sampling and the envs.
         log_dir: where metrics (TensorBoard, CSV) and checkpoints go; ``None`` keeps none.
         device: torch device of an LLM policy (default: GPU when present).
+        wrappers: a wrapper stack (:mod:`llm_gym.wrappers.stack`) applied to the envs: PPO
+            learns from the shaped reward (token envs log each term as ``reward/<term>``).
 
     Example:
         >>> agent = PPOAgent("llm_gym/LeftRight-v0", config=PPOConfig(num_envs=2, num_steps=16))
@@ -95,7 +103,7 @@ class PPOAgent:
         self, env: str | gym.vector.VectorEnv, model: str | torch.nn.Module = "tiny",
         config: PPOConfig | None = None, *, env_kwargs: dict[str, Any] | None = None,
         tokenizer: Any = None, seed: int = 0, log_dir: str | Path | None = None,
-        device: str | None = None,
+        device: str | None = None, wrappers: Any = None,
     ) -> None:
         if config is not None and not isinstance(config, PPOConfig):
             raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
@@ -117,16 +125,14 @@ class PPOAgent:
         if is_token_env(env):
             lm, tokenizer = self._resolve_model(env, model, tokenizer, device)
             self.tokenizer = tokenizer
-            envs = env if isinstance(env, TokenVectorEnv) else gym.make_vec(
-                env, cfg.num_envs, vectorization_mode="vector_entry_point",
-                autoreset_mode=AutoresetMode.DISABLED, tokenizer=tokenizer, **self.env_kwargs)
+            envs, env_id, _, self.wrappers = build_token_envs(
+                env, cfg.num_envs, {"tokenizer": tokenizer, **self.env_kwargs}, wrappers)
+            self.env_id = self.env_id or env_id
             self.policy = TokenPolicy(envs, lm, cfg, self.seed)
             lr = 1e-5 if cfg.learning_rate is None else cfg.learning_rate
         else:
             self.tokenizer = None
-            envs = env if isinstance(env, gym.vector.VectorEnv) else gym.vector.SyncVectorEnv(
-                [functools.partial(gym.make, env, **self.env_kwargs)] * cfg.num_envs,
-                autoreset_mode=AutoresetMode.SAME_STEP)
+            envs, self.wrappers = self._classic_envs(env, wrappers)
             self.policy = ClassicPolicy(envs, cfg, self.seed)
             # A 64-unit MLP does microseconds of work per call: intra-op threads only add
             # synchronisation (25 s instead of 0.5 s for 1280 LeftRight steps on 2 busy cores).
@@ -137,12 +143,25 @@ class PPOAgent:
             [p for p in self.policy.parameters() if p.requires_grad], lr=lr, eps=cfg.adam_eps,
             weight_decay=cfg.weight_decay)
 
+    def _classic_envs(self, env: Any, wrappers: Any) -> tuple[gym.vector.VectorEnv, list]:
+        stack = parse_wrappers(wrappers)
+        if isinstance(env, gym.vector.VectorEnv):
+            return apply_wrappers(env, stack), stack
+        if isinstance(env, gym.Env):
+            env, made_with, inner = wrappers_of(env)
+            self.env_id, self.env_kwargs = env, {**made_with, **self.env_kwargs}
+            stack = inner + stack
+        envs = make_env(env, self.config.num_envs, env_kwargs=self.env_kwargs, wrappers=stack,
+                        autoreset_mode=AutoresetMode.SAME_STEP)
+        return envs, stack
+
     @staticmethod
     def _resolve_model(env: Any, model: str | torch.nn.Module, tokenizer: Any,
                        device: str | None) -> tuple[torch.nn.Module, Any]:
         from llm_gym.models import default_device, load_model, tiny_model
 
-        env_tokenizer = env.tokenizer if isinstance(env, TokenVectorEnv) else None
+        env_tokenizer = (first_env(env).tokenizer if isinstance(env, gym.vector.VectorEnv)
+                         else getattr(getattr(env, "unwrapped", None), "tokenizer", None))
         if isinstance(model, str):
             if model == "tiny" and (env_tokenizer or tokenizer) is not None:
                 lm, tok = tiny_model(tokenizer or env_tokenizer)
@@ -302,7 +321,7 @@ class PPOAgent:
         if isinstance(self.policy, ClassicPolicy):
             if self.env_id is None:
                 raise ValueError("evaluate needs the env id; build the agent from an id")
-            env = gym.make(self.env_id, **self.env_kwargs)
+            env = make_env(self.env_id, env_kwargs=self.env_kwargs, wrappers=self.wrappers)
             with _torch_threads(self._threads):
                 return evaluate_agent(self, env, int(num_episodes), deterministic=deterministic,
                                       seed=seed).to_dict()
@@ -310,31 +329,14 @@ class PPOAgent:
 
     def _evaluate_tokens(self, num_episodes: int, deterministic: bool,
                          seed: int) -> dict[str, Any]:
-        from llm_gym.agents.evaluation import SUCCESS_THRESHOLDS, is_success
+        from llm_gym.agents.evaluation import SUCCESS_THRESHOLDS
 
         spec = gym.spec(self.env_id) if self.env_id else None
         threshold = spec.reward_threshold if spec and spec.reward_threshold is not None else (
             SUCCESS_THRESHOLDS.get(self.env_id))
         temperature = 0.0 if deterministic else self.config.temperature
-        generator = torch.Generator().manual_seed(seed)
-        returns: list[float] = []
-        lengths: list[int] = []
-        successes: list[bool | None] = []
-        n = self.envs.num_envs
-        while len(returns) < num_episodes:
-            batch = collect_rollouts(self.policy.net.model, self.envs, temperature=temperature,
-                                     seed=seed + len(returns), generator=generator)
-            for i in range(min(n, num_episodes - len(returns))):
-                returns.append(float(batch.returns[i]))
-                lengths.append(int(batch.lengths[i]))
-                successes.append(is_success(batch.infos[i], returns[-1], threshold))
-        known = [s for s in successes if s is not None]
-        return {
-            "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "success_rate": float(np.mean(known)) if known else None,
-            "mean_length": float(np.mean(lengths)), "episodes": num_episodes,
-            "returns": returns,
-        }
+        return evaluate_policy(self.policy.net.model, self.envs, num_episodes,
+                               temperature=temperature, seed=seed, threshold=threshold)
 
     # ------------------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
@@ -343,6 +345,7 @@ class PPOAgent:
             "format": "llm_gym.PPOAgent/1",
             "face": "token" if isinstance(self.policy, TokenPolicy) else "classic",
             "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
+            "wrappers": portable(self.wrappers), "wrapped": bool(self.wrappers),
             "config": asdict(self.config),
             "tokenizer": _tokenizer_source(self.tokenizer),
             "counters": {"num_timesteps": self.num_timesteps, "iteration": self.iteration,
@@ -411,6 +414,7 @@ class PPOAgent:
             "config": PPOConfig.from_dict(state["config"]), "env_kwargs": state["env_kwargs"],
             "seed": state["seed"], **kwargs,
         }
+        options["wrappers"] = saved_stack(state, kwargs.get("wrappers"), path)
         env = env if env is not None else state["env_id"]
         if env is None:
             raise ValueError("the agent was built on an env object; pass env= to load it")

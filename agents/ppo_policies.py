@@ -25,15 +25,15 @@ from llm_gym.agents.ppo_algorithm import (
     token_gae,
 )
 from llm_gym.agents.rollout import ActionMasks, collect_rollouts, sequence_logprobs
+from llm_gym.agents.token_envs import first_env
 from llm_gym.agents.training import TaskSampler, reward_counters
-from llm_gym.vector import row_info
 from llm_gym.agents.value_head import (
     CausalLMWithValueHead,
     MLPActorCritic,
     encode_observations,
     observation_size,
 )
-from llm_gym.vector import TokenVectorEnv
+from llm_gym.vector import TokenVectorEnv, row_info
 
 if TYPE_CHECKING:
     from llm_gym.agents.ppo import PPOAgent
@@ -185,7 +185,7 @@ class TokenPolicy:
         self.envs, self.config, self.seed = envs, config, seed
         # A finite task pool is walked in seeded shuffled epochs (no prompt replayed or skipped
         # on resume); unbounded procedural envs draw from the per-rollout reset seed.
-        num_tasks = envs.envs[0].num_tasks
+        num_tasks = first_env(envs).num_tasks
         self.sampler = TaskSampler(num_tasks, seed) if num_tasks is not None else None
         self.net = CausalLMWithValueHead(model, int(envs.single_action_space.n),
                                          config.temperature)

@@ -84,20 +84,25 @@ def check_sb3_compatible(algo: str, env: gym.Env) -> None:
             ) from None
 
 
-def make_env(env: str | gym.Env, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
-    """``gym.make(env, **env_kwargs)`` for an id; an env instance is returned as it is."""
-    if isinstance(env, str):
-        import llm_gym  # noqa: F401 - registers the llm_gym ids
+def make_env(env: str | gym.Env, env_kwargs: dict[str, Any] | None = None,
+             wrappers: Any = None) -> gym.Env:
+    """An env id built with ``env_kwargs`` and ``wrappers``, or an env with the stack on top.
 
-        return gym.make(env, **(env_kwargs or {}))
+    See :func:`llm_gym.wrappers.stack.make_env` for the stack.
+    """
+    from llm_gym.wrappers.stack import apply_wrappers
+    from llm_gym.wrappers.stack import make_env as make_wrapped
+
+    if isinstance(env, str):
+        return make_wrapped(env, env_kwargs=env_kwargs, wrappers=wrappers)
     if env_kwargs:
         raise ValueError("env_kwargs only apply to an env id, not to an env instance")
-    return env
+    return apply_wrappers(env, wrappers)
 
 
 def make_sb3_agent(
     algo: str, env: str | gym.Env, *, seed: int = 0, log_dir: str | Path | None = None,
-    env_kwargs: dict[str, Any] | None = None, **kwargs: Any,
+    env_kwargs: dict[str, Any] | None = None, wrappers: Any = None, **kwargs: Any,
 ) -> Any:
     """Build an SB3 model for ``env`` whose training episodes land in ``model.episode_log``.
 
@@ -107,6 +112,8 @@ def make_sb3_agent(
         seed: the model's seed (policy init, sampling, env resets).
         log_dir: TensorBoard log folder (SB3's ``tensorboard_log``), or ``None``.
         env_kwargs: keyword arguments of ``gym.make`` when ``env`` is an id.
+        wrappers: a wrapper stack (:mod:`llm_gym.wrappers.stack`): SB3 learns the shaped
+            reward; ``episode_log`` records the shaped return.
         **kwargs: passed to the SB3 constructor (``n_steps``, ``learning_rate``, ``policy`` ...).
 
     Example:
@@ -116,7 +123,7 @@ def make_sb3_agent(
         True
     """
     cls = algorithm_class(algo)
-    base = make_env(env, env_kwargs)
+    base = make_env(env, env_kwargs, wrappers)
     check_sb3_compatible(algo, base)
     recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
     recorder = recorder_cls(base)
@@ -130,7 +137,7 @@ def make_sb3_agent(
 
 def load_sb3_agent(
     algo: str, path: str | Path, env: str | gym.Env, *, env_kwargs: dict[str, Any] | None = None,
-    **kwargs: Any,
+    wrappers: Any = None, **kwargs: Any,
 ) -> Any:
     """Load a model saved by ``model.save(path)`` to keep training on ``env``.
 
@@ -138,7 +145,7 @@ def load_sb3_agent(
     ones, with env steps counted on from the model's ``num_timesteps``.
     """
     cls = algorithm_class(algo)
-    base = make_env(env, env_kwargs)
+    base = make_env(env, env_kwargs, wrappers)
     check_sb3_compatible(algo, base)
     recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
     model = cls.load(str(path), **kwargs)
