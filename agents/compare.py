@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 
 from llm_gym.agents.base import EpisodeRecord
+from llm_gym.agents.compare_plot import plot_learning_curves
 from llm_gym.agents.evaluation import EvalResult, evaluate_agent, success_threshold
 from llm_gym.agents.factory import (
     LLM_AGENTS,
@@ -41,12 +42,17 @@ from llm_gym.agents.factory import (
     is_token_env_id,
     make_agent,
 )
+from llm_gym.wrappers.stack import make_env, parse_wrappers
 
 logger = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ("env", "agent", "seeds", "untrained_return", "return_mean", "return_std",
-                 "success_rate", "env_steps", "tokens", "wall_clock_s", "steps_to_solve")
-OPTIONAL_COLUMNS = ("untrained_return", "steps_to_solve")  # shown only when measured
+TABLE_COLUMNS = ("env", "agent", "variant", "seeds", "untrained_return", "return_mean",
+                 "return_std", "env_return", "success_rate", "mean_length", "env_steps",
+                 "tokens", "wall_clock_s", "steps_to_solve")
+# Shown only when measured; env_return and mean_length (the unshaped task metrics beside the
+# shaped return) whenever some run is shaped.
+OPTIONAL_COLUMNS = ("variant", "untrained_return", "env_return", "mean_length",
+                    "steps_to_solve")
 
 
 @dataclass
@@ -62,6 +68,8 @@ class RunSpec:
         config: agent config (see :func:`~llm_gym.agents.factory.make_agent`).
         model: grpo/ppo model name or module.
         label: name in the table (default: ``agent``).
+        wrappers: the wrapper stack the agent trains and is evaluated on.
+        variant: name of the reward variant (``llm-gym compare --variants``), or ``None``.
     """
 
     env_id: str
@@ -72,11 +80,18 @@ class RunSpec:
     config: Any = None
     model: Any = None
     label: str | None = None
+    wrappers: list[dict[str, Any]] = field(default_factory=list)
+    variant: str | None = None
 
     @property
     def name(self) -> str:
         """The agent's name in the table."""
         return self.label or self.agent
+
+    @property
+    def curve_name(self) -> str:
+        """The agent's name in the plot legend (with its reward variant)."""
+        return self.name if self.variant is None else f"{self.name} [{self.variant}]"
 
 
 @dataclass
@@ -116,6 +131,8 @@ class ComparisonReport:
         """The table as GitHub markdown, with the skipped pairs below it."""
         columns = [c for c in TABLE_COLUMNS
                    if c not in OPTIONAL_COLUMNS or any(r[c] is not None for r in self.rows)]
+        if not any(r["variant"] is not None or r["shaped"] for r in self.rows):
+            columns = [c for c in columns if c not in ("env_return", "mean_length")]
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in self.rows]
         lines += [f"\nskipped: {note}" for note in self.skipped]
@@ -149,26 +166,55 @@ def mismatch_reason(
 
 def plan_runs(
     envs: Sequence[str], agents: Sequence[str], timesteps: int, seeds: Sequence[int] = (0,),
-    env_kwargs: dict[str, dict[str, Any]] | None = None,
+    env_kwargs: dict[str, dict[str, Any]] | None = None, *, wrappers: Any = None,
+    variants: dict[str, Any] | None = None,
 ) -> tuple[list[RunSpec], list[str]]:
-    """Every (env, agent, seed) run an agent can act in, and a note for each pair it cannot.
+    """Every (env, agent, seed, variant) run an agent can act in, and a note for each it can't.
 
-    ``env_kwargs`` maps an env id to its ``gym.make`` keyword arguments.
+    ``env_kwargs`` maps an env id to its ``gym.make`` keyword arguments. ``wrappers`` is a
+    stack every run trains on; ``variants`` maps a variant name to a stack put on top of it
+    (``[]``: unshaped), and every run is repeated per variant. Each (env, stack) is built once
+    here, so a wrapper that does not fit an env fails before any training starts.
+
+    Example:
+        >>> runs, _ = plan_runs(["CartPole-v1"], ["random"], 100, variants={
+        ...     "plain": [], "short": [{"name": "LengthPenalty", "kwargs": {"coef": 0.5}}]})
+        >>> [run.variant for run in runs]
+        ['plain', 'short']
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be at least 1, got {timesteps}")
     for agent in agents:
         check_agent_name(agent)
+    base = parse_wrappers(wrappers)
+    stacks = {None: base} if variants is None else {
+        name: base + parse_wrappers(stack or [], f"variant {name!r}")
+        for name, stack in variants.items()}
     runs, skipped = [], []
     for env_id in envs:
         kwargs = dict((env_kwargs or {}).get(env_id, {}))
+        for variant, stack in stacks.items():
+            _check_stack(env_id, kwargs, stack, variant)
         for agent in agents:
             reason = mismatch_reason(agent, env_id, kwargs)
             if reason is not None:
                 skipped.append(f"{agent} on {env_id}: {reason}")
                 continue
-            runs += [RunSpec(env_id, agent, timesteps, seed, kwargs) for seed in seeds]
+            runs += [RunSpec(env_id, agent, timesteps, seed, kwargs, wrappers=stack,
+                             variant=variant)
+                     for variant, stack in stacks.items() for seed in seeds]
     return runs, skipped
+
+
+def _check_stack(env_id: str, kwargs: dict[str, Any], stack: list[dict[str, Any]],
+                 variant: str | None) -> None:
+    if not stack:
+        return
+    try:
+        make_env(env_id, env_kwargs=kwargs, wrappers=stack).close()
+    except (TypeError, ValueError) as err:
+        where = f" (variant {variant!r})" if variant is not None else ""
+        raise type(err)(f"{env_id}{where}: {err}") from err
 
 
 def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
@@ -182,7 +228,8 @@ def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = 
     evaluated first (:attr:`RunResult.initial_return`), so the table shows what was learned.
     """
     agent = make_agent(spec.agent, spec.env_id, model=spec.model, config=spec.config,
-                       seed=spec.seed, env_kwargs=spec.env_kwargs or None)
+                       seed=spec.seed, env_kwargs=spec.env_kwargs or None,
+                       wrappers=spec.wrappers)
     return train_and_evaluate(agent, spec, eval_episodes=eval_episodes, eval_every=eval_every,
                               eval_initial=eval_initial, progress_bar=progress_bar)
 
@@ -197,7 +244,7 @@ def train_and_evaluate(
     ``learn_kwargs`` go to ``agent.learn`` (e.g. SB3's ``reset_num_timesteps=False`` on resume).
     The wall-clock counts training only (no periodic evaluations, no imports).
     """
-    eval_env = gym.make(spec.env_id, **spec.env_kwargs)
+    eval_env = make_env(spec.env_id, env_kwargs=spec.env_kwargs, wrappers=spec.wrappers)
     tracker = _SolveTracker(agent, spec, eval_env, eval_every, eval_episodes)
     initial = None
     # MLPs and the tiny LM do microseconds of work per op: on a CPU, intra-op threads only add
@@ -258,24 +305,30 @@ def run_comparison(
 
 
 def aggregate(results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """One table row per (env, agent name): means over seeds."""
-    groups: dict[tuple[str, str], list[RunResult]] = {}
+    """One table row per (env, agent name, variant): means over seeds."""
+    groups: dict[tuple[str, str, str | None], list[RunResult]] = {}
     for result in results:
-        groups.setdefault((result.spec.env_id, result.spec.name), []).append(result)
+        key = (result.spec.env_id, result.spec.name, result.spec.variant)
+        groups.setdefault(key, []).append(result)
     rows = []
-    for (env_id, name), group in groups.items():
+    for (env_id, name, variant), group in groups.items():
+        env_returns = [r.evaluation.env_return for r in group]
         returns = [r.evaluation.mean_return for r in group]
         rates = [r.evaluation.success_rate for r in group if r.evaluation.success_rate is not None]
         solved = [r.steps_to_solve for r in group]
         initial = [r.initial_return for r in group]
         rows.append({
-            "env": env_id, "agent": name, "seeds": len(group),
+            "env": env_id, "agent": name, "variant": variant, "seeds": len(group),
+            "shaped": any(r.spec.wrappers for r in group),
             "untrained_return": (float(np.mean(initial)) if all(v is not None for v in initial)
                                  else None),
             "return_mean": float(np.mean(returns)),
             "return_std": float(np.std(returns)) if len(group) > 1 else
             group[0].evaluation.std_return,
+            "env_return": (float(np.mean(env_returns)) if all(v is not None for v in env_returns)
+                           else None),
             "success_rate": float(np.mean(rates)) if rates else None,
+            "mean_length": float(np.mean([r.evaluation.mean_length for r in group])),
             "env_steps": int(np.mean([r.env_steps for r in group])),
             "tokens": int(np.mean([r.tokens for r in group])),
             "wall_clock_s": float(np.mean([r.wall_clock_s for r in group])),
@@ -292,7 +345,7 @@ def write_report(report: ComparisonReport, out_dir: Path) -> dict[str, Path]:
              "json": out_dir / "comparison.json", "png": out_dir / "learning_curves.png"}
     files["markdown"].write_text(report.markdown() + "\n")
     with files["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(report.rows)
     files["json"].write_text(json.dumps(
@@ -300,52 +353,6 @@ def write_report(report: ComparisonReport, out_dir: Path) -> dict[str, Path]:
          "runs": [r.to_dict() for r in report.runs]}, indent=1))
     plot_learning_curves(report.runs, files["png"])
     return files
-
-
-def plot_learning_curves(results: Sequence[RunResult], path: Path, window: int = 20) -> None:
-    """Return vs env steps, one panel per env, one line per agent (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never open a window, works with no display
-    import matplotlib.pyplot as plt
-
-    env_ids = list(dict.fromkeys(r.spec.env_id for r in results))
-    fig, axes = plt.subplots(1, max(1, len(env_ids)), figsize=(5 * max(1, len(env_ids)), 3.8),
-                             squeeze=False)
-    for ax, env_id in zip(axes[0], env_ids, strict=False):
-        names = list(dict.fromkeys(r.spec.name for r in results if r.spec.env_id == env_id))
-        for name in names:
-            runs = [r for r in results if r.spec.env_id == env_id and r.spec.name == name]
-            curve = _mean_curve(runs, window)
-            if curve is not None:
-                ax.plot(*curve, label=name)
-        threshold = success_threshold(env_id)
-        if threshold is not None:
-            ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(env_id)
-        ax.set_xlabel("env steps (tokens on token envs)")
-        ax.set_ylabel(f"episode return (mean of {window})")
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _mean_curve(runs: Sequence[RunResult], window: int) -> tuple[np.ndarray, np.ndarray] | None:
-    curves = []
-    for run in runs:
-        if not run.episodes:
-            continue
-        steps = np.array([r.env_steps for r in run.episodes], dtype=float)
-        returns = np.array([r.episode_return for r in run.episodes], dtype=float)
-        kernel = np.ones(min(window, len(returns)))
-        smooth = np.convolve(returns, kernel, "full")[: len(returns)] / np.convolve(
-            np.ones_like(returns), kernel, "full")[: len(returns)]  # trailing mean, short at start
-        curves.append((steps, smooth))
-    if not curves:
-        return None
-    grid = np.linspace(0, max(c[0][-1] for c in curves), 200)
-    return grid, np.mean([np.interp(grid, s, v) for s, v in curves], axis=0)
 
 
 class _SolveTracker:
@@ -412,7 +419,7 @@ def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> 
         mean_return=float(np.mean(returns)) if returns else float(out["mean_return"]),
         std_return=float(np.std(returns)) if returns else float("nan"),
         success_rate=rate, mean_length=float(np.mean(lengths)), episodes=episodes,
-        returns=returns)
+        returns=returns, env_return=out.get("env_return"))
 
 
 def _greedy_rollout(agent: Any, spec: RunSpec, episodes: int) -> tuple[list[float], list[float]]:
@@ -420,8 +427,9 @@ def _greedy_rollout(agent: Any, spec: RunSpec, episodes: int) -> tuple[list[floa
 
     from llm_gym.agents.rollout import collect_rollouts
 
-    envs = gym.make_vec(spec.env_id, episodes, vectorization_mode="vector_entry_point",
-                        autoreset_mode="Disabled", tokenizer=agent.tokenizer, **spec.env_kwargs)
+    envs = make_env(spec.env_id, episodes, env_kwargs={"tokenizer": agent.tokenizer,
+                                                       **spec.env_kwargs},
+                    wrappers=spec.wrappers, autoreset_mode="Disabled")
     try:
         seed = 10_000 + spec.seed
         with torch.no_grad():

@@ -36,6 +36,8 @@ class EvalResult:
         mean_length: mean number of env steps per episode.
         episodes: how many episodes were played.
         returns: every episode's return.
+        env_return: mean unshaped return, the env's own reward (the ``env`` reward term) under
+            shaping wrappers; equal to ``mean_return`` without them.
     """
 
     mean_return: float
@@ -44,6 +46,7 @@ class EvalResult:
     mean_length: float
     episodes: int
     returns: list[float]
+    env_return: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, for JSON."""
@@ -94,25 +97,29 @@ def evaluate_agent(
         raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
     threshold = success_threshold(env)
     masked = _wants_masks(agent, env)
-    returns, lengths, successes = [], [], []
+    returns, env_returns, lengths, successes = [], [], [], []
     for i in range(num_episodes):
         obs, info = env.reset(seed=seed + i)
-        total, length, done = 0.0, 0, False
+        total, env_total, length, done = 0.0, 0.0, 0, False
         while not done:
             kwargs = {"action_masks": env.get_wrapper_attr("action_masks")()} if masked else {}
             action, _ = agent.predict(obs, deterministic=deterministic, **kwargs)
             obs, reward, terminated, truncated, info = env.step(_scalar(action))
             total += float(reward)
+            env_total += float(info.get("reward_components", {}).get("env", reward))
             length += 1
             done = terminated or truncated
         returns.append(total)
+        env_returns.append(env_total)
         lengths.append(length)
-        successes.append(is_success(info, total, threshold))
+        # Success is a task metric: judged on the unshaped return, so shaping cannot fake it.
+        successes.append(is_success(info, env_total, threshold))
     known = [s for s in successes if s is not None]
     return EvalResult(
         mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
         success_rate=float(np.mean(known)) if known else None,
         mean_length=float(np.mean(lengths)), episodes=num_episodes, returns=returns,
+        env_return=float(np.mean(env_returns)),
     )
 
 

@@ -1,8 +1,15 @@
 """``llm-gym compare``: every agent on every env it can act in, one table and one plot.
 
+``--variants`` makes it a shaping experiment: every run is repeated under each named wrapper
+stack (``{}`` or ``[]``: unshaped), and the table shows each variant's shaped return beside the
+unshaped task metrics (``env_return``, ``success_rate``, ``mean_length``), because a shaped
+return alone hides reward hacking.
+
 Example:
     llm-gym compare --envs llm_gym/LeftRight-v0,FrozenLake-v1 --agents q-learning,greedy,sb3-ppo
         --timesteps 5000 --seeds 0,1 --out runs/compare
+    llm-gym compare --envs CartPole-v1 --agents sb3-ppo --timesteps 2000 --variants
+        '{"unshaped": [], "length": [{"name": "LengthPenalty", "kwargs": {"coef": 0.5}}]}'
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 from llm_gym.agents.factory import LLM_AGENTS
 from llm_gym.commands.arguments import json_object
+from llm_gym.wrappers.stack import parse_wrappers
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="config file of grpo/ppo (TOML/JSON)")
     parser.add_argument("--eval-episodes", type=int, default=10,
                         help="deterministic evaluation episodes per run (default 10)")
+    parser.add_argument("--wrappers", metavar="JSON",
+                        help="reward wrappers every run trains on, as for llm-gym train")
+    parser.add_argument("--variants", metavar="JSON",
+                        help='reward variants: name -> wrapper list, e.g. \'{"unshaped": [], '
+                             '"short": [{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]}\'')
     parser.add_argument("--untrained", action="store_true",
                         help="also evaluate each agent before training (untrained_return column)")
     parser.set_defaults(func=run_compare)
@@ -69,13 +82,27 @@ def per_env_kwargs(text: str, envs: list[str]) -> dict[str, dict[str, Any]]:
     return value
 
 
+def parse_variants(text: str) -> dict[str, list[dict[str, Any]]]:
+    """The ``--variants`` JSON: variant name -> wrapper list (``{}`` or ``[]``: unshaped).
+
+    Example:
+        >>> parse_variants('{"plain": {}, "short": [{"name": "LengthPenalty"}]}')["plain"]
+        []
+    """
+    value = json_object(text, "--variants")
+    if not value:
+        raise ValueError("--variants needs at least one variant, e.g. '{\"unshaped\": []}'")
+    return {name: parse_wrappers(stack or [], f"--variants {name!r}")
+            for name, stack in value.items()}
+
+
 def print_run(index: int, total: int, result: Any) -> None:
     """One progress line per finished run."""
     spec, ev = result.spec, result.evaluation
     rate = "–" if ev.success_rate is None else f"{ev.success_rate:.2f}"
     before = ("" if result.initial_return is None
               else f"untrained {result.initial_return:6.3g} -> ")
-    print(f"[{index + 1}/{total}] {spec.name:<18} {spec.env_id:<28} seed {spec.seed}: "
+    print(f"[{index + 1}/{total}] {spec.curve_name:<18} {spec.env_id:<28} seed {spec.seed}: "
           f"{before}return {ev.mean_return:6.3g}  success {rate}  {result.wall_clock_s:6.1f} s",
           flush=True)
 
@@ -85,8 +112,10 @@ def run_compare(args: argparse.Namespace) -> int:
     from llm_gym.agents.compare import plan_runs, run_comparison
 
     envs, agents = split_list(args.envs, "envs"), split_list(args.agents, "agents")
+    variants = None if args.variants is None else parse_variants(args.variants)
     runs, skipped = plan_runs(envs, agents, args.timesteps, parse_seeds(args.seeds),
-                              per_env_kwargs(args.env_kwargs, envs))
+                              per_env_kwargs(args.env_kwargs, envs),
+                              wrappers=parse_wrappers(args.wrappers), variants=variants)
     for spec in runs:
         if spec.agent in LLM_AGENTS:
             spec.model, spec.config = args.model, args.config

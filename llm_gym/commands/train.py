@@ -5,9 +5,15 @@ the saved agent (``agent.zip`` for SB3, ``agent.npz`` for the table agents, ``ag
 and ppo), ``run.json`` (what was trained, so ``--resume DIR`` needs nothing else),
 ``episodes.csv`` (the learning curve) and ``eval.json``.
 
+``--wrappers`` trains on a shaped reward: a JSON list of ``{"name": ..., "kwargs": {...}}``
+(llm_gym's shaping wrappers or Gymnasium's reward wrappers, innermost first); run.json records
+it, so ``--resume`` rebuilds the same stack.
+
 Example:
     llm-gym train --env llm_gym/LeftRight-v0 --agent q-learning --timesteps 2000
     llm-gym train --resume runs/q-learning-LeftRight-v0-s0 --timesteps 1000
+    llm-gym train --env llm_gym/Arithmetic-v0 --agent grpo --timesteps 256
+        --wrappers '[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]'
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 from llm_gym.agents.factory import AGENT_NAMES
 from llm_gym.commands.arguments import json_object
+from llm_gym.wrappers.stack import WRAPPER_NAMES, parse_wrappers
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="env steps to train (tokens on token envs; default 10000)")
     parser.add_argument("--env-kwargs", default="{}", metavar="JSON",
                         help='gym.make keyword arguments as JSON, e.g. \'{"constrained": true}\'')
+    parser.add_argument("--wrappers", metavar="JSON",
+                        help='reward wrappers, innermost first, e.g. \'[{"name": '
+                             '"LengthPenalty", "kwargs": {"coef": 0.01}}]\' (names: '
+                             f'{", ".join(WRAPPER_NAMES)})')
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--log-dir", metavar="DIR",
                         help="run folder (default runs/<agent>-<env>-s<seed>)")
@@ -72,26 +83,32 @@ def _agent_and_spec(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str,
             if given is not None and given != saved[key]:
                 raise ValueError(f"--{key} {given} differs from the resumed run's {saved[key]}; "
                                  "leave it out when resuming")
+        wrappers = saved.get("wrappers") or []
+        if args.wrappers is not None and parse_wrappers(args.wrappers) != wrappers:
+            raise ValueError(f"--wrappers differs from the resumed run's {json.dumps(wrappers)}; "
+                             "leave it out when resuming")
         run_dir = Path(args.log_dir or args.resume)
         name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
         agent = load_agent(name, agent_file(name, args.resume), env_id, env_kwargs=env_kwargs,
-                           seed=saved["seed"], log_dir=run_dir)
+                           seed=saved["seed"], log_dir=run_dir, wrappers=wrappers)
         # SB3, GRPO and PPO restart their step counter unless told (SB3's semantics); the table
         # agents always go on.
         resets = "reset_num_timesteps" in inspect.signature(agent.learn).parameters
         learn_kwargs = {"reset_num_timesteps": False} if resets else {}
         args.model = args.model or saved.get("model")
         args.config = args.config or saved.get("config")
-        return agent, RunSpec(env_id, name, args.timesteps, saved["seed"], env_kwargs), \
-            run_dir, learn_kwargs
+        return agent, RunSpec(env_id, name, args.timesteps, saved["seed"], env_kwargs,
+                              wrappers=wrappers), run_dir, learn_kwargs
     if not args.env or not args.agent:
         raise ValueError("train needs --env and --agent (or --resume DIR)")
     env_kwargs = json_object(args.env_kwargs)
+    wrappers = parse_wrappers(args.wrappers)  # a bad stack fails here, before any model loads
     short = args.env.split("/")[-1]
     run_dir = Path(args.log_dir or f"runs/{args.agent}-{short}-s{args.seed}")
     agent = make_agent(args.agent, args.env, model=args.model, config=args.config,
-                       seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs)
-    return agent, RunSpec(args.env, args.agent, args.timesteps, args.seed, env_kwargs), run_dir, {}
+                       seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers)
+    spec = RunSpec(args.env, args.agent, args.timesteps, args.seed, env_kwargs, wrappers=wrappers)
+    return agent, spec, run_dir, {}
 
 
 def _read_run(directory: Path) -> dict[str, Any]:
@@ -111,7 +128,7 @@ def _save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace) 
     total = int(getattr(agent, "num_timesteps", result.env_steps))
     (run_dir / "run.json").write_text(json.dumps({
         "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
-        "seed": spec.seed, "model": args.model, "config": args.config,
+        "wrappers": spec.wrappers, "seed": spec.seed, "model": args.model, "config": args.config,
         "num_timesteps": total}, indent=1))
     (run_dir / "eval.json").write_text(json.dumps(result.evaluation.to_dict(), indent=1))
     with (run_dir / "episodes.csv").open("w", newline="") as handle:
