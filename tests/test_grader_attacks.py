@@ -101,11 +101,14 @@ def test_grader_runs_under_its_own_limits(pool):
     assert (result.reward, result.verdict) == (1.0, "passed"), result.details
 
 
-def test_prompt_must_be_python():
+def test_prompt_and_timeout_are_validated():
     with pytest.raises(ValueError, match="prompt="):
         code_pass_rate("x = 1", ["assert x"], prompt="Write a function to add two numbers.")
     with pytest.raises(TypeError, match="prompt"):
         code_pass_rate("x = 1", ["assert x"], prompt=None)
+    for timeout in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="timeout"):
+            code_pass_rate("x = 1", ["assert x"], timeout=timeout)
 
 
 @pytest.mark.parametrize("name", sorted(n for n, v in vars(builtins).items()

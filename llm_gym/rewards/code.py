@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -230,15 +231,18 @@ def code_pass_rate(
         A :class:`CodeResult`; also recorded in :data:`COUNTERS`.
 
     Raises:
-        ValueError: a HumanEval test string without ``entry_point``, or a ``prompt`` that is
-            not Python.
+        ValueError: a HumanEval test string without ``entry_point``, a ``prompt`` that is not
+            Python, or a ``timeout`` that is not a positive finite number of seconds.
         TypeError: ``tests`` or ``prompt`` of the wrong type.
     """
+    timeout = float(timeout)
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
     job = _job(completion, tests, test_imports, entry_point, setup_code, prompt)
     if not job["candidate"].strip():
         result = CodeResult(0.0, "no_code", [False] * job["count"])
     else:
-        result = _run(job, float(timeout), partial, pool)
+        result = _run(job, timeout, partial, pool)
     COUNTERS.record(result)
     return result
 
@@ -269,12 +273,17 @@ def _program(prompt: str, code: str) -> str:
                         f"{type(prompt).__name__}")
     if not prompt:
         return code
+    _check_prompt(prompt)
+    return prompt + ("" if prompt.endswith("\n") else "\n") + code
+
+
+@functools.lru_cache(maxsize=1024)  # a GRPO group scores one prompt many times
+def _check_prompt(prompt: str) -> None:
     try:
         compile(prompt, "<prompt>", "exec")
     except SyntaxError as exc:
         raise ValueError("prompt= must be the task's Python prompt (HumanEval 'prompt'), which "
                          f"runs before the code; it does not compile: {exc}") from None
-    return prompt + ("" if prompt.endswith("\n") else "\n") + code
 
 
 def _run(job: dict[str, Any], timeout: float, partial: bool,
