@@ -8,7 +8,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -150,6 +150,16 @@ class _ForgetsTheTurn(LeftRightTextEnv):
         return clone
 
 
+# The bug only shows when a clone is taken in the second turn or later, which a random run of 20
+# examples missed about one time in ten (measured: 6 of 60), and shrinking the counterexample
+# once ran past 120 s. Derandomized with no example database, the search is the same on every
+# run: it either always finds the bug or never does. No shrink phase: the test only needs the
+# failure, not its smallest form. 200 examples leave margin should a Hypothesis upgrade change
+# the fixed sequence (each random example finds the bug about one time in ten).
+CATCH_SETTINGS = settings(SETTINGS, max_examples=200, derandomize=True, database=None,
+                          phases=(Phase.explicit, Phase.generate))
+
+
 def test_state_machine_catches_a_broken_clone():
     with pytest.raises(AssertionError, match="differs"):
-        run_state_machine_as_test(lambda: EnvMachine(_ForgetsTheTurn), settings=SETTINGS)
+        run_state_machine_as_test(lambda: EnvMachine(_ForgetsTheTurn), settings=CATCH_SETTINGS)
