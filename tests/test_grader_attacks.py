@@ -101,9 +101,16 @@ def test_grader_runs_under_its_own_limits(pool):
     assert (result.reward, result.verdict) == (1.0, "passed"), result.details
 
 
+def test_a_prose_prompt_defines_nothing(pool):
+    # MBPP's prompt is prose: passing it along changes nothing (it does not compile, so it runs
+    # neither in the grader nor before the code).
+    task = TASKS["tuple_size"]
+    result = code_pass_rate(task["honest"], task["tests"], pool=pool, timeout=5.0,
+                            prompt="Write a function to find the size in bytes of a tuple.")
+    assert (result.reward, result.verdict) == (1.0, "passed"), result.details
+
+
 def test_prompt_and_timeout_are_validated():
-    with pytest.raises(ValueError, match="prompt="):
-        code_pass_rate("x = 1", ["assert x"], prompt="Write a function to add two numbers.")
     with pytest.raises(TypeError, match="prompt"):
         code_pass_rate("x = 1", ["assert x"], prompt=None)
     for timeout in (0, -1.0, float("inf"), float("nan")):

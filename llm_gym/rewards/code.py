@@ -220,9 +220,10 @@ def code_pass_rate(
         test_imports: import lines the tests need (MBPP ``test_imports``), run in the grader.
         entry_point: the function HumanEval's ``check`` receives (required with a str ``tests``).
         setup_code: trusted code run in the grader before the tests (MBPP ``test_setup_code``).
-        prompt: the task's Python prompt (HumanEval ``prompt``): run in the grader, where its
-            helpers serve the tests, and before the code in the sandbox, where they serve the
-            candidate (a body-only completion continues it). Not MBPP's prose prompt.
+        prompt: the task's prompt. When it is Python (HumanEval ``prompt``) it runs in the
+            grader, where its helpers serve the tests, and before the code in the sandbox,
+            where they serve the candidate (a body-only completion continues it). A prompt that
+            does not compile (MBPP's prose) defines nothing and runs nowhere.
         timeout: wall deadline of the whole run, in seconds.
         partial: reward the fraction of tests passed instead of all-or-nothing.
         pool: sandbox pool; default :func:`default_pool`.
@@ -231,8 +232,8 @@ def code_pass_rate(
         A :class:`CodeResult`; also recorded in :data:`COUNTERS`.
 
     Raises:
-        ValueError: a HumanEval test string without ``entry_point``, a ``prompt`` that is not
-            Python, or a ``timeout`` that is not a positive finite number of seconds.
+        ValueError: a HumanEval test string without ``entry_point``, or a ``timeout`` that is
+            not a positive finite number of seconds.
         TypeError: ``tests`` or ``prompt`` of the wrong type.
     """
     timeout = float(timeout)
@@ -250,6 +251,9 @@ def code_pass_rate(
 def _job(completion: str, tests: Sequence[str] | str, test_imports: Sequence[str],
          entry_point: str | None, setup_code: str, prompt: str) -> dict[str, Any]:
     candidate = extract_code(completion)
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str (the task's prompt), got {type(prompt).__name__}")
+    prompt = prompt if prompt and _is_python(prompt) else ""
     task = {"candidate": candidate, "code": _program(prompt, candidate), "prompt": prompt,
             "entry_point": entry_point, "test_imports": list(test_imports),
             "setup_code": setup_code}
@@ -268,22 +272,19 @@ def _program(prompt: str, code: str) -> str:
     # HumanEval's harness runs prompt + completion: an honest find_zero (HumanEval/32) calls the
     # prompt's poly, and a body-only completion continues the prompt's last function. A full
     # solution just redefines the stub. The grader gets its own, trusted copy of the helpers.
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str (the task's Python prompt), got "
-                        f"{type(prompt).__name__}")
     if not prompt:
         return code
-    _check_prompt(prompt)
     return prompt + ("" if prompt.endswith("\n") else "\n") + code
 
 
 @functools.lru_cache(maxsize=1024)  # a GRPO group scores one prompt many times
-def _check_prompt(prompt: str) -> None:
+def _is_python(prompt: str) -> bool:
+    # The prompt is the task's (trusted) text: compiling it here is not reading model output.
     try:
         compile(prompt, "<prompt>", "exec")
-    except SyntaxError as exc:
-        raise ValueError("prompt= must be the task's Python prompt (HumanEval 'prompt'), which "
-                         f"runs before the code; it does not compile: {exc}") from None
+    except (SyntaxError, ValueError):  # ValueError: a NUL character
+        return False
+    return True
 
 
 def _run(job: dict[str, Any], timeout: float, partial: bool,
