@@ -183,3 +183,27 @@ def test_byte_tokenizer_twin_has_the_same_ids(text) -> None:
     assert twin.decode(twin.encode(text)) == byte.decode(byte.encode(text)) == text
     assert twin.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == \
         byte.apply_chat_template(MESSAGES, True)
+
+
+@needs_peft
+def test_gguf_lora_run_exports_adapter_with_its_base_and_tokenizer(tmp_path) -> None:
+    from peft import PeftModel
+
+    from tests.test_models import write_tiny_gguf
+
+    gguf_path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(gguf_path)
+    agent = GRPOAgent(ENV, str(gguf_path), GRPOConfig(**FAST, lora={"r": 2}),
+                      env_kwargs=ENV_KWARGS)
+    agent.learn(16)
+    agent.save(tmp_path / "run" / "agent")
+    out = export_model(tmp_path / "run", tmp_path / "adapter", adapter=True)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = _prompt(tokenizer)
+    assert ids[0].tolist() == agent.tokenizer.prompt_tokens(MESSAGES)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((out / "base_model").resolve())
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "base_model"),
+                                        out)
+    torch.testing.assert_close(_logits(adapted, ids), _logits(agent.model, ids), rtol=0,
+                               atol=1e-5)
