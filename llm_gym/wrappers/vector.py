@@ -122,9 +122,15 @@ class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
         values: dict[str, np.ndarray] = {}
         failed: list[tuple[int, Exception]] = []
         ended = self._turn_ended(obs, terminated, truncated) if self.uses_responses else None
-        if not self.needs_rows and not self.uses_responses:
-            return values, failed
-        for i in map(int, np.flatnonzero(stepped)):
+        rows = stepped
+        if not self.needs_rows:
+            if not self.uses_responses:
+                return values, failed
+            # Response terms only: a row whose turn goes on gets 0, so Python runs only for the
+            # rows whose turn ended (the names come from the no-response call).
+            values = {name: np.zeros(self.num_envs) for name in self.response_terms(None)}
+            rows = stepped & ended
+        for i in map(int, np.flatnonzero(rows)):
             try:
                 terms = self._row_terms(i, obs, actions, rewards, terminated, truncated, infos,
                                         ended)
