@@ -90,6 +90,18 @@ def test_without_the_prompt_a_helper_is_unbound_never_the_candidates(pool):
     assert result.details["errors"] == ["NameError: name 'encode_shift' is not defined"]
 
 
+def test_assert_list_tests_with_a_prompt_proxy_its_stubs_only(pool):
+    # MBPP-style asserts on a HumanEval-style prompt, no entry_point: the prompt's stub is the
+    # candidate's to write, its implemented helper stays the task's.
+    tests = ["assert decode_shift(encode_shift('hello')) == 'hello'",
+             "assert decode_shift(encode_shift('grader')) == 'grader'"]
+    for code, reward in ((HONEST["shift_body_only"][1], 1.0),
+                         (GRADER_ATTACKS["helper_identity_38"]["code"], 0.0)):
+        result = code_pass_rate(code, tests, prompt=TASKS["shift"]["prompt"], pool=pool,
+                                timeout=5.0)
+        assert result.reward == reward, result.details
+
+
 def test_grader_runs_under_its_own_limits(pool):
     setup = ("import resource\n"
              "LIMITS = {k: resource.getrlimit(getattr(resource, 'RLIMIT_' + k))[0]\n"

@@ -180,11 +180,27 @@ def _task_namespace(job):
     # Trusted task code only: a helper the test calls (HumanEval/38's encode_cyclic, /32's poly)
     # must be the task's, never a redefinition by the candidate (issue 13).
     namespace = {"__name__": "__grader__"}
-    for label, source in (("prompt", job.get("prompt") or ""),
+    prompt = job.get("prompt") or ""
+    for label, source in (("prompt", prompt),
                           ("test_imports", "\n".join(job.get("test_imports") or [])),
                           ("setup_code", job.get("setup_code") or "")):
         exec(compile(source, f"<{label}>", "exec"), namespace)
+        if label == "prompt":
+            for name in _stubs(prompt):  # the candidate's to write: bound like any free name
+                namespace.pop(name, None)
     return namespace
+
+
+def _stubs(source):
+    """Top-level functions of ``source`` whose body is only a docstring, ``pass`` or ``...``."""
+    def empty(statement):
+        return isinstance(statement, ast.Pass) or (
+            isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+            and (type(statement.value.value) is str or statement.value.value is Ellipsis))
+
+    return {node.name for node in ast.parse(source).body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and all(empty(statement) for statement in node.body)}
 
 
 def _stdlib_module(name):
