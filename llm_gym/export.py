@@ -51,7 +51,7 @@ def find_agent_state(run_dir: str | Path) -> Path:
 
     Example:
         >>> import tempfile
-        >>> find_agent_state(tempfile.mkdtemp())
+        >>> find_agent_state(tempfile.mkdtemp())  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         FileNotFoundError: ...
@@ -153,8 +153,8 @@ def _ppo_model(state: dict[str, Any], folder: Path) -> TrainedModel:
     policy = state["policy"]
     # Saves made before GGUF models were unmarked (llm_gym.models.plain_model) carry the mark.
     options = {k: v for k, v in policy["model_config"].items() if k != "quantization_config"}
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**options),
-                                             dtype=_dtype_of(policy["model"]))
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**options))
+    model = model.to(_dtype_of(policy["model"]))
     model.load_state_dict(policy["model"])
     source = state.get("tokenizer")
     return TrainedModel(model.eval(), load_tokenizer(source), folder, source)
