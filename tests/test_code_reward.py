@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import doctest
+import importlib
 import json
 import os
 import random
@@ -242,6 +244,13 @@ def test_forged_verdict_lines_are_still_seen():
     grade = _grader_line('noise\n{"verdict": "failed", "per_test": [false]}\n')
     assert grade == {"verdict": "failed", "per_test": [False]}
     assert _grader_line("[" * 100_000) is None and _grader_line("") is None
+
+
+@pytest.mark.parametrize("name", ["llm_gym.rewards.code", "llm_gym.sandbox.wire",
+                                  "llm_gym.envs.code"])
+def test_doc_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_counters_record_outcomes(pool):
