@@ -154,6 +154,11 @@ def test_gguf_model_loads_plain_and_saves_like_any_model(tmp_path) -> None:
     ids = torch.tensor([tok.prompt_tokens([{"role": "user", "content": "the cat"}])])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, reloaded(ids).logits)
+    # transformers' Trainer, which TRL's trainers extend, refuses models marked as quantized.
+    from transformers import Trainer, TrainingArguments
+
+    Trainer(model=model, args=TrainingArguments(str(tmp_path / "trainer"), report_to=[],
+                                                use_cpu=True))
 
 
 def test_plain_model_refuses_packed_weights() -> None:
