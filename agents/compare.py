@@ -106,6 +106,7 @@ class RunResult:
     episodes: list[EpisodeRecord]
     steps_to_solve: int | None = None
     initial_return: float | None = None  # greedy return before training (eval_initial)
+    success_curve: list[tuple[int, float | None]] = field(default_factory=list)  # eval_every
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for JSON (the config and model as text)."""
@@ -114,7 +115,7 @@ class RunResult:
         return {"spec": spec, "evaluation": self.evaluation.to_dict(),
                 "env_steps": self.env_steps, "tokens": self.tokens,
                 "wall_clock_s": self.wall_clock_s, "steps_to_solve": self.steps_to_solve,
-                "initial_return": self.initial_return,
+                "initial_return": self.initial_return, "success_curve": self.success_curve,
                 "episodes": [r.to_dict() for r in self.episodes]}
 
 
@@ -218,26 +219,29 @@ def _check_stack(env_id: str, kwargs: dict[str, Any], stack: list[dict[str, Any]
 
 
 def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
-            eval_initial: bool = False, progress_bar: bool = False) -> RunResult:
+            eval_initial: bool = False, progress_bar: bool = False,
+            solve_rate: float = 1.0) -> RunResult:
     """Build the run's agent, train it for its budget and evaluate the final policy.
 
     With ``eval_every``, the greedy policy is also evaluated every ``eval_every`` env steps
     during training; :attr:`RunResult.steps_to_solve` is the step count from which every
-    evaluation (the final one included) succeeded in every episode, ``None`` if the final
-    policy fails. With ``eval_every`` or ``eval_initial``, the untrained greedy policy is
+    evaluation (the final one included) reached a success rate of ``solve_rate`` (1.0: every
+    episode; lower for stochastic envs such as slippery FrozenLake), ``None`` if the final
+    policy does not. With ``eval_every`` or ``eval_initial``, the untrained greedy policy is
     evaluated first (:attr:`RunResult.initial_return`), so the table shows what was learned.
     """
     agent = make_agent(spec.agent, spec.env_id, model=spec.model, config=spec.config,
                        seed=spec.seed, env_kwargs=spec.env_kwargs or None,
                        wrappers=spec.wrappers)
     return train_and_evaluate(agent, spec, eval_episodes=eval_episodes, eval_every=eval_every,
-                              eval_initial=eval_initial, progress_bar=progress_bar)
+                              eval_initial=eval_initial, progress_bar=progress_bar,
+                              solve_rate=solve_rate)
 
 
 def train_and_evaluate(
     agent: Any, spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
     eval_initial: bool = False, progress_bar: bool = False,
-    learn_kwargs: dict[str, Any] | None = None,
+    learn_kwargs: dict[str, Any] | None = None, solve_rate: float = 1.0,
 ) -> RunResult:
     """Train a built (or loaded) ``agent`` for ``spec.timesteps`` and evaluate it greedily.
 
@@ -245,7 +249,7 @@ def train_and_evaluate(
     The wall-clock counts training only (no periodic evaluations, no imports).
     """
     eval_env = make_env(spec.env_id, env_kwargs=spec.env_kwargs, wrappers=spec.wrappers)
-    tracker = _SolveTracker(agent, spec, eval_env, eval_every, eval_episodes)
+    tracker = _SolveTracker(agent, spec, eval_env, eval_every, eval_episodes, solve_rate)
     initial = None
     # MLPs and the tiny LM do microseconds of work per op: on a CPU, intra-op threads only add
     # synchronisation (GRPO on the tiny LM: 49 s with 2 threads, 4.5 s with 1, 2 busy cores).
@@ -256,20 +260,20 @@ def train_and_evaluate(
             first = evaluate_trained(agent, spec, eval_env, eval_episodes)
             initial = first.mean_return
         if eval_every:
-            tracker.record(int(getattr(agent, "num_timesteps", 0)), first.success_rate == 1.0)
+            tracker.record(int(getattr(agent, "num_timesteps", 0)), first.success_rate)
         start = time.perf_counter()
         agent.learn(spec.timesteps, callback=tracker.callback(), progress_bar=progress_bar,
                     **(learn_kwargs or {}))
         wall = time.perf_counter() - start - tracker.seconds
         evaluation = evaluate_trained(agent, spec, eval_env, eval_episodes)
     if eval_every:
-        tracker.record(int(getattr(agent, "num_timesteps", 0)), evaluation.success_rate == 1.0)
+        tracker.record(int(getattr(agent, "num_timesteps", 0)), evaluation.success_rate)
     episodes = list(getattr(agent, "episode_log", []))
     env_steps = int(getattr(agent, "num_timesteps", episodes[-1].env_steps if episodes else 0))
     token_env = is_token_env_id(spec.env_id)
     tokens = int(getattr(agent, "num_tokens", 0) or (episodes[-1].tokens if episodes else 0))
     return RunResult(spec, evaluation, env_steps, tokens if token_env else 0, wall, episodes,
-                     tracker.solved_at, initial)
+                     tracker.solved_at, initial, tracker.history)
 
 
 def run_comparison(
@@ -359,8 +363,10 @@ class _SolveTracker:
     """Greedy evaluations every ``eval_every`` env steps, through each agent's own callback."""
 
     def __init__(self, agent: Any, spec: RunSpec, env: gym.Env, every: int | None,
-                 episodes: int) -> None:
+                 episodes: int, solve_rate: float = 1.0) -> None:
         self.agent, self.spec, self.env = agent, spec, env
+        self.solve_rate = solve_rate
+        self.history: list[tuple[int, float | None]] = []  # (env steps, success rate)
         self.every, self.episodes = every, episodes
         self.next_eval = every or 0
         self.solved_at: int | None = None
@@ -373,13 +379,14 @@ class _SolveTracker:
             start = time.perf_counter()
             rate = evaluate_trained(self.agent, self.spec, self.env, self.episodes).success_rate
             self.seconds += time.perf_counter() - start
-            self.record(steps, rate == 1.0)
+            self.record(steps, rate)
         return True
 
-    def record(self, steps: int, solved: bool) -> None:
+    def record(self, steps: int, rate: float | None) -> None:
         # Solved from the first success after the last failure: a lucky untrained policy (or a
         # policy that later unlearns) does not count.
-        if not solved:
+        self.history.append((steps, rate))
+        if rate is None or rate < self.solve_rate - 1e-9:
             self.solved_at = None
         elif self.solved_at is None:
             self.solved_at = steps
@@ -399,10 +406,8 @@ class _SolveTracker:
 def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> EvalResult:
     """Deterministic evaluation: LLM agents through their own batched ``evaluate``.
 
-    When an LLM agent's ``evaluate`` gives no per-episode returns and the env reports no
-    success but has a success threshold, the episodes are replayed greedily through
-    :func:`llm_gym.agents.rollout.collect_rollouts` (batched, KV-cached), so the success column
-    is measured, not guessed.
+    When the env reports no success but has a success threshold, success is the env's own
+    (unshaped) return reaching it, so a shaping wrapper cannot fake the success column.
     """
     if spec.agent not in LLM_AGENTS or not hasattr(agent, "evaluate"):
         return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
@@ -411,33 +416,15 @@ def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> 
     rate, threshold = _rate(out.get("success_rate")), success_threshold(spec.env_id)
     lengths = [float(out["mean_length"])]
     if rate is None and threshold is not None:
-        if not returns and hasattr(agent, "model") and hasattr(agent, "tokenizer"):
-            returns, lengths = _greedy_rollout(agent, spec, episodes)
-        if returns:
-            rate = float(np.mean([r >= threshold - 1e-9 for r in returns]))
+        # Success is judged on the env's own return: a shaped return could fake it.
+        unshaped = out.get("env_returns") or returns
+        if unshaped:
+            rate = float(np.mean([r >= threshold - 1e-9 for r in unshaped]))
     return EvalResult(
         mean_return=float(np.mean(returns)) if returns else float(out["mean_return"]),
         std_return=float(np.std(returns)) if returns else float("nan"),
         success_rate=rate, mean_length=float(np.mean(lengths)), episodes=episodes,
         returns=returns, env_return=out.get("env_return"))
-
-
-def _greedy_rollout(agent: Any, spec: RunSpec, episodes: int) -> tuple[list[float], list[float]]:
-    import torch
-
-    from llm_gym.agents.rollout import collect_rollouts
-
-    envs = make_env(spec.env_id, episodes, env_kwargs={"tokenizer": agent.tokenizer,
-                                                       **spec.env_kwargs},
-                    wrappers=spec.wrappers, autoreset_mode="Disabled")
-    try:
-        seed = 10_000 + spec.seed
-        with torch.no_grad():
-            batch = collect_rollouts(agent.model, envs, seed=seed, temperature=0.0,
-                                     generator=torch.Generator().manual_seed(seed))
-    finally:
-        envs.close()
-    return batch.returns.tolist(), batch.lengths.float().tolist()
 
 
 def _rate(value: Any) -> float | None:

@@ -32,6 +32,7 @@ import torch
 
 from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
+from llm_gym.agents.evaluation import success_threshold
 from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logprobs
 from llm_gym.agents.token_envs import (
     build_token_envs,
@@ -677,7 +678,8 @@ class GRPOAgent:
                         wrappers=self.wrappers, autoreset_mode="Disabled")
         try:
             return evaluate_policy(self.model, envs, num_episodes, seed=seed,
-                                   temperature=0 if deterministic else self.config.temperature)
+                                   temperature=0 if deterministic else self.config.temperature,
+                                   threshold=success_threshold(self.env_id))
         finally:
             envs.close()
 

@@ -122,7 +122,7 @@ def evaluate_policy(
         ``env_return`` (the env's own reward, the ``env`` term; equal without shaping),
         ``success_rate`` (the env's verdict, else the env return against ``threshold``;
         ``None`` when neither says), ``mean_length`` (agent tokens per episode),
-        ``episodes`` and ``returns``.
+        ``episodes``, ``returns`` and ``env_returns``.
     """
     rows, limit = envs.num_envs, first_env(envs).num_tasks
     returns: list[float] = []
@@ -146,7 +146,7 @@ def evaluate_policy(
             successes.append(success)
     known = [s for s in successes if s is not None]
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "env_return": float(np.mean(env_returns)),
+            "env_return": float(np.mean(env_returns)), "env_returns": env_returns,
             "success_rate": float(np.mean(known)) if known else None,
             "mean_length": float(np.mean(lengths)), "episodes": num_episodes,
             "returns": returns}

@@ -110,3 +110,16 @@ def test_a_wrapper_that_raises_is_counted_and_stops_the_run_cleanly(tmp_path):
     # A checkpoint whose stack holds a Python function asks for it back on load.
     with pytest.raises(ValueError, match="wrappers="):
         GRPOAgent.load(tmp_path / "checkpoints")
+
+
+def test_a_shaped_return_cannot_fake_success_in_a_comparison():
+    from llm_gym.agents.compare import RunSpec, run_one
+
+    bonus = [{"name": "RewardTerms", "kwargs": {"terms": {"bonus": lambda *_: 10.0}}}]
+    spec = RunSpec("llm_gym/LeftRightText-v0", "grpo", 1, config={"group_size": 2,
+                   "prompts_per_batch": 1}, wrappers=bonus, env_kwargs={"max_new_tokens": 4})
+    evaluation = run_one(spec, eval_episodes=2).evaluation
+    # LeftRightText has no success flag: success is the return reaching +5, and only the
+    # env's own return counts, however large the shaped one.
+    assert evaluation.mean_return > 5 > evaluation.env_return
+    assert evaluation.success_rate == 0.0
