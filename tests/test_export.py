@@ -207,3 +207,12 @@ def test_gguf_lora_run_exports_adapter_with_its_base_and_tokenizer(tmp_path) -> 
                                         out)
     torch.testing.assert_close(_logits(adapted, ids), _logits(agent.model, ids), rtol=0,
                                atol=1e-5)
+
+
+def test_doc_examples_run() -> None:
+    import doctest
+
+    import llm_gym.export
+
+    result = doctest.testmod(llm_gym.export, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 4 and result.failed == 0

@@ -167,3 +167,12 @@ def test_plain_model_refuses_packed_weights() -> None:
                                                           requires_grad=False))
     with pytest.raises(ValueError, match="still quantized"):
         plain_model(model)
+
+
+def test_doc_examples_run() -> None:
+    import doctest
+
+    import llm_gym.models
+
+    result = doctest.testmod(llm_gym.models, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0
