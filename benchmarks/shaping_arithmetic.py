@@ -38,14 +38,18 @@ def variants(max_new_tokens: int, coef: float) -> dict[str, list[dict]]:
     }
 
 
-def run_variant(name: str, stack: list[dict], args: argparse.Namespace) -> dict:
+def run_variant(name: str, stack: list[dict], args: argparse.Namespace,
+                env_id: str = "llm_gym/Arithmetic-v0", env_kwargs: dict | None = None,
+                held_out: dict | None = None) -> dict:
+    """Train one variant for ``args.minutes`` and evaluate it before and after on held-out items."""
     config = GRPOConfig(group_size=args.group_size, prompts_per_batch=args.prompts_per_batch,
                         learning_rate=args.lr, micro_batch_size=8, temperature=args.temperature)
-    env_kwargs = {"digits": args.digits, "max_new_tokens": args.max_new_tokens}
-    agent = GRPOAgent("llm_gym/Arithmetic-v0", args.model, config, env_kwargs=env_kwargs,
+    if env_kwargs is None:
+        env_kwargs = {"digits": args.digits, "max_new_tokens": args.max_new_tokens}
+    agent = GRPOAgent(env_id, args.model, config, env_kwargs=env_kwargs,
                       seed=args.seed, log_dir=Path(args.out_dir) / name, device="cpu",
                       wrappers=stack)
-    held_out = {"split": "test"}
+    held_out = {"split": "test"} if held_out is None else held_out
     before = agent.evaluate(args.eval_episodes, env_kwargs=held_out, batch_size=32)
     deadline = time.perf_counter() + args.minutes * 60
     start = time.perf_counter()
