@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LLM_AGENTS = ("grpo", "ppo")
-STATE_FILE = "state.pt"
 BASE_FOLDER = "base_model"  # adapter exports of a base no hub id names (tiny, .gguf) carry it
 
 
@@ -56,7 +54,8 @@ def find_agent_state(run_dir: str | Path) -> Path:
         ...
         FileNotFoundError: ...
     """
-    from llm_gym.agents.training import latest_checkpoint
+    from llm_gym.agents.factory import LLM_AGENTS
+    from llm_gym.agents.training import STATE_FILE, latest_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -113,7 +112,7 @@ def load_trained_model(run_dir: str | Path) -> TrainedModel:
     Raises:
         ValueError: a classic agent, or a save this function cannot rebuild (named).
     """
-    from llm_gym.agents.training import load_checkpoint
+    from llm_gym.agents.training import STATE_FILE, load_checkpoint
 
     folder = find_agent_state(run_dir)
     state = load_checkpoint(folder)
