@@ -116,3 +116,18 @@ def test_code_pass_rate_through_the_grpo_call():
     out = call_like_grpo_trainer(rewards.code_pass_rate, inputs[:1], [row["prompt"]],
                                  completions[:1], [[1]])
     assert math.isnan(out[0])
+
+
+@pytest.mark.skipif(CODE_MODULE is None, reason="llm_gym.rewards.code (sandbox) not built yet")
+@pytest.mark.sandbox
+def test_humaneval_helpers_come_from_the_prompt_through_the_grpo_call():
+    from tests.attacks.grader_attacks import HELPERS, TASKS
+
+    task = TASKS["shift"]  # HumanEval/38-like: check() calls the prompt's encode_shift
+    row = {"prompt": task["prompt"], "test": task["tests"], "entry_point": task["entry_point"]}
+    completions = [task["honest"], HELPERS["helper_identity_38"]["code"],
+                   HELPERS["helper_body_only_38"]["code"]]
+    inputs = [dict(row) for _ in completions]
+    out = call_like_grpo_trainer(rewards.code_pass_rate, inputs, [row["prompt"]] * 3,
+                                 completions, [[1]] * 3)
+    assert out == [1.0, 0.0, 0.0]  # the forgeries redefine encode_shift as identity

@@ -111,8 +111,10 @@ def code_pass_rate(
     """1.0 per completion whose code passes all of the row's tests in the sandbox.
 
     Reads MBPP columns ``test_list`` (or ``tests``), ``test_imports`` and ``test_setup_code``,
-    or a HumanEval ``test`` string with ``entry_point``. ``partial=True`` rewards the fraction
-    of tests passed. Rows without tests get ``None``.
+    or a HumanEval ``test`` string with ``entry_point``; for HumanEval rows the row's prompt
+    (TRL's ``prompts``) is the task's code, whose helpers the tests call (they come from the
+    prompt, never from the completion). ``partial=True`` rewards the fraction of tests passed.
+    Rows without tests get ``None``.
     """
     from llm_gym.rewards.code import code_pass_rate as score  # sandbox: imported on first use
 
@@ -121,9 +123,10 @@ def code_pass_rate(
     imports = kwargs.get("test_imports") or [()] * size
     setups = kwargs.get("test_setup_code") or [""] * size
     entry_points = kwargs.get("entry_point") or [None] * size
+    prompts = kwargs.get("prompts") or [None] * size
     rewards: list[float | None] = []
-    for completion, row_tests, row_imports, setup, entry in zip(
-        completions, tests, imports, setups, entry_points, strict=True
+    for completion, row_tests, row_imports, setup, entry, prompt in zip(
+        completions, tests, imports, setups, entry_points, prompts, strict=True
     ):
         if not row_tests:
             rewards.append(None)
@@ -131,6 +134,7 @@ def code_pass_rate(
         result = score(completion_text(completion),
                        row_tests if isinstance(row_tests, str) else list(row_tests),
                        test_imports=tuple(row_imports or ()), entry_point=entry,
-                       setup_code=setup or "", partial=partial)
+                       setup_code=setup or "", partial=partial,
+                       prompt=(_prompt_text(prompt) or "") if entry else "")
         rewards.append(float(result.reward))
     return rewards
