@@ -17,7 +17,7 @@ from llm_gym.sandbox import (
     detect_isolation,
     pids_of_uid,
 )
-from llm_gym.sandbox.isolation import root_view
+from llm_gym.sandbox.isolation import Isolation, root_view
 from llm_gym.sandbox.wire import Ref, decode, encode
 from tests.attacks.programs import RESOURCE_ATTACKS
 
@@ -189,3 +189,21 @@ def test_a_run_has_one_memory_bound(box, name):
         assert int(f.read()) <= box.config.run_memory_mb << 20
     assert pids_of_uid(box.uid) == [] and box.cgroup.pids() == []
     assert box.run("print(len(bytearray(100 << 20)))").stdout == f"{100 << 20}\n"
+
+
+def test_userns_level_builds_the_same_empty_root():
+    # The non-root level (unprivileged user namespaces), forced here as root: the same empty,
+    # read-only root and no capability left, as the namespace's only UID.
+    with Sandbox(config=SandboxConfig(timeout=5.0)) as userns_box:
+        userns_box.isolation = Isolation("userns")
+        result = userns_box.run(
+            "import os\n"
+            "print(sorted(os.listdir('/')), os.path.exists('/work'), os.path.exists('/etc'))\n"
+            "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
+            "try:\n"
+            "    os.mkdir('/x')\n"
+            "except OSError as e:\n"
+            "    print(e.errno)\n")
+    top, caps, errno = result.stdout.split("\n")[:3]
+    assert top.endswith("False False") and "'work'" not in top and "'etc'" not in top
+    assert int(caps, 16) == 0 and errno == "30"  # EROFS

@@ -39,7 +39,10 @@ _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}
 
 
 def _isolate(setup):
-    """As root of a fresh user namespace: wait for the id maps, build an empty root, drop to a UID.
+    """As root of a fresh user namespace: build an empty root, then drop privileges.
+
+    At level ``"root"`` it first waits for the id maps and ends as the slot's UID; at level
+    ``"userns"`` it stays the namespace's only UID with every capability cleared.
 
     The new root is a tmpfs holding only what the interpreter needs, each piece bound
     read-only: the Python prefix (its site-packages hidden), the directories of the shared
@@ -47,10 +50,11 @@ def _isolate(setup):
     size- and inode-limited /tmp. The host's files (datasets, the project, /root, /etc, other
     processes' /proc) are not in this mount namespace at all after the pivot.
     """
-    os.close(setup["ready_fd"])  # the shell before us did the handshake
-    os.close(setup["go_fd"])
-    for name in ("LLM_GYM_READY", "LLM_GYM_GO"):
-        os.environ.pop(name, None)
+    if setup["level"] == "root":
+        os.close(setup["ready_fd"])  # the shell before us did the handshake
+        os.close(setup["go_fd"])
+        for name in ("LLM_GYM_READY", "LLM_GYM_GO"):
+            os.environ.pop(name, None)
     import ctypes  # only here: plain runs without namespaces do not pay for it
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -110,10 +114,23 @@ def _isolate(setup):
             break
     if libc.prctl(38, 1, 0, 0, 0):  # PR_SET_NO_NEW_PRIVS
         os._exit(71)
-    uid = setup["uid"]
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)  # clears every remaining capability
+    if setup["level"] == "root":
+        uid = setup["uid"]
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # clears every remaining capability
+    else:  # "userns": one mapped UID only; drop what the namespace's root still holds
+        _drop_capabilities(libc)
+
+
+def _drop_capabilities(libc):
+    """Clear the effective, permitted and inheritable capability sets (capset v3)."""
+    import ctypes
+
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (ctypes.c_uint32 * 6)()  # two all-zero __user_cap_data_struct
+    if libc.capset(header, data):
+        os._exit(72)
 
 
 def _read_program(fd):

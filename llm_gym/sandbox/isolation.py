@@ -8,9 +8,10 @@ Three levels, best first:
   libraries of the interpreter, read-only; a private ``/tmp`` and a fresh ``/proc``), and drops
   to the slot's own UID with no capabilities. No host file outside that view — datasets, the
   project, ``/root``, ``/etc``, other processes — exists in the run's mount namespace.
-* ``"userns"`` — not root but unprivileged user namespaces work: the same namespaces, capabilities
-  dropped after the mounts, but every slot shares the caller's UID (``RLIMIT_NPROC`` is then
-  counted per user namespace instead of per slot UID).
+* ``"userns"`` — not root but unprivileged user namespaces work: the same namespaces and the
+  same empty root, capabilities dropped after the mounts, but every slot shares the caller's UID
+  (``RLIMIT_NPROC`` is then counted per user namespace instead of per slot UID) and no cgroup
+  bounds the run's memory.
 * ``"degraded"`` — no namespaces: only rlimits, a private working directory, and (as root) a slot
   UID. Network, ``/tmp`` and other processes are reachable. It is logged once as a warning and
   every result carries ``degraded=True``; pools refuse it unless ``allow_degraded=True``.
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,14 +46,9 @@ WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 # (dash only parses one-digit fds after >&, hence /proc/self/fd.)
 _ROOT_WAIT = ('echo r >"/proc/self/fd/$LLM_GYM_READY" && read -r _ <"/proc/self/fd/$LLM_GYM_GO" '
               '&& "$@"; s=$?; exit $s')
-_USERNS_SETUP = r"""set -e
-TMP_MB=$1; shift 1
-mount -t tmpfs -o "size=${TMP_MB}m,mode=1777" tmpfs /tmp
-for d in /var/tmp /dev/shm /run/lock; do
-  if [ -d "$d" ]; then mount -t tmpfs -o size=1m,mode=1777 tmpfs "$d"; fi
-done
-exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "$@"
-"""
+# At level "userns" the shell only stays pid 1 of the namespace (as above); the bootstrap
+# builds the empty root itself.
+_USERNS_INIT = '"$@"; s=$?; exit $s'
 
 
 @dataclass(frozen=True)
@@ -70,27 +67,26 @@ class Isolation:
     def per_slot_uid(self) -> bool:
         return os.geteuid() == 0
 
-    def wrap(self, argv: list[str], tmp_mb: int) -> list[str]:
+    def wrap(self, argv: list[str]) -> list[str]:
         """The full command that runs ``argv`` (starting with the python path) isolated.
 
-        At level ``"root"`` the bootstrap itself mounts and drops to the slot UID (see
-        :meth:`root_setup`), which saves a shell, eight ``mount`` and a ``setpriv`` per run.
+        At both namespace levels the bootstrap itself builds the empty root (see
+        :func:`empty_root_setup`); at level ``"root"`` it then drops to the slot UID.
         """
         unshare = [shutil.which("unshare") or "unshare", "--user", "--mount", "--net", "--pid",
                    "--ipc", "--uts", "--fork", "--kill-child"]
         if self.level == "root":
             return [*unshare, "/bin/sh", "-c", _ROOT_WAIT, "sh", *argv]
         if self.level == "userns":
-            return [*unshare, "--map-root-user", "--mount-proc", "/bin/sh", "-c", _USERNS_SETUP,
-                    "sh", str(tmp_mb), *argv]
+            return [*unshare, "--map-root-user", "--mount-proc", "/bin/sh", "-c", _USERNS_INIT,
+                    "sh", *argv]
         return argv
 
 
-def root_setup(uid: int, tmp_mb: int, tmp_inodes: int, ready_fd: int,
-               go_fd: int) -> dict[str, object]:
-    """What the bootstrap needs to isolate itself at level ``"root"``."""
-    return {"uid": uid, "tmp_mb": tmp_mb, "tmp_inodes": tmp_inodes, "ready_fd": ready_fd,
-            "go_fd": go_fd, "root": _root_dir(), **root_view()}
+def empty_root_setup(level: str, tmp_mb: int, tmp_inodes: int) -> dict[str, object]:
+    """What the bootstrap needs to build the run's empty root at a namespace level."""
+    return {"level": level, "tmp_mb": tmp_mb, "tmp_inodes": tmp_inodes, "root": _root_dir(),
+            **root_view()}
 
 
 @functools.cache
@@ -163,7 +159,10 @@ def _outermost(paths: set[str]) -> list[str]:
 
 
 def _root_dir() -> str:
-    path = os.path.join(STATE_DIR, "root")  # only a mount point: each run mounts its own tmpfs
+    # Only a mount point: each run mounts its own tmpfs there, in its own mount namespace.
+    base = STATE_DIR if os.geteuid() == 0 else os.path.join(
+        tempfile.gettempdir(), f"llm_gym_sandbox-{os.geteuid()}")
+    path = os.path.join(base, "root")
     os.makedirs(path, mode=0o755, exist_ok=True)
     return path
 

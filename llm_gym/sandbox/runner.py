@@ -41,7 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_gym.sandbox.cgroup import SlotCgroup, children
-from llm_gym.sandbox.isolation import STATE_DIR, Isolation, choose_isolation, map_ids, root_setup
+from llm_gym.sandbox.isolation import (
+    STATE_DIR,
+    Isolation,
+    choose_isolation,
+    empty_root_setup,
+    map_ids,
+)
 
 _HERE = Path(__file__).parent
 _STRIP = re.compile(r"^(from __future__ import annotations|from llm_gym\.\S+ import .*)$", re.M)
@@ -268,14 +274,16 @@ class _Run:
                 os.chown(self.workdir, uid, uid)
             config["cwd"] = env["HOME"] = env["TMPDIR"] = self.workdir
         sync: list[int] = []
+        if not iso.degraded:
+            config["setup"] = empty_root_setup(iso.level, cfg.tmp_mb, cfg.tmp_inodes)
         if iso.level == "root":
             ready_r, ready_w = os.pipe()
             go_r, go_w = os.pipe()
             own += [ready_w, go_r]
             sync = [ready_r, go_w]
-            config["setup"] = root_setup(uid, cfg.tmp_mb, cfg.tmp_inodes, ready_w, go_r)
+            config["setup"].update(uid=uid, ready_fd=ready_w, go_fd=go_r)
             env.update(LLM_GYM_READY=str(ready_w), LLM_GYM_GO=str(go_r))
-        argv = iso.wrap([iso.python, "-I", "-S", "-c", bootstrap, json.dumps(config)], cfg.tmp_mb)
+        argv = iso.wrap([iso.python, "-I", "-S", "-c", bootstrap, json.dumps(config)])
         creds = {"user": uid, "group": uid, "extra_groups": []} \
             if iso.degraded and iso.per_slot_uid else {}
         try:
