@@ -235,8 +235,11 @@ def learn_target(
 
 
 def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> dict[str, float]:
-    """``reward/...`` metrics of one batch: dropped samples by cause, env verdicts, and the mean
-    episode sum of every named reward term (``reward/<term>``, from shaping wrappers).
+    """``reward/...`` metrics of one batch: dropped samples, verdicts and reward terms.
+
+    Dropped samples are counted by cause, env verdicts by name, and every named reward term
+    (``info["reward_components"]`` of shaping wrappers) as its mean episode sum,
+    ``reward/<term>``.
 
     Example:
         >>> reward_counters([{"episode_reward_components": {"env": 1.0, "length": -0.5}},

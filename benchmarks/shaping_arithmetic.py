@@ -7,7 +7,7 @@ agent optimised beside the unshaped task metrics (accuracy, mean response length
 shaped return alone hides reward hacking. Writes ``result.json`` and one run folder (metrics.csv
 with ``reward/<term>``, TensorBoard) per variant to ``--out-dir``.
 
-    nice -n 10 python benchmarks/shaping_arithmetic.py --minutes 5
+    python benchmarks/shaping_arithmetic.py --updates 12 --minutes 15
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ def run_variant(name: str, stack: list[dict], args: argparse.Namespace,
     before = agent.evaluate(args.eval_episodes, env_kwargs=held_out, batch_size=32)
     deadline = time.perf_counter() + args.minutes * 60
     start = time.perf_counter()
-    agent.learn(10**9, callback=lambda metrics: time.perf_counter() < deadline)
+    # A fixed number of updates keeps variants comparable on a shared, unevenly loaded machine;
+    # the wall-clock budget is a cap.
+    agent.learn(10**9, callback=lambda metrics: time.perf_counter() < deadline
+                and agent.num_updates < args.updates)
     train_s = time.perf_counter() - start
     after = agent.evaluate(args.eval_episodes, env_kwargs=held_out, batch_size=32)
     agent.close()
@@ -81,6 +84,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per variant")
+    parser.add_argument("--updates", type=int, default=10**9, help="at most this many updates")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--variants", default="unshaped,length,overlong")
     parser.add_argument("--digits", type=int, default=1)

@@ -30,6 +30,7 @@ FORMAT = r"#### -?[\d,]*\.?\d+"  # starts with a literal: linear-time search (Fo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget per variant")
+    parser.add_argument("--updates", type=int, default=10**9, help="at most this many updates")
     parser.add_argument("--data", default="../shared/data/gsm8k/train.jsonl")
     parser.add_argument("--held-out", type=int, default=64)
     parser.add_argument("--model", default="smollm2")
