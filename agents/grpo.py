@@ -34,6 +34,7 @@ from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
 from llm_gym.agents.evaluation import success_threshold
 from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logprobs
+from llm_gym.agents.sampling import device_generator, sample_tokens
 from llm_gym.agents.token_envs import (
     build_token_envs,
     evaluate_policy,
@@ -459,7 +460,7 @@ class GRPOAgent:
         parts = [sequence_logprobs(
                     model, batch.input_ids[s], batch.attention_mask[s],
                     vocab_size=self.vocab_size, temperature=self.config.temperature,
-                    return_entropy=entropy,
+                    return_entropy=entropy, positions=batch.agent_mask[s].bool(),
                     action_masks=None if batch.action_masks is None else batch.action_masks[s])
                  for s in torch.split(rows, self.config.micro_batch_size)]
         if entropy:
@@ -649,16 +650,15 @@ class GRPOAgent:
         position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
         last = (mask.sum(dim=1) - 1).clamp(min=0)
-        logits = logits[torch.arange(len(ids)), last, : self.vocab_size].float().cpu()
+        logits = logits[torch.arange(len(ids)), last, : self.vocab_size]
+        allowed = None
         if "action_mask" in observation:
             allowed = torch.as_tensor(np.atleast_2d(observation["action_mask"])).bool()
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        if deterministic:
-            actions = logits.argmax(dim=-1)
-        else:
-            probs = torch.softmax(logits / max(self.config.temperature, 1e-6), dim=-1)
-            actions = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
-        actions = actions.numpy().astype(np.int64)
+        actions, _ = sample_tokens(
+            logits, temperature=0.0 if deterministic else self.config.temperature,
+            top_p=self.config.top_p, allowed=allowed,
+            generator=device_generator(self.generator, logits.device))
+        actions = actions.cpu().numpy().astype(np.int64)
         return (actions[0] if single else actions), state
 
     def evaluate(self, num_episodes: int = 32, deterministic: bool = True,

@@ -25,6 +25,7 @@ from llm_gym.agents.ppo_algorithm import (
     token_gae,
 )
 from llm_gym.agents.rollout import ActionMasks, collect_rollouts, sequence_logprobs
+from llm_gym.agents.sampling import device_generator, sample_tokens
 from llm_gym.agents.token_envs import first_env
 from llm_gym.agents.training import TaskSampler, reward_counters
 from llm_gym.agents.value_head import (
@@ -96,10 +97,9 @@ class ClassicPolicy:
         """Actions for a batch of raw observations."""
         with torch.no_grad():
             logits, _ = self.net(encode_observations(self.space, obs))
-        if deterministic:
-            return logits.argmax(-1).numpy()
-        probs = torch.softmax(logits, -1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
+        ids, _ = sample_tokens(logits, temperature=0.0 if deterministic else 1.0,
+                               generator=generator)
+        return ids.numpy()
 
     def collect(self, agent: PPOAgent) -> tuple[PPOBatch, dict[str, float]]:
         """Roll ``num_steps`` steps in every env and compute the advantages."""
@@ -116,11 +116,9 @@ class ClassicPolicy:
             x = encode_observations(self.space, self.obs)
             with torch.no_grad():
                 logits, value = self.net(x)
-            action = torch.multinomial(torch.softmax(logits, -1), 1,
-                                       generator=agent.generator).squeeze(-1)
+            action, logprobs[t] = sample_tokens(logits, generator=agent.generator)
             self.obs, reward, term, trunc, info = envs.step(action.numpy())
             obs_buf[t], actions[t], values[t] = x, action, value
-            logprobs[t] = torch.log_softmax(logits, -1).gather(1, action[:, None]).squeeze(1)
             rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
             dones[t] = torch.as_tensor(term | trunc, dtype=torch.float32)
             next_values[t] = self._final_values(term, trunc, info)
@@ -294,13 +292,13 @@ class TokenPolicy:
         attention = torch.as_tensor(obs["attention_mask"], device=self.device)
         with torch.no_grad():
             logits = self.net.next_token_logits(ids, attention)
+        allowed = None
         if "action_mask" in obs:
-            allowed = torch.as_tensor(obs["action_mask"], device=self.device).bool()
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        if deterministic:
-            return logits.argmax(-1).cpu().numpy()
-        probs = torch.softmax(logits, -1).cpu()
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
+            allowed = torch.as_tensor(obs["action_mask"]).bool()
+        ids, _ = sample_tokens(logits, temperature=0.0 if deterministic else 1.0,
+                               allowed=allowed,
+                               generator=device_generator(generator, logits.device))
+        return ids.cpu().numpy()
 
 
 def build_model(model_config: dict[str, Any], device: str | torch.device | None = None,

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from llm_gym.agents.logprobs import chosen_logprobs
+from llm_gym.agents.sampling import device_generator, sample_tokens
 from llm_gym.vector import row_info
 
 
@@ -258,6 +260,7 @@ def collect_rollouts(
     if "task_index" in info:
         rec.task_index[:] = [-1 if v is None else int(v) for v in info["task_index"]]
     stepper = _CachedStepper(policy, envs.single_action_space.n, envs.num_envs)
+    generator = device_generator(generator, stepper.device)
     model_s = env_s = 0.0
     fed = np.zeros(envs.num_envs, dtype=np.int64)  # tokens of each row already in the cache
     done = np.zeros(envs.num_envs, dtype=bool)
@@ -337,8 +340,11 @@ class _CachedStepper:
         )
         self.cache = out.past_key_values
         self.positions += new
-        logits = torch.zeros((len(done), self.vocab_size), dtype=torch.float32)
-        logits[torch.from_numpy(rows)] = out.logits[:, -1, : self.vocab_size].float().cpu()
+        # Stays on the model's device: only the sampled ids and log-probs go to the host.
+        logits = torch.zeros((len(done), self.vocab_size), dtype=torch.float32,
+                             device=self.device)
+        index = torch.from_numpy(rows).to(self.device)
+        logits[index] = out.logits[:, -1, : self.vocab_size].float()
         return logits
 
     def _drop_finished(self, done: np.ndarray) -> None:
@@ -357,35 +363,19 @@ def _sample(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Actions, their log-probs as sampled (mask applied), and the mask used (or None).
 
-    Done rows get token 0, which the env ignores.
+    Sampling runs on the logits' device (:func:`~llm_gym.agents.sampling.sample_tokens`); only
+    the ``(B,)`` ids and log-probs come back. Done rows get token 0, which the env ignores.
     """
-    scaled = logits / temperature if temperature > 0 else logits
-    sampling = scaled
     allowed = None
     if action_mask is not None:
-        allowed = torch.from_numpy(np.array(action_mask, dtype=bool))
-        allowed[~allowed.any(dim=1)] = True  # a row with nothing allowed samples freely
-        sampling = sampling.masked_fill(~allowed, float("-inf"))
-    logprobs = torch.log_softmax(sampling, dim=-1)
-    if temperature == 0:
-        actions = sampling.argmax(dim=-1)
-    else:
-        probs = _top_p_filter(torch.softmax(sampling, dim=-1), top_p)
-        actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-    actions[torch.from_numpy(done)] = 0
-    chosen = logprobs.gather(1, actions[:, None]).squeeze(1)
-    return (actions.numpy().astype(np.int64), chosen.numpy(),
-            None if allowed is None else allowed.numpy())
-
-
-def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    if top_p >= 1:
-        return probs
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-    outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    return torch.zeros_like(probs).scatter(1, order, sorted_probs)
+        allowed = np.array(action_mask, dtype=bool)
+        allowed[~allowed.any(axis=1)] = True  # a row with nothing allowed samples freely
+    ids, logprobs = sample_tokens(
+        logits, temperature=temperature, top_p=top_p, generator=generator,
+        allowed=None if allowed is None else torch.from_numpy(allowed))
+    actions = ids.cpu().numpy().astype(np.int64)
+    actions[done] = 0
+    return actions, logprobs.cpu().numpy(), allowed
 
 
 def _add_components(rec: _Recorder, components: dict[str, Any], active: np.ndarray) -> None:
@@ -435,9 +425,12 @@ def _to_batch(obs: dict[str, np.ndarray], rec: _Recorder, rollout_s: float, mode
 def sequence_logprobs(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     vocab_size: int | None = None, temperature: float = 1.0, return_entropy: bool = False,
-    action_masks: ActionMasks | None = None,
+    action_masks: ActionMasks | None = None, positions: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``(B, T)`` log-prob of token t given tokens < t (position 0 and padding get 0).
+
+    Computed at ``positions`` only, without a full-vocabulary ``log_softmax`` (see
+    :func:`llm_gym.agents.logprobs.chosen_logprobs`).
 
     Args:
         model: the causal LM (gradients flow when called outside ``torch.no_grad``).
@@ -449,6 +442,8 @@ def sequence_logprobs(
         action_masks: the rollout's :attr:`RolloutBatch.action_masks` (rows matching
             ``input_ids``): forbidden tokens get logit -inf at those positions, so the log-probs
             are those of the masked distribution the rollout sampled from.
+        positions: ``(B, T)`` bool, the tokens to score (the agent's); default every real one.
+            Elsewhere the result is 0.
 
     Example:
         >>> from llm_gym.models import tiny_model
@@ -457,38 +452,6 @@ def sequence_logprobs(
         >>> sequence_logprobs(model, ids, torch.ones_like(ids)).shape
         torch.Size([1, 3])
     """
-    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids, use_cache=False).logits[:, :-1]
-    if vocab_size is not None:
-        logits = logits[..., :vocab_size]
-    logits = logits.float()
-    if temperature > 0:
-        logits = logits / temperature
-    if action_masks is not None:
-        logits = action_masks.apply(logits)
-    logp_all = torch.log_softmax(logits, dim=-1)
-    chosen = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    mask = attention_mask[:, 1:].to(chosen.dtype)
-    logprobs = torch.nn.functional.pad(chosen * mask, (1, 0))
-    if not return_entropy:
-        return logprobs
-    with torch.no_grad():  # a metric, not a loss term: keep it out of the autograd graph
-        entropy = entropy_from_logprobs(logp_all.detach()) * mask
-    return logprobs, torch.nn.functional.pad(entropy, (1, 0))
-
-
-def entropy_from_logprobs(logp_all: torch.Tensor) -> torch.Tensor:
-    """Entropy over the last axis of log-probs; masked-out (-inf) entries count as 0.
-
-    The -inf entries are zeroed before the product, so the gradient stays finite (``0 * -inf``
-    would give NaN).
-
-    Example:
-        >>> entropy_from_logprobs(torch.log(torch.tensor([[0.5, 0.5, 0.0]]))).tolist()
-        [0.6931471824645996]
-    """
-    forbidden = torch.isneginf(logp_all)
-    if not forbidden.any():  # the unmasked path, exactly as before
-        return -(logp_all.exp() * logp_all).sum(dim=-1)
-    return -(logp_all.exp() * logp_all.masked_fill(forbidden, 0.0)).sum(dim=-1)
+    return chosen_logprobs(model, input_ids, attention_mask, positions=positions,
+                           vocab_size=vocab_size, temperature=temperature,
+                           return_entropy=return_entropy, masks=action_masks)

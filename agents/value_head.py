@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from llm_gym.agents.rollout import ActionMasks, entropy_from_logprobs
+from llm_gym.agents.logprobs import final_states, states_logprobs
+from llm_gym.agents.rollout import ActionMasks
 
 
 class ValueHead(nn.Module):
@@ -165,22 +166,18 @@ class CausalLMWithValueHead(nn.Module):
         the rollout sampled them.
         """
         mask = attention_mask.long()
-        # Positions count real tokens, so left- and right-padded rows score the same.
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         output_hidden_states=with_value, use_cache=False)
-        logits = out.logits[:, :-1, : self.num_actions].float() / self.temperature
-        if action_masks is not None:
-            logits = action_masks.apply(logits)
-        logp_all = torch.log_softmax(logits, dim=-1)
-        logprobs = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-        entropy = entropy_from_logprobs(logp_all)
-        pad = logprobs.new_zeros(len(input_ids), 1)
+        # The same computation the reference's sequence_logprobs runs: with policy == reference
+        # the per-token KL is exactly 0. Every real token is scored (PPO masks afterwards).
+        final = final_states(self.model, input_ids, mask, need_hidden=with_value)
+        logprobs, entropy = states_logprobs(final, input_ids, mask, vocab_size=self.num_actions,
+                                            temperature=self.temperature, return_entropy=True,
+                                            masks=action_masks)
         if with_value:
-            values = torch.cat([pad, self.value_head(out.hidden_states[-1][:, :-1])], dim=1)
+            pad = logprobs.new_zeros(len(input_ids), 1)
+            values = torch.cat([pad, self.value_head(final.hidden[:, :-1])], dim=1)
         else:
             values = torch.zeros_like(input_ids, dtype=torch.float32)
-        return torch.cat([pad, logprobs], 1), torch.cat([pad, entropy], 1), values
+        return logprobs, entropy, values
 
     def next_token_logits(self, input_ids: torch.Tensor,
                           attention_mask: torch.Tensor) -> torch.Tensor:

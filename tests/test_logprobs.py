@@ -1,0 +1,88 @@
+"""Memory-lean chosen-token log-probs equal the full log_softmax ones (issue 8, point 4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm_gym.agents.logprobs import chosen_logprobs
+from llm_gym.agents.rollout import ActionMasks
+from llm_gym.models import tiny_model
+
+
+def sequence_logprobs(model, input_ids, attention_mask, *, vocab_size=None, temperature=1.0,
+                      return_entropy=False, action_masks=None):
+    """The straightforward reference: full fp32 logits, full log_softmax, gather."""
+    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids, use_cache=False).logits[:, :-1]
+    logits = logits[..., :vocab_size].float() / (temperature or 1.0)
+    if action_masks is not None:
+        logits = action_masks.apply(logits)
+    logp_all = torch.log_softmax(logits, dim=-1)
+    chosen = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    mask = attention_mask[:, 1:].to(chosen.dtype)
+    logprobs = torch.nn.functional.pad(chosen * mask, (1, 0))
+    if not return_entropy:
+        return logprobs
+    entropy = -(logp_all.exp() * logp_all.masked_fill(torch.isneginf(logp_all), 0.0)).sum(-1)
+    entropy = entropy.detach() * mask
+    return logprobs, torch.nn.functional.pad(entropy, (1, 0))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    model, _ = tiny_model()
+    return model
+
+
+def _batch():
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 256, (3, 12), generator=generator)
+    attention = torch.ones_like(ids)
+    attention[1, 9:] = 0  # right padding
+    agent = torch.zeros_like(ids, dtype=torch.bool)
+    agent[:, 6:] = True
+    return ids, attention, agent
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 1024])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_same_logprobs_and_entropy_as_the_full_softmax(model, chunk_size, temperature):
+    ids, attention, agent = _batch()
+    full, full_entropy = sequence_logprobs(model, ids, attention, vocab_size=260,
+                                           temperature=temperature, return_entropy=True)
+    lean, entropy = chosen_logprobs(model, ids, attention, positions=agent, vocab_size=260,
+                                    temperature=temperature, return_entropy=True,
+                                    chunk_size=chunk_size)
+    scored = agent & attention.bool()
+    assert torch.allclose(lean[scored], full[scored], atol=1e-5)
+    assert torch.allclose(entropy[scored], full_entropy[scored], atol=1e-5)
+    assert (lean[~scored] == 0).all() and (entropy[~scored] == 0).all()
+
+
+def test_same_gradients_as_the_full_softmax(model):
+    ids, attention, agent = _batch()
+    scored = (agent & attention.bool()).float()
+    grads = []
+    for fn in (sequence_logprobs, chosen_logprobs):
+        model.zero_grad()
+        kwargs = {"positions": agent, "chunk_size": 5} if fn is chosen_logprobs else {}
+        (fn(model, ids, attention, vocab_size=260, **kwargs) * scored).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()
+                                if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_action_masks_apply_where_they_were_recorded(model):
+    ids, attention, agent = _batch()
+    allowed = torch.zeros((2, 260), dtype=torch.bool)
+    allowed[:, [ids[0, 7], ids[2, 8], 5]] = True
+    masks = ActionMasks(torch.tensor([0, 2]), torch.tensor([7, 8]), allowed)
+    full = sequence_logprobs(model, ids, attention, vocab_size=260, action_masks=masks)
+    lean = chosen_logprobs(model, ids, attention, positions=agent, vocab_size=260, masks=masks,
+                           chunk_size=3)
+    scored = agent & attention.bool()
+    assert torch.allclose(lean[scored], full[scored], atol=1e-5)
+    assert lean[0, 7] > full.new_tensor(-2.0)  # 1 of 3 allowed tokens: far above unmasked
