@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm_gym.agents.advantages import group_advantages
 from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
 from llm_gym.agents.evaluation import success_threshold
@@ -168,33 +169,6 @@ class GRPOConfig:
             'dapo'
         """
         return config_from_dict(cls, read_config_file(path))
-
-
-# ============================================================================== advantages
-def group_advantages(returns: torch.Tensor, valid: torch.Tensor, group_size: int,
-                     scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
-    """Group-relative advantages ``r - mean(group)`` (``/ std`` when ``scale``).
-
-    Rows are consecutive groups of ``group_size``. Invalid rows (dropped rewards) are left out of
-    the group statistics and get 0. A group whose valid rewards are all equal — or that has
-    fewer than two valid rows — gets exactly 0: it carries no signal, and no division by zero
-    happens.
-
-    Example:
-        >>> group_advantages(torch.tensor([1., 0., 1., 1.]), torch.ones(4, dtype=torch.bool), 2)
-        tensor([0.7071, -0.7071, 0.0000, 0.0000])
-    """
-    r = returns.double().view(-1, group_size)
-    v = valid.view(-1, group_size)
-    count = v.sum(dim=1, keepdim=True)
-    mean = torch.where(v, r, 0).sum(dim=1, keepdim=True) / count.clamp(min=1)
-    centred = torch.where(v, r - mean, 0)
-    std = (centred.pow(2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
-    high = torch.where(v, r, -torch.inf).amax(dim=1, keepdim=True)
-    low = torch.where(v, r, torch.inf).amin(dim=1, keepdim=True)
-    informative = (count >= 2) & (high > low)
-    adv = centred / (std + eps) if scale else centred
-    return torch.where(informative & v, adv, 0).float().view(-1)
 
 
 # ============================================================================== loss
