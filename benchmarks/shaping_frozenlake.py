@@ -66,7 +66,7 @@ class GoalDistance:
 
 def specs(args: argparse.Namespace) -> list[RunSpec]:
     potential = [{"name": "PotentialShaping",
-                  "kwargs": {"potential": GoalDistance(), "gamma": 1.0}}]
+                  "kwargs": {"potential": GoalDistance(), "gamma": args.gamma}}]
     grpo = {"group_size": 8, "prompts_per_batch": 2, "learning_rate": 2e-3,
             "max_sampling_rounds": 1}
     plans = [("FrozenLake-v1", "sb3-ppo", {}, None, args.classic_steps),
@@ -79,6 +79,8 @@ def specs(args: argparse.Namespace) -> list[RunSpec]:
         if agent not in args.agents.split(","):
             continue
         for variant, stack in (("unshaped", []), ("potential", potential)):
+            if variant not in args.variants.split(","):
+                continue
             for seed in args.seeds:
                 runs.append(RunSpec(env_id, agent, steps, seed, kwargs, config=config,
                                     wrappers=stack, variant=variant))
@@ -94,6 +96,10 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2_000)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--solve-rate", type=float, default=0.6)
+    parser.add_argument("--gamma", type=float, default=1.0,
+                        help="gamma of the shaping term (Ng et al.: the agent's discount; GRPO "
+                             "has none, SB3 PPO uses 0.99)")
+    parser.add_argument("--variants", default="unshaped,potential")
     parser.add_argument("--out-dir", default="benchmarks/results/shaping_frozenlake")
     args = parser.parse_args()
     results = []
