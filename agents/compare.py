@@ -36,6 +36,7 @@ from llm_gym.agents.base import EpisodeRecord
 from llm_gym.agents.compare_plot import plot_learning_curves
 from llm_gym.agents.evaluation import EvalResult, evaluate_agent, success_threshold
 from llm_gym.agents.factory import (
+    GRPO_FAMILY,
     LLM_AGENTS,
     AgentEnvMismatch,
     check_agent_name,
@@ -146,8 +147,8 @@ def mismatch_reason(
     """Why ``agent`` cannot act in ``env_id``, or ``None`` when it can (builds only the env)."""
     check_agent_name(agent)
     if agent in LLM_AGENTS:
-        if agent == "grpo" and not is_token_env_id(env_id):
-            return f"grpo needs a token env; {env_id} is classic"
+        if agent in GRPO_FAMILY and not is_token_env_id(env_id):
+            return f"{agent} needs a token env; {env_id} is classic"
         return None
     from llm_gym.agents.sb3 import check_sb3_compatible, make_env
     from llm_gym.agents.tabular import check_discrete

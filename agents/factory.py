@@ -12,6 +12,7 @@ SB3 agents get compact defaults that learn within the small budgets of ``llm-gym
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,16 @@ import gymnasium as gym
 from llm_gym.agents.config import read_config_file
 from llm_gym.wrappers.stack import is_token_env_id, parse_wrappers
 
-AGENT_NAMES = ("grpo", "ppo", "sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo",
-               "q-learning", "greedy", "random")
-LLM_AGENTS = ("grpo", "ppo")
+# The GRPO trainer and the algorithms that are it with another advantage estimator (GRPOConfig
+# fields each name fixes). They train language models only: token envs.
+GRPO_FAMILY: dict[str, dict[str, Any]] = {
+    "grpo": {},
+    "rloo": {"advantage": "rloo"},
+    "reinforce-pp": {"advantage": "reinforce_pp", "kl_coef": 0.01},
+}
+LLM_AGENTS = (*GRPO_FAMILY, "ppo")
+AGENT_NAMES = (*LLM_AGENTS, "sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo", "q-learning",
+               "greedy", "random")
 SB3_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"n_steps": 256, "batch_size": 64},
     "maskable-ppo": {"n_steps": 256, "batch_size": 64},
@@ -112,15 +120,20 @@ def _make_env_agent(name: str, env: gym.Env, kwargs: dict, seed: int, log_dir: A
 def _make_llm_agent(name: str, env_id: str, model: Any, config: Any, seed: int, log_dir: Any,
                     env_kwargs: dict[str, Any] | None, wrappers: list[dict[str, Any]]) -> Any:
     token_env = is_token_env_id(env_id)
-    if name == "grpo" and not token_env:
+    if name in GRPO_FAMILY and not token_env:
         raise AgentEnvMismatch(
-            f"grpo trains a language model and needs a token env; {env_id} is classic. Use a "
+            f"{name} trains a language model and needs a token env; {env_id} is classic. Use a "
             "token env (llm_gym/LeftRightText-v0 is LeftRight-v0's text twin) or ppo")
     if model is not None and not token_env:
         raise ValueError(f"model= applies to token envs; {env_id} is classic (ppo uses an MLP)")
     agent_cls, config_cls = llm_agent_classes(name)
+    preset = GRPO_FAMILY.get(name, {})
+    if config is None and preset:
+        config = {}
     if isinstance(config, dict):
-        config = _config_from_dict(config_cls, config)
+        config = _config_from_dict(config_cls, {**preset, **config})
+    elif isinstance(config, config_cls) and preset:  # the name fixes the estimator
+        config = dataclasses.replace(config, advantage=preset["advantage"])
     elif config is not None and not isinstance(config, config_cls):
         raise TypeError(f"config of {name} must be a {config_cls.__name__}, a dict or a file, "
                         f"got {type(config).__name__}")
@@ -132,8 +145,8 @@ def _make_llm_agent(name: str, env_id: str, model: Any, config: Any, seed: int, 
 
 
 def llm_agent_classes(name: str) -> tuple[type, type]:
-    """(agent class, config class) of ``grpo`` or ``ppo``, imported on first use (torch)."""
-    if name == "grpo":
+    """(agent class, config class) of an LLM agent, imported on first use (torch)."""
+    if name in GRPO_FAMILY:
         from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 
         return GRPOAgent, GRPOConfig

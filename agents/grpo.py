@@ -30,7 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm_gym.agents.advantages import group_advantages
+from llm_gym.agents.advantages import (
+    group_advantages,
+    reinforce_pp_advantages,
+    rloo_advantages,
+)
 from llm_gym.agents.base import EpisodeRecord, episode_success
 from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
 from llm_gym.agents.evaluation import success_threshold
@@ -65,6 +69,9 @@ from llm_gym.wrappers.stack import make_env
 logger = logging.getLogger(__name__)
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+# Advantage estimators (llm_gym.agents.advantages); agents ``rloo`` and ``reinforce-pp`` are this
+# trainer with the estimator set.
+ADVANTAGES = ("group", "rloo", "reinforce_pp")
 
 
 # ============================================================================== config
@@ -99,6 +106,11 @@ class GRPOConfig:
         max_reward_failures: stop after this many consecutive batches with most rewards broken.
         deterministic: ``torch.use_deterministic_algorithms(True)`` (exact resume on CPU).
         lora: ``peft.LoraConfig`` kwargs to train a LoRA adapter instead of all weights.
+        advantage: ``"group"`` (GRPO), ``"rloo"`` (leave-one-out baseline) or
+            ``"reinforce_pp"`` (REINFORCE++: KL-penalised returns-to-go, batch-normalised, one
+            advantage per token); see :mod:`llm_gym.agents.advantages`.
+        kl_coef: REINFORCE++'s per-token KL penalty inside the reward (needs a reference model,
+            like ``beta``).
     """
 
     group_size: int = 4
@@ -124,10 +136,21 @@ class GRPOConfig:
     max_reward_failures: int = 3
     deterministic: bool = False
     lora: dict[str, Any] | None = None
+    advantage: str = "group"
+    kl_coef: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.kl_coef < 0 or (self.kl_coef and self.advantage != "reinforce_pp"):
+            raise ValueError(f"kl_coef (a KL penalty in the reward, {self.kl_coef}) must be >= 0 "
+                             "and applies to advantage='reinforce_pp' only; use beta for a KL "
+                             "loss term")
+        if self.advantage == "reinforce_pp" and self.uses_dynamic_sampling:
+            raise ValueError("advantage='reinforce_pp' normalises over the whole batch: set "
+                             "dynamic_sampling=False (it drops all-equal groups)")
         require_at_least_one(self, (
             "group_size", "prompts_per_batch", "num_epochs", "num_minibatches",
             "micro_batch_size", "max_sampling_rounds", "keep_checkpoints", "max_reward_failures"))
@@ -184,7 +207,7 @@ def grpo_loss(
     """
     mask = mask.float()
     ratio = torch.exp(logprobs - old_logprobs)
-    adv = advantages[:, None]
+    adv = advantages if advantages.ndim == 2 else advantages[:, None]  # per token or sequence
     clipped = torch.clamp(ratio, 1 - config.clip_eps_low, 1 + config.eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)
     policy_token = per_token
@@ -289,7 +312,7 @@ class GRPOAgent:
                              f"({embeddings}); build the env with the model's tokenizer")
 
     def _reference_model(self) -> torch.nn.Module | None:
-        if self.config.beta == 0:
+        if self.config.beta == 0 and self.config.kl_coef == 0:
             return None  # no KL term: do not hold a second copy of the weights
         if hasattr(self.model, "disable_adapter"):
             return None  # LoRA: the base model with the adapter disabled is the reference
@@ -343,8 +366,7 @@ class GRPOAgent:
             batch = self._rollout()
             sampled.append(batch)
             stats["rollout/sampling_rounds"] += 1
-            adv = group_advantages(batch.returns, batch.valid, cfg.group_size,
-                                   cfg.scales_rewards)
+            adv = self._advantages(batch)
             rows = self._rows_to_train(batch, adv, stats)
             if cfg.uses_dynamic_sampling:  # keep whole groups, no more than the batch needs
                 wanted = np.unique(rows // cfg.group_size)[: cfg.prompts_per_batch - groups]
@@ -358,6 +380,20 @@ class GRPOAgent:
         batch = RolloutBatch.concat(kept, self.tokenizer.pad_token_id)
         return batch, torch.cat(advantages), stats
 
+    def _advantages(self, batch: RolloutBatch) -> torch.Tensor:
+        """``(B,)`` per-sequence advantages, or ``(B, T)`` per-token ones for REINFORCE++."""
+        cfg = self.config
+        if cfg.advantage == "rloo":
+            return rloo_advantages(batch.returns, batch.valid, cfg.group_size)
+        if cfg.advantage == "reinforce_pp":
+            kl = None
+            if cfg.kl_coef:  # k1 estimate per token: log pi_old - log pi_ref
+                ref = self._reference_logprobs(batch.to(self.device))
+                kl = (batch.old_logprobs - ref.cpu()) * batch.agent_mask
+            return reinforce_pp_advantages(batch.rewards, batch.agent_mask, batch.valid, kl=kl,
+                                           kl_coef=cfg.kl_coef)
+        return group_advantages(batch.returns, batch.valid, cfg.group_size, cfg.scales_rewards)
+
     def _rows_to_train(self, batch: RolloutBatch, adv: torch.Tensor, stats: dict[str, float]
                        ) -> np.ndarray:
         valid = batch.valid.numpy()
@@ -365,7 +401,7 @@ class GRPOAgent:
             return np.flatnonzero(valid)
         g = self.config.group_size
         # A group carries signal when its valid rewards differ (DAPO's dynamic sampling).
-        informative = (adv.view(-1, g) != 0).any(dim=1).numpy()
+        informative = (adv.reshape(-1, g) != 0).any(dim=1).numpy()
         stats["rollout/groups_dropped_equal"] += float((~informative).sum())
         return np.flatnonzero(np.repeat(informative, g) & valid)
 
@@ -420,6 +456,9 @@ class GRPOAgent:
     def _ref_logprobs(self, batch: RolloutBatch) -> torch.Tensor | None:
         if self.config.beta == 0:
             return None
+        return self._reference_logprobs(batch)
+
+    def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         with torch.no_grad():
             if self.ref_model is not None:
                 return self._logprobs(self.ref_model, batch)
@@ -452,7 +491,7 @@ class GRPOAgent:
         if cfg.beta == 0:
             # Without a KL term a zero-advantage row has zero loss and zero gradient: skip its
             # forward/backward (the normalisers above still count it, so the gradient is exact).
-            rows = rows[advantages[rows] != 0]
+            rows = rows[(advantages[rows] != 0).reshape(len(rows), -1).any(dim=1)]
             if len(rows) == 0:
                 return {**sums, "skipped_steps": 1.0, "grad_norm": 0.0}
         computed_tokens = float(batch.agent_mask[rows].sum().clamp(min=1))

@@ -14,6 +14,7 @@ PPO trainer consume; :func:`sequence_logprobs` recomputes the same log-probs in 
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -229,7 +230,8 @@ def collect_rollouts(
 
     Args:
         policy: a causal LM called as ``policy(input_ids=, attention_mask=, position_ids=,
-            past_key_values=, use_cache=True, logits_to_keep=1)``.
+            cache=, use_cache=True, logits_to_keep=1)`` (``past_key_values=`` before
+            transformers 5, see :func:`cache_argument`).
         envs: a :class:`llm_gym.vector.TokenVectorEnv` built with ``autoreset_mode="Disabled"``.
         indices: task item per row (or one for all), passed as ``reset(options={"index": ...})``;
             GRPO repeats each prompt's index G times.
@@ -312,6 +314,8 @@ class _CachedStepper:
         self.vocab_size = vocab_size
         self.device = next(policy.parameters()).device
         self.cache = DynamicCache()
+        # transformers 5 renamed past_key_values to cache (the old name warns on every call).
+        self.cache_arg = cache_argument(policy)
         self.rows = np.arange(num_envs)  # batch row held by each cache row
         self.cache_mask = torch.zeros((num_envs, 0), dtype=torch.long, device=self.device)
         self.positions = np.zeros(num_envs, dtype=np.int64)  # real tokens in each cache row
@@ -335,10 +339,10 @@ class _CachedStepper:
         self.cache_mask = torch.cat([self.cache_mask, mask], dim=1)
         out = self.policy(
             input_ids=torch.from_numpy(chunk).to(self.device), attention_mask=self.cache_mask,
-            position_ids=position_ids, past_key_values=self.cache, use_cache=True,
-            logits_to_keep=1,
+            position_ids=position_ids, use_cache=True, logits_to_keep=1,
+            **{self.cache_arg: self.cache},
         )
-        self.cache = out.past_key_values
+        self.cache = getattr(out, self.cache_arg)
         self.positions += new
         # Stays on the model's device: only the sampled ids and log-probs go to the host.
         logits = torch.zeros((len(done), self.vocab_size), dtype=torch.float32,
@@ -355,6 +359,25 @@ class _CachedStepper:
         self.cache.batch_select_indices(index)
         self.cache_mask = self.cache_mask[index]
         self.rows, self.positions = self.rows[keep], self.positions[keep]
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The keyword a causal LM takes its KV cache under: ``cache`` or ``past_key_values``.
+
+    Example:
+        >>> from llm_gym.models import tiny_model
+        >>> cache_argument(tiny_model()[0]) in ("cache", "past_key_values")
+        True
+    """
+    from transformers import PreTrainedModel
+
+    # The first transformers model inside (peft and user wrappers forward **kwargs to it).
+    lm = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
+    try:
+        params = inspect.signature(lm.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _sample(
