@@ -72,16 +72,22 @@ class _Shaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
                                "term; call reset()")
         obs, reward, terminated, truncated, info = self.env.step(action)
         try:
-            terms = self.row_terms(0, obs, action, reward, terminated, truncated, info)
-            if self.uses_responses:
-                ended = turn_ended(obs, terminated, truncated)
-                response = last_response(obs, self._tokenizer) if ended else None
-                terms.update(self.response_terms(response))
+            terms = self.terms(obs, action, reward, terminated, truncated, info)
         except Exception as err:  # noqa: BLE001 - a broken term is a counted failure
             self._failed = True
             return obs, float(reward), True, truncated, term_failure(self, err, info)
         total, info = add_reward_components(info, float(reward), terms, self.scale)
         return obs, total, terminated, truncated, info
+
+    def terms(self, obs: Any, action: Any, reward: SupportsFloat, terminated: bool,
+              truncated: bool, info: dict[str, Any]) -> dict[str, float]:
+        """Every term of one step: the step terms, and the response terms when a turn ended."""
+        terms = self.row_terms(0, obs, action, reward, terminated, truncated, info)
+        if self.uses_responses:
+            ended = turn_ended(obs, terminated, truncated)
+            response = last_response(obs, self._tokenizer) if ended else None
+            terms.update(self.response_terms(response))
+        return terms
 
     def reset_row(self, row: int, obs: Any) -> None:
         """Start row ``row``'s episode at ``obs`` (per-row state; most terms have none)."""
