@@ -58,7 +58,8 @@ def load_config(config: Any) -> Any:
 
 
 def make_agent(
-    name: str, env_id: str, *, model: Any = None, config: Any = None, seed: int = 0,
+    name: str, env_id: str | gym.Env | gym.vector.VectorEnv, *, model: Any = None,
+    config: Any = None, seed: int = 0,
     log_dir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
     wrappers: Any = None,
 ) -> Any:
@@ -66,7 +67,9 @@ def make_agent(
 
     Args:
         name: one of :data:`AGENT_NAMES`.
-        env_id: a registered Gymnasium id (``"llm_gym/LeftRight-v0"``, ``"CartPole-v1"``).
+        env_id: a registered Gymnasium id (``"llm_gym/LeftRight-v0"``, ``"CartPole-v1"``), or
+            an env: a (wrapped) single env for any agent, a (wrapped) batched token env for
+            grpo and ppo.
         model: grpo/ppo on token envs only: a model name for ``llm_gym.models.load_model``
             (``"tiny"``, ``"smollm2"``, a hub id or path) or a causal LM module.
         config: grpo/ppo: their config dataclass, a dict of its fields, or a TOML/JSON path;
@@ -99,6 +102,9 @@ def make_agent(
     kwargs = dict(config or {})
     from llm_gym.agents.sb3 import make_env
 
+    if isinstance(env_id, gym.vector.VectorEnv):
+        raise TypeError(f"{name} takes an env id or a single env, got the vector env {env_id}; "
+                        "pass the id (and wrappers=) instead")
     env = make_env(env_id, env_kwargs, wrappers)
     return _make_env_agent(name, env, kwargs, seed, log_dir)
 
@@ -117,9 +123,18 @@ def _make_env_agent(name: str, env: gym.Env, kwargs: dict, seed: int, log_dir: A
     return cls(env, seed=seed, **kwargs)
 
 
-def _make_llm_agent(name: str, env_id: str, model: Any, config: Any, seed: int, log_dir: Any,
+def _is_token(env: Any) -> bool:
+    if isinstance(env, str):
+        return is_token_env_id(env)
+    from llm_gym.token_env import TokenEnv
+    from llm_gym.vector import TokenVectorEnv
+
+    return isinstance(env.unwrapped, (TokenEnv, TokenVectorEnv))
+
+
+def _make_llm_agent(name: str, env_id: Any, model: Any, config: Any, seed: int, log_dir: Any,
                     env_kwargs: dict[str, Any] | None, wrappers: list[dict[str, Any]]) -> Any:
-    token_env = is_token_env_id(env_id)
+    token_env = _is_token(env_id)
     if name in GRPO_FAMILY and not token_env:
         raise AgentEnvMismatch(
             f"{name} trains a language model and needs a token env; {env_id} is classic. Use a "

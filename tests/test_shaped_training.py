@@ -123,3 +123,17 @@ def test_a_shaped_return_cannot_fake_success_in_a_comparison():
     # env's own return counts, however large the shaped one.
     assert evaluation.mean_return > 5 > evaluation.env_return
     assert evaluation.success_rate == 0.0
+
+
+def test_make_agent_takes_wrapped_envs():
+    from llm_gym.wrappers import make_env
+
+    envs = make_env(ARITH, 4, env_kwargs=KWARGS, wrappers=LENGTH, autoreset_mode="Disabled")
+    agent = make_agent("grpo", envs, config={"group_size": 2, "prompts_per_batch": 2})
+    _assert_shaped(_first_metrics(agent))
+    sb3 = make_agent("sb3-ppo", LengthPenalty(gym.make("CartPole-v1"), 0.5),
+                     config={"n_steps": 64, "batch_size": 32}).learn(128)
+    record = sb3.episode_log[0]
+    assert record.episode_return == pytest.approx(0.5 * record.length)
+    with pytest.raises(TypeError, match="single env"):
+        make_agent("sb3-ppo", make_env("CartPole-v1", 2))
