@@ -111,6 +111,8 @@ class GRPOConfig:
             advantage per token); see :mod:`llm_gym.agents.advantages`.
         kl_coef: REINFORCE++'s per-token KL penalty inside the reward (needs a reference model,
             like ``beta``).
+        dtype: model precision, ``"float32"``, ``"bfloat16"`` or ``"float16"``; ``None`` =
+            bfloat16 on a GPU, float32 on a CPU (``"bfloat16"`` on a CPU runs the GPU's path).
     """
 
     group_size: int = 4
@@ -138,6 +140,7 @@ class GRPOConfig:
     lora: dict[str, Any] | None = None
     advantage: str = "group"
     kl_coef: float = 0.0
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -277,7 +280,8 @@ class GRPOAgent:
         seed_everything(self.seed, self.config.deterministic)
         self.model_spec = model if isinstance(model, str) else None
         if isinstance(model, str):
-            self.model, tokenizer = load_model(model, device=device, lora=self.config.lora)
+            self.model, tokenizer = load_model(model, device=device, dtype=self.config.dtype,
+                                               lora=self.config.lora)
         else:
             self.model = model
         self.device = next(self.model.parameters()).device

@@ -123,7 +123,7 @@ class PPOAgent:
         self.policy: TokenPolicy | ClassicPolicy
         self._threads: int | None = None  # torch threads while learning (None: unchanged)
         if is_token_env(env):
-            lm, tokenizer = self._resolve_model(env, model, tokenizer, device)
+            lm, tokenizer = self._resolve_model(env, model, tokenizer, device, cfg)
             self.tokenizer = tokenizer
             envs, env_id, _, self.wrappers = build_token_envs(
                 env, cfg.num_envs, {"tokenizer": tokenizer, **self.env_kwargs}, wrappers)
@@ -157,17 +157,15 @@ class PPOAgent:
 
     @staticmethod
     def _resolve_model(env: Any, model: str | torch.nn.Module, tokenizer: Any,
-                       device: str | None) -> tuple[torch.nn.Module, Any]:
-        from llm_gym.models import default_device, load_model, tiny_model
+                       device: str | None, cfg: PPOConfig) -> tuple[torch.nn.Module, Any]:
+        from llm_gym.models import load_model
 
         env_tokenizer = (first_env(env).tokenizer if isinstance(env, gym.vector.VectorEnv)
                          else getattr(getattr(env, "unwrapped", None), "tokenizer", None))
         if isinstance(model, str):
-            if model == "tiny" and (env_tokenizer or tokenizer) is not None:
-                lm, tok = tiny_model(tokenizer or env_tokenizer)
-                lm = lm.to(device or default_device())
-            else:
-                lm, tok = load_model(model, device=device)
+            own = (tokenizer or env_tokenizer) if model == "tiny" else None
+            lm, tok = load_model(model, device=device, dtype=cfg.dtype, lora=cfg.lora,
+                                 tokenizer=None if own is None else load_tokenizer(own))
         elif isinstance(model, torch.nn.Module):
             lm, tok = model, load_tokenizer(tokenizer or env_tokenizer)
         else:

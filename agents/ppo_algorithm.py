@@ -66,6 +66,10 @@ class PPOConfig:
         keep_checkpoints: how many of those checkpoints to keep (the newest).
         max_bad_reward_batches: stop (cleanly, after a checkpoint) once this many rollouts in
             a row had more than half of their rewards broken (NaN, None, an exception).
+        lora: ``peft.LoraConfig`` kwargs to train a LoRA adapter (and the value head) instead
+            of all LM weights; the KL reference is then the model with the adapter disabled.
+        dtype: LM precision (``"float32"``, ``"bfloat16"``, ``"float16"``; ``None`` = bfloat16
+            on a GPU, float32 on a CPU).
     """
 
     num_envs: int = 8
@@ -90,6 +94,8 @@ class PPOConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
     max_bad_reward_batches: int = 3
+    lora: dict[str, Any] | None = None
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         require_at_least_one(self, (

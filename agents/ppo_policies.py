@@ -188,9 +188,10 @@ class TokenPolicy:
         self.net = CausalLMWithValueHead(model, int(envs.single_action_space.n),
                                          config.temperature)
         self.device = next(model.parameters()).device
-        # Frozen copy of the starting policy for the KL penalty (none when kl_coef == 0).
+        # Frozen copy of the starting policy for the KL penalty (none when kl_coef == 0; with
+        # LoRA the reference is the same model with its adapter disabled, no copy).
         self.ref: torch.nn.Module | None = None
-        if config.kl_coef > 0:
+        if config.kl_coef > 0 and not hasattr(model, "disable_adapter"):
             self.ref = copy.deepcopy(model).requires_grad_(False).eval()
 
     def parameters(self) -> Any:
@@ -236,11 +237,20 @@ class TokenPolicy:
                 chunk, mask = ids[start:start + size], attention[start:start + size]
                 masks = None if action_masks is None else action_masks.select(rows)
                 logprobs, _, values = self.net(chunk, mask, action_masks=masks)
-                ref = logprobs if self.ref is None else sequence_logprobs(
-                    self.ref, chunk, mask, vocab_size=self.net.num_actions,
-                    temperature=self.config.temperature, action_masks=masks)
-                parts.append((logprobs, values, ref))
+                parts.append((logprobs, values, self._reference(logprobs, chunk, mask, masks)))
         return tuple(torch.cat(column) for column in zip(*parts, strict=True))
+
+    def _reference(self, logprobs: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor,
+                   masks: ActionMasks | None) -> torch.Tensor:
+        """The reference's log-probs (the policy's own when there is no KL penalty)."""
+        if self.config.kl_coef == 0:
+            return logprobs
+        kwargs = {"vocab_size": self.net.num_actions, "temperature": self.config.temperature,
+                  "action_masks": masks}
+        if self.ref is not None:
+            return sequence_logprobs(self.ref, ids, attention, **kwargs)
+        with self.net.model.disable_adapter():  # LoRA: the base model is the reference
+            return sequence_logprobs(self.net.model, ids, attention, **kwargs)
 
     def collect(self, agent: PPOAgent) -> tuple[PPOBatch, dict[str, float]]:
         """Play one episode per env row, then score it and compute the token advantages."""

