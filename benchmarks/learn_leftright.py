@@ -3,11 +3,11 @@
 The walk's optimal return is +5 (right onto the -5 trap, then right onto the +10 goal). Agents
 that look past one step reach it; the one-step greedy agent must not. Classic face
 (``llm_gym/LeftRight-v0``): Q-learning, llm_gym's PPO (MLP), SB3 PPO, greedy, random. Text face
-(``llm_gym/LeftRightText-v0``, action-word mask on): GRPO on the tiny byte-level LM and
-sb3-contrib MaskablePPO. Every run is evaluated greedily every ``--eval-every`` steps;
-"steps/episodes to +5" count training up to the evaluation from which every later one (the
-final one included) returned +5 in every episode; "untrained" is the greedy return before
-training (a random init can be optimal by luck: that is why it is shown).
+(``llm_gym/LeftRightText-v0``, action-word mask on): GRPO, RLOO and REINFORCE++ on the tiny
+byte-level LM and sb3-contrib MaskablePPO. Every run is evaluated greedily every
+``--eval-every`` steps; "steps/episodes to +5" count training up to the evaluation from which
+every later one (the final one included) returned +5 in every episode; "untrained" is the
+greedy return before training (a random init can be optimal by luck: that is why it is shown).
 
     nice -n 10 python benchmarks/learn_leftright.py --seeds 0,1,2 --out runs/learn_leftright
 """
@@ -32,9 +32,10 @@ def plan(seeds: list[int], classic_steps: int, text_tokens: int, llm: bool) -> l
         runs += [RunSpec(CLASSIC, name, classic_steps, seed)
                  for name in ("q-learning", "ppo", "sb3-ppo", "greedy", "random")]
         masked = {"constrained": True}
-        if llm:
-            runs.append(RunSpec(TEXT, "grpo", text_tokens, seed, dict(masked),
-                                config=GRPO_CONFIG, model="tiny", label="grpo (tiny LM)"))
+        if llm:  # GRPO and the two estimators that share its trainer, same settings
+            runs += [RunSpec(TEXT, name, text_tokens, seed, dict(masked), config=GRPO_CONFIG,
+                             model="tiny", label=f"{name} (tiny LM)")
+                     for name in ("grpo", "rloo", "reinforce-pp")]
         runs.append(RunSpec(TEXT, "sb3-maskable-ppo", text_tokens, seed, dict(masked)))
     return runs
 
