@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from llm_gym.token_env import warn_unrenderable
+
 LEFT, STAY, RIGHT = 0, 1, 2
 MIN_POSITION, MAX_POSITION, GOAL, TRAP = -2, 2, 2, 1
 
@@ -37,7 +39,8 @@ class LeftRightEnv(gym.Env[int, int]):
 
     ## Arguments
     `max_steps`: the step limit (default 20).
-    `render_mode`: `None` or `"ansi"`.
+    `render_mode`: `None` or `"ansi"`; other modes (SB3 passes `"rgb_array"`) are accepted
+    and render nothing, with a warning, as in Gymnasium's own envs.
 
     ## Version History
     * v0: initial version.
@@ -56,8 +59,6 @@ class LeftRightEnv(gym.Env[int, int]):
     def __init__(self, max_steps: int = 20, render_mode: str | None = None) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
         self.observation_space = spaces.Discrete(MAX_POSITION - MIN_POSITION + 1)
         self.action_space = spaces.Discrete(3)
@@ -95,6 +96,7 @@ class LeftRightEnv(gym.Env[int, int]):
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
+            warn_unrenderable(self)
             return None
         cells = ["A" if p == self.position else ("G" if p == GOAL else ".")
                  for p in range(MIN_POSITION, MAX_POSITION + 1)]

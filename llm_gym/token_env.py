@@ -26,6 +26,24 @@ from llm_gym.tokenizers import Message, Tokenizer, load_tokenizer
 logger = logging.getLogger(__name__)
 
 
+def warn_unrenderable(env: gym.Env) -> None:
+    """Warn (once per env) that ``env.render_mode`` is a mode the env cannot draw.
+
+    Gymnasium's own envs store any ``render_mode`` and complain only when asked to render, and
+    Gymnasium's ``make`` only warns about unknown modes; SB3's ``make_vec_env`` always passes
+    ``"rgb_array"``. So an unsupported mode must not fail construction, only produce no frame.
+    ``None`` stays silent: nobody asked for frames.
+    """
+    mode = env.render_mode
+    if mode is None or getattr(env, "_render_warned", False):
+        return
+    env._render_warned = True
+    gym.logger.warn(
+        f"{type(env).__name__} cannot render in mode {mode!r}; render() returns None. "
+        f"Supported modes: {env.metadata.get('render_modes', [])}"
+    )
+
+
 def chat_messages(user: str, system: str | None = None) -> list[Message]:
     """The opening conversation of a task: an optional system prompt, then the user turn.
 
@@ -170,7 +188,9 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         max_length: fixed length of the observation arrays (prompt plus every turn).
         max_new_tokens: most tokens the agent may write in one turn; a longer turn ends the
             episode with ``truncated=True``.
-        render_mode: ``None`` or ``"ansi"`` (the decoded conversation).
+        render_mode: ``"ansi"`` (the decoded conversation) or ``None``. Other modes are stored
+            and :meth:`render` warns and returns ``None`` for them, as Gymnasium's own envs do:
+            clients such as SB3's ``make_vec_env`` always pass ``"rgb_array"``.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
@@ -186,8 +206,6 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         _buffers: TokenBuffers | None = None,
         _row: int = 0,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         if max_new_tokens < 1 or max_length <= max_new_tokens:
             raise ValueError(
                 f"need 1 <= max_new_tokens < max_length, got max_new_tokens={max_new_tokens}, "
@@ -206,6 +224,7 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         # observation dicts of reset/finish_turn would be copied and thrown away.
         self._batched = False
         self.task: Task | None = None
+        self._base_info: dict[str, int] = {}
 
         self.action_space = spaces.Discrete(self.vocab_size)
         obs_spaces: dict[str, spaces.Space] = {
@@ -256,7 +275,11 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         self._buf.append(self._row, prompt, by_agent=False)
         self._turn_start = len(prompt)
         self._needs_reset = False
-        return self._observation(), {"task_index": task.index, "prompt_tokens": len(prompt)}
+        # -1 for envs that draw no pool item (the classic-text envs): clients that build an
+        # info spec from reset (TorchRL) need one type, and step infos repeat these keys.
+        self._base_info = {"task_index": -1 if task.index is None else int(task.index),
+                           "prompt_tokens": len(prompt)}
+        return self._observation(), dict(self._base_info)
 
     def step(
         self, action: Any
@@ -270,10 +293,11 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
             return self.finish_turn(finished=True)
         if self._buf.turn_tokens[row] >= self.max_new_tokens or self._length >= self.max_length:
             return self.finish_turn(finished=False)
-        return self._observation(), 0.0, False, False, {}
+        return self._observation(), 0.0, False, False, dict(self._base_info)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
+            warn_unrenderable(self)
             return None
         return self.tokenizer.decode(self._buf.input_ids[self._row, : self._length].tolist())
 
@@ -376,7 +400,7 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         elif not (terminated or truncated):
             raise RuntimeError(f"{type(self).__name__}.end_turn continued without a reply")
         self._needs_reset = terminated or truncated
-        info = dict(result.info)
+        info = {**self._base_info, **result.info}
         if truncated and not finished:
             info.setdefault("truncated_reason", "turn_budget")
         return self._observation(), float(result.reward), terminated, truncated, info

@@ -192,8 +192,25 @@ class TokenVectorEnv(VectorEnv):
             _, reward, term, trunc, info = self.envs[i].apply_turn(result, finished)
             rewards[i], terminated[i], truncated[i] = reward, term, trunc
             infos = self._add_info(infos, info, i)
+        mid_turn = active.copy()
+        mid_turn[[i for i, _ in ended]] = False
+        self._add_base_info(infos, np.flatnonzero(mid_turn))
         self._done |= terminated | truncated
         return self._observations(), rewards, terminated, truncated, infos
+
+    def _add_base_info(self, infos: dict[str, Any], rows: np.ndarray) -> None:
+        """Each mid-turn row's reset keys (task_index, prompt_tokens), as its single env gives.
+
+        Filled directly rather than through ``_add_info`` row by row: this runs every token.
+        """
+        if rows.size == 0:
+            return
+        for key in ("task_index", "prompt_tokens"):
+            if key not in infos:
+                infos[key] = np.zeros(self.num_envs, dtype=int)
+                infos[f"_{key}"] = np.zeros(self.num_envs, dtype=bool)
+            infos[key][rows] = [self.envs[i]._base_info[key] for i in rows]
+            infos[f"_{key}"][rows] = True
 
     def _append_tokens(self, rows: np.ndarray, tokens: np.ndarray) -> list[tuple[int, bool]]:
         """Write one token per active row; return the rows whose turn ended."""

@@ -139,7 +139,8 @@ class TextPlayer(_Player):
     """Type whole replies to a token env behind a TextInterface."""
 
     # TextInterface's own bookkeeping; every other info entry (correct, answer...) is shown.
-    hidden_info = frozenset({"new_text", "reward_components", "response_tokens", "dropped_tokens"})
+    hidden_info = frozenset({"new_text", "reward_components", "response_tokens", "dropped_tokens",
+                             "task_index", "prompt_tokens"})
 
     def show_start(self, obs: str, info: dict[str, Any]) -> None:
         self.say(info["new_text"])
