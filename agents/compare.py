@@ -34,7 +34,12 @@ import numpy as np
 
 from llm_gym.agents.base import EpisodeRecord
 from llm_gym.agents.compare_plot import plot_learning_curves
-from llm_gym.agents.evaluation import EvalResult, evaluate_agent, success_threshold
+from llm_gym.agents.evaluation import (
+    EvalResult,
+    evaluate_agent,
+    json_ready,
+    success_threshold,
+)
 from llm_gym.agents.factory import (
     GRPO_FAMILY,
     LLM_AGENTS,
@@ -353,9 +358,9 @@ def write_report(report: ComparisonReport, out_dir: Path) -> dict[str, Path]:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(report.rows)
-    files["json"].write_text(json.dumps(
+    files["json"].write_text(json.dumps(json_ready(
         {"rows": report.rows, "skipped": report.skipped,
-         "runs": [r.to_dict() for r in report.runs]}, indent=1))
+         "runs": [r.to_dict() for r in report.runs]}), indent=1, allow_nan=False))
     plot_learning_curves(report.runs, files["png"])
     return files
 
@@ -413,7 +418,8 @@ def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> 
     if spec.agent not in LLM_AGENTS or not hasattr(agent, "evaluate"):
         return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
     out = agent.evaluate(num_episodes=episodes, deterministic=True)
-    returns = [float(r) for r in out.get("returns", [])]
+    # Every agent's evaluate() reports each episode's return; the std and the JSON need them.
+    returns = [float(r) for r in out["returns"]]
     rate, threshold = _rate(out.get("success_rate")), success_threshold(spec.env_id)
     lengths = [float(out["mean_length"])]
     if rate is None and threshold is not None:
@@ -421,9 +427,11 @@ def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> 
         unshaped = out.get("env_returns") or returns
         if unshaped:
             rate = float(np.mean([r >= threshold - 1e-9 for r in unshaped]))
+    if len(returns) != episodes:
+        raise ValueError(f"{spec.agent}.evaluate returned {len(returns)} returns for "
+                         f"{episodes} episodes")
     return EvalResult(
-        mean_return=float(np.mean(returns)) if returns else float(out["mean_return"]),
-        std_return=float(np.std(returns)) if returns else float("nan"),
+        mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
         success_rate=rate, mean_length=float(np.mean(lengths)), episodes=episodes,
         returns=returns, env_return=out.get("env_return"))
 

@@ -9,6 +9,7 @@ llm_gym walks (+5), else ``None`` (unknown, left out of the success rate).
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,8 +50,29 @@ class EvalResult:
     env_return: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict, for JSON."""
-        return asdict(self)
+        """A plain dict for JSON: a value that is not a finite number (NaN) becomes ``None``."""
+        return json_ready(asdict(self))
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by ``None``, at any depth.
+
+    ``json.dumps`` writes NaN as the bare word ``NaN``, which is not JSON (issue 14); writers
+    call this and then dump with ``allow_nan=False``, so a NaN that slips past fails loudly.
+
+    Example:
+        >>> json_ready({"std": float("nan"), "returns": [1.0, float("inf")], "n": 2})
+        {'std': None, 'returns': [1.0, None], 'n': 2}
+    """
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def success_threshold(env: gym.Env | str) -> float | None:

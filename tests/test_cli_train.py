@@ -12,6 +12,15 @@ from llm_gym.cli import main
 WALK = "llm_gym/LeftRight-v0"
 
 
+def strict_json(path):
+    """Parse ``path`` as JSON proper: the non-standard NaN/Infinity words fail."""
+
+    def reject(word):
+        raise ValueError(f"{path} holds {word}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
 def test_train_q_learning_saves_everything_and_prints_the_table(tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--env", WALK, "--agent", "q-learning", "--timesteps", "2000",
@@ -20,8 +29,12 @@ def test_train_q_learning_saves_everything_and_prints_the_table(tmp_path, capsys
     assert code == 0
     assert f"| {WALK} | q-learning | 1 | 5 |" in out
     assert {p.name for p in run.iterdir()} == {"agent.npz", "run.json", "episodes.csv",
-                                               "eval.json"}
-    assert json.loads((run / "eval.json").read_text())["mean_return"] == 5.0
+                                               "eval.json", "learning_curve.png"}
+    evaluation = strict_json(run / "eval.json")
+    assert evaluation["mean_return"] == 5.0
+    assert evaluation["returns"] == [5.0] * evaluation["episodes"] == [5.0] * 3
+    assert "trained: mean return 5 ± 0 over 3 greedy episodes, success rate 1.00" in out
+    assert f"learning curve (plot)   {run / 'learning_curve.png'}" in out
     saved = json.loads((run / "run.json").read_text())
     assert saved["agent"] == "q-learning" and saved["num_timesteps"] == 2000
     with (run / "episodes.csv").open() as handle:
@@ -52,7 +65,10 @@ def test_train_sb3_with_env_kwargs_and_a_json_config(tmp_path, capsys):
                  "--eval-episodes", "1"])
     assert code == 0, capsys.readouterr().err
     assert (run / "agent.zip").exists()
-    assert json.loads((run / "run.json").read_text())["env_kwargs"] == {"constrained": True}
+    assert strict_json(run / "run.json")["env_kwargs"] == {"constrained": True}
+    assert len(strict_json(run / "eval.json")["returns"]) == 1
+    # SB3 logs TensorBoard events under the run folder; the output says how to open them.
+    assert f"tensorboard --logdir {run}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -12,7 +12,7 @@ MODULES = [
     "llm_gym.wrappers.shaping", "llm_gym.wrappers.vector", "llm_gym.wrappers.stack",
     "llm_gym.wrappers.text", "llm_gym.agents.training", "llm_gym.agents.token_envs",
     "llm_gym.agents.compare", "llm_gym.agents.factory", "llm_gym.agents.evaluation",
-    "llm_gym.commands.compare", "llm_gym.commands.arguments",
+    "llm_gym.commands.compare", "llm_gym.commands.arguments", "llm_gym.commands.output",
 ]
 
 

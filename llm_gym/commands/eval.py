@@ -26,6 +26,7 @@ from typing import Any
 import gymnasium as gym
 
 from llm_gym.commands.arguments import json_object
+from llm_gym.commands.output import write_json
 from llm_gym.rewards.passk import mean_pass_at_k
 from llm_gym.token_env import TokenEnv
 
@@ -299,7 +300,7 @@ def format_table(report: Report) -> str:
 
 def write_report(report: Report, path: Path) -> None:
     """Write metrics and samples as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"env": report.env_id, "source": report.source, "metrics": report.metrics,
                "samples": [vars(s) for s in report.samples]}
-    path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    # default=str: an extracted answer may be a sympy object or the like.
+    write_json(path, payload, indent=2, default=str)

@@ -3,7 +3,8 @@
 Everything of a run lands in one folder (``--log-dir``, default ``runs/<agent>-<env>-s<seed>``):
 the saved agent (``agent.zip`` for SB3, ``agent.npz`` for the table agents, ``agent/`` for grpo
 and ppo), ``run.json`` (what was trained, so ``--resume DIR`` needs nothing else),
-``episodes.csv`` (the learning curve) and ``eval.json``.
+``episodes.csv`` and ``learning_curve.png`` (the learning curve) and ``eval.json`` (strict JSON:
+a value that is not a number is ``null``); the end of the output lists them.
 
 ``--wrappers`` trains on a shaped reward: a JSON list of ``{"name": ..., "kwargs": {...}}``
 (llm_gym's shaping wrappers or Gymnasium's reward wrappers, innermost first); run.json records
@@ -27,6 +28,7 @@ from typing import Any
 
 from llm_gym.agents.factory import AGENT_NAMES
 from llm_gym.commands.arguments import json_object
+from llm_gym.commands.output import output_lines, write_json
 from llm_gym.wrappers.stack import WRAPPER_NAMES, parse_wrappers
 
 
@@ -68,8 +70,20 @@ def run_train(args: argparse.Namespace) -> int:
                                 progress_bar=not args.no_progress, learn_kwargs=learn_kwargs)
     _save_run(agent, result, run_dir, args)
     print(ComparisonReport(aggregate([result]), [result], []).markdown())
-    print(f"saved to {run_dir}")
+    print(f"\n{_result_line(result)}")
+    print(f"saved to {run_dir}:")
+    for line in output_lines(run_dir):
+        print(f"  {line}")
     return 0
+
+
+def _result_line(result: Any) -> str:
+    # train measures only the trained agent (quickstart's untrained number would cost a second
+    # evaluation), so this is the one number, with what it is.
+    ev = result.evaluation
+    rate = "" if ev.success_rate is None else f", success rate {ev.success_rate:.2f}"
+    return (f"trained: mean return {ev.mean_return:.3g} ± {ev.std_return:.3g} over "
+            f"{ev.episodes} greedy episodes{rate}")
 
 
 def _agent_and_spec(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any]]:
@@ -120,17 +134,20 @@ def _read_run(directory: Path) -> dict[str, Any]:
 
 
 def _save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace) -> None:
+    from llm_gym.agents.compare_plot import plot_learning_curves
     from llm_gym.agents.factory import agent_file
 
     spec = result.spec
     run_dir.mkdir(parents=True, exist_ok=True)
     agent.save(str(agent_file(spec.agent, run_dir)))
     total = int(getattr(agent, "num_timesteps", result.env_steps))
-    (run_dir / "run.json").write_text(json.dumps({
+    write_json(run_dir / "run.json", {
         "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
         "wrappers": spec.wrappers, "seed": spec.seed, "model": args.model, "config": args.config,
-        "num_timesteps": total}, indent=1))
-    (run_dir / "eval.json").write_text(json.dumps(result.evaluation.to_dict(), indent=1))
+        "num_timesteps": total})
+    write_json(run_dir / "eval.json", result.evaluation.to_dict())
+    # Every agent gets the same plot (GRPO and PPO also draw their own reward_curve.png).
+    plot_learning_curves([result], run_dir / "learning_curve.png")
     with (run_dir / "episodes.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["env_steps", "tokens", "episode_return",
                                                     "length", "success", "wall_time"])
