@@ -72,7 +72,8 @@ def load_rows(dataset: Any, data_files: Any, split: str) -> list[dict[str, Any]]
     try:
         return normalize_rows(datasets.load_dataset(path, name, split=split))
     except (ConnectionError, OSError, ValueError) as exc:
-        raise RuntimeError(
+        # ConnectionError, as llm_gym.data raises for the other dataset envs: one type to catch.
+        raise ConnectionError(
             f"could not load {path!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
             "Offline, pass data_files= with a local MBPP/HumanEval json or jsonl file"
         ) from exc
@@ -132,6 +133,10 @@ class CodeEnv(TokenEnv):
         >>> reward, info["verdict"]  # doctest: +SKIP
         (1.0, 'passed')
     """
+
+    # What a data_files row holds, for error messages (the CLI's "no data" hint).
+    data_columns = ("MBPP columns prompt/text and test_list, or HumanEval columns prompt, test "
+                    "and entry_point")
 
     def __init__(
         self,

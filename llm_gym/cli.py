@@ -31,18 +31,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the CLI; returns the process exit code.
+
+    This is the one place where a user's mistake becomes a message: exit code 2 and one line,
+    ``llm-gym COMMAND: error: ...``, that names the fix (issue 14). A command raises
+    ``ValueError``/``TypeError``/``OSError`` with such a message; anything else is a bug and
+    keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_env_arguments(args)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, OSError) as err:
-        print(f"llm-gym {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        message = user_error(err, args)
+        if message is None:
+            raise
+        print(f"llm-gym {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def check_env_arguments(args: argparse.Namespace) -> None:
+    """Check ``--env``/``ID`` and ``--env-kwargs`` before a command loads a model or data."""
+    env_id = getattr(args, "env", None) or getattr(args, "env_id", None)
+    if env_id is None or getattr(args, "resume", None):
+        return  # nothing given, or a resumed run whose run.json already built once
+    from llm_gym.commands.arguments import check_env_request, json_object
+
+    check_env_request(env_id, json_object(getattr(args, "env_kwargs", None) or "{}"))
+
+
+def user_error(err: BaseException, args: argparse.Namespace) -> str | None:
+    """The one-line message for a user's mistake, or ``None`` when ``err`` is a bug."""
+    import gymnasium as gym
+
+    if not isinstance(err, (ValueError, TypeError, OSError, gym.error.Error)):
+        return None
+    env_id = getattr(args, "env", None) or getattr(args, "env_id", None)
+    if isinstance(err, ConnectionError) and env_id is not None:
+        from llm_gym.commands.arguments import dataset_hint, needs_hub_dataset
+
+        if needs_hub_dataset(env_id, {}):
+            return dataset_hint(env_id)
+    # Messages quoting a nested error can span lines; the contract is one line.
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -153,6 +153,12 @@ def load_model(
     return model, tokenizer
 
 
+def _names_a_path(name: str) -> bool:
+    """Whether ``name`` can only be a file-system path, never a hub id (``org/name``)."""
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+            or name.endswith(".gguf"))
+
+
 def _load_pretrained(name_or_path: str, dtype: Any) -> tuple[torch.nn.Module, Tokenizer]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -160,6 +166,12 @@ def _load_pretrained(name_or_path: str, dtype: Any) -> tuple[torch.nn.Module, To
     source = name_or_path
     if name_or_path.lower() in SMOLLM2_ALIASES:
         name_or_path = str(smollm2_gguf_path())
+    if _names_a_path(name_or_path) and not Path(name_or_path).expanduser().exists():
+        # Otherwise transformers reports './models/my-sft' as a malformed hub repo id.
+        raise FileNotFoundError(
+            f"model path {name_or_path!r} does not exist (resolved to "
+            f"{Path(name_or_path).expanduser().resolve()}); pass an existing model folder or "
+            ".gguf file, a hub id such as 'HuggingFaceTB/SmolLM2-135M', 'smollm2' or 'tiny'")
     if name_or_path.endswith(".gguf"):
         path = Path(name_or_path)
         if not path.is_file():

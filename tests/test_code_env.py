@@ -109,7 +109,7 @@ def test_bad_rows_and_offline_hub_fail_clearly():
         normalize_rows([{"question": "no tests"}])
     with pytest.raises(ValueError, match="dataset must be"):
         CodeEnv(dataset="nope")
-    with pytest.raises(RuntimeError, match="data_files="):
+    with pytest.raises(ConnectionError, match="data_files="):
         CodeEnv(dataset="mbpp")
 
 

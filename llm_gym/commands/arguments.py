@@ -1,9 +1,23 @@
-"""Argument parsing shared by the subcommands."""
+"""Argument parsing and checks shared by the subcommands.
+
+:func:`check_env_request` runs before a command loads anything slow (a model, a dataset), so a
+mistyped id, an unknown env keyword or a dataset the offline hub cannot serve fails in a second
+with one line that names the fix (issue 14).
+"""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
+import os
 from typing import Any
+
+from llm_gym.registration import DATASET_ENVS, NAMESPACE
+
+# Keywords gym.make takes itself (everything else goes to the env's constructor).
+GYM_MAKE_KEYWORDS = frozenset({"max_episode_steps", "disable_env_checker"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def json_object(text: str, flag: str = "--env-kwargs") -> dict[str, Any]:
@@ -20,3 +34,99 @@ def json_object(text: str, flag: str = "--env-kwargs") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{flag} must be a JSON object, got {text!r}")
     return value
+
+
+def check_env_request(env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the fix when ``gym.make(env_id, **env_kwargs)`` cannot work.
+
+    Checks the id, the keywords against the constructor's signature and, offline, that a
+    dataset env has a local data source.
+
+    Example:
+        >>> check_env_request("llm_gym/LeftRight-v0", {"max_steps": 5})
+        >>> check_env_request("llm_gym/LeftRight-v0", {"max_step": 5})
+        Traceback (most recent call last):
+        ...
+        ValueError: llm_gym/LeftRight-v0 takes no keyword 'max_step' (did you mean ...
+    """
+    creator = env_creator(env_id)
+    accepted = env_keywords(creator)
+    if accepted is not None:
+        public = sorted(accepted)
+        for key in env_kwargs:
+            if key not in accepted and key not in GYM_MAKE_KEYWORDS and not key.startswith("_"):
+                close = difflib.get_close_matches(key, public, n=1)
+                guess = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{env_id} takes no keyword {key!r}{guess}; valid --env-kwargs "
+                                 f"keys: {', '.join(public)}")
+    if hub_offline() and needs_hub_dataset(env_id, env_kwargs):
+        _check_offline_dataset(env_id, env_kwargs)
+
+
+def env_creator(env_id: str) -> Any:
+    """The class (or function) ``gym.make`` would call for ``env_id``; ``ValueError`` if none."""
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as err:
+        ours = f"{NAMESPACE}/{env_id}"
+        guess = f" Did you mean `{ours}`?" if "/" not in env_id and ours in gym.registry else ""
+        raise ValueError(f"{err}{guess} (`llm-gym list` shows every llm_gym id)") from None
+    entry = spec.entry_point
+    return load_env_creator(entry) if isinstance(entry, str) else entry
+
+
+def env_keywords(creator: Any) -> set[str] | None:
+    """Public keyword names ``creator`` accepts, or ``None`` when that cannot be told.
+
+    An llm_gym env's ``**buffer_kwargs`` carry only the vector env's private ``_buffers`` and
+    ``_row`` (which callers never pass), so its own signature is the whole list; another
+    creator with ``**kwargs`` may accept anything.
+    """
+    function = creator.__init__ if isinstance(creator, type) else creator
+    params = inspect.signature(function).parameters.values()
+    names = {p.name for p in params
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    if takes_any and not getattr(creator, "__module__", "").startswith(f"{NAMESPACE}."):
+        return None
+    return {name for name in names if not name.startswith("_")}
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` is set."""
+    return any(os.environ.get(name, "").strip().lower() in _TRUE
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def needs_hub_dataset(env_id: str, env_kwargs: dict[str, Any]) -> bool:
+    """Whether building ``env_id`` with ``env_kwargs`` downloads its dataset from the hub."""
+    if env_id.removeprefix(f"{NAMESPACE}/") not in DATASET_ENVS:
+        return False
+    # Code-v0's dataset= may name a hub dataset ("mbpp"); rows given inline are local.
+    return "data_files" not in env_kwargs and isinstance(env_kwargs.get("dataset", ""), str)
+
+
+def dataset_hint(env_id: str) -> str:
+    """One line: the dataset of ``env_id`` cannot be loaded; the exact flag that fixes it."""
+    creator = env_creator(env_id)
+    questions = getattr(creator, "question_columns", None)
+    columns = (f"columns {'/'.join(questions)} and {'/'.join(creator.answer_columns)}"
+               if questions else getattr(creator, "data_columns", "the columns its docs list"))
+    where = "is offline (HF_HUB_OFFLINE is set)" if hub_offline() else "cannot be reached"
+    return (f"{env_id} loads its dataset from the Hugging Face hub, which {where}; give a local "
+            f"file: --env-kwargs '{{\"data_files\": \"path/to/train.jsonl\"}}' (JSON lines with "
+            f"{columns})")
+
+
+def _check_offline_dataset(env_id: str, env_kwargs: dict[str, Any]) -> None:
+    # The dataset may be in the local cache, which works offline; building the env is the only
+    # sure test, and offline it fails at once.
+    import gymnasium as gym
+
+    try:
+        gym.make(env_id, **env_kwargs).close()
+    except ConnectionError:
+        raise ValueError(dataset_hint(env_id)) from None
