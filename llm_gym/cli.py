@@ -57,11 +57,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check_env_arguments(args: argparse.Namespace) -> None:
     """Check ``--env``/``ID`` and ``--env-kwargs`` before a command loads a model or data."""
+    from llm_gym.commands.arguments import check_env_request, json_object
+
+    if getattr(args, "envs", None) is not None:  # compare: several ids, kwargs per id
+        from llm_gym.commands.compare import per_env_kwargs, split_list
+
+        envs = split_list(args.envs, "envs")
+        kwargs = per_env_kwargs(args.env_kwargs, envs)
+        for env_id in envs:
+            check_env_request(env_id, kwargs.get(env_id, {}))
+        return
     env_id = getattr(args, "env", None) or getattr(args, "env_id", None)
     if env_id is None or getattr(args, "resume", None):
         return  # nothing given, or a resumed run whose run.json already built once
-    from llm_gym.commands.arguments import check_env_request, json_object
-
     check_env_request(env_id, json_object(getattr(args, "env_kwargs", None) or "{}"))
 
 

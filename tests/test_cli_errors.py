@@ -44,6 +44,13 @@ MISTAKES = {
     "play-code-no-data": (["play", "llm_gym/Code-v0"], [CODE_HINT]),
     "play-env-kwarg": (["play", "llm_gym/LeftRight-v0", "--env-kwargs", '{"max_step": 3}'],
                        ["did you mean 'max_steps'?", "max_steps, render_mode"]),
+    "compare-env-typo": (["compare", "--envs", "llm_gym/LeftRight-v0,llm_gym/LeftRigth-v0",
+                          "--agents", "random", "--timesteps", "10"],
+                         ["Did you mean: `LeftRight`?"]),
+    "compare-env-kwarg": (["compare", "--envs", "llm_gym/LeftRight-v0", "--agents", "random",
+                           "--timesteps", "10", "--env-kwargs",
+                           '{"llm_gym/LeftRight-v0": {"max_step": 3}}'],
+                          ["did you mean 'max_steps'?"]),
 }
 
 
@@ -68,6 +75,21 @@ def test_mistake_is_one_line_exit_2_naming_the_fix(argv, says, empty_dataset_cac
     for text in says:
         assert text in captured.err
     assert not (tmp_path / "runs").exists()  # failed before anything ran
+
+
+def test_an_unreachable_hub_online_gets_the_cli_hint(monkeypatch):
+    # Online, the env itself raises ConnectionError (after datasets gave up); the CLI turns it
+    # into the --env-kwargs form instead of the Python data_files= wording.
+    from argparse import Namespace
+
+    from llm_gym.cli import user_error
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    err = ConnectionError("could not load dataset 'openai/gsm8k'. Offline, pass data_files=")
+    message = user_error(err, Namespace(env="llm_gym/GSM8K-v0"))
+    assert "cannot be reached" in message and CODE_HINT in message
+    assert "columns question and answer" in message
 
 
 def test_the_process_prints_no_traceback(tmp_path):

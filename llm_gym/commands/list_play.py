@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
-from llm_gym.commands.arguments import json_object
+from llm_gym.commands.arguments import env_creator, json_object
 from llm_gym.registration import DATASET_ENVS, NAMESPACE, TOKEN_ENVS, env_ids
 
 
@@ -62,10 +62,7 @@ def run_list(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- play
 def make_play_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gym.make`` with ``render_mode="ansi"`` when the env supports it."""
-    try:
-        metadata = getattr(load_env_creator(gym.spec(env_id).entry_point), "metadata", {})
-    except gym.error.Error as err:
-        raise ValueError(f"{err}; `llm-gym list` shows the llm_gym ids") from err
+    metadata = getattr(env_creator(env_id), "metadata", {})
     kwargs = dict(env_kwargs)
     if "ansi" in metadata.get("render_modes", []):
         kwargs.setdefault("render_mode", "ansi")
