@@ -48,9 +48,14 @@ from llm_gym.agents.token_envs import (
     saved_stack,
 )
 from llm_gym.agents.training import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_CHECKPOINT_MINUTES,
+    CheckpointSchedule,
     MetricsLogger,
     RewardFailures,
     TaskSampler,
+    TrainingInterrupted,
+    drop_metrics_after,
     latest_checkpoint,
     learn_target,
     load_checkpoint,
@@ -61,6 +66,7 @@ from llm_gym.agents.training import (
     save_checkpoint,
     seed_everything,
     set_rng_state,
+    stop_requested,
     write_state_dir,
 )
 from llm_gym.models import load_model
@@ -101,7 +107,9 @@ class GRPOConfig:
         max_sampling_rounds: cap on rollout rounds per batch with dynamic sampling.
         max_completion_length: Dr. GRPO's constant normaliser; ``None`` = the env's
             ``max_new_tokens``.
-        checkpoint_every: save a checkpoint every N updates (0: only at the end of ``learn``).
+        checkpoint_every: with a ``log_dir``, save a checkpoint every N updates (0: none by
+            count); ``learn`` also saves one at its end and on Ctrl-C/SIGTERM.
+        checkpoint_minutes: also save one every M minutes of wall-clock (0: none by time).
         keep_checkpoints: checkpoints kept (the newest is never deleted).
         max_reward_failures: stop after this many consecutive batches with most rewards broken.
         deterministic: ``torch.use_deterministic_algorithms(True)`` (exact resume on CPU).
@@ -133,7 +141,8 @@ class GRPOConfig:
     dynamic_sampling: bool | None = None
     max_sampling_rounds: int = 4
     max_completion_length: int | None = None
-    checkpoint_every: int = 0
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
     keep_checkpoints: int = 3
     max_reward_failures: int = 3
     deterministic: bool = False
@@ -160,6 +169,9 @@ class GRPOConfig:
         if self.group_size < 2:
             raise ValueError(f"group_size must be at least 2 (GRPO compares within a group), "
                              f"got {self.group_size}")
+        if self.checkpoint_every < 0 or self.checkpoint_minutes < 0:
+            raise ValueError(f"checkpoint_every and checkpoint_minutes must be >= 0 (0 turns "
+                             f"one off), got {self.checkpoint_every}, {self.checkpoint_minutes}")
         if self.beta < 0 or self.clip_eps_low <= 0:
             raise ValueError(f"need beta >= 0 and clip_eps_low > 0, got {self.beta}, "
                              f"{self.clip_eps_low}")
@@ -531,6 +543,10 @@ class GRPOAgent:
     ) -> GRPOAgent:
         """Train for ``total_timesteps`` env steps (agent tokens); returns self.
 
+        A rollout batch is indivisible, so the run ends within half a batch of its budget: the
+        next batch starts only when at least half of it (estimated from the run's batches so
+        far) fits; the first batch of a call always runs. ``num_timesteps`` is what was taken.
+
         Args:
             total_timesteps: env steps to train for. With ``reset_num_timesteps=False`` they
                 come on top of ``num_timesteps``; with ``resume_from`` they are the total of the
@@ -538,12 +554,20 @@ class GRPOAgent:
             callback: ``callback(metrics) -> bool | None`` after each update; False stops.
             progress_bar: show a tqdm bar.
             reset_num_timesteps: restart the step counter at 0 (SB3 semantics).
-            resume_from: a checkpoint (or a folder of them) to restore first.
+            resume_from: a checkpoint (or a folder of them, or a run folder) to restore first.
+
+        Raises:
+            TrainingInterrupted: a signal asked to stop (:func:`~.training.stop_on_signals`);
+                the checkpoint was saved after the current update.
         """
         target = learn_target(self, total_timesteps, reset_num_timesteps, resume_from)
         self._learn_start = time.perf_counter()
+        self._schedule = CheckpointSchedule(self.config.checkpoint_every,
+                                            self.config.checkpoint_minutes)
         bar = progress_bar and _progress(target, self.num_timesteps)
-        while self.num_timesteps < target:
+        first = True
+        while self.num_timesteps < target and (first or self._next_batch_fits(target)):
+            first = False
             metrics = self._train_once()
             if bar:
                 bar.update(min(self.num_timesteps, target) - bar.n)
@@ -551,10 +575,21 @@ class GRPOAgent:
             stop = self._should_stop(metrics)
             if (callback is not None and callback(metrics) is False) or stop:
                 break
+            if stop_requested():
+                break
         if bar:
             bar.close()
-        self._finish_learn()
+        saved = self._finish_learn()
+        logger.info("learn took the run to %d env steps (target %d)", self.num_timesteps, target)
+        if stop_requested():
+            raise TrainingInterrupted(saved, self.num_timesteps)
         return self
+
+    def _next_batch_fits(self, target: int) -> bool:
+        # Whole-run counters (restored on resume), so a resumed run stops where the
+        # uninterrupted one does.
+        per_batch = self.num_timesteps / max(self.num_updates, 1)
+        return target - self.num_timesteps >= per_batch / 2
 
     def _train_once(self) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -568,8 +603,7 @@ class GRPOAgent:
                         "time/fps": self.num_timesteps / max(elapsed, 1e-9),
                         "train/updates": float(self.num_updates)})
         self.metrics.log(metrics, self.num_timesteps)
-        every = self.config.checkpoint_every
-        if every and self.num_updates % every == 0 and self.log_dir is not None:
+        if self.log_dir is not None and self._schedule.due(self.num_updates):
             self.checkpoint()
         return metrics
 
@@ -584,13 +618,14 @@ class GRPOAgent:
             return True
         return False
 
-    def _finish_learn(self) -> None:
+    def _finish_learn(self) -> Path | None:
+        """Checkpoint (unless rewards broke: the last good one stays) and plot; the save."""
         if self.log_dir is None:
-            return
-        if self.stop_reason is None:
-            self.checkpoint()
+            return None
+        saved = self.checkpoint() if self.stop_reason is None else None
         plot_reward_curve(self.episode_log, self.log_dir / "reward_curve.png",
                           title=f"GRPO ({self.config.loss_type}) on {self.env_id or 'env'}")
+        return saved
 
     # -------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -616,6 +651,7 @@ class GRPOAgent:
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self.episode_log = [EpisodeRecord(**r) for r in state["episode_log"]]
+        drop_metrics_after(self.log_dir, self.num_timesteps)  # those steps will be logged again
 
     def checkpoint(self) -> Path:
         """Save a numbered checkpoint in ``log_dir/checkpoints`` (keeps the newest K)."""

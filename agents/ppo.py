@@ -40,14 +40,19 @@ from llm_gym.agents.token_envs import (
     saved_stack,
 )
 from llm_gym.agents.training import (
+    DEFAULT_CHECKPOINT_MINUTES,
+    CheckpointSchedule,
     MetricsLogger,
     RewardFailures,
+    TrainingInterrupted,
+    drop_metrics_after,
     learn_target,
     load_checkpoint,
     plot_reward_curve,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    stop_requested,
     write_state_dir,
 )
 from llm_gym.token_env import TokenEnv
@@ -179,7 +184,9 @@ class PPOAgent:
         """Train for ``total_timesteps`` env steps (agent tokens on token envs); return self.
 
         With a ``log_dir``, metrics go to TensorBoard and ``metrics.csv``, checkpoints to
-        ``<log_dir>/checkpoints`` and the reward curve to ``reward_curve.png``.
+        ``<log_dir>/checkpoints`` (every ``checkpoint_every`` updates, every
+        ``DEFAULT_CHECKPOINT_MINUTES`` minutes, at the end and on Ctrl-C/SIGTERM) and the
+        reward curve to ``reward_curve.png``.
 
         Args:
             total_timesteps: env steps to train for. With ``reset_num_timesteps=False`` they
@@ -190,6 +197,10 @@ class PPOAgent:
             reset_num_timesteps: restart the step counter at 0 (SB3 semantics); pass False to
                 continue an agent from :meth:`load`.
             resume_from: a save, a checkpoint or a folder of them to restore first.
+
+        Raises:
+            TrainingInterrupted: a signal asked to stop (:func:`~.training.stop_on_signals`);
+                the checkpoint was saved after the current update.
         """
         cfg = self.config
         target = learn_target(self, total_timesteps, reset_num_timesteps, resume_from)
@@ -198,6 +209,7 @@ class PPOAgent:
         failures = RewardFailures(max_consecutive=cfg.max_bad_reward_batches)
         bar = tqdm(total=target, initial=self.num_timesteps, disable=not progress_bar,
                    unit="step")
+        schedule = CheckpointSchedule(cfg.checkpoint_every, DEFAULT_CHECKPOINT_MINUTES)
         try:
             with _torch_threads(self._threads), bar:
                 while self.num_timesteps < target:
@@ -207,17 +219,22 @@ class PPOAgent:
                     metrics_log.log(metrics, step=self.num_timesteps)
                     if self._rewards_broken(metrics, failures):
                         break
-                    if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                    if self.log_dir is not None and schedule.due(self.iteration):
                         self.checkpoint()
                     if callback is not None and callback(metrics) is False:
                         break
+                    if stop_requested():
+                        break
         finally:
             metrics_log.close()
+        saved = None
         if self.log_dir is not None:
             if self.stop_reason is None:  # after a reward failure the last checkpoint stays
-                self.checkpoint()
+                saved = self.checkpoint()
             plot_reward_curve(self.episode_log, self.log_dir / "reward_curve.png",
                               title=f"PPO on {self.env_id}")
+        if stop_requested():
+            raise TrainingInterrupted(saved, self.num_timesteps)
         return self
 
     def _rewards_broken(self, metrics: dict[str, float], failures: RewardFailures) -> bool:
@@ -363,6 +380,7 @@ class PPOAgent:
         counters = state["counters"]
         self.num_timesteps, self.iteration = counters["num_timesteps"], counters["iteration"]
         self.num_tokens = counters["num_tokens"]
+        drop_metrics_after(self.log_dir, self.num_timesteps)  # those steps will be logged again
 
     def _generators(self) -> dict[str, torch.Generator]:
         return {"sample": self.generator, "predict": self._predict_generator}

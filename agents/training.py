@@ -4,8 +4,12 @@
 * Data position: :class:`TaskSampler` hands out task indices in seeded shuffled epochs and can
   say exactly where it is, so a resumed run neither replays nor skips a prompt.
 * Checkpoints: :func:`save_checkpoint` writes to a temporary folder, fsyncs and renames it
-  atomically, and keeps the last K; :func:`latest_checkpoint` finds the newest complete one
-  (RELIABILITY.md, Training).
+  atomically, and keeps the last K (a failed write, a full disk included, removes its partial
+  folder); :class:`CheckpointSchedule` says when (every N updates or M minutes);
+  :func:`load_checkpoint` takes the newest intact save of a run, skipping a corrupt one with a
+  warning (RELIABILITY.md, Training).
+* Interruption: :func:`stop_on_signals` turns Ctrl-C/SIGTERM into a request that ``learn``
+  honours after the current update, checkpointing and raising :class:`TrainingInterrupted`.
 * Reward integrity: the env layer (:func:`llm_gym.token_env.score_turns`) turns a NaN, ``None``
   or an exception from a reward into a named ``reward_error``; the rollout marks the sample
   invalid, :func:`reward_counters` counts it and :class:`RewardFailures` stops a run after
@@ -16,13 +20,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import logging
 import os
+import pickle
 import random
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterable
+import threading
+import time
+import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +44,12 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "state.pt"
+# Periodic checkpoints of the LLM agents: a kill loses at most this much work (issue 14).
+DEFAULT_CHECKPOINT_EVERY = 50  # updates
+DEFAULT_CHECKPOINT_MINUTES = 10.0
+# What torch.load raises on a torn or overwritten file (pickle, zip and stream errors).
+_CORRUPT_ERRORS = (RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError,
+                   zipfile.BadZipFile)
 
 
 # ---------------------------------------------------------------------------- determinism
@@ -139,16 +156,29 @@ def write_state_dir(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path/state.pt`` so that ``path`` appears complete or not at all.
 
     The file is written in a temporary sibling folder, fsync'ed, and the folder renamed onto
-    ``path`` (an existing ``path`` is moved aside first and removed after the rename).
+    ``path`` (an existing ``path`` is moved aside first and removed after the rename). A write
+    that fails (or is interrupted) removes its temporary folder and leaves ``path`` as it was.
+
+    Raises:
+        OSError: ``ENOSPC`` with the path when the disk is full.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
-    with open(tmp / STATE_FILE, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fsync_dir(tmp)
+    try:
+        with open(tmp / STATE_FILE, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(tmp)
+    except BaseException as err:
+        # A partial write of a multi-GB state would keep the disk full (issue 14).
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(err):
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}; the "
+                          "partial write was removed and the previous checkpoint kept; free "
+                          "space there or pass another --log-dir") from err
+        raise
     old = None
     if path.exists():  # e.g. the same step saved again at the end of learn
         old = Path(tempfile.mkdtemp(prefix=".old-", dir=path.parent))
@@ -158,6 +188,17 @@ def write_state_dir(path: str | Path, state: dict[str, Any]) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _disk_full(err: BaseException) -> bool:
+    # torch.save reports a full disk as RuntimeError("... file write failed"), without errno.
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(err, RuntimeError) and "write failed" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep: int = 3
@@ -193,24 +234,135 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def latest_checkpoint(path: str | Path) -> Path | None:
-    """``path`` itself if it is a checkpoint, else the newest checkpoint inside it (or None)."""
+def checkpoint_candidates(path: str | Path) -> list[Path]:
+    """Complete saves at or inside ``path``, newest first.
+
+    ``path`` may be a save itself, a folder of checkpoints, or a run folder: its
+    ``checkpoints/checkpoint-*`` and its final ``agent/`` save are all candidates, ordered by
+    when they were written.
+    """
     path = Path(path)
     if (path / STATE_FILE).is_file():
-        return path
-    found = list_checkpoints(path)
-    if not found:
-        found = list_checkpoints(path / "checkpoints")
-    return found[-1] if found else None
+        return [path]
+    found = list_checkpoints(path) + list_checkpoints(path / "checkpoints")
+    if (path / "agent" / STATE_FILE).is_file():
+        found.append(path / "agent")
+    return sorted(found, key=lambda p: ((p / STATE_FILE).stat().st_mtime_ns, p.name),
+                  reverse=True)
+
+
+def latest_checkpoint(path: str | Path) -> Path | None:
+    """The newest complete save at or inside ``path`` (see :func:`checkpoint_candidates`)."""
+    found = checkpoint_candidates(path)
+    return found[0] if found else None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint folder (or the newest one inside a folder of checkpoints)."""
-    found = latest_checkpoint(path)
-    if found is None:
-        raise FileNotFoundError(f"no complete checkpoint at or inside {path}")
-    # Our own files: optimizer states, RNG tuples and config dicts need full unpickling.
-    return torch.load(found / STATE_FILE, map_location="cpu", weights_only=False)
+    """Load the newest intact save at or inside ``path`` (a save, checkpoints or a run folder).
+
+    A corrupt newest save is skipped with a warning naming it, and the previous one is loaded.
+
+    Raises:
+        FileNotFoundError: nothing complete at or inside ``path``.
+        ValueError: every candidate is corrupt (each is named).
+    """
+    candidates = checkpoint_candidates(path)
+    if not candidates:
+        raise FileNotFoundError(f"no complete checkpoint at or inside {path}; pass a folder "
+                                "written by save() or checkpoint()")
+    broken: list[str] = []
+    for candidate in candidates:
+        file = candidate / STATE_FILE
+        try:
+            # Our own files: optimizer states, RNG tuples and config dicts need full unpickling.
+            return torch.load(file, map_location="cpu", weights_only=False)
+        except _CORRUPT_ERRORS as err:
+            logger.warning("skipping corrupt checkpoint %s (%s: %s); trying the previous one",
+                           file, type(err).__name__, err)
+            broken.append(str(file))
+    raise ValueError(f"every checkpoint at or inside {path} is corrupt ({', '.join(broken)}); "
+                     "delete them and start the run again")
+
+
+class CheckpointSchedule:
+    """When to checkpoint: every ``every`` updates or ``minutes`` of wall-clock, whichever first.
+
+    Args:
+        every: updates between checkpoints (0: no count-based ones).
+        minutes: wall-clock minutes between checkpoints (0: no time-based ones).
+
+    Example:
+        >>> schedule = CheckpointSchedule(every=2, minutes=0)
+        >>> [schedule.due(n) for n in (1, 2, 3, 4)]
+        [False, True, False, True]
+    """
+
+    def __init__(self, every: int, minutes: float) -> None:
+        if every < 0 or minutes < 0:
+            raise ValueError(f"checkpoint intervals must be >= 0 (0 turns one off), got every="
+                             f"{every}, minutes={minutes}")
+        self.every, self.seconds = int(every), 60.0 * float(minutes)
+        self._last = time.monotonic()
+
+    def due(self, updates: int) -> bool:
+        """Whether to checkpoint after update number ``updates`` (resets the clock if so)."""
+        now = time.monotonic()
+        by_count = self.every > 0 and updates % self.every == 0
+        by_time = self.seconds > 0 and now - self._last >= self.seconds
+        if by_count or by_time:
+            self._last = now
+            return True
+        return False
+
+
+# ---------------------------------------------------------------------------- interruption
+class TrainingInterrupted(KeyboardInterrupt):
+    """``learn`` stopped on Ctrl-C/SIGTERM after saving ``checkpoint`` (None without log_dir)."""
+
+    def __init__(self, checkpoint: Path | None, num_timesteps: int) -> None:
+        super().__init__(f"interrupted at {num_timesteps} env steps")
+        self.checkpoint = checkpoint
+        self.num_timesteps = num_timesteps
+
+
+_stop = threading.Event()
+
+
+def stop_requested() -> bool:
+    """Whether a signal asked training to stop (see :func:`stop_on_signals`)."""
+    return _stop.is_set()
+
+
+@contextlib.contextmanager
+def stop_on_signals(graceful: bool = True) -> Iterator[None]:
+    """Handle SIGINT and SIGTERM while training (main thread only; elsewhere a no-op).
+
+    With ``graceful`` the first signal only sets :func:`stop_requested`, which the LLM agents'
+    ``learn`` honours after the current update (then checkpoints and raises
+    :class:`TrainingInterrupted`); a second signal raises ``KeyboardInterrupt`` at once.
+    Without it, both signals raise ``KeyboardInterrupt`` at once (agents that cannot stop
+    between updates).
+    """
+    _stop.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if graceful and not _stop.is_set():
+            _stop.set()
+            logger.warning("%s: stopping after the current update (again to stop now)",
+                           signal.Signals(signum).name)
+            return
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop.clear()
 
 
 # ---------------------------------------------------------------------------- reward integrity
@@ -355,6 +507,37 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def drop_metrics_after(log_dir: str | Path | None, step: int) -> None:
+    """Remove ``metrics.csv`` rows past ``step``: a resumed run logs those steps again.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> log = MetricsLogger(folder)
+        >>> for step in (1, 2, 3):
+        ...     log.log({"train/loss": 0.5}, step=step)
+        >>> log.close()
+        >>> drop_metrics_after(folder, 2)
+        >>> len(Path(folder, "metrics.csv").read_text().splitlines())  # header and two rows
+        3
+    """
+    if log_dir is None or not (Path(log_dir) / "metrics.csv").is_file():
+        return
+    path = Path(log_dir) / "metrics.csv"
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [row for row in rows if float(row["step"]) <= step]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_name(".metrics.csv.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(tmp, path)
 
 
 def plot_reward_curve(records: list[Any], path: str | Path, title: str = "reward") -> Path | None:

@@ -47,12 +47,37 @@ def test_resume_continues_the_saved_run(tmp_path, capsys):
     main(["train", "--env", WALK, "--agent", "q-learning", "--timesteps", "1000",
           "--log-dir", str(run), "--no-progress"])
     episodes_before = len((run / "episodes.csv").read_text().splitlines())
-    code = main(["train", "--resume", str(run), "--timesteps", "500", "--no-progress"])
+    # --timesteps is the run's total, for every agent (issue 14: it used to add on).
+    code = main(["train", "--resume", str(run), "--timesteps", "1500", "--no-progress"])
     assert code == 0
-    assert json.loads((run / "run.json").read_text())["num_timesteps"] == 1500
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["num_timesteps"] == 1500 and saved["timesteps"] == 1500
     assert len((run / "episodes.csv").read_text().splitlines()) > episodes_before
+    assert main(["train", "--resume", str(run), "--timesteps", "1200", "--no-progress"]) == 2
+    assert "already has 1500 steps; pass a larger total" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--agent", "greedy", "--timesteps", "10"]) == 2
     assert "differs from the resumed run" in capsys.readouterr().err
+
+
+def test_run_json_is_written_before_training(tmp_path, monkeypatch):
+    from llm_gym.agents import compare
+
+    run = tmp_path / "run"
+    seen = {}
+
+    def interrupted(agent, spec, **kwargs):
+        seen["run.json"] = json.loads((run / "run.json").read_text())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "train_and_evaluate", interrupted)
+    code = main(["train", "--env", WALK, "--agent", "q-learning", "--timesteps", "900",
+                 "--log-dir", str(run), "--no-progress"])
+    assert code == 130
+    assert seen["run.json"]["timesteps"] == 900 and seen["run.json"]["num_timesteps"] == 0
+    assert (run / "agent.npz").exists()  # saved on the interrupt, so --resume finds it
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--no-progress", "--eval-episodes", "1"]) == 0
+    assert json.loads((run / "run.json").read_text())["num_timesteps"] == 900
 
 
 def test_train_sb3_with_env_kwargs_and_a_json_config(tmp_path, capsys):
@@ -104,7 +129,7 @@ def test_resume_counts_steps_on_for_agents_that_reset_by_default(agent, tmp_path
     assert main(["train", "--env", WALK, "--agent", agent, "--config", str(config),
                  "--timesteps", "256", "--log-dir", str(run), "--no-progress",
                  "--eval-episodes", "1"]) == 0
-    assert main(["train", "--resume", str(run), "--timesteps", "128", "--no-progress",
+    assert main(["train", "--resume", str(run), "--timesteps", "384", "--no-progress",
                  "--eval-episodes", "1"]) == 0
     saved = json.loads((run / "run.json").read_text())
     assert saved["num_timesteps"] == 384

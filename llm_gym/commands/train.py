@@ -2,7 +2,8 @@
 
 Everything of a run lands in one folder (``--log-dir``, default ``runs/<agent>-<env>-s<seed>``):
 the saved agent (``agent.zip`` for SB3, ``agent.npz`` for the table agents, ``agent/`` for grpo
-and ppo), ``run.json`` (what was trained, so ``--resume DIR`` needs nothing else),
+and ppo), ``run.json`` (what is trained, written before training starts, so ``--resume DIR``
+needs nothing else),
 ``episodes.csv`` and ``learning_curve.png`` (the learning curve) and ``eval.json`` (strict JSON:
 a value that is not a number is ``null``); the end of the output lists them.
 
@@ -10,9 +11,21 @@ a value that is not a number is ``null``); the end of the output lists them.
 (llm_gym's shaping wrappers or Gymnasium's reward wrappers, innermost first); run.json records
 it, so ``--resume`` rebuilds the same stack.
 
+Interruption (issue 14): grpo, rloo, reinforce-pp and ppo checkpoint to ``DIR/checkpoints``
+every 50 updates and every 10 minutes (config ``checkpoint_every``; GRPO's also
+``checkpoint_minutes``). Ctrl-C or SIGTERM stops them after the current update with a checkpoint
+(a second one stops at once); other agents are saved as they are. Either way the exact resume
+command is printed. ``--resume DIR`` loads the newest intact save of the run (a checkpoint or
+``agent/``; a corrupt one is skipped with a warning), and ``metrics.csv`` rows past it are
+dropped, as they are logged again.
+
+``--timesteps`` is always the run's total: a resumed run trains up to it (default: the total
+the run was started with), so ``--resume DIR`` alone finishes an interrupted run. A GRPO run
+ends within half a rollout batch of it; the output says how many steps were taken.
+
 Example:
     llm-gym train --env llm_gym/LeftRight-v0 --agent q-learning --timesteps 2000
-    llm-gym train --resume runs/q-learning-LeftRight-v0-s0 --timesteps 1000
+    llm-gym train --resume runs/q-learning-LeftRight-v0-s0 --timesteps 3000
     llm-gym train --env llm_gym/Arithmetic-v0 --agent grpo --timesteps 256
         --wrappers '[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]'
 """
@@ -23,6 +36,8 @@ import argparse
 import csv
 import inspect
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +45,8 @@ from llm_gym.agents.factory import AGENT_NAMES
 from llm_gym.commands.arguments import json_object
 from llm_gym.commands.output import output_lines, write_json
 from llm_gym.wrappers.stack import WRAPPER_NAMES, parse_wrappers
+
+DEFAULT_TIMESTEPS = 10_000
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,8 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--agent", choices=AGENT_NAMES, help="which agent to train")
     parser.add_argument("--model", help="grpo/ppo on token envs: tiny, smollm2, a hub id or path")
     parser.add_argument("--config", metavar="FILE", help="agent config, TOML or JSON")
-    parser.add_argument("--timesteps", type=int, default=10_000,
-                        help="env steps to train (tokens on token envs; default 10000)")
+    parser.add_argument("--timesteps", type=int, default=None,
+                        help="the run's total env steps (tokens on token envs); with --resume "
+                             "the run trains up to this total, not this much more (default "
+                             f"{DEFAULT_TIMESTEPS}, or the resumed run's total)")
     parser.add_argument("--env-kwargs", default="{}", metavar="JSON",
                         help='gym.make keyword arguments as JSON, e.g. \'{"constrained": true}\'')
     parser.add_argument("--wrappers", metavar="JSON",
@@ -50,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--log-dir", metavar="DIR",
                         help="run folder (default runs/<agent>-<env>-s<seed>)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    parser.add_argument("--resume", metavar="DIR",
+                        help="continue the run in DIR from its newest intact save")
     parser.add_argument("--eval-episodes", type=int, default=10,
                         help="deterministic evaluation episodes at the end (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -61,20 +81,68 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume), save, evaluate and print the result table."""
     from llm_gym.agents.compare import ComparisonReport, aggregate, train_and_evaluate
+    from llm_gym.agents.factory import LLM_AGENTS
+    from llm_gym.agents.training import stop_on_signals
 
-    if args.timesteps < 1:
+    if args.timesteps is not None and args.timesteps < 1:
         raise ValueError(f"--timesteps must be at least 1, got {args.timesteps}")
-    agent, spec, run_dir, learn_kwargs = _agent_and_spec(args)
-    print(f"training {spec.agent} on {spec.env_id} for {spec.timesteps} steps -> {run_dir}")
-    result = train_and_evaluate(agent, spec, eval_episodes=args.eval_episodes,
-                                progress_bar=not args.no_progress, learn_kwargs=learn_kwargs)
-    _save_run(agent, result, run_dir, args)
+    agent, spec, run_dir, learn_kwargs, total = _agent_and_spec(args)
+    done = _steps(agent)
+    # run.json first: a run killed at any moment can be resumed (issue 14).
+    _write_run(run_dir, spec, args, total, done)
+    print(f"training {spec.agent} on {spec.env_id} to {total} steps"
+          f"{f' (from {done})' if done else ''} -> {run_dir}")
+    try:
+        with stop_on_signals(graceful=spec.agent in LLM_AGENTS):
+            result = train_and_evaluate(agent, spec, eval_episodes=args.eval_episodes,
+                                        progress_bar=not args.no_progress,
+                                        learn_kwargs=learn_kwargs)
+    except KeyboardInterrupt as interrupt:
+        _save_interrupted(agent, interrupt, spec, run_dir, args, total)
+        raise
+    _save_run(agent, result, run_dir, args, total)
     print(ComparisonReport(aggregate([result]), [result], []).markdown())
     print(f"\n{_result_line(result)}")
+    print(f"took {result.env_steps} env steps (the run's total was set to {total})")
     print(f"saved to {run_dir}:")
     for line in output_lines(run_dir):
         print(f"  {line}")
     return 0
+
+
+def _steps(agent: Any) -> int:
+    return int(getattr(agent, "num_timesteps", 0))
+
+
+def _save_interrupted(agent: Any, interrupt: KeyboardInterrupt, spec: Any, run_dir: Path,
+                      args: argparse.Namespace, total: int) -> None:
+    """Say what an interrupted run kept, and how to go on."""
+    from llm_gym.agents.factory import LLM_AGENTS, agent_file
+    from llm_gym.agents.training import TrainingInterrupted, latest_checkpoint
+
+    if isinstance(interrupt, TrainingInterrupted):
+        saved, steps = interrupt.checkpoint, interrupt.num_timesteps
+    elif spec.agent in LLM_AGENTS:
+        # Stopped mid-update: the weights in memory may be half-updated; the last periodic
+        # checkpoint is the state to go on from.
+        saved, steps = latest_checkpoint(run_dir), None
+    else:
+        saved = agent_file(spec.agent, run_dir)
+        agent.save(str(saved))
+        saved, steps = _saved_path(saved), _steps(agent)
+    if saved is None:
+        print(f"interrupted; nothing was saved in {run_dir}", file=sys.stderr)
+        return
+    if steps is not None:
+        _write_run(run_dir, spec, args, total, steps)
+    at = f" at {steps} env steps" if steps is not None else ""
+    print(f"interrupted{at}; saved {saved}\nresume with: llm-gym train --resume "
+          f"{shlex.quote(str(run_dir))}", file=sys.stderr)
+
+
+def _saved_path(path: Path) -> Path:
+    # SB3 appends .zip to a path without it; numpy appends .npz.
+    return path if path.exists() else path.with_name(path.name + path.suffix)
 
 
 def _result_line(result: Any) -> str:
@@ -86,43 +154,76 @@ def _result_line(result: Any) -> str:
             f"{ev.episodes} greedy episodes{rate}")
 
 
-def _agent_and_spec(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any]]:
+def _agent_and_spec(args: argparse.Namespace
+                    ) -> tuple[Any, Any, Path, dict[str, Any], int]:
+    """The agent, its RunSpec (timesteps: what is left), run folder, learn kwargs, the total."""
     from llm_gym.agents.compare import RunSpec
-    from llm_gym.agents.factory import agent_file, load_agent, make_agent
+    from llm_gym.agents.factory import make_agent
 
     if args.resume:
-        saved = _read_run(Path(args.resume))
-        for key in ("env", "agent"):
-            given = getattr(args, key)
-            if given is not None and given != saved[key]:
-                raise ValueError(f"--{key} {given} differs from the resumed run's {saved[key]}; "
-                                 "leave it out when resuming")
-        wrappers = saved.get("wrappers") or []
-        if args.wrappers is not None and parse_wrappers(args.wrappers) != wrappers:
-            raise ValueError(f"--wrappers differs from the resumed run's {json.dumps(wrappers)}; "
-                             "leave it out when resuming")
-        run_dir = Path(args.log_dir or args.resume)
-        name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
-        agent = load_agent(name, agent_file(name, args.resume), env_id, env_kwargs=env_kwargs,
-                           seed=saved["seed"], log_dir=run_dir, wrappers=wrappers)
-        # SB3, GRPO and PPO restart their step counter unless told (SB3's semantics); the table
-        # agents always go on.
-        resets = "reset_num_timesteps" in inspect.signature(agent.learn).parameters
-        learn_kwargs = {"reset_num_timesteps": False} if resets else {}
-        args.model = args.model or saved.get("model")
-        args.config = args.config or saved.get("config")
-        return agent, RunSpec(env_id, name, args.timesteps, saved["seed"], env_kwargs,
-                              wrappers=wrappers), run_dir, learn_kwargs
+        return _resumed(args)
     if not args.env or not args.agent:
         raise ValueError("train needs --env and --agent (or --resume DIR)")
+    total = args.timesteps or DEFAULT_TIMESTEPS
     env_kwargs = json_object(args.env_kwargs)
     wrappers = parse_wrappers(args.wrappers)  # a bad stack fails here, before any model loads
     short = args.env.split("/")[-1]
     run_dir = Path(args.log_dir or f"runs/{args.agent}-{short}-s{args.seed}")
     agent = make_agent(args.agent, args.env, model=args.model, config=args.config,
                        seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers)
-    spec = RunSpec(args.env, args.agent, args.timesteps, args.seed, env_kwargs, wrappers=wrappers)
-    return agent, spec, run_dir, {}
+    spec = RunSpec(args.env, args.agent, total, args.seed, env_kwargs, wrappers=wrappers)
+    return agent, spec, run_dir, {}, total
+
+
+def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], int]:
+    from llm_gym.agents.compare import RunSpec
+
+    saved = _read_run(Path(args.resume))
+    for key in ("env", "agent"):
+        given = getattr(args, key)
+        if given is not None and given != saved[key]:
+            raise ValueError(f"--{key} {given} differs from the resumed run's {saved[key]}; "
+                             "leave it out when resuming")
+    wrappers = saved.get("wrappers") or []
+    if args.wrappers is not None and parse_wrappers(args.wrappers) != wrappers:
+        raise ValueError(f"--wrappers differs from the resumed run's {json.dumps(wrappers)}; "
+                         "leave it out when resuming")
+    run_dir = Path(args.log_dir or args.resume)
+    name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
+    agent = _load_saved(name, Path(args.resume), env_id, env_kwargs, saved["seed"], run_dir,
+                        wrappers)
+    done = _steps(agent)
+    total = args.timesteps or saved.get("timesteps")
+    if total is None:
+        raise ValueError(f"--resume {args.resume}: the run has {done} steps and no recorded "
+                         "total; pass --timesteps, the run's new total")
+    if total <= done:
+        raise ValueError(f"--timesteps {total} is the run's total and it already has {done} "
+                         f"steps; pass a larger total, e.g. --timesteps {2 * done}")
+    # learn(n) with SB3's reset_num_timesteps=False (the table agents always go on) trains n
+    # more steps: what is left of the total.
+    resets = "reset_num_timesteps" in inspect.signature(agent.learn).parameters
+    learn_kwargs = {"reset_num_timesteps": False} if resets else {}
+    args.model = args.model or saved.get("model")
+    args.config = args.config or saved.get("config")
+    spec = RunSpec(env_id, name, total - done, saved["seed"], env_kwargs, wrappers=wrappers)
+    return agent, spec, run_dir, learn_kwargs, total
+
+
+def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any], seed: int,
+                run_dir: Path, wrappers: list[dict[str, Any]]) -> Any:
+    from llm_gym.agents.factory import LLM_AGENTS, agent_file, llm_agent_classes, load_agent
+
+    if name in LLM_AGENTS:
+        # The newest intact save of the run: a checkpoint or the final agent/ (training.py).
+        agent_cls, _ = llm_agent_classes(name)
+        return agent_cls.load(folder, log_dir=run_dir, wrappers=wrappers)
+    path = agent_file(name, folder)
+    if not _saved_path(path).exists() and name != "random":
+        raise FileNotFoundError(f"--resume {folder}: no saved agent ({path.name}) there; the "
+                                "run was stopped before anything was saved, start it again")
+    return load_agent(name, path, env_id, env_kwargs=env_kwargs, seed=seed, log_dir=run_dir,
+                      wrappers=wrappers)
 
 
 def _read_run(directory: Path) -> dict[str, Any]:
@@ -133,18 +234,23 @@ def _read_run(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace) -> None:
+def _write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
+               done: int) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "run.json", {
+        "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
+        "wrappers": spec.wrappers, "seed": spec.seed, "model": args.model, "config": args.config,
+        "timesteps": total, "num_timesteps": done})
+
+
+def _save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace,
+              total: int) -> None:
     from llm_gym.agents.compare_plot import plot_learning_curves
     from llm_gym.agents.factory import agent_file
 
     spec = result.spec
-    run_dir.mkdir(parents=True, exist_ok=True)
     agent.save(str(agent_file(spec.agent, run_dir)))
-    total = int(getattr(agent, "num_timesteps", result.env_steps))
-    write_json(run_dir / "run.json", {
-        "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
-        "wrappers": spec.wrappers, "seed": spec.seed, "model": args.model, "config": args.config,
-        "num_timesteps": total})
+    _write_run(run_dir, spec, args, total, int(getattr(agent, "num_timesteps", result.env_steps)))
     write_json(run_dir / "eval.json", result.evaluation.to_dict())
     # Every agent gets the same plot (GRPO and PPO also draw their own reward_curve.png).
     plot_learning_curves([result], run_dir / "learning_curve.png")
