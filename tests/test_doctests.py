@@ -38,6 +38,7 @@ def test_the_walk_reaches_every_subpackage():
     # A walk that silently misses a folder would skip its examples and still pass.
     for name in ("llm_gym.vector", "llm_gym.wrappers.shaping", "llm_gym.rewards.math",
                  "llm_gym.sandbox.wire", "llm_gym.envs.left_right", "llm_gym.agents.sb3",
+                 "llm_gym.agents.sb3_vec_env",
                  "llm_gym.commands.output"):
         assert name in MODULES
     assert llm_gym.__name__ in MODULES
