@@ -8,37 +8,74 @@ from typing import Any
 
 import numpy as np
 
-from llm_gym.agents.evaluation import success_threshold
+from llm_gym.agents.evaluation import OPTIMAL_AT_THRESHOLD, success_threshold
 
 
 def plot_learning_curves(results: Sequence[Any], path: Path, window: int = 20) -> None:
-    """Return vs env steps, one panel per env, one line per agent and variant (mean of seeds)."""
+    """Write :func:`learning_curve_figure` of ``results`` to the PNG ``path``."""
+    fig = learning_curve_figure(results, window)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # "tight": keep the legend below the axes
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def learning_curve_figure(results: Sequence[Any], window: int = 20) -> Any:
+    """Training-episode return vs env steps: one panel per env, one line per agent (variant).
+
+    The curves are the training episodes, played with the agent's exploring (sampled)
+    actions, while the comparison table reports a greedy evaluation; the labels say so, since
+    the two differ (a greedy policy often scores above its own training curve). An agent keeps
+    its colour in every panel; the legend sits below the panels so it never hides a curve.
+
+    Example:
+        >>> from llm_gym.agents.compare import plan_runs, run_one
+        >>> runs, _ = plan_runs(["llm_gym/LeftRight-v0"], ["q-learning"], 200)
+        >>> fig = learning_curve_figure([run_one(runs[0], eval_episodes=1)])
+        >>> [text.get_text() for text in fig.legends[0].get_texts()]
+        ['q-learning', 'optimum (5)']
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window, works with no display
     import matplotlib.pyplot as plt
 
     env_ids = list(dict.fromkeys(r.spec.env_id for r in results))
-    fig, axes = plt.subplots(1, max(1, len(env_ids)), figsize=(5 * max(1, len(env_ids)), 3.8),
-                             squeeze=False)
+    names = list(dict.fromkeys(r.spec.curve_name for r in results))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    panels = max(1, len(env_ids))
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8), squeeze=False)
     for ax, env_id in zip(axes[0], env_ids, strict=False):
-        names = list(dict.fromkeys(r.spec.curve_name for r in results
-                                   if r.spec.env_id == env_id))
         for name in names:
             runs = [r for r in results if r.spec.env_id == env_id and r.spec.curve_name == name]
             curve = _mean_curve(runs, window)
             if curve is not None:
-                ax.plot(*curve, label=name)
-        threshold = success_threshold(env_id)
-        if threshold is not None:
-            ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
+                ax.plot(*curve, label=name, color=colours[name])
+        _reference_line(ax, env_id)
         ax.set_title(env_id)
         ax.set_xlabel("env steps (tokens on token envs)")
-        ax.set_ylabel(f"episode return (mean of {window})")
-        ax.legend(fontsize="small")
+        ax.set_ylabel(f"training-episode return\n(trailing mean of {window})")
+    fig.suptitle("Learning curves of the training episodes (exploring, sampled actions)\n"
+                 "the table's returns come from a greedy evaluation", fontsize="medium")
+    handles = {}
+    for ax in axes[0]:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="upper center", fontsize="small",
+                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6), frameon=False)
+    return fig
+
+
+def _reference_line(ax: Any, env_id: str) -> None:
+    """The env's optimum (or, where the optimum is unknown, its success threshold), labelled."""
+    threshold = success_threshold(env_id)
+    if threshold is None:
+        return
+    kind = "optimum" if env_id in OPTIMAL_AT_THRESHOLD else "success threshold"
+    ax.axhline(threshold, color="grey", linestyle=":", linewidth=1,
+               label=f"{kind} ({threshold:g})")
 
 
 def _mean_curve(runs: Sequence[Any], window: int) -> tuple[np.ndarray, np.ndarray] | None:

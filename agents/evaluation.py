@@ -24,6 +24,8 @@ SUCCESS_THRESHOLDS = {
     "llm_gym/LeftRightText-v0": 5.0,   # same MDP; any invalid reply drops below +5
     "llm_gym/FrozenLakeText-v0": 0.7,  # FrozenLake-v1's own threshold
 }
+# Ids whose success threshold is also the best return possible (plots call the line "optimum").
+OPTIMAL_AT_THRESHOLD = frozenset({"llm_gym/LeftRight-v0", "llm_gym/LeftRightText-v0"})
 
 
 @dataclass

@@ -90,6 +90,31 @@ def test_compare_two_envs_two_agents_writes_table_csv_json_png(tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+def test_learning_curve_figure_says_what_it_shows_and_keeps_curves_clear():
+    from llm_gym.agents.compare_plot import learning_curve_figure
+
+    runs, _ = plan_runs([WALK, "FrozenLake-v1"], ["q-learning", "greedy"], 300)
+    fig = learning_curve_figure(run_comparison(runs, eval_episodes=1).runs)
+    fig.canvas.draw()
+    title = fig.get_suptitle()
+    assert "training episodes" in title and "greedy evaluation" in title
+    assert all("training-episode return" in ax.get_ylabel() for ax in fig.axes)
+    # One colour per agent in every panel.
+    colours = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if not line.get_label().startswith(("optimum", "success threshold")):
+                colours.setdefault(line.get_label(), set()).add(line.get_color())
+    assert set(colours) == {"q-learning", "greedy"}
+    assert all(len(c) == 1 for c in colours.values()) and len(set.union(*colours.values())) == 2
+    # The reference lines are named, and the legend lies outside every panel.
+    (legend,) = fig.legends
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels == ["q-learning", "greedy", "optimum (5)", "success threshold (0.7)"]
+    box = legend.get_window_extent()
+    assert not any(box.overlaps(ax.get_window_extent()) for ax in fig.axes)
+
+
 def test_token_env_runs_count_tokens():
     result = run_one(RunSpec(TEXT, "random", 200, env_kwargs={"constrained": True}),
                      eval_episodes=1)
