@@ -106,6 +106,24 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path, capsys):
     assert steps == sorted(set(steps))  # no row logged twice
 
 
+def test_first_signal_asks_to_stop_and_a_second_stops_at_once():
+    with training.stop_on_signals(graceful=True):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert training.stop_requested()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert not training.stop_requested()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_says_so(tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({
+        "agent": "grpo", "env": "llm_gym/Arithmetic-v0", "env_kwargs": {}, "wrappers": [],
+        "seed": 0, "model": "tiny", "config": None, "timesteps": 100, "num_timesteps": 0}))
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no checkpoint there yet" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ corruption
 def test_corrupt_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
     folder = tmp_path / "checkpoints"

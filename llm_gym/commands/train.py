@@ -215,6 +215,11 @@ def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any]
     from llm_gym.agents.factory import LLM_AGENTS, agent_file, llm_agent_classes, load_agent
 
     if name in LLM_AGENTS:
+        from llm_gym.agents.training import latest_checkpoint
+
+        if latest_checkpoint(folder) is None:
+            raise FileNotFoundError(f"--resume {folder}: no checkpoint there yet (the run was "
+                                    "stopped before its first); start it again")
         # The newest intact save of the run: a checkpoint or the final agent/ (training.py).
         agent_cls, _ = llm_agent_classes(name)
         return agent_cls.load(folder, log_dir=run_dir, wrappers=wrappers)
