@@ -58,13 +58,16 @@ def learning_curve_figure(results: Sequence[Any], window: int = 20) -> Any:
         ax.set_ylabel(f"training-episode return\n(trailing mean of {window})")
     fig.suptitle("Learning curves of the training episodes (exploring, sampled actions)\n"
                  "the table's returns come from a greedy evaluation", fontsize="medium")
-    handles = {}
+    handles: dict[str, Any] = {}
     for ax in axes[0]:
         handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    # Agents first, in run order, then the reference lines: the same order in every figure.
+    order = [n for n in names if n in handles] + [k for k in handles if k not in colours]
+    handles = {label: handles[label] for label in order}
     fig.tight_layout()
     if handles:
         fig.legend(handles.values(), handles.keys(), loc="upper center", fontsize="small",
-                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6), frameon=False)
+                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4), frameon=False)
     return fig
 
 
@@ -91,5 +94,6 @@ def _mean_curve(runs: Sequence[Any], window: int) -> tuple[np.ndarray, np.ndarra
         curves.append((steps, smooth))
     if not curves:
         return None
-    grid = np.linspace(0, max(c[0][-1] for c in curves), 200)
+    # From the first finished episode: before it there is no return to show.
+    grid = np.linspace(min(c[0][0] for c in curves), max(c[0][-1] for c in curves), 200)
     return grid, np.mean([np.interp(grid, s, v) for s, v in curves], axis=0)
