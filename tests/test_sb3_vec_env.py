@@ -155,3 +155,27 @@ def test_unmasked_envs_say_so_and_bad_envs_are_refused():
         SB3VecEnv(gym.make_vec(TEXT, 2, vectorization_mode="vector_entry_point"))
     with pytest.raises(TypeError, match="DummyVecEnv"):
         SB3VecEnv(gym.make(TEXT))
+
+
+def test_live_buffers_are_copied_so_sb3_keeps_the_previous_observation():
+    # TokenVectorEnv(copy=False) hands out its buffers; SB3 stores the observation of step t
+    # and reads it after step t+1, so the adapter must not pass the live arrays on.
+    venv = token_vec(2, copy=False, constrained=True)
+    before = venv.reset()
+    kept = {key: value.copy() for key, value in before.items()}
+    after, *_ = venv.step(venv.action_masks().argmax(axis=1))
+    for key in kept:
+        np.testing.assert_array_equal(before[key], kept[key])
+    assert (after["attention_mask"].sum(axis=1) == kept["attention_mask"].sum(axis=1) + 1).all()
+
+
+def test_a_wrapper_stack_shapes_the_reward_sb3_sees():
+    stack = [{"name": "LengthPenalty", "kwargs": {"coef": 0.5}}]
+    plain = make_sb3_vec_env(TEXT, 2, env_kwargs={"constrained": True}, seed=0)
+    shaped = make_sb3_vec_env(TEXT, 2, env_kwargs={"constrained": True}, wrappers=stack, seed=0)
+    plain.reset()
+    shaped.reset()
+    actions = plain.action_masks().argmax(axis=1)
+    _, plain_reward, *_ = plain.step(actions)
+    _, shaped_reward, *_ = shaped.step(actions)
+    assert (shaped_reward < plain_reward).all()  # one token each: a length penalty per row
