@@ -366,12 +366,26 @@ class _Run:
     def _drain_sandbox(self, sel: selectors.BaseSelector, until: float) -> None:
         # The peer is done and closed the request pipe, so the call server exits and flushes
         # its stdout; a short grace keeps what it printed (a forged verdict line is evidence).
-        while self.proc.poll() is None and time.monotonic() < until:
-            for key, _ in sel.select(max(until - time.monotonic(), 0)):
-                if key.data is not None and not key.data.pump():
-                    sel.unregister(key.fd)
-            if self.out.over or self.err.over:
-                return
+        # Its pipes reach EOF before the process is reaped (namespace teardown comes after the
+        # files close), so wait on a pidfd too: without it the loop slept out the whole grace.
+        try:
+            pidfd = os.pidfd_open(self.proc.pid)
+        except ProcessLookupError:
+            return
+        sel.register(pidfd, selectors.EVENT_READ, "exit")
+        try:
+            while self.proc.poll() is None and time.monotonic() < until:
+                for key, _ in sel.select(max(until - time.monotonic(), 0)):
+                    if key.data == "exit":
+                        sel.unregister(pidfd)
+                    elif key.data is not None and not key.data.pump():
+                        sel.unregister(key.fd)
+                if self.out.over or self.err.over:
+                    return
+        finally:
+            if pidfd in sel.get_map():
+                sel.unregister(pidfd)
+            os.close(pidfd)
 
     def _result(self, timed_out: bool, over: bool, rc: int | None) -> RunResult:
         over = over or self.out.over or self.err.over
