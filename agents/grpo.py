@@ -686,6 +686,17 @@ class GRPOAgent:
         agent.load_state(state)
         return agent
 
+    def save_pretrained(self, out_dir: str | Path, *, adapter: bool = False,
+                        overwrite: bool = False) -> Path:
+        """The policy as a transformers model folder with its tokenizer and chat template.
+
+        LoRA is merged (into a copy) unless ``adapter``; see :func:`llm_gym.export.save_pretrained`.
+        """
+        from llm_gym.export import save_pretrained
+
+        return save_pretrained(self.model, self.tokenizer, out_dir, adapter=adapter,
+                               base=self.model_spec, overwrite=overwrite)
+
     def close(self) -> None:
         """Close the envs and the metric writers."""
         self.metrics.close()

@@ -385,6 +385,21 @@ class PPOAgent:
     def _generators(self) -> dict[str, torch.Generator]:
         return {"sample": self.generator, "predict": self._predict_generator}
 
+    def save_pretrained(self, out_dir: str | Path, *, adapter: bool = False,
+                        overwrite: bool = False) -> Path:
+        """The LLM policy (without the value head) as a transformers model folder.
+
+        Token envs only; LoRA is merged (into a copy) unless ``adapter``. See
+        :func:`llm_gym.export.save_pretrained`.
+        """
+        from llm_gym.export import save_pretrained
+
+        if not isinstance(self.policy, TokenPolicy):
+            raise ValueError("save_pretrained writes a language model; this PPO agent acts in a "
+                             "classic env with an MLP policy (use save())")
+        return save_pretrained(self.policy.net.model, self.tokenizer, out_dir, adapter=adapter,
+                               overwrite=overwrite)
+
     def save(self, path: str | Path) -> None:
         """Write the agent to folder ``path`` (``state.pt``): weights, optimizer, RNG, counters.
 

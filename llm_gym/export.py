@@ -251,11 +251,37 @@ def export_model(
         >>> sorted(p.name for p in out.iterdir())[:3]
         ['chat_template.jinja', 'config.json', 'generation_config.json']
     """
+    _check_out_dir(out_dir, overwrite)
+    out = _write_folder(load_trained_model(run_dir), Path(out_dir), adapter)
+    if push_to_hub:
+        upload_folder(out, push_to_hub, private=private)
+    return out
+
+
+def save_pretrained(model: torch.nn.Module, tokenizer: Tokenizer, out_dir: str | Path, *,
+                    adapter: bool = False, base: str | None = None,
+                    overwrite: bool = False) -> Path:
+    """Write a live agent's policy as a transformers model folder; the agent is left untouched.
+
+    What ``GRPOAgent.save_pretrained`` / ``PPOAgent.save_pretrained`` call: the same folder as
+    :func:`export_model` writes from a run directory (a LoRA adapter merged into a copy unless
+    ``adapter``; ``base`` is the model name the agent was built from, for the adapter's config).
+    """
+    import copy
+
+    _check_out_dir(out_dir, overwrite)
+    trained = TrainedModel(copy.deepcopy(model).cpu().eval(), tokenizer, Path(out_dir), base)
+    return _write_folder(trained, Path(out_dir), adapter)
+
+
+def _check_out_dir(out_dir: str | Path, overwrite: bool) -> None:
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder or pass "
                               "overwrite=True (--overwrite)")
-    trained = load_trained_model(run_dir)
+
+
+def _write_folder(trained: TrainedModel, out: Path, adapter: bool) -> Path:
     if adapter and not trained.is_lora:
         raise ValueError(f"{trained.state_folder} trained all weights (no LoRA), so there is no "
                          "adapter to write; leave out --adapter")
@@ -268,8 +294,6 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("exported %s to %s", trained.state_folder, out)
-    if push_to_hub:
-        upload_folder(out, push_to_hub, private=private)
     return out
 
 

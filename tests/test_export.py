@@ -216,3 +216,30 @@ def test_doc_examples_run() -> None:
 
     result = doctest.testmod(llm_gym.export, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 4 and result.failed == 0
+
+
+@needs_peft
+def test_agent_save_pretrained_merges_into_a_copy_and_leaves_the_agent_training(tmp_path) -> None:
+    agent = _train_grpo(tmp_path, lora={"r": 2})
+    ids = _prompt(byte_tokenizer_as_hf())
+    expected = _logits(agent.model, ids)
+    out = agent.save_pretrained(tmp_path / "live")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    torch.testing.assert_close(_logits(model, ids), expected, rtol=0, atol=1e-5)
+    assert hasattr(agent.model, "peft_config")  # the live agent still has its adapter
+    assert any("lora_" in name for name, _ in agent.model.named_parameters())
+    with pytest.raises(FileExistsError, match="overwrite"):
+        agent.save_pretrained(out)
+
+
+def test_ppo_save_pretrained_writes_the_language_model(tmp_path) -> None:
+    from llm_gym.agents.ppo import PPOAgent, PPOConfig
+
+    agent = PPOAgent(ENV, "tiny", PPOConfig(num_envs=2), env_kwargs=ENV_KWARGS)
+    out = agent.save_pretrained(tmp_path / "ppo")
+    ids = _prompt(byte_tokenizer_as_hf())
+    torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(out), ids),
+                               _logits(agent.policy.net.model, ids), rtol=0, atol=1e-6)
+    classic = PPOAgent("llm_gym/LeftRight-v0")
+    with pytest.raises(ValueError, match="classic env"):
+        classic.save_pretrained(tmp_path / "mlp")
