@@ -141,3 +141,16 @@ def shared_data() -> Path:
     if not folder.is_dir():
         pytest.skip(f"real data folder {folder} is absent (set LLM_GYM_SHARED_DATA)")
     return folder
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test (tiny models and MLPs on shared CI cores: extra
+    threads only contend — rollouts were measured 10-40x slower with two at load 16)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+

@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-import torch
 
 from llm_gym.agents.compare import RunSpec, plan_runs, run_comparison, run_one
 from llm_gym.agents.factory import AGENT_NAMES, AgentEnvMismatch, make_agent
@@ -15,12 +14,7 @@ from llm_gym.cli import main
 WALK, TEXT = "llm_gym/LeftRight-v0", "llm_gym/LeftRightText-v0"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def test_unknown_agent_name_lists_every_name():

@@ -11,7 +11,6 @@ import importlib
 import pkgutil
 
 import pytest
-import torch
 
 import llm_gym
 
@@ -35,13 +34,7 @@ def package_modules() -> list[str]:
 MODULES = package_modules()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The examples' models are tiny: extra intra-op threads only slow them down on shared cores.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def test_the_walk_reaches_every_subpackage():

@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from llm_gym.agents import training
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
@@ -23,13 +22,7 @@ from llm_gym.cli import main
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.vector import TokenVectorEnv
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 class OneTokenEnv(TokenEnv):

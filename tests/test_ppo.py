@@ -20,15 +20,7 @@ from llm_gym.agents.ppo_algorithm import (
 )
 from llm_gym.models import tiny_model
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny models on shared CI cores: intra-op threads only spin (40x slower rollouts measured
-    # at load 16 on 2 cores).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 # ----------------------------------------------------------------------------- advantages

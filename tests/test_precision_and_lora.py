@@ -11,10 +11,11 @@ import torch
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 from llm_gym.agents.ppo import PPOAgent, PPOConfig
 from llm_gym.models import load_model, placement
-from tests.test_grpo import one_thread  # noqa: F401 - autouse: tiny models, busy shared CPU
 
 needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None,
                                 reason="needs peft (pip install 'llm_gym[lora]')")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def test_placement_defaults_and_names():

@@ -8,7 +8,9 @@ import torch
 
 from llm_gym.agents.factory import AgentEnvMismatch, make_agent
 from llm_gym.agents.grpo import GRPOConfig
-from tests.test_grpo import letter_agent, one_thread  # noqa: F401 - the fixture is autouse
+from tests.test_grpo import letter_agent
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.mark.parametrize(("advantage", "kl_coef"), [("rloo", 0.0), ("reinforce_pp", 0.0),

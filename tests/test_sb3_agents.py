@@ -5,7 +5,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from llm_gym.agents.evaluation import evaluate_agent
 from llm_gym.agents.factory import AgentEnvMismatch
@@ -16,13 +15,7 @@ SMALL = {"ppo": {"n_steps": 64, "batch_size": 32}, "a2c": {"n_steps": 8},
          "dqn": {"learning_starts": 32, "buffer_size": 1_000, "train_freq": 4}}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny MLPs: extra intra-op threads only slow them down on shared cores.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.mark.parametrize("env_id", ["llm_gym/LeftRight-v0", "FrozenLake-v1", "CartPole-v1",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
 
@@ -17,13 +16,7 @@ from llm_gym.agents.sb3_vec_env import SB3VecEnv, make_sb3_vec_env
 TEXT = "llm_gym/LeftRightText-v0"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny MLPs: extra intra-op threads only slow them down on shared cores.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def token_vec(n: int, **kwargs) -> SB3VecEnv:
