@@ -40,7 +40,6 @@ from llm_gym.agents.token_envs import (
     saved_stack,
 )
 from llm_gym.agents.training import (
-    DEFAULT_CHECKPOINT_MINUTES,
     CheckpointSchedule,
     MetricsLogger,
     RewardFailures,
@@ -185,7 +184,7 @@ class PPOAgent:
 
         With a ``log_dir``, metrics go to TensorBoard and ``metrics.csv``, checkpoints to
         ``<log_dir>/checkpoints`` (every ``checkpoint_every`` updates, every
-        ``DEFAULT_CHECKPOINT_MINUTES`` minutes, at the end and on Ctrl-C/SIGTERM) and the
+        ``checkpoint_minutes`` minutes, at the end and on Ctrl-C/SIGTERM) and the
         reward curve to ``reward_curve.png``.
 
         Args:
@@ -209,7 +208,7 @@ class PPOAgent:
         failures = RewardFailures(max_consecutive=cfg.max_bad_reward_batches)
         bar = tqdm(total=target, initial=self.num_timesteps, disable=not progress_bar,
                    unit="step")
-        schedule = CheckpointSchedule(cfg.checkpoint_every, DEFAULT_CHECKPOINT_MINUTES)
+        schedule = CheckpointSchedule(cfg.checkpoint_every, cfg.checkpoint_minutes)
         try:
             with _torch_threads(self._threads), bar:
                 while self.num_timesteps < target:

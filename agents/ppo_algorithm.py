@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
+from llm_gym.agents.training import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES
 
 # ----------------------------------------------------------------------------- config
 
@@ -62,7 +63,9 @@ class PPOConfig:
         weight_decay: AdamW's weight decay.
         hidden_size: width of the MLP policy's hidden layers (classic envs).
         checkpoint_every: with a ``log_dir``, save a checkpoint to ``<log_dir>/checkpoints``
-            every this many updates (0: only at the end of each ``learn``).
+            every this many updates (0: none by count).
+        checkpoint_minutes: and every this many minutes of wall-clock (0: none by time); a
+            checkpoint is also written at the end of ``learn`` and on Ctrl-C/SIGTERM.
         keep_checkpoints: how many of those checkpoints to keep (the newest).
         max_bad_reward_batches: stop (cleanly, after a checkpoint) once this many rollouts in
             a row had more than half of their rewards broken (NaN, None, an exception).
@@ -91,7 +94,8 @@ class PPOConfig:
     adam_eps: float = 1e-5
     weight_decay: float = 0.0
     hidden_size: int = 64
-    checkpoint_every: int = 0
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
     keep_checkpoints: int = 3
     max_bad_reward_batches: int = 3
     lora: dict[str, Any] | None = None

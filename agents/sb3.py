@@ -129,10 +129,25 @@ def make_sb3_agent(
     recorder = recorder_cls(base)
     policy = kwargs.pop("policy", None) or (
         "MultiInputPolicy" if isinstance(base.observation_space, gym.spaces.Dict) else "MlpPolicy")
-    model = cls(policy, recorder, seed=seed, verbose=0,
+    model = cls(policy, sb3_env(recorder), seed=seed, verbose=0,
                 tensorboard_log=str(log_dir) if log_dir else None, **kwargs)
     model.episode_log = recorder.records
     return model
+
+
+def sb3_env(recorder: gym.Env) -> Any:
+    """What the SB3 model steps: token envs through :class:`SB3VecEnv`, classic envs as they are.
+
+    SB3VecEnv hands SB3 the token env's Dict observations and its batched ``action_masks`` (for
+    MaskablePPO) and never lets SB3 normalise token ids; classic envs go to SB3's own
+    ``DummyVecEnv``. The recorder stays the innermost wrapper, so ``episode_log`` is the same.
+    """
+    if not is_token_env(recorder):
+        return recorder
+    from llm_gym.agents.sb3_vec_env import SB3VecEnv
+
+    return SB3VecEnv(gym.vector.SyncVectorEnv(
+        [lambda: recorder], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP))
 
 
 def load_sb3_agent(
@@ -152,6 +167,6 @@ def load_sb3_agent(
     log: list[EpisodeRecord] = list(getattr(model, "episode_log", None) or [])
     recorder = recorder_cls(base, records=log)
     recorder.env_steps = int(model.num_timesteps)
-    model.set_env(recorder)
+    model.set_env(sb3_env(recorder))
     model.episode_log = recorder.records
     return model

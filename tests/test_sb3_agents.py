@@ -49,6 +49,7 @@ def test_learn_save_load_round_trip_on_classic_envs(algo, env_id, tmp_path):
 def test_maskable_ppo_on_the_text_walk_only_writes_action_words(tmp_path):
     model = make_sb3_agent("maskable-ppo", TEXT, env_kwargs={"constrained": True}, seed=0,
                            n_steps=128, batch_size=64)
+    assert type(model.get_env()).__name__ == "SB3VecEnv"  # the token env's own SB3 adapter
     model.learn(384)
     log = model.episode_log
     assert log, "no training episode finished in 384 tokens"
