@@ -27,13 +27,14 @@ def test_train_q_learning_saves_everything_and_prints_the_table(tmp_path, capsys
                  "--log-dir", str(run), "--no-progress", "--eval-episodes", "3"])
     out = capsys.readouterr().out
     assert code == 0
-    assert f"| {WALK} | q-learning | 1 | 5 |" in out
+    assert f"| {WALK} | q-learning | 1 |" in out and "| untrained_return |" in out
     assert {p.name for p in run.iterdir()} == {"agent.npz", "run.json", "episodes.csv",
                                                "eval.json", "learning_curve.png"}
     evaluation = strict_json(run / "eval.json")
     assert evaluation["mean_return"] == 5.0
     assert evaluation["returns"] == [5.0] * evaluation["episodes"] == [5.0] * 3
-    assert "trained: mean return 5 ± 0 over 3 greedy episodes, success rate 1.00" in out
+    assert "greedy return: untrained " in out  # measured before training, as quickstart does
+    assert "-> trained 5 ± 0 over 3 episodes, success rate 1.00" in out
     assert f"learning curve (plot)   {run / 'learning_curve.png'}" in out
     saved = json.loads((run / "run.json").read_text())
     assert saved["agent"] == "q-learning" and saved["num_timesteps"] == 2000

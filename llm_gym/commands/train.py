@@ -94,7 +94,10 @@ def run_train(args: argparse.Namespace) -> int:
           f"{f' (from {done})' if done else ''} -> {run_dir}")
     try:
         with stop_on_signals(graceful=spec.agent in LLM_AGENTS):
+            # A fresh run also evaluates the untrained policy (as quickstart does), so the
+            # output says what training changed; a resumed run's start is not untrained.
             result = train_and_evaluate(agent, spec, eval_episodes=args.eval_episodes,
+                                        eval_initial=not done and args.eval_episodes > 0,
                                         progress_bar=not args.no_progress,
                                         learn_kwargs=learn_kwargs)
     except KeyboardInterrupt as interrupt:
@@ -146,12 +149,12 @@ def _saved_path(path: Path) -> Path:
 
 
 def _result_line(result: Any) -> str:
-    # train measures only the trained agent (quickstart's untrained number would cost a second
-    # evaluation), so this is the one number, with what it is.
     ev = result.evaluation
     rate = "" if ev.success_rate is None else f", success rate {ev.success_rate:.2f}"
-    return (f"trained: mean return {ev.mean_return:.3g} ± {ev.std_return:.3g} over "
-            f"{ev.episodes} greedy episodes{rate}")
+    before = ("" if result.initial_return is None
+              else f"untrained {result.initial_return:.3g} -> ")
+    return (f"greedy return: {before}trained {ev.mean_return:.3g} ± {ev.std_return:.3g} over "
+            f"{ev.episodes} episodes{rate}")
 
 
 def _agent_and_spec(args: argparse.Namespace
