@@ -169,19 +169,6 @@ class ActionMasks:
         return ActionMasks(self.rows.to(device), self.positions.to(device),
                            self.allowed.to(device))
 
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` with -inf where the mask forbade a token (out of place: gradients flow).
-
-        ``logits`` are next-token logits ``(B, T - 1, V)``: entry t predicts token t + 1.
-        """
-        allowed = self.allowed.to(logits.device)
-        vocab = logits.shape[-1]
-        if allowed.shape[1] < vocab:  # tokens past the env's vocabulary were never sampled
-            allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]))
-        index = (self.rows.to(logits.device), self.positions.to(logits.device) - 1)
-        masked = logits[index].masked_fill(~allowed[:, :vocab], float("-inf"))
-        return logits.index_put(index, masked)
-
 
 def _concat_masks(batches: list[RolloutBatch]) -> ActionMasks | None:
     if all(b.action_masks is None for b in batches):

@@ -17,8 +17,11 @@ def sequence_logprobs(model, input_ids, attention_mask, *, vocab_size=None, temp
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
                    position_ids=position_ids, use_cache=False).logits[:, :-1]
     logits = logits[..., :vocab_size].float() / (temperature or 1.0)
-    if action_masks is not None:
-        logits = action_masks.apply(logits)
+    if action_masks is not None:  # -inf where the mask forbade a token; entry t predicts t + 1
+        allowed = torch.nn.functional.pad(action_masks.allowed,
+                                          (0, logits.shape[-1] - action_masks.allowed.shape[1]))
+        index = (action_masks.rows, action_masks.positions - 1)
+        logits = logits.index_put(index, logits[index].masked_fill(~allowed, float("-inf")))
     logp_all = torch.log_softmax(logits, dim=-1)
     chosen = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     mask = attention_mask[:, 1:].to(chosen.dtype)
