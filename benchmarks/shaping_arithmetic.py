@@ -40,8 +40,11 @@ def variants(max_new_tokens: int, coef: float) -> dict[str, list[dict]]:
 
 def run_variant(name: str, stack: list[dict], args: argparse.Namespace,
                 env_id: str = "llm_gym/Arithmetic-v0", env_kwargs: dict | None = None,
-                held_out: dict | None = None) -> dict:
-    """Train one variant for ``args.minutes`` and evaluate it before and after on held-out items."""
+                held_out: dict | None = None, measure=None) -> dict:
+    """Train one variant for ``args.minutes`` and evaluate it before and after on held-out items.
+
+    ``measure(agent, held_out)``, when given, adds its dict of metrics to each evaluation.
+    """
     config = GRPOConfig(group_size=args.group_size, prompts_per_batch=args.prompts_per_batch,
                         learning_rate=args.lr, micro_batch_size=8, temperature=args.temperature)
     if env_kwargs is None:
@@ -51,6 +54,8 @@ def run_variant(name: str, stack: list[dict], args: argparse.Namespace,
                       wrappers=stack)
     held_out = {"split": "test"} if held_out is None else held_out
     before = agent.evaluate(args.eval_episodes, env_kwargs=held_out, batch_size=32)
+    if measure is not None:
+        before.update(measure(agent, held_out))
     deadline = time.perf_counter() + args.minutes * 60
     start = time.perf_counter()
     # A fixed number of updates keeps variants comparable on a shared, unevenly loaded machine;
@@ -59,6 +64,8 @@ def run_variant(name: str, stack: list[dict], args: argparse.Namespace,
                 and agent.num_updates < args.updates)
     train_s = time.perf_counter() - start
     after = agent.evaluate(args.eval_episodes, env_kwargs=held_out, batch_size=32)
+    if measure is not None:
+        after.update(measure(agent, held_out))
     agent.close()
     result = {"variant": name, "wrappers": stack, "before": before, "after": after,
               "train_seconds": train_s, "updates": agent.num_updates,

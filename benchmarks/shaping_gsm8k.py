@@ -22,9 +22,40 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from shaping_arithmetic import run_variant, table  # noqa: E402
+from shaping_arithmetic import run_variant  # noqa: E402
+
+from llm_gym.agents.token_envs import evaluate_policy  # noqa: E402
+from llm_gym.wrappers import make_env  # noqa: E402
 
 FORMAT = r"#### -?[\d,]*\.?\d+"  # starts with a literal: linear-time search (FormatBonus docs)
+
+
+def format_rate(agent, held_out: dict, episodes: int) -> dict:
+    """Strict-format rate on the held-out items: the share of greedy replies with exactly one
+    ``#### <number>`` line, read as the return of a 1.0 ``FormatBonus`` minus the env's reward."""
+    stack = [{"name": "FormatBonus", "kwargs": {"pattern": FORMAT, "bonus": 1.0}}]
+    envs = make_env(agent.env_id, min(32, episodes),
+                    env_kwargs={"tokenizer": agent.tokenizer, **agent.env_kwargs, **held_out},
+                    wrappers=stack, autoreset_mode="Disabled")
+    try:
+        result = evaluate_policy(agent.model, envs, episodes, seed=12345, temperature=0)
+    finally:
+        envs.close()
+    bonus = [r - e for r, e in zip(result["returns"], result["env_returns"], strict=True)]
+    return {"format_rate": sum(bonus) / len(bonus)}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| variant | updates | strict-format rate (before → after) | held-out accuracy "
+             "(before → after) | mean length (before → after) | shaped return after |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        b, a = r["before"], r["after"]
+        lines.append(
+            f"| {r['variant']} | {r['updates']} | {b['format_rate']:.1%} → {a['format_rate']:.1%}"
+            f" | {b['success_rate']:.1%} → {a['success_rate']:.1%} | {b['mean_length']:.1f} → "
+            f"{a['mean_length']:.1f} | {a['mean_return']:.3f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -54,7 +85,11 @@ def main() -> None:
     stacks = {"unshaped": [],
               "format": [{"name": "FormatBonus", "kwargs": {"pattern": FORMAT,
                                                             "bonus": args.bonus}}]}
-    results = [run_variant(name, stacks[name], args, "llm_gym/GSM8K-v0", train, held_out)
+    def measure(agent, items: dict) -> dict:
+        return format_rate(agent, items, args.eval_episodes)
+
+    results = [run_variant(name, stacks[name], args, "llm_gym/GSM8K-v0", train, held_out,
+                           measure=measure)
                for name in args.variants.split(",")]
     print(table(results))
     out = Path(args.out_dir)
