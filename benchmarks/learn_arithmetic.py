@@ -38,15 +38,18 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="benchmarks/results/learn_arithmetic")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--dtype", default=None,
+                        help="float32, bfloat16 (default: bfloat16 on a GPU, float32 on a CPU)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out_dir)
     config = GRPOConfig(group_size=args.group_size, prompts_per_batch=args.prompts_per_batch,
                         learning_rate=args.lr, loss_type=args.loss_type, micro_batch_size=8,
-                        temperature=args.temperature)
+                        temperature=args.temperature, dtype=args.dtype)
     env_kwargs = {"digits": args.digits, "max_new_tokens": args.max_new_tokens}
     agent = GRPOAgent("llm_gym/Arithmetic-v0", args.model, config, env_kwargs=env_kwargs,
-                      seed=args.seed, log_dir=out, device="cpu")
+                      seed=args.seed, log_dir=out, device=args.device)
     held_out = {"split": "test"}
     t0 = time.perf_counter()
     before = agent.evaluate(args.eval_episodes, env_kwargs=held_out, batch_size=32)
@@ -74,6 +77,8 @@ def main() -> None:
         "updates": agent.num_updates, "env_steps": agent.num_timesteps, "curve": curve,
         "machine": platform.platform(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "load_avg_end": os.getloadavg(),
+        "device": str(agent.device), "dtype": str(next(agent.model.parameters()).dtype),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))
 

@@ -38,14 +38,22 @@ class NoStop(torch.nn.Module):
         return out
 
 
+def sync() -> None:
+    """Wait for queued GPU work, so the timer measures it (a no-op on a CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def time_rollout(model, tokenizer, batch: int, new_tokens: int) -> dict:
     envs = gym.make_vec("llm_gym/Arithmetic-v0", batch, vectorization_mode="vector_entry_point",
                         autoreset_mode="Disabled", tokenizer=tokenizer,
                         max_new_tokens=new_tokens)
     policy = NoStop(model, sorted(tokenizer.stop_token_ids))
+    sync()
     start = time.perf_counter()
     out = collect_rollouts(policy, envs, indices=list(range(batch)), seed=0,
                            generator=torch.Generator().manual_seed(0))
+    sync()
     elapsed = time.perf_counter() - start
     assert int(out.lengths.min()) == new_tokens, "every row must write the full budget"
     return {"seconds": elapsed, "tokens": out.num_agent_tokens,
@@ -60,12 +68,15 @@ def time_generate(model, tokenizer, batch: int, new_tokens: int) -> dict:
     pad = tokenizer.pad_token_id
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids, mask = ids.to(model.device), mask.to(model.device)
     torch.manual_seed(0)
+    sync()
     start = time.perf_counter()
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0,
                              top_p=1.0, temperature=1.0, max_new_tokens=new_tokens,
                              min_new_tokens=new_tokens, pad_token_id=pad)
+    sync()
     elapsed = time.perf_counter() - start
     tokens = (out.shape[1] - width) * batch
     return {"seconds": elapsed, "tokens": tokens, "tokens_per_s": tokens / elapsed}
@@ -83,9 +94,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None,
+                        help="default: bfloat16 on a GPU, float32 on a CPU")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     results = []
     time_rollout(model, tokenizer, 2, 2)  # warm-up
     time_generate(model, tokenizer, 2, 2)
@@ -105,7 +118,9 @@ def main() -> None:
         results.append(row)
         print(f"batch {batch:3d}: rollout {rollout['tokens_per_s']:8.1f} tok/s  generate "
               f"{generate['tokens_per_s']:8.1f} tok/s  ratio {row['ratio']:.2f}", flush=True)
-    report = {"model": args.model, "device": str(next(model.parameters()).device),
+    param = next(model.parameters())
+    report = {"model": args.model, "device": str(param.device), "dtype": str(param.dtype),
+              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
               "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "results": results}
     if args.out:
