@@ -50,7 +50,7 @@ def run_variant(name: str, stack: list[dict], args: argparse.Namespace,
     if env_kwargs is None:
         env_kwargs = {"digits": args.digits, "max_new_tokens": args.max_new_tokens}
     agent = GRPOAgent(env_id, args.model, config, env_kwargs=env_kwargs,
-                      seed=args.seed, log_dir=Path(args.out_dir) / name, device="cpu",
+                      seed=args.seed, log_dir=Path(args.out_dir) / name, device=args.device,
                       wrappers=stack)
     held_out = {"split": "test"} if held_out is None else held_out
     before = agent.evaluate(args.eval_episodes, env_kwargs=held_out, batch_size=32)
@@ -69,7 +69,8 @@ def run_variant(name: str, stack: list[dict], args: argparse.Namespace,
     agent.close()
     result = {"variant": name, "wrappers": stack, "before": before, "after": after,
               "train_seconds": train_s, "updates": agent.num_updates,
-              "env_steps": agent.num_timesteps, "load_avg_end": os.getloadavg()}
+              "env_steps": agent.num_timesteps, "load_avg_end": os.getloadavg(),
+              "device": str(agent.device)}
     print(json.dumps({k: v for k, v in result.items() if k not in ("before", "after")}),
           flush=True)
     return result
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--out-dir", default="benchmarks/results/shaping_arithmetic")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--out-dir", default="benchmarks/results/shaping_gsm8k")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
