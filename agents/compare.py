@@ -38,13 +38,13 @@ from llm_gym.agents.evaluation import (
     EvalResult,
     evaluate_agent,
     json_ready,
-    success_threshold,
 )
 from llm_gym.agents.factory import (
-    GRPO_FAMILY,
+    AGENTS,
     LLM_AGENTS,
     AgentEnvMismatch,
     check_agent_name,
+    env_kind_mismatch,
     is_token_env_id,
     make_agent,
 )
@@ -149,12 +149,15 @@ class ComparisonReport:
 def mismatch_reason(
     agent: str, env_id: str, env_kwargs: dict[str, Any] | None = None,
 ) -> str | None:
-    """Why ``agent`` cannot act in ``env_id``, or ``None`` when it can (builds only the env)."""
-    check_agent_name(agent)
-    if agent in LLM_AGENTS:
-        if agent in GRPO_FAMILY and not is_token_env_id(env_id):
-            return f"{agent} needs a token env; {env_id} is classic"
-        return None
+    """Why ``agent`` cannot act in ``env_id``, or ``None`` when it can.
+
+    The env kind (token or classic) is checked against the agent table
+    (:data:`~llm_gym.agents.factory.AGENTS`); SB3 and tabular agents then check the env's
+    spaces (which builds the env).
+    """
+    reason = env_kind_mismatch(agent, env_id)
+    if reason is not None or AGENTS[agent].family == "llm":
+        return reason
     from llm_gym.agents.sb3 import check_sb3_compatible, make_env
     from llm_gym.agents.tabular import check_discrete
 
@@ -410,34 +413,18 @@ class _SolveTracker:
 
 
 def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> EvalResult:
-    """Deterministic evaluation: LLM agents through their own batched ``evaluate``.
+    """Deterministic evaluation, the same result for every agent.
 
-    When the env reports no success but has a success threshold, success is the env's own
-    (unshaped) return reaching it, so a shaping wrapper cannot fake the success column.
+    llm_gym's trainers play through their own batched ``evaluate`` (which gives
+    :func:`~llm_gym.agents.evaluation.evaluate_agent`'s keys); every other agent through
+    :func:`~llm_gym.agents.evaluation.evaluate_agent`. Success is judged on the env's own
+    (unshaped) return, so a shaping wrapper cannot fake the success column.
     """
-    if spec.agent not in LLM_AGENTS or not hasattr(agent, "evaluate"):
-        return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
-    out = agent.evaluate(num_episodes=episodes, deterministic=True)
-    # Every agent's evaluate() reports each episode's return; the std and the JSON need them.
-    returns = [float(r) for r in out["returns"]]
-    rate, threshold = _rate(out.get("success_rate")), success_threshold(spec.env_id)
-    lengths = [float(out["mean_length"])]
-    if rate is None and threshold is not None:
-        # Success is judged on the env's own return: a shaped return could fake it.
-        unshaped = out.get("env_returns") or returns
-        if unshaped:
-            rate = float(np.mean([r >= threshold - 1e-9 for r in unshaped]))
-    if len(returns) != episodes:
-        raise ValueError(f"{spec.agent}.evaluate returned {len(returns)} returns for "
-                         f"{episodes} episodes")
-    return EvalResult(
-        mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
-        success_rate=rate, mean_length=float(np.mean(lengths)), episodes=episodes,
-        returns=returns, env_return=out.get("env_return"))
+    from llm_gym.agents.trainer import LLMTrainer
 
-
-def _rate(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
+    if isinstance(agent, LLMTrainer):
+        return EvalResult(**agent.evaluate(num_episodes=episodes, deterministic=True))
+    return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
 
 
 @contextlib.contextmanager

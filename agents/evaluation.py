@@ -41,6 +41,7 @@ class EvalResult:
         returns: every episode's return.
         env_return: mean unshaped return, the env's own reward (the ``env`` reward term) under
             shaping wrappers; equal to ``mean_return`` without them.
+        env_returns: every episode's unshaped return.
     """
 
     mean_return: float
@@ -50,6 +51,7 @@ class EvalResult:
     episodes: int
     returns: list[float]
     env_return: float | None = None
+    env_returns: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for JSON: a value that is not a finite number (NaN) becomes ``None``."""
@@ -143,7 +145,7 @@ def evaluate_agent(
         mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
         success_rate=float(np.mean(known)) if known else None,
         mean_length=float(np.mean(lengths)), episodes=num_episodes, returns=returns,
-        env_return=float(np.mean(env_returns)),
+        env_return=float(np.mean(env_returns)), env_returns=env_returns,
     )
 
 

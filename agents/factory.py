@@ -1,9 +1,12 @@
 """Build any llm_gym agent by name: ``make_agent("sb3-ppo", "CartPole-v1")``.
 
-Names: ``grpo`` and ``ppo`` (llm_gym's own trainers; ``ppo`` also runs classic envs with an MLP),
-``sb3-ppo``, ``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 / sb3-contrib),
-``q-learning``, ``greedy`` (one-step, γ = 0) and ``random``. Every agent has SB3's interface
-plus ``episode_log`` (the training curve).
+Every name is a row of :data:`AGENTS` (name → family, env kinds, summary, config preset), from
+which :data:`AGENT_NAMES`, :data:`LLM_AGENTS`, the CLI's ``--agent`` choices, ``llm-gym list
+--agents`` and ``llm-gym compare``'s mismatch check are derived. Names: ``grpo``, ``rloo``,
+``reinforce-pp`` and ``ppo`` (llm_gym's own trainers; ``ppo`` also runs classic envs with an
+MLP), ``sb3-ppo``, ``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 /
+sb3-contrib), ``q-learning``, ``greedy`` (one-step, γ = 0) and ``random``. Every agent has SB3's
+interface plus ``episode_log`` (the training curve).
 
 SB3 agents get compact defaults that learn within the small budgets of ``llm-gym compare`` and
 ``quickstart`` (PPO rollouts of 256 steps instead of 2048, DQN learning from step 500 with a
@@ -13,24 +16,66 @@ SB3 agents get compact defaults that learn within the small budgets of ``llm-gym
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-from llm_gym.agents.config import read_config_file
+from llm_gym.agents.config import config_from_dict, read_config_file, rename_deprecated
 from llm_gym.wrappers.stack import is_token_env_id, parse_wrappers
 
-# The GRPO trainer and the algorithms that are it with another advantage estimator (GRPOConfig
-# fields each name fixes). They train language models only: token envs.
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """One row of the agent table: what a name builds and where it can act.
+
+    Attributes:
+        name: the agent's name (``make_agent``, ``--agent``, ``llm-gym list --agents``).
+        family: ``"llm"`` (llm_gym's trainers, :class:`~llm_gym.agents.trainer.LLMTrainer`),
+            ``"sb3"`` (Stable-Baselines3 / sb3-contrib) or ``"simple"`` (tabular, greedy,
+            random).
+        env_kinds: the env kinds it can act in, ``"token"`` and/or ``"classic"``; a finer
+            check (action and observation spaces) runs on the env itself.
+        summary: one line for ``llm-gym list --agents``.
+        preset: config fields the name fixes (RLOO and REINFORCE++ are GRPO with another
+            advantage estimator).
+    """
+
+    name: str
+    family: str
+    env_kinds: frozenset[str]
+    summary: str
+    preset: dict[str, Any] = field(default_factory=dict)
+
+
+_BOTH = frozenset({"token", "classic"})
+_TOKEN = frozenset({"token"})
+_CLASSIC = frozenset({"classic"})
+# The one table of agents; every list of names below is derived from it (issue 8).
+AGENTS: dict[str, AgentEntry] = {entry.name: entry for entry in (
+    AgentEntry("grpo", "llm", _TOKEN, "GRPO / Dr. GRPO / DAPO on a causal LM (GRPOAgent)"),
+    AgentEntry("rloo", "llm", _TOKEN, "RLOO: GRPOAgent with the leave-one-out baseline",
+               {"advantage": "rloo"}),
+    AgentEntry("reinforce-pp", "llm", _TOKEN,
+               "REINFORCE++: GRPOAgent with batch-normalised, KL-penalised returns",
+               {"advantage": "reinforce_pp", "kl_coef": 0.01}),
+    AgentEntry("ppo", "llm", _BOTH, "PPO with a value head (token) or an MLP (classic)"),
+    AgentEntry("sb3-ppo", "sb3", _BOTH, "Stable-Baselines3 PPO"),
+    AgentEntry("sb3-a2c", "sb3", _BOTH, "Stable-Baselines3 A2C"),
+    AgentEntry("sb3-dqn", "sb3", _CLASSIC, "Stable-Baselines3 DQN (Discrete actions; its "
+               "replay buffer would hold whole conversations on a token env)"),
+    AgentEntry("sb3-maskable-ppo", "sb3", _BOTH, "sb3-contrib MaskablePPO (needs action_masks)"),
+    AgentEntry("q-learning", "simple", _CLASSIC, "tabular Q-learning (Discrete spaces)"),
+    AgentEntry("greedy", "simple", _CLASSIC, "one-step greedy, gamma = 0 (Discrete spaces)"),
+    AgentEntry("random", "simple", _BOTH, "uniform random actions (masked when the env says)"),
+)}
+AGENT_NAMES = tuple(AGENTS)
+LLM_AGENTS = tuple(name for name, entry in AGENTS.items() if entry.family == "llm")
+# The GRPO trainer and the algorithms that are it with another advantage estimator.
 GRPO_FAMILY: dict[str, dict[str, Any]] = {
-    "grpo": {},
-    "rloo": {"advantage": "rloo"},
-    "reinforce-pp": {"advantage": "reinforce_pp", "kl_coef": 0.01},
-}
-LLM_AGENTS = (*GRPO_FAMILY, "ppo")
-AGENT_NAMES = (*LLM_AGENTS, "sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo", "q-learning",
-               "greedy", "random")
+    name: dict(entry.preset) for name, entry in AGENTS.items()
+    if entry.family == "llm" and name != "ppo"}
 SB3_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"n_steps": 256, "batch_size": 64},
     "maskable-ppo": {"n_steps": 256, "batch_size": 64},
@@ -132,21 +177,37 @@ def _is_token(env: Any) -> bool:
     return isinstance(env.unwrapped, (TokenEnv, TokenVectorEnv))
 
 
+def env_kind_mismatch(name: str, env: Any) -> str | None:
+    """Why agent ``name`` cannot act in ``env`` (an id or an env) by its kind, or ``None``.
+
+    Example:
+        >>> env_kind_mismatch("grpo", "CartPole-v1")
+        'grpo needs a token env; CartPole-v1 is classic'
+    """
+    check_agent_name(name)
+    kind = "token" if _is_token(env) else "classic"
+    if kind in AGENTS[name].env_kinds:
+        return None
+    wanted = " or ".join(sorted(AGENTS[name].env_kinds))
+    return f"{name} needs a {wanted} env; {env} is {kind}"
+
+
 def _make_llm_agent(name: str, env_id: Any, model: Any, config: Any, seed: int, log_dir: Any,
                     env_kwargs: dict[str, Any] | None, wrappers: list[dict[str, Any]]) -> Any:
     token_env = _is_token(env_id)
-    if name in GRPO_FAMILY and not token_env:
+    if env_kind_mismatch(name, env_id) is not None:
         raise AgentEnvMismatch(
             f"{name} trains a language model and needs a token env; {env_id} is classic. Use a "
             "token env (llm_gym/LeftRightText-v0 is LeftRight-v0's text twin) or ppo")
     if model is not None and not token_env:
         raise ValueError(f"model= applies to token envs; {env_id} is classic (ppo uses an MLP)")
     agent_cls, config_cls = llm_agent_classes(name)
-    preset = GRPO_FAMILY.get(name, {})
+    preset = AGENTS[name].preset
     if config is None and preset:
         config = {}
-    if isinstance(config, dict):
-        config = _config_from_dict(config_cls, {**preset, **config})
+    if isinstance(config, dict):  # old names first, so that they meet the preset's new ones
+        config = config_from_dict(config_cls, {**preset, **rename_deprecated(
+            config_cls.__name__, config)})
     elif isinstance(config, config_cls) and preset:  # the name fixes the estimator
         config = dataclasses.replace(config, advantage=preset["advantage"])
     elif config is not None and not isinstance(config, config_cls):
@@ -161,24 +222,15 @@ def _make_llm_agent(name: str, env_id: Any, model: Any, config: Any, seed: int, 
 
 def llm_agent_classes(name: str) -> tuple[type, type]:
     """(agent class, config class) of an LLM agent, imported on first use (torch)."""
-    if name in GRPO_FAMILY:
+    if name not in LLM_AGENTS:
+        raise ValueError(f"{name!r} is not one of llm_gym's LLM trainers ({', '.join(LLM_AGENTS)})")
+    if name != "ppo":
         from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 
         return GRPOAgent, GRPOConfig
     from llm_gym.agents.ppo import PPOAgent, PPOConfig
 
     return PPOAgent, PPOConfig
-
-
-def _config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
-    from dataclasses import fields
-
-    known = {f.name for f in fields(config_cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {config_cls.__name__} keys {unknown}; valid keys: "
-                         f"{', '.join(sorted(known))}")
-    return config_cls(**values)
 
 
 def agent_file(name: str, directory: str | Path) -> Path:

@@ -14,11 +14,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
-from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +23,12 @@ import numpy as np
 import torch
 from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode
-from tqdm.auto import tqdm
 
-from llm_gym.agents.base import EpisodeRecord, episode_success
+from llm_gym.agents.evaluation import EvalResult, evaluate_agent
 from llm_gym.agents.ppo_algorithm import PPOConfig, ppo_update
 from llm_gym.agents.ppo_policies import ClassicPolicy, TokenPolicy, build_model
-from llm_gym.agents.token_envs import (
-    build_token_envs,
-    evaluate_policy,
-    first_env,
-    portable,
-    saved_stack,
-)
-from llm_gym.agents.training import (
-    CheckpointSchedule,
-    MetricsLogger,
-    RewardFailures,
-    TrainingInterrupted,
-    drop_metrics_after,
-    learn_target,
-    load_checkpoint,
-    plot_reward_curve,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    stop_requested,
-    write_state_dir,
-)
+from llm_gym.agents.token_envs import build_token_envs, first_env, saved_stack
+from llm_gym.agents.trainer import Collected, LLMTrainer
 from llm_gym.token_env import TokenEnv
 from llm_gym.tokenizers import ByteTokenizer, load_tokenizer
 from llm_gym.vector import TokenVectorEnv
@@ -78,7 +53,7 @@ def is_token_env(env: str | gym.Env | gym.vector.VectorEnv) -> bool:
     return isinstance(creator, type) and issubclass(creator, TokenEnv)
 
 
-class PPOAgent:
+class PPOAgent(LLMTrainer):
     """PPO on a token env (an LLM policy) or a classic env (an MLP policy), SB3's interface.
 
     Args:
@@ -103,6 +78,9 @@ class PPOAgent:
         ()
     """
 
+    STATE_FORMAT = "llm_gym.PPOAgent/1"
+    EVAL_SEED = 1_000_000
+
     def __init__(
         self, env: str | gym.vector.VectorEnv, model: str | torch.nn.Module = "tiny",
         config: PPOConfig | None = None, *, env_kwargs: dict[str, Any] | None = None,
@@ -112,20 +90,16 @@ class PPOAgent:
         if config is not None and not isinstance(config, PPOConfig):
             raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
         self.config = cfg = config or PPOConfig()
+        self._init_run_state(log_dir)
         self.seed, self.env_kwargs = int(seed), dict(env_kwargs or {})
+        self.model_spec = model if isinstance(model, str) and is_token_env(env) else None
         if "tokenizer" in self.env_kwargs:  # one tokenizer drives both the env and the model
             tokenizer = tokenizer if tokenizer is not None else self.env_kwargs.pop("tokenizer")
             self.env_kwargs.pop("tokenizer", None)
         self.env_id = env if isinstance(env, str) else getattr(env.spec, "id", None)
-        self.log_dir = Path(log_dir) if log_dir is not None else None
         self.generator = torch.Generator().manual_seed(self.seed)
         self._predict_generator = torch.Generator().manual_seed(self.seed + 1)
-        self.num_timesteps = self.iteration = self.num_tokens = 0
-        self.episode_log: list[EpisodeRecord] = []
-        self.stop_reason: str | None = None  # why the last learn stopped early, if it did
-        self._start = time.perf_counter()
         self.policy: TokenPolicy | ClassicPolicy
-        self._threads: int | None = None  # torch threads while learning (None: unchanged)
         if is_token_env(env):
             lm, tokenizer = self._resolve_model(env, model, tokenizer, device, cfg)
             self.tokenizer = tokenizer
@@ -176,97 +150,22 @@ class PPOAgent:
             raise TypeError(f"model must be a name or a torch module, got {type(model).__name__}")
         return lm, tok
 
+    @property
+    def iteration(self) -> int:
+        """Updates done so far (the old name of :attr:`num_updates`)."""
+        return self.num_updates
+
     # ------------------------------------------------------------------------- training
-    def learn(self, total_timesteps: int, callback: Any = None, progress_bar: bool = False,
-              reset_num_timesteps: bool = True,
-              resume_from: str | Path | None = None) -> PPOAgent:
-        """Train for ``total_timesteps`` env steps (agent tokens on token envs); return self.
-
-        With a ``log_dir``, metrics go to TensorBoard and ``metrics.csv``, checkpoints to
-        ``<log_dir>/checkpoints`` (every ``checkpoint_every`` updates, every
-        ``checkpoint_minutes`` minutes, at the end and on Ctrl-C/SIGTERM) and the
-        reward curve to ``reward_curve.png``.
-
-        Args:
-            total_timesteps: env steps to train for. With ``reset_num_timesteps=False`` they
-                come on top of ``num_timesteps``; with ``resume_from`` they are the total of the
-                whole run, counted from its start (pass the interrupted call's value).
-            callback: ``callback(metrics) -> bool | None`` after each update; False stops.
-            progress_bar: show a tqdm bar.
-            reset_num_timesteps: restart the step counter at 0 (SB3 semantics); pass False to
-                continue an agent from :meth:`load`.
-            resume_from: a save, a checkpoint or a folder of them to restore first.
-
-        Raises:
-            TrainingInterrupted: a signal asked to stop (:func:`~.training.stop_on_signals`);
-                the checkpoint was saved after the current update.
-        """
-        cfg = self.config
-        target = learn_target(self, total_timesteps, reset_num_timesteps, resume_from)
-        self.stop_reason = None
-        metrics_log = MetricsLogger(self.log_dir)
-        failures = RewardFailures(max_consecutive=cfg.max_bad_reward_batches)
-        bar = tqdm(total=target, initial=self.num_timesteps, disable=not progress_bar,
-                   unit="step")
-        schedule = CheckpointSchedule(cfg.checkpoint_every, cfg.checkpoint_minutes)
-        try:
-            with _torch_threads(self._threads), bar:
-                while self.num_timesteps < target:
-                    before = self.num_timesteps
-                    metrics = self._iteration()
-                    bar.update(min(self.num_timesteps, target) - before)
-                    metrics_log.log(metrics, step=self.num_timesteps)
-                    if self._rewards_broken(metrics, failures):
-                        break
-                    if self.log_dir is not None and schedule.due(self.iteration):
-                        self.checkpoint()
-                    if callback is not None and callback(metrics) is False:
-                        break
-                    if stop_requested():
-                        break
-        finally:
-            metrics_log.close()
-        saved = None
-        if self.log_dir is not None:
-            if self.stop_reason is None:  # after a reward failure the last checkpoint stays
-                saved = self.checkpoint()
-            plot_reward_curve(self.episode_log, self.log_dir / "reward_curve.png",
-                              title=f"PPO on {self.env_id}")
-        if stop_requested():
-            raise TrainingInterrupted(saved, self.num_timesteps)
-        return self
-
-    def _rewards_broken(self, metrics: dict[str, float], failures: RewardFailures) -> bool:
-        if "reward/dropped" not in metrics:
-            return False
-        stop = failures.update(int(metrics["reward/dropped"]), int(metrics["rollout/episodes"]))
-        if stop:
-            self.stop_reason = (f"rewards failed in {failures.consecutive} consecutive rollouts "
-                                "(NaN, None or an exception); stopped")
-            logger.error("%s: %s", self.stop_reason,
-                         {k: v for k, v in metrics.items() if k.startswith("reward/")})
-        return stop
-
-    def _iteration(self) -> dict[str, float]:
-        """One rollout and one update; returns the iteration's metrics."""
-        steps_before, episodes_before = self.num_timesteps, len(self.episode_log)
-        start = time.perf_counter()
+    def collect(self) -> Collected:
+        """One rollout of the policy's face (no change to the agent's counters or log)."""
         self.policy.net.eval()  # no dropout, in rollouts or updates (RLHF report)
-        batch, metrics = self.policy.collect(self)
-        rollout_s = time.perf_counter() - start
-        metrics.update(ppo_update(self.policy, self.optimizer, batch, self.config,
-                                  self.generator))
-        update_s = time.perf_counter() - start - rollout_s
-        self.iteration += 1
-        steps = self.num_timesteps - steps_before
-        metrics.update(self._episode_metrics(len(self.episode_log) - episodes_before))
-        metrics.update({
-            "time/rollout_s": rollout_s, "time/update_s": update_s,
-            "time/env_steps": float(self.num_timesteps), "time/iterations": float(self.iteration),
-            "time/fps": steps / max(rollout_s + update_s, 1e-9),
-        })
-        if "rollout/tokens" in metrics:
-            metrics["time/tokens_per_s"] = metrics["rollout/tokens"] / max(rollout_s, 1e-9)
+        return self.policy.collect(self.num_updates, self.generator)
+
+    def train_on(self, collected: Collected) -> dict[str, float]:
+        """PPO epochs on the collected batch, plus SB3's episode window metrics."""
+        metrics = ppo_update(self.policy, self.optimizer, collected.batch, self.config,
+                             self.generator)
+        metrics.update(self._episode_metrics(len(collected.episodes)))
         return metrics
 
     def _episode_metrics(self, new_episodes: int) -> dict[str, float]:
@@ -282,181 +181,73 @@ class PPOAgent:
             "rollout/episodes": float(new_episodes),
         }
 
-    def record_episode(self, episode_return: float, length: int, info: dict[str, Any],
-                       tokens: int) -> None:
-        """Append a finished training episode to :attr:`episode_log`."""
-        self.num_tokens += tokens
-        self.episode_log.append(EpisodeRecord(
-            env_steps=self.num_timesteps, tokens=self.num_tokens, episode_return=episode_return,
-            length=length, success=episode_success(info, episode_return, True),
-            wall_time=time.perf_counter() - self._start,
-        ))
-
     # ------------------------------------------------------------------------- acting
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
-                deterministic: bool = False) -> tuple[np.ndarray, Any]:
-        """The action for one observation (a 0-d int64 array) or a batch of them.
-
-        Token envs take the Dict observation (single: ``input_ids`` of shape ``(max_length,)``);
-        classic envs a raw observation. ``state`` is passed through (no recurrence).
-        """
+    def _as_batch(self, observation: Any) -> tuple[Any, bool]:
         if isinstance(self.policy, TokenPolicy):
-            if not isinstance(observation, dict) or "input_ids" not in observation:
-                raise TypeError("a token-env policy needs the env's Dict observation")
-            single = np.asarray(observation["input_ids"]).ndim == 1
-            batch = {k: np.asarray(v)[None] if single else np.asarray(v)
-                     for k, v in observation.items()}
-        else:
-            space = self.envs.single_observation_space
-            obs = np.asarray(observation)
-            single = obs.shape == space.shape
-            batch = obs[None] if single else obs
-        actions = self.policy.act(batch, deterministic, self._predict_generator).astype(np.int64)
-        return (actions[0] if single else actions), state
+            return super()._as_batch(observation)
+        obs = np.asarray(observation)
+        single = obs.shape == self.envs.single_observation_space.shape
+        return (obs[None] if single else obs), single
 
+    def _act(self, batch: Any, deterministic: bool) -> np.ndarray:
+        return self.policy.act(batch, deterministic, self._predict_generator)
 
-    # ------------------------------------------------------------------------- evaluation
-    def evaluate(self, num_episodes: int = 10, deterministic: bool = True,
-                 seed: int = 1_000_000) -> dict[str, Any]:
-        """Play ``num_episodes`` evaluation episodes; return their summary.
-
-        Token envs play through the training vector env (batched, KV-cached; greedy decoding
-        when ``deterministic``), classic envs through a fresh single env. Episode ``i`` starts
-        from seed ``seed + i``.
-
-        Returns:
-            ``mean_return``, ``std_return``, ``success_rate`` (``None`` when the env cannot
-            say), ``mean_length`` (env steps), ``episodes`` and ``returns``.
-        """
-        from llm_gym.agents.evaluation import evaluate_agent
-
-        if int(num_episodes) < 1:
-            raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
-        if isinstance(self.policy, ClassicPolicy):
-            if self.env_id is None:
-                raise ValueError("evaluate needs the env id; build the agent from an id")
-            env = make_env(self.env_id, env_kwargs=self.env_kwargs, wrappers=self.wrappers)
-            with _torch_threads(self._threads):
-                return evaluate_agent(self, env, int(num_episodes), deterministic=deterministic,
-                                      seed=seed).to_dict()
-        return self._evaluate_tokens(int(num_episodes), deterministic, seed)
-
-    def _evaluate_tokens(self, num_episodes: int, deterministic: bool,
-                         seed: int) -> dict[str, Any]:
-        from llm_gym.agents.evaluation import SUCCESS_THRESHOLDS
-
-        spec = gym.spec(self.env_id) if self.env_id else None
-        threshold = spec.reward_threshold if spec and spec.reward_threshold is not None else (
-            SUCCESS_THRESHOLDS.get(self.env_id))
-        temperature = 0.0 if deterministic else self.config.temperature
-        return evaluate_policy(self.policy.net.model, self.envs, num_episodes,
-                               temperature=temperature, seed=seed, threshold=threshold)
+    def _evaluate(self, num_episodes: int, deterministic: bool, seed: int,
+                  env_kwargs: dict[str, Any], batch_size: int) -> EvalResult:
+        """Token envs play through the training batch (KV-cached), classic ones a fresh env."""
+        if isinstance(self.policy, TokenPolicy):
+            return self._evaluate_tokens(self.policy.net.model, num_episodes, deterministic,
+                                         seed, env_kwargs, batch_size, envs=self.envs)
+        if self.env_id is None:
+            raise ValueError("evaluate needs the env id; build the agent from an id")
+        env = make_env(self.env_id, env_kwargs={**self.env_kwargs, **env_kwargs},
+                       wrappers=self.wrappers)
+        try:
+            return evaluate_agent(self, env, num_episodes, deterministic=deterministic,
+                                  seed=seed)
+        finally:
+            env.close()
 
     # ------------------------------------------------------------------------- persistence
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to rebuild and resume the agent (what :meth:`save` writes)."""
-        return {
-            "format": "llm_gym.PPOAgent/1",
-            "face": "token" if isinstance(self.policy, TokenPolicy) else "classic",
-            "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
-            "wrappers": portable(self.wrappers), "wrapped": bool(self.wrappers),
-            "config": asdict(self.config),
-            "tokenizer": _tokenizer_source(self.tokenizer),
-            "counters": {"num_timesteps": self.num_timesteps, "iteration": self.iteration,
-                         "num_tokens": self.num_tokens},
-            "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": rng_state(self._generators()),
-            "episode_log": [r.to_dict() for r in self.episode_log],
-        }
+    def _model_state(self) -> dict[str, Any]:
+        return {"face": "token" if isinstance(self.policy, TokenPolicy) else "classic",
+                "tokenizer": _tokenizer_source(self.tokenizer),
+                "policy": self.policy.state_dict()}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` into this agent (same env and architecture)."""
+    def _load_model_state(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], self._generators())
-        self.episode_log = [EpisodeRecord(**r) for r in state["episode_log"]]
-        counters = state["counters"]
-        self.num_timesteps, self.iteration = counters["num_timesteps"], counters["iteration"]
-        self.num_tokens = counters["num_tokens"]
-        drop_metrics_after(self.log_dir, self.num_timesteps)  # those steps will be logged again
 
     def _generators(self) -> dict[str, torch.Generator]:
         return {"sample": self.generator, "predict": self._predict_generator}
 
-    def save_pretrained(self, out_dir: str | Path, *, adapter: bool = False,
-                        overwrite: bool = False) -> Path:
-        """The LLM policy (without the value head) as a transformers model folder.
-
-        Token envs only; LoRA is merged (into a copy) unless ``adapter``. See
-        :func:`llm_gym.export.save_pretrained`.
-        """
-        from llm_gym.export import save_pretrained
-
+    def language_model(self) -> torch.nn.Module:
+        """The LLM policy without its value head (token envs only)."""
         if not isinstance(self.policy, TokenPolicy):
             raise ValueError("save_pretrained writes a language model; this PPO agent acts in a "
                              "classic env with an MLP policy (use save())")
-        return save_pretrained(self.policy.net.model, self.tokenizer, out_dir, adapter=adapter,
-                               overwrite=overwrite)
+        return self.policy.net.model
 
-    def save(self, path: str | Path) -> None:
-        """Write the agent to folder ``path`` (``state.pt``): weights, optimizer, RNG, counters.
-
-        Written atomically (:func:`~llm_gym.agents.training.write_state_dir`): a crash while
-        saving leaves the previous save intact.
-        """
-        write_state_dir(Path(path), self.state_dict())
-
-    def checkpoint(self) -> Path | None:
-        """Save a numbered checkpoint under ``<log_dir>/checkpoints`` (None without log_dir)."""
-        if self.log_dir is None:
-            return None
-        return save_checkpoint(self.log_dir / "checkpoints", self.num_timesteps,
-                               self.state_dict(), keep=self.config.keep_checkpoints)
+    def curve_title(self) -> str:
+        """``PPO`` on the reward-curve plot."""
+        return "PPO"
 
     @classmethod
-    def load(cls, path: str | Path, env: str | gym.vector.VectorEnv | None = None,
-             **kwargs: Any) -> PPOAgent:
-        """Rebuild a saved agent; ``learn`` on it resumes the run.
-
-        Args:
-            path: a folder written by :meth:`save`, a checkpoint, or a ``log_dir`` / folder of
-                checkpoints (the newest complete one is used).
-            env: the env to attach (default: the saved env id with the saved ``env_kwargs``).
-            **kwargs: constructor keyword arguments to override (``log_dir``, ``device``,
-                ``config``, ...).
-
-        Token-env runs resume exactly: weights, optimizer, RNG and the data position are
-        restored and rollout ``k`` is seeded from ``k``. Classic runs start fresh episodes.
-
-        Example:
-            >>> import tempfile
-            >>> agent = PPOAgent("llm_gym/LeftRight-v0", config=PPOConfig(num_steps=4))
-            >>> folder = tempfile.mkdtemp() + "/ppo"
-            >>> agent.save(folder)
-            >>> PPOAgent.load(folder).num_timesteps
-            0
-        """
-        state = load_checkpoint(path)
-        if state.get("format") != "llm_gym.PPOAgent/1":
-            raise ValueError(f"{path} holds no PPOAgent checkpoint (format {state.get('format')})")
+    def _from_state(cls, state: dict[str, Any], path: Any, env: Any,
+                    kwargs: dict[str, Any]) -> PPOAgent:
+        # Token-env runs resume exactly (weights, optimizer, RNG, data position, rollout seeds
+        # from the update count); classic runs start fresh episodes.
+        # A checkpoint written before the renames says max_bad_reward_batches: map it silently.
         options: dict[str, Any] = {
-            "config": PPOConfig.from_dict(state["config"]), "env_kwargs": state["env_kwargs"],
-            "seed": state["seed"], **kwargs,
+            "config": PPOConfig.from_dict(state["config"], warn=False),
+            "env_kwargs": state["env_kwargs"], "seed": state["seed"], **kwargs,
         }
         options["wrappers"] = saved_stack(state, kwargs.get("wrappers"), path)
-        env = env if env is not None else state["env_id"]
-        if env is None:
-            raise ValueError("the agent was built on an env object; pass env= to load it")
-        if state["face"] == "token":
-            options.setdefault("tokenizer", load_tokenizer(state["tokenizer"]))
-            model = build_model(state["policy"]["model_config"], options.get("device") or
-                                _default_device())
-            agent = cls(env, model, **options)
-        else:
-            agent = cls(env, **options)
-        agent.load_state(state)
-        return agent
+        if state["face"] != "token":
+            return cls(env, **options)
+        options.setdefault("tokenizer", load_tokenizer(state["tokenizer"]))
+        model = build_model(state["policy"]["model_config"], options.get("device") or
+                            _default_device())
+        return cls(env, model, **options)
 
 
 def _tokenizer_source(tokenizer: Any) -> str | None:
@@ -470,15 +261,3 @@ def _default_device() -> str:
     from llm_gym.models import default_device
 
     return default_device()
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """Run with ``count`` torch intra-op threads, restoring the previous count after."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -21,14 +21,15 @@ implementation details of RLHF with PPO" (Huang et al. 2023):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from llm_gym.agents.checkpoints import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES
 from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
-from llm_gym.agents.training import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES
 
 # ----------------------------------------------------------------------------- config
 
@@ -67,8 +68,9 @@ class PPOConfig:
         checkpoint_minutes: and every this many minutes of wall-clock (0: none by time); a
             checkpoint is also written at the end of ``learn`` and on Ctrl-C/SIGTERM.
         keep_checkpoints: how many of those checkpoints to keep (the newest).
-        max_bad_reward_batches: stop (cleanly, after a checkpoint) once this many rollouts in
+        max_reward_failures: stop (cleanly, after a checkpoint) once this many rollouts in
             a row had more than half of their rewards broken (NaN, None, an exception).
+            Formerly ``max_bad_reward_batches`` (still accepted, with a DeprecationWarning).
         lora: ``peft.LoraConfig`` kwargs to train a LoRA adapter (and the value head) instead
             of all LM weights; the KL reference is then the model with the adapter disabled.
         dtype: LM precision (``"float32"``, ``"bfloat16"``, ``"float16"``; ``None`` = bfloat16
@@ -97,14 +99,20 @@ class PPOConfig:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
     keep_checkpoints: int = 3
-    max_bad_reward_batches: int = 3
+    max_reward_failures: int = 3
     lora: dict[str, Any] | None = None
     dtype: str | None = None
+    max_bad_reward_batches: InitVar[int | None] = None  # deprecated name of max_reward_failures
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, max_bad_reward_batches: int | None) -> None:
+        if max_bad_reward_batches is not None:
+            warnings.warn("PPOConfig: 'max_bad_reward_batches' is deprecated, use "
+                          "'max_reward_failures' (same meaning)", DeprecationWarning,
+                          stacklevel=3)
+            self.max_reward_failures = max_bad_reward_batches
         require_at_least_one(self, (
             "num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size",
-            "keep_checkpoints", "max_bad_reward_batches"))
+            "keep_checkpoints", "max_reward_failures"))
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(
                 f"gamma and gae_lambda must lie in [0, 1], got {self.gamma}, {self.gae_lambda}"
@@ -128,9 +136,12 @@ class PPOConfig:
         return cls.from_dict(read_config_file(path))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
-        """Build a config from a dict; unknown keys raise a ValueError naming them."""
-        return config_from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any], warn: bool = True) -> PPOConfig:
+        """Build a config from a dict; unknown keys raise a ValueError naming them.
+
+        Deprecated names are mapped, with a DeprecationWarning unless ``warn`` is False.
+        """
+        return config_from_dict(cls, data, warn)
 
 
 # ----------------------------------------------------------------------------- advantages

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from llm_gym.agents.base import episode_success
+from llm_gym.agents.metrics import reward_counters
 from llm_gym.agents.ppo_algorithm import (
     PPOBatch,
     PPOConfig,
@@ -27,7 +30,8 @@ from llm_gym.agents.ppo_algorithm import (
 from llm_gym.agents.rollout import ActionMasks, collect_rollouts, sequence_logprobs
 from llm_gym.agents.sampling import device_generator, sample_tokens
 from llm_gym.agents.token_envs import first_env
-from llm_gym.agents.training import TaskSampler, reward_counters
+from llm_gym.agents.trainer import Collected, FinishedEpisode
+from llm_gym.agents.training import TaskSampler
 from llm_gym.agents.value_head import (
     CausalLMWithValueHead,
     MLPActorCritic,
@@ -35,9 +39,6 @@ from llm_gym.agents.value_head import (
     observation_size,
 )
 from llm_gym.vector import TokenVectorEnv, row_info
-
-if TYPE_CHECKING:
-    from llm_gym.agents.ppo import PPOAgent
 
 logger = logging.getLogger(__name__)
 
@@ -101,29 +102,33 @@ class ClassicPolicy:
                                generator=generator)
         return ids.numpy()
 
-    def collect(self, agent: PPOAgent) -> tuple[PPOBatch, dict[str, float]]:
-        """Roll ``num_steps`` steps in every env and compute the advantages."""
+    def collect(self, iteration: int, generator: torch.Generator) -> Collected:
+        """Roll ``num_steps`` steps in every env and compute the advantages.
+
+        ``iteration`` (the agent's update count) seeds the first reset; the agent's counters and
+        episode log are left to the caller, which applies the returned :class:`Collected`.
+        """
         cfg, envs = self.config, self.envs
         if self.obs is None:  # first rollout (or first after a load): fresh, seeded episodes
-            self.obs, _ = envs.reset(seed=self.seed + agent.iteration * envs.num_envs)
+            self.obs, _ = envs.reset(seed=self.seed + iteration * envs.num_envs)
             self._returns[:], self._lengths[:] = 0.0, 0
         steps, n = cfg.num_steps, envs.num_envs
         obs_buf = torch.zeros(steps, n, observation_size(self.space))
         actions = torch.zeros(steps, n, dtype=torch.long)
         logprobs, values, rewards = (torch.zeros(steps, n) for _ in range(3))
         next_values, dones = torch.zeros(steps, n), torch.zeros(steps, n)
+        episodes: list[FinishedEpisode] = []
         for t in range(steps):
             x = encode_observations(self.space, self.obs)
             with torch.no_grad():
                 logits, value = self.net(x)
-            action, logprobs[t] = sample_tokens(logits, generator=agent.generator)
+            action, logprobs[t] = sample_tokens(logits, generator=generator)
             self.obs, reward, term, trunc, info = envs.step(action.numpy())
             obs_buf[t], actions[t], values[t] = x, action, value
             rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
             dones[t] = torch.as_tensor(term | trunc, dtype=torch.float32)
             next_values[t] = self._final_values(term, trunc, info)
-            agent.num_timesteps += n
-            self._record_episodes(agent, reward, term, trunc, info)
+            episodes += self._finished(reward, term, trunc, info, (t + 1) * n)
         with torch.no_grad():
             _, last = self.net(encode_observations(self.space, self.obs))
         following = torch.cat([values[1:], last[None]], 0)
@@ -140,7 +145,7 @@ class ClassicPolicy:
             advantages=adv.reshape(flat, 1), returns=ret.reshape(flat, 1),
             mask=torch.ones(flat, 1),
         )
-        return batch, {"rollout/steps": float(flat)}
+        return Collected(batch, {"rollout/steps": float(flat)}, steps=flat, episodes=episodes)
 
     def _final_values(self, term: np.ndarray, trunc: np.ndarray,
                       info: dict[str, Any]) -> torch.Tensor:
@@ -153,15 +158,19 @@ class ClassicPolicy:
             out[torch.as_tensor(rows)] = value
         return out
 
-    def _record_episodes(self, agent: PPOAgent, reward: np.ndarray, term: np.ndarray,
-                         trunc: np.ndarray, info: dict[str, Any]) -> None:
+    def _finished(self, reward: np.ndarray, term: np.ndarray, trunc: np.ndarray,
+                  info: dict[str, Any], steps: int) -> list[FinishedEpisode]:
         self._returns += reward
         self._lengths += 1
+        out = []
         for i in np.flatnonzero(term | trunc):
             final_info = row_info(info.get("final_info", {}), int(i))
-            agent.record_episode(float(self._returns[i]), int(self._lengths[i]), final_info,
-                                 tokens=0)
+            ret = float(self._returns[i])
+            out.append(FinishedEpisode(
+                steps=steps, tokens=0, episode_return=ret, length=int(self._lengths[i]),
+                success=episode_success(final_info, ret, True), finished_at=time.perf_counter()))
             self._returns[i], self._lengths[i] = 0.0, 0
+        return out
 
 
 # ----------------------------------------------------------------------------- token face
@@ -252,14 +261,18 @@ class TokenPolicy:
         with self.net.model.disable_adapter():  # LoRA: the base model is the reference
             return sequence_logprobs(self.net.model, ids, attention, **kwargs)
 
-    def collect(self, agent: PPOAgent) -> tuple[PPOBatch, dict[str, float]]:
-        """Play one episode per env row, then score it and compute the token advantages."""
+    def collect(self, iteration: int, generator: torch.Generator) -> Collected:
+        """Play one episode per env row, then score it and compute the token advantages.
+
+        Rollout ``iteration`` resets the envs with seed ``seed + iteration * num_envs``; the
+        agent's counters and episode log are left to the caller (:class:`Collected`).
+        """
         cfg = self.config
         n = self.envs.num_envs
         rollout = collect_rollouts(
-            self.net.model, self.envs, seed=self.seed + agent.iteration * n,
+            self.net.model, self.envs, seed=self.seed + iteration * n,
             indices=None if self.sampler is None else self.sampler.take(n),
-            temperature=cfg.temperature, generator=agent.generator,
+            temperature=cfg.temperature, generator=generator,
         )
         ids = rollout.input_ids.to(self.device)
         attention = rollout.attention_mask.to(self.device)
@@ -278,22 +291,17 @@ class TokenPolicy:
             inputs["action_masks"] = masks
         batch = PPOBatch(inputs, old_logprobs,
                          old_values, advantages, returns, agent_mask)
-        self._record_episodes(agent, rollout)
         drift = (old_logprobs - rollout.old_logprobs.to(self.device)).abs() * agent_mask
-        return batch, {
+        metrics = {
             "train/kl": float(kl.sum() / agent_mask.sum().clamp(min=1)),
             "rollout/tokens": float(attention.sum()),
             "rollout/logprob_drift": float(drift.max()),
             **reward_counters(rollout.infos, rollout.valid.tolist()),
         }
-
-    def _record_episodes(self, agent: PPOAgent, rollout: Any) -> None:
-        lengths = rollout.agent_mask.sum(1).tolist()
-        tokens = rollout.attention_mask.sum(1).tolist()
-        for i, info in enumerate(rollout.infos):
-            agent.num_timesteps += int(lengths[i])
-            agent.record_episode(float(rollout.returns[i]), int(lengths[i]), info,
-                                 tokens=int(tokens[i]))
+        episodes = _finished_rows(rollout)
+        return Collected(batch, metrics, steps=episodes[-1].steps if episodes else 0,
+                         tokens=episodes[-1].tokens if episodes else 0, episodes=episodes,
+                         samples=n)
 
     def act(self, obs: dict[str, np.ndarray], deterministic: bool,
             generator: torch.Generator | None = None) -> np.ndarray:
@@ -309,6 +317,21 @@ class TokenPolicy:
                                allowed=allowed,
                                generator=device_generator(generator, logits.device))
         return ids.cpu().numpy()
+
+
+def _finished_rows(rollout: Any) -> list[FinishedEpisode]:
+    """Every row of a token rollout as a finished episode (broken rewards included)."""
+    lengths = rollout.agent_mask.sum(1).tolist()
+    tokens = rollout.attention_mask.sum(1).tolist()
+    out: list[FinishedEpisode] = []
+    steps = seen = 0
+    for i, info in enumerate(rollout.infos):
+        steps, seen = steps + int(lengths[i]), seen + int(tokens[i])
+        ret = float(rollout.returns[i])
+        out.append(FinishedEpisode(
+            steps=steps, tokens=seen, episode_return=ret, length=int(lengths[i]),
+            success=episode_success(info, ret, True), finished_at=time.perf_counter()))
+    return out
 
 
 def build_model(model_config: dict[str, Any], device: str | torch.device | None = None,

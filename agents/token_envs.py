@@ -19,6 +19,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from llm_gym.agents.base import episode_success
+from llm_gym.agents.evaluation import EvalResult
 from llm_gym.agents.rollout import collect_rollouts
 from llm_gym.vector import TokenVectorEnv
 from llm_gym.wrappers.stack import (
@@ -114,11 +115,12 @@ def saved_stack(state: dict[str, Any], given: Any, path: Any) -> Any:
 def evaluate_policy(
     model: torch.nn.Module, envs: VectorEnv, num_episodes: int, *, temperature: float = 0.0,
     seed: int = 12345, threshold: float | None = None,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Play ``num_episodes`` episodes on items ``0 .. N-1`` (envs with a task pool) in batches.
 
     Returns:
-        ``mean_return`` and ``std_return`` (the shaped return the agent trains on),
+        An :class:`~llm_gym.agents.evaluation.EvalResult`: ``mean_return`` and ``std_return``
+        (the shaped return the agent trains on),
         ``env_return`` (the env's own reward, the ``env`` term; equal without shaping),
         ``success_rate`` (the env's verdict, else the env return against ``threshold``;
         ``None`` when neither says), ``mean_length`` (agent tokens per episode),
@@ -145,8 +147,8 @@ def evaluate_policy(
                 success = env_returns[-1] >= threshold - 1e-9
             successes.append(success)
     known = [s for s in successes if s is not None]
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "env_return": float(np.mean(env_returns)), "env_returns": env_returns,
-            "success_rate": float(np.mean(known)) if known else None,
-            "mean_length": float(np.mean(lengths)), "episodes": num_episodes,
-            "returns": returns}
+    return EvalResult(
+        mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
+        success_rate=float(np.mean(known)) if known else None,
+        mean_length=float(np.mean(lengths)), episodes=num_episodes, returns=returns,
+        env_return=float(np.mean(env_returns)), env_returns=env_returns)

@@ -41,7 +41,7 @@ def format_rate(agent, held_out: dict, episodes: int) -> dict:
         result = evaluate_policy(agent.model, envs, episodes, seed=12345, temperature=0)
     finally:
         envs.close()
-    bonus = [r - e for r, e in zip(result["returns"], result["env_returns"], strict=True)]
+    bonus = [r - e for r, e in zip(result.returns, result.env_returns, strict=True)]
     return {"format_rate": sum(bonus) / len(bonus)}
 
 

@@ -158,7 +158,7 @@ def test_broken_reward_is_dropped_counted_and_stops_cleanly(monkeypatch, tmp_pat
 
 
 def test_smoke_learn_predict_evaluate_save_load(tmp_path) -> None:
-    config = GRPOConfig(group_size=2, prompts_per_batch=2, beta=0.1, num_epochs=2,
+    config = GRPOConfig(group_size=2, prompts_per_batch=2, kl_coef=0.1, num_epochs=2,
                         num_minibatches=2, micro_batch_size=1)
     agent = GRPOAgent("llm_gym/Arithmetic-v0", "tiny", config,
                       env_kwargs={"max_new_tokens": 3}, log_dir=tmp_path / "run")
@@ -187,7 +187,7 @@ def test_smoke_learn_predict_evaluate_save_load(tmp_path) -> None:
 
 @needs_peft
 def test_lora_with_kl_uses_the_disabled_adapter_as_reference() -> None:
-    config = GRPOConfig(group_size=2, prompts_per_batch=1, beta=0.5, lora={"r": 2},
+    config = GRPOConfig(group_size=2, prompts_per_batch=1, kl_coef=0.5, lora={"r": 2},
                         learning_rate=1e-2)
     agent = GRPOAgent("llm_gym/Arithmetic-v0", "tiny", config, env_kwargs={"max_new_tokens": 2})
     assert agent.ref_model is None
@@ -209,7 +209,7 @@ def test_config_from_file_rejects_unknown_keys(tmp_path) -> None:
 
 
 def test_constrained_env_ratios_and_k3_use_the_action_masks() -> None:
-    config = GRPOConfig(group_size=2, prompts_per_batch=2, beta=0.1, num_minibatches=2,
+    config = GRPOConfig(group_size=2, prompts_per_batch=2, kl_coef=0.1, num_minibatches=2,
                         micro_batch_size=1)
     agent = GRPOAgent("llm_gym/LeftRightText-v0", "tiny", config,
                       env_kwargs={"constrained": True, "max_new_tokens": 8, "max_length": 400})

@@ -123,7 +123,7 @@ def test_corrupt_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
     save_checkpoint(folder, 1, {"step": 1})
     newest = save_checkpoint(folder, 2, {"step": 2})
     (newest / "state.pt").write_bytes(b"torn write")
-    with caplog.at_level(logging.WARNING, logger="llm_gym.agents.training"):
+    with caplog.at_level(logging.WARNING, logger="llm_gym.agents.checkpoints"):
         assert load_checkpoint(tmp_path)["step"] == 1  # a run folder: looks in checkpoints/
     assert str(newest / "state.pt") in caplog.text
     (folder / "checkpoint-000000001" / "state.pt").write_bytes(b"")

@@ -325,7 +325,7 @@ def test_broken_rewards_are_dropped_counted_and_stop_the_run(tmp_path):
     envs = _arithmetic_envs()
     envs.envs[0].end_turn = _raise  # row 0's reward always raises; row 1 is honest
     model, _ = tiny_model(hidden_size=32, num_layers=1)
-    agent = PPOAgent(envs, model, PPOConfig(**SMALL, max_bad_reward_batches=2), seed=0)
+    agent = PPOAgent(envs, model, PPOConfig(**SMALL, max_reward_failures=2), seed=0)
     metrics = _one_iteration(agent)
     assert metrics["reward/dropped"] == 1 and metrics["reward/dropped_exception"] == 1
     assert all(torch.isfinite(p).all() for p in _params(agent))
@@ -333,7 +333,7 @@ def test_broken_rewards_are_dropped_counted_and_stop_the_run(tmp_path):
     envs = _arithmetic_envs()
     for env in envs.envs:
         env.end_turn = _raise
-    agent = PPOAgent(envs, model, PPOConfig(**SMALL, max_bad_reward_batches=2,
+    agent = PPOAgent(envs, model, PPOConfig(**SMALL, max_reward_failures=2,
                                             checkpoint_every=1), seed=0, log_dir=tmp_path)
     agent.learn(10**9)
     assert agent.iteration == 2 and "rewards failed" in agent.stop_reason

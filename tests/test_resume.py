@@ -53,7 +53,7 @@ class FirstLetterEnv(TokenEnv):
         return TurnResult(reward=float(bool(response_ids) and 97 <= response_ids[0] <= 122))
 
 
-CONFIG = GRPOConfig(group_size=4, prompts_per_batch=2, learning_rate=2e-2, beta=0.05,
+CONFIG = GRPOConfig(group_size=4, prompts_per_batch=2, learning_rate=2e-2, kl_coef=0.05,
                     num_epochs=2, num_minibatches=2, checkpoint_every=1, keep_checkpoints=2,
                     deterministic=True)
 

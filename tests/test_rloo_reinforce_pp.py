@@ -50,7 +50,7 @@ def test_agent_names_fix_the_estimator() -> None:
         make_agent("rloo", "llm_gym/LeftRight-v0")
 
 
-@pytest.mark.parametrize("kwargs", [{"advantage": "vtrace"}, {"kl_coef": 0.1},
+@pytest.mark.parametrize("kwargs", [{"advantage": "vtrace"}, {"kl_coef": -0.1},
                                     {"advantage": "reinforce_pp", "loss_type": "dapo"}])
 def test_bad_estimator_configs_say_what_to_do(kwargs) -> None:
     with pytest.raises(ValueError, match="advantage|kl_coef|dynamic_sampling"):

@@ -1,4 +1,4 @@
-"""``llm-gym list`` (every registered id) and ``llm-gym play ID`` (play it in the terminal).
+"""``llm-gym list`` (every registered id; ``--agents``: every agent name) and ``llm-gym play ID``.
 
 ``play`` plays a token env through :class:`~llm_gym.wrappers.TextInterface` (type a whole
 reply, Enter sends it with the end-of-turn token) and a classic env with a ``Discrete`` action
@@ -22,6 +22,8 @@ from llm_gym.registration import DATASET_ENVS, NAMESPACE, TOKEN_ENVS, env_ids
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``list`` and ``play`` subcommands."""
     lister = subparsers.add_parser("list", help="list every llm_gym environment id")
+    lister.add_argument("--agents", action="store_true",
+                        help="list the agent names instead (from the agent table)")
     lister.set_defaults(func=run_list)
     player = subparsers.add_parser("play", help="play an environment in the terminal")
     player.add_argument("env_id", metavar="ID", help="an env id, e.g. llm_gym/Arithmetic-v0")
@@ -46,6 +48,8 @@ def describe(env_id: str) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print one line per registered id: id, kind, whether it needs a dataset, description."""
+    if getattr(args, "agents", False):
+        return list_agents()
     rows = []
     for env_id in env_ids():
         name = env_id.removeprefix(f"{NAMESPACE}/")
@@ -56,6 +60,18 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"{'ID':<{width}}  {'KIND':<7}  {'DATASET':<7}  DESCRIPTION")
     for env_id, kind, dataset, text in rows:
         print(f"{env_id:<{width}}  {kind:<7}  {dataset:<7}  {text}")
+    return 0
+
+
+def list_agents() -> int:
+    """Print one line per agent of the agent table: name, env kinds it acts in, summary."""
+    from llm_gym.agents.factory import AGENTS
+
+    width = max(len(name) for name in AGENTS)
+    print(f"{'AGENT':<{width}}  {'ENVS':<13}  DESCRIPTION")
+    for name, entry in AGENTS.items():
+        kinds = ",".join(sorted(entry.env_kinds))
+        print(f"{name:<{width}}  {kinds:<13}  {entry.summary}")
     return 0
 
 

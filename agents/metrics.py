@@ -1,0 +1,211 @@
+"""Metrics of the LLM trainers: reward integrity counters, TensorBoard/CSV rows, the curve.
+
+* Reward integrity: the env layer (:func:`llm_gym.token_env.score_turns`) turns a NaN, ``None``
+  or an exception from a reward into a named ``reward_error``; the rollout marks the sample
+  invalid, :func:`reward_counters` counts it and :class:`RewardFailures` stops a run after
+  repeated failures.
+* Metrics: :class:`MetricsLogger` writes TensorBoard and CSV (``rollout/``, ``train/``, ``time/``,
+  ``reward/`` prefixes), :func:`drop_metrics_after` trims rows a resumed run logs again, and
+  :func:`plot_reward_curve` draws a PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> dict[str, float]:
+    """``reward/...`` metrics of one batch: dropped samples, verdicts and reward terms.
+
+    Dropped samples are counted by cause, env verdicts by name, and every named reward term
+    (``info["reward_components"]`` of shaping wrappers) as its mean episode sum,
+    ``reward/<term>``.
+
+    Example:
+        >>> reward_counters([{"episode_reward_components": {"env": 1.0, "length": -0.5}},
+        ...                  {"reward_error": "nan"}], [True, False])["reward/length"]
+        -0.5
+    """
+    counts: dict[str, float] = {"reward/dropped": 0.0}
+    terms: dict[str, list[float]] = {}
+    for info, ok in zip(infos, valid, strict=True):
+        if ok:
+            for name, value in info.get("episode_reward_components", {}).items():
+                terms.setdefault(name, []).append(float(value))
+        if not ok:
+            counts["reward/dropped"] += 1
+            cause = str(info.get("reward_error", "nan"))
+            cause = cause.split(":")[0]
+            counts[f"reward/dropped_{cause}"] = counts.get(f"reward/dropped_{cause}", 0.0) + 1
+        verdict = info.get("verdict")
+        if verdict is not None:
+            key = f"reward/verdict_{verdict}"
+            counts[key] = counts.get(key, 0.0) + 1
+    for name, values in terms.items():
+        counts[f"reward/{name}"] = float(np.mean(values))
+    return counts
+
+
+class RewardFailures:
+    """Counts consecutive batches in which most samples had a broken reward.
+
+    Args:
+        max_consecutive: stop after this many bad batches in a row.
+        max_fraction: a batch is bad when more than this fraction of its samples was dropped.
+    """
+
+    def __init__(self, max_consecutive: int = 3, max_fraction: float = 0.5) -> None:
+        self.max_consecutive = max_consecutive
+        self.max_fraction = max_fraction
+        self.consecutive = 0
+        self.total_dropped = 0
+
+    def update(self, dropped: int, total: int) -> bool:
+        """Record a batch; True when the run should stop."""
+        self.total_dropped += dropped
+        bad = total == 0 or dropped / total > self.max_fraction
+        self.consecutive = self.consecutive + 1 if bad else 0
+        return self.consecutive >= self.max_consecutive
+
+
+# ---------------------------------------------------------------------------- metrics
+class MetricsLogger:
+    """Scalars to TensorBoard (``tb/``) and ``metrics.csv`` in ``log_dir`` (or nowhere).
+
+    Example:
+        >>> import tempfile
+        >>> log = MetricsLogger(tempfile.mkdtemp())
+        >>> log.log({"rollout/ep_rew_mean": 1.0}, step=1)
+        >>> log.close()
+    """
+
+    def __init__(self, log_dir: str | Path | None, use_wandb: bool = False,
+                 wandb_kwargs: dict[str, Any] | None = None) -> None:
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.rows: list[dict[str, float]] = []
+        self._writer = None
+        self._wandb = None
+        if self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(self.log_dir / "tb"))
+        if use_wandb:
+            import wandb
+
+            self._wandb = wandb.init(**(wandb_kwargs or {}))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Record one row of scalars at ``step`` (env steps)."""
+        row = {"step": float(step), **{k: float(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        if self._writer is not None:
+            for key, value in metrics.items():
+                self._writer.add_scalar(key, float(value), step)
+            self._write_csv(row)
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+
+    def _write_csv(self, row: dict[str, float]) -> None:
+        path = self.log_dir / "metrics.csv"
+        header: list[str] = []
+        if path.exists():
+            with open(path, newline="") as handle:
+                header = next(csv.reader(handle), [])
+        if header and set(row) <= set(header):
+            with open(path, "a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=header).writerow(row)
+            return
+        # A new key appeared: rewrite the file with the wider header (files stay small).
+        old_rows = []
+        if path.exists():
+            with open(path, newline="") as handle:
+                old_rows = list(csv.DictReader(handle))
+        fields = list(dict.fromkeys([*header, *row]))
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows([*old_rows, row])
+
+    def close(self) -> None:
+        """Flush and close the writers."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def drop_metrics_after(log_dir: str | Path | None, step: int) -> None:
+    """Remove ``metrics.csv`` rows past ``step``: a resumed run logs those steps again.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> log = MetricsLogger(folder)
+        >>> for step in (1, 2, 3):
+        ...     log.log({"train/loss": 0.5}, step=step)
+        >>> log.close()
+        >>> drop_metrics_after(folder, 2)
+        >>> len(Path(folder, "metrics.csv").read_text().splitlines())  # header and two rows
+        3
+    """
+    if log_dir is None or not (Path(log_dir) / "metrics.csv").is_file():
+        return
+    path = Path(log_dir) / "metrics.csv"
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [row for row in rows if float(row["step"]) <= step]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_name(".metrics.csv.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(tmp, path)
+
+
+def plot_reward_curve(records: list[Any], path: str | Path, title: str = "reward") -> Path | None:
+    """PNG of episode return (and a moving average) against env steps; None if no records."""
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r.env_steps for r in records])
+    returns = np.array([r.episode_return for r in records], dtype=float)
+    window = max(1, len(returns) // 20)
+    smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, returns, ".", alpha=0.25, label="episode return")
+    ax.plot(steps[window - 1:], smooth, label=f"moving average ({window})")
+    ax.set_xlabel("env steps (agent tokens)")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def progress_bar(total: int, enabled: bool, initial: int = 0) -> Any:
+    """A tqdm bar over env steps, or None when disabled."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="tok", desc="learn", dynamic_ncols=True)
