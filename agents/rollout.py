@@ -188,15 +188,25 @@ class ActionMasks:
         """The masks of batch rows ``rows``, renumbered ``0 .. len(rows) - 1`` in that order."""
         rows = torch.as_tensor(np.asarray(torch.as_tensor(rows).cpu(), dtype=np.int64))
         new_row, entry = (self.rows.cpu()[None, :] == rows[:, None]).nonzero(as_tuple=True)
-        renumber = torch.full((len(self),), -1, dtype=torch.long)
-        renumber[entry] = torch.arange(len(entry))
-        new_entries = renumber.to(self.entries.device)[self.entries]
-        kept = new_entries >= 0
         entry = entry.to(self.rows.device)
-        return ActionMasks(new_row.to(self.rows.device), self.positions[entry],
-                           new_entries[kept], self.token_ids[kept], self.vocab_size)
+        new_entries, pairs = self._pairs_of(entry)
+        return ActionMasks(new_row.to(self.rows.device), self.positions[entry], new_entries,
+                           self.token_ids[pairs], self.vocab_size)
 
     __getitem__ = select
+
+    def _pairs_of(self, entry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For masks ``entry`` (repeats allowed): each pair's new mask number and old index."""
+        device = self.entries.device
+        entry = entry.to(device)
+        counts = torch.bincount(self.entries, minlength=len(self))
+        order = torch.argsort(self.entries, stable=True)  # pairs grouped by mask
+        starts = counts.cumsum(0) - counts
+        take = counts[entry]
+        new_entries = torch.repeat_interleave(torch.arange(len(entry), device=device), take)
+        first = torch.repeat_interleave(take.cumsum(0) - take, take)
+        within = torch.arange(len(new_entries), device=device) - first
+        return new_entries, order[torch.repeat_interleave(starts[entry], take) + within]
 
     def to(self, device: torch.device | str) -> ActionMasks:
         """The masks on ``device``."""

@@ -94,3 +94,18 @@ def test_allowed_tokens_are_the_dense_mask_and_the_observation_contract_holds():
         assert "action_mask" not in envs.step(np.zeros(2, dtype=np.int64))[0]
     assert "action_mask" in envs.reset(seed=0)[0]
     assert _envs("llm_gym/Arithmetic-v0", 2).unwrapped.allowed_tokens() is None
+
+
+def test_action_masks_select_repeats_and_reorders_rows():
+    from llm_gym.agents.rollout import ActionMasks
+
+    allowed = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=torch.bool)
+    masks = ActionMasks.from_dense(torch.tensor([0, 1, 1]), torch.tensor([4, 5, 6]), allowed)
+    picked = masks.select([1, 0, 1])
+    assert picked.rows.tolist() == [0, 0, 1, 2, 2]
+    assert picked.positions.tolist() == [5, 6, 4, 5, 6]
+    # Row 1's first mask allowed nothing: all True in the dense form, as the sampler drew freely.
+    expected = torch.stack([torch.ones(3, dtype=torch.bool), allowed[2], allowed[0],
+                            torch.ones(3, dtype=torch.bool), allowed[2]])
+    assert torch.equal(picked.allowed, expected)
+    assert len(masks.select([])) == 0 and masks.select([]).token_ids.numel() == 0
