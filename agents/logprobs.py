@@ -152,16 +152,25 @@ def _score_chunk(project: Any, hidden: torch.Tensor, labels: torch.Tensor,
 
 def _allowed_rows(masks: Any, rows: torch.Tensor, cols: torch.Tensor,
                   shape: torch.Size) -> torch.Tensor:
-    """``(N, 1 + V_mask)`` bool: had-a-mask flag, then the mask row (all True where none)."""
-    entry = torch.full(shape, -1, dtype=torch.long, device=rows.device)
-    entry[masks.rows.to(rows.device), masks.positions.to(rows.device)] = torch.arange(
-        len(masks), device=rows.device)
-    picked = entry[rows, cols]
-    allowed = masks.allowed.to(rows.device)
-    full = torch.ones((len(rows), 1 + allowed.shape[1]), dtype=torch.bool, device=rows.device)
+    """``(N, 1 + V_mask)`` bool: had-a-mask flag, then the mask row (all True where none).
+
+    Built on the scoring device from the masks' allowed ids (a scatter); a mask that allows
+    nothing stays all True, as the sampler drew freely there.
+    """
+    device = rows.device
+    entry = torch.full(shape, -1, dtype=torch.long, device=device)
+    entry[masks.rows.to(device), masks.positions.to(device)] = torch.arange(
+        len(masks), device=device)
+    picked = entry[rows, cols]  # (N,) mask of each scored position, -1 where none
     has = picked >= 0
+    slot = torch.full((len(masks),), -1, dtype=torch.long, device=device)
+    slot[picked[has]] = has.nonzero().squeeze(1)  # scored position of each mask
+    pair_slot = slot[masks.entries.to(device)]
+    kept = pair_slot >= 0
+    full = torch.zeros((len(rows), 1 + masks.vocab_size), dtype=torch.bool, device=device)
+    full[pair_slot[kept], 1 + masks.token_ids.to(device)[kept]] = True
+    full[~has | ~full.any(dim=1), 1:] = True  # unmasked, or a mask that allowed nothing
     full[:, 0] = has
-    full[has, 1:] = allowed[picked[has]]
     return full
 
 

@@ -1,12 +1,12 @@
-"""Batched rollouts of a causal LM through a token vector env, with a KV cache.
+"""Batched rollouts of a policy through a token vector env, with a KV cache.
 
-One env step is one token. The engine keeps a :class:`transformers.DynamicCache` for the whole
-batch and, each step, feeds the model only the tokens that are new in each row's conversation:
-the token the agent just wrote plus any tokens a multi-turn env appended (its reply, with the
-chat template's delimiters). Those chunks are left-padded into one ``(rows, chunk)`` tensor with
-per-row ``position_ids`` and a 2-D attention mask over cache + chunk, so a step costs O(1) model
-work per token and the prefix is never re-run (DESIGN.md, Agents). Rows whose episode ended are
-dropped from the cache, so a batch with uneven lengths does not pay for finished rows.
+One env step is one token. The rollout asks the :class:`~llm_gym.agents.policy.Policy` (a plain
+causal LM is wrapped in :class:`~llm_gym.agents.policy.HFPolicy`, whose KV cache makes a step
+O(1) model work per token) for the next-token logits of every unfinished row, feeding it only
+the tokens that are new in each row's conversation: the token the agent just wrote plus any
+tokens a multi-turn env appended (its reply, with the chat template's delimiters). The one
+sampler (:mod:`llm_gym.agents.sampling`) draws on the model's device, with the env's action mask
+built there from allowed token ids.
 
 The result is a :class:`RolloutBatch` of dense, token-aligned tensors that both the GRPO and the
 PPO trainer consume; :func:`sequence_logprobs` recomputes the same log-probs in the update.
@@ -14,8 +14,8 @@ PPO trainer consume; :func:`sequence_logprobs` recomputes the same log-probs in 
 
 from __future__ import annotations
 
-import inspect
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -23,9 +23,12 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from llm_gym.agents.logprobs import chosen_logprobs
-from llm_gym.agents.sampling import device_generator, sample_tokens
+from llm_gym.agents.policy import Policy, as_policy, cache_argument
+from llm_gym.agents.sampling import device_generator, mask_from_token_ids, sample_tokens
 from llm_gym.vector import row_info
+
+__all__ = ["ActionMasks", "RolloutBatch", "cache_argument", "collect_rollouts",
+           "sequence_logprobs"]
 
 
 @dataclass
@@ -129,45 +132,86 @@ class RolloutBatch:
 
 @dataclass
 class ActionMasks:
-    """The env's action masks at the agent's tokens of a batch, stored sparsely.
+    """The env's action masks at the agent's tokens of a batch, as allowed token ids.
 
-    Only agent positions are kept (``N`` of them), so memory is ``N * vocab`` bools rather than
-    ``B * T * vocab``. Indexing with rows (``masks[rows]``) selects and renumbers them, so a
-    dict of batch tensors holding one can be sliced like the tensors.
+    Only agent positions are kept (``N`` of them), and each keeps only its allowed ids (``M``
+    pairs in all), so memory is a few ids per token rather than ``N * vocab`` bools. Indexing
+    with rows (``masks[rows]``) selects and renumbers them, so a dict of batch tensors holding
+    one can be sliced like the tensors. A mask that allows nothing means "sample freely", as in
+    :func:`~llm_gym.agents.sampling.sample_tokens`.
 
     Attributes:
         rows: ``(N,)`` batch row of each masked token.
         positions: ``(N,)`` position of the token in its row (the token the mask constrained).
-        allowed: ``(N, vocab)`` bool, True where the token was allowed.
+        entries: ``(M,)`` which mask (``0 .. N-1``) each allowed id belongs to.
+        token_ids: ``(M,)`` the allowed ids.
+        vocab_size: width of the dense form (:attr:`allowed`).
 
     Example:
-        >>> m = ActionMasks(torch.tensor([0, 1]), torch.tensor([2, 3]),
-        ...                 torch.tensor([[True, False], [False, True]]))
-        >>> m[torch.tensor([1])].rows.tolist(), m[torch.tensor([1])].positions.tolist()
-        ([0], [3])
+        >>> m = ActionMasks.from_dense(torch.tensor([0, 1]), torch.tensor([2, 3]),
+        ...                            torch.tensor([[True, False], [False, True]]))
+        >>> m.token_ids.tolist(), m[torch.tensor([1])].positions.tolist()
+        ([0, 1], [3])
+        >>> m[torch.tensor([1])].allowed.tolist()
+        [[False, True]]
     """
 
     rows: torch.Tensor
     positions: torch.Tensor
-    allowed: torch.Tensor
+    entries: torch.Tensor
+    token_ids: torch.Tensor
+    vocab_size: int
+
+    @classmethod
+    def from_dense(cls, rows: torch.Tensor, positions: torch.Tensor,
+                   allowed: torch.Tensor) -> ActionMasks:
+        """From an ``(N, vocab)`` bool array (True = allowed) at ``(rows, positions)``."""
+        entries, token_ids = torch.as_tensor(allowed).bool().nonzero(as_tuple=True)
+        return cls(rows, positions, entries, token_ids, int(allowed.shape[1]))
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
+
+    @property
+    def allowed(self) -> torch.Tensor:
+        """``(N, vocab)`` bool, True where allowed (a mask allowing nothing: all True).
+
+        Materialises the dense form: for inspection and small batches, not per token step.
+        """
+        dense = torch.zeros((len(self), self.vocab_size), dtype=torch.bool,
+                            device=self.rows.device)
+        dense[self.entries, self.token_ids] = True
+        dense[~dense.any(dim=1)] = True
+        return dense
 
     def select(self, rows: torch.Tensor | np.ndarray | list[int]) -> ActionMasks:
         """The masks of batch rows ``rows``, renumbered ``0 .. len(rows) - 1`` in that order."""
         rows = torch.as_tensor(np.asarray(torch.as_tensor(rows).cpu(), dtype=np.int64))
         new_row, entry = (self.rows.cpu()[None, :] == rows[:, None]).nonzero(as_tuple=True)
         entry = entry.to(self.rows.device)
-        return ActionMasks(new_row.to(self.rows.device), self.positions[entry],
-                           self.allowed[entry])
+        new_entries, pairs = self._pairs_of(entry)
+        return ActionMasks(new_row.to(self.rows.device), self.positions[entry], new_entries,
+                           self.token_ids[pairs], self.vocab_size)
 
     __getitem__ = select
+
+    def _pairs_of(self, entry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For masks ``entry`` (repeats allowed): each pair's new mask number and old index."""
+        device = self.entries.device
+        entry = entry.to(device)
+        counts = torch.bincount(self.entries, minlength=len(self))
+        order = torch.argsort(self.entries, stable=True)  # pairs grouped by mask
+        starts = counts.cumsum(0) - counts
+        take = counts[entry]
+        new_entries = torch.repeat_interleave(torch.arange(len(entry), device=device), take)
+        first = torch.repeat_interleave(take.cumsum(0) - take, take)
+        within = torch.arange(len(new_entries), device=device) - first
+        return new_entries, order[torch.repeat_interleave(starts[entry], take) + within]
 
     def to(self, device: torch.device | str) -> ActionMasks:
         """The masks on ``device``."""
         return ActionMasks(self.rows.to(device), self.positions.to(device),
-                           self.allowed.to(device))
+                           self.entries.to(device), self.token_ids.to(device), self.vocab_size)
 
 
 def _concat_masks(batches: list[RolloutBatch]) -> ActionMasks | None:
@@ -176,11 +220,14 @@ def _concat_masks(batches: list[RolloutBatch]) -> ActionMasks | None:
     if any(b.action_masks is None for b in batches):
         raise ValueError("concat got batches with and without action_masks; concatenate "
                          "rollouts of the same env only")
-    offsets = np.cumsum([0] + [b.num_rows for b in batches[:-1]])
     masks = [b.action_masks for b in batches]
-    return ActionMasks(torch.cat([m.rows + int(o) for m, o in zip(masks, offsets, strict=True)]),
-                       torch.cat([m.positions for m in masks]),
-                       torch.cat([m.allowed for m in masks]))
+    row_offsets = np.cumsum([0] + [b.num_rows for b in batches[:-1]])
+    entry_offsets = np.cumsum([0] + [len(m) for m in masks[:-1]])
+    return ActionMasks(
+        torch.cat([m.rows + int(o) for m, o in zip(masks, row_offsets, strict=True)]),
+        torch.cat([m.positions for m in masks]),
+        torch.cat([m.entries + int(o) for m, o in zip(masks, entry_offsets, strict=True)]),
+        torch.cat([m.token_ids for m in masks]), max(m.vocab_size for m in masks))
 
 
 _TOKEN_FIELDS = ("input_ids", "attention_mask", "agent_mask", "old_logprobs", "rewards")
@@ -189,7 +236,7 @@ _TOKEN_FIELDS = ("input_ids", "attention_mask", "agent_mask", "old_logprobs", "r
 class _Recorder:
     """Numpy buffers filled during a rollout (per-step work stays in numpy)."""
 
-    def __init__(self, num_envs: int, max_length: int) -> None:
+    def __init__(self, num_envs: int, max_length: int, vocab_size: int) -> None:
         self.old_logprobs = np.zeros((num_envs, max_length), dtype=np.float32)
         self.rewards = np.zeros((num_envs, max_length), dtype=np.float32)
         self.terminated = np.zeros(num_envs, dtype=bool)
@@ -198,27 +245,38 @@ class _Recorder:
         self.task_index = np.full(num_envs, -1, dtype=np.int64)
         # Each episode's sum of every named reward term (shaping wrappers' reward_components).
         self.components: dict[str, np.ndarray] = {}
-        # Action masks at the agent's tokens: (rows, positions, allowed) per step.
-        self.masks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # Action masks at the agent's tokens, per step: (rows, positions, entries, token_ids).
+        self.masks: list[tuple[np.ndarray, ...]] = []
+        self.num_masks = 0
+        self.vocab_size = vocab_size
+
+    def add_masks(self, active: np.ndarray, positions: np.ndarray,
+                  pairs: tuple[np.ndarray, np.ndarray]) -> None:
+        """Record this step's allowed ``(row, token_id)`` pairs of the ``active`` rows."""
+        entry_of_row = np.full(len(self.terminated), -1, dtype=np.int64)
+        entry_of_row[active] = self.num_masks + np.arange(len(active))
+        entries = entry_of_row[pairs[0]]
+        kept = entries >= 0
+        self.masks.append((active, positions, entries[kept], pairs[1][kept]))
+        self.num_masks += len(active)
 
     def action_masks(self) -> ActionMasks | None:
         if not self.masks:
             return None
-        rows, positions, allowed = (np.concatenate(part) for part in zip(*self.masks, strict=True))
-        return ActionMasks(torch.from_numpy(rows), torch.from_numpy(positions),
-                           torch.from_numpy(allowed))
+        parts = (torch.from_numpy(np.concatenate(p).astype(np.int64, copy=False))
+                 for p in zip(*self.masks, strict=True))
+        return ActionMasks(*parts, vocab_size=self.vocab_size)
 
 
 def collect_rollouts(
-    policy: torch.nn.Module, envs: Any, *, indices: Any = None, seed: Any = None,
+    policy: Policy | torch.nn.Module, envs: Any, *, indices: Any = None, seed: Any = None,
     temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
 ) -> RolloutBatch:
     """Play exactly one episode in every row of a DISABLED-autoreset token vector env.
 
     Args:
-        policy: a causal LM called as ``policy(input_ids=, attention_mask=, position_ids=,
-            cache=, use_cache=True, logits_to_keep=1)`` (``past_key_values=`` before
-            transformers 5, see :func:`cache_argument`).
+        policy: a :class:`~llm_gym.agents.policy.Policy`, or a causal LM (``torch.nn.Module``),
+            which is wrapped in :class:`~llm_gym.agents.policy.HFPolicy`.
         envs: a :class:`llm_gym.vector.TokenVectorEnv` built with ``autoreset_mode="Disabled"``.
         indices: task item per row (or one for all), passed as ``reset(options={"index": ...})``;
             GRPO repeats each prompt's index G times.
@@ -227,8 +285,12 @@ def collect_rollouts(
         top_p: nucleus sampling threshold (1 disables it).
         generator: torch generator for sampling (reproducible rollouts).
 
-    Logits beyond ``envs.single_action_space.n`` are never sampled, and an ``action_mask`` in the
-    observation restricts sampling (constrained decoding).
+    Logits beyond ``envs.single_action_space.n`` are never sampled, and the env's action mask
+    restricts sampling (constrained decoding). A :class:`~llm_gym.vector.TokenVectorEnv` hands
+    its masks over as allowed token ids (:meth:`~llm_gym.vector.TokenVectorEnv.allowed_tokens`),
+    scattered into a mask on the model's device, and leaves ``action_mask`` out of the
+    observations while the rollout steps it; another vector env's ``obs["action_mask"]`` is used
+    as it comes.
 
     Example:
         >>> import gymnasium as gym, llm_gym
@@ -242,37 +304,63 @@ def collect_rollouts(
     _check_envs(envs)
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    policy = as_policy(policy)
+    compact = _compact_masks(envs)
+    with compact or nullcontext():
+        return _play(policy, envs, indices, seed, temperature, top_p, generator,
+                     compact is not None)
+
+
+def _play(policy: Policy, envs: Any, indices: Any, seed: Any, temperature: float, top_p: float,
+          generator: torch.Generator | None, compact: bool) -> RolloutBatch:
     start = time.perf_counter()
     options = None if indices is None else {"index": _as_index_option(indices)}
     obs, info = envs.reset(seed=seed, options=options)
-    rec = _Recorder(envs.num_envs, obs["input_ids"].shape[1])
+    vocab = int(envs.single_action_space.n)
+    rec = _Recorder(envs.num_envs, obs["input_ids"].shape[1], vocab)
     if "task_index" in info:
         rec.task_index[:] = [-1 if v is None else int(v) for v in info["task_index"]]
-    stepper = _CachedStepper(policy, envs.single_action_space.n, envs.num_envs)
-    generator = device_generator(generator, stepper.device)
+    cache = policy.start(envs.num_envs, vocab)
+    device = policy.device
+    generator = device_generator(generator, device)
     model_s = env_s = 0.0
     fed = np.zeros(envs.num_envs, dtype=np.int64)  # tokens of each row already in the cache
     done = np.zeros(envs.num_envs, dtype=bool)
     while not done.all():
         t0 = time.perf_counter()
         lengths = obs["attention_mask"].sum(axis=1).astype(np.int64)
-        logits = stepper.step(obs["input_ids"], fed, lengths, done)
+        logits = policy.next_token_logits(cache, obs["input_ids"], fed, lengths, done)
         fed = lengths
-        actions, logprobs, allowed = _sample(logits, obs.get("action_mask"), done, temperature,
-                                             top_p, generator)
+        pairs = envs.unwrapped.allowed_tokens() if compact else _dense_pairs(obs)
+        actions, logprobs = _sample(logits, pairs, done, temperature, top_p, generator)
         t1 = time.perf_counter()
         obs, rewards, terminated, truncated, infos = envs.step(actions)
         t2 = time.perf_counter()
         active = np.flatnonzero(~done)
         rec.old_logprobs[active, lengths[active]] = logprobs[active]
         rec.rewards[active, lengths[active]] = rewards[active]
-        if allowed is not None:
-            rec.masks.append((active, lengths[active], allowed[active]))
+        if pairs is not None:
+            rec.add_masks(active, lengths[active], pairs)
         if "reward_components" in infos:
             _add_components(rec, infos["reward_components"], ~done)
         done = _finish_rows(rec, done, terminated, truncated, infos)
         model_s, env_s = model_s + t1 - t0, env_s + t2 - t1
     return _to_batch(obs, rec, time.perf_counter() - start, model_s, env_s)
+
+
+def _compact_masks(envs: Any) -> AbstractContextManager | None:
+    """The env's ``compact_action_masks()`` block when it constrains the vocabulary."""
+    base = envs.unwrapped
+    if not getattr(base, "constrains_vocabulary", False) or not hasattr(
+            base, "compact_action_masks"):
+        return None
+    return base.compact_action_masks()
+
+
+def _dense_pairs(obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows, token_ids)`` of a vector env that only gives a dense ``obs["action_mask"]``."""
+    mask = obs.get("action_mask")
+    return None if mask is None else np.nonzero(np.asarray(mask))
 
 
 def _check_envs(envs: Any) -> None:
@@ -291,101 +379,25 @@ def _as_index_option(indices: Any) -> Any:
     return [None if i is None else int(i) for i in indices]
 
 
-class _CachedStepper:
-    """Feeds each row's new tokens into a shared KV cache and returns next-token logits."""
-
-    def __init__(self, policy: torch.nn.Module, vocab_size: int, num_envs: int) -> None:
-        from transformers import DynamicCache
-
-        self.policy = policy
-        self.vocab_size = vocab_size
-        self.device = next(policy.parameters()).device
-        self.cache = DynamicCache()
-        # transformers 5 renamed past_key_values to cache (the old name warns on every call).
-        self.cache_arg = cache_argument(policy)
-        self.rows = np.arange(num_envs)  # batch row held by each cache row
-        self.cache_mask = torch.zeros((num_envs, 0), dtype=torch.long, device=self.device)
-        self.positions = np.zeros(num_envs, dtype=np.int64)  # real tokens in each cache row
-
-    @torch.no_grad()
-    def step(self, input_ids: np.ndarray, fed: np.ndarray, lengths: np.ndarray,
-             done: np.ndarray) -> torch.Tensor:
-        """``(num_envs, vocab)`` float32 logits of the next token (rows in ``done``: garbage)."""
-        self._drop_finished(done)
-        rows = self.rows
-        new = lengths[rows] - fed[rows]
-        width = max(int(new.max()), 1)
-        # Left-pad: column j of row k holds token lengths-width+j, real when it is not yet fed.
-        cols = lengths[rows, None] - width + np.arange(width)
-        real = cols >= fed[rows, None]
-        chunk = np.where(real, input_ids[rows[:, None], np.clip(cols, 0, None)], 0)
-        chunk_mask = real.astype(np.int64)
-        mask = torch.from_numpy(chunk_mask).to(self.device)
-        position_ids = (torch.from_numpy(self.positions).to(self.device)[:, None]
-                        + mask.cumsum(dim=1) - 1).clamp(min=0)
-        self.cache_mask = torch.cat([self.cache_mask, mask], dim=1)
-        out = self.policy(
-            input_ids=torch.from_numpy(chunk).to(self.device), attention_mask=self.cache_mask,
-            position_ids=position_ids, use_cache=True, logits_to_keep=1,
-            **{self.cache_arg: self.cache},
-        )
-        self.cache = getattr(out, self.cache_arg)
-        self.positions += new
-        # Stays on the model's device: only the sampled ids and log-probs go to the host.
-        logits = torch.zeros((len(done), self.vocab_size), dtype=torch.float32,
-                             device=self.device)
-        index = torch.from_numpy(rows).to(self.device)
-        logits[index] = out.logits[:, -1, : self.vocab_size].float()
-        return logits
-
-    def _drop_finished(self, done: np.ndarray) -> None:
-        keep = np.flatnonzero(~done[self.rows])
-        if len(keep) == len(self.rows):
-            return
-        index = torch.from_numpy(keep).to(self.device)
-        self.cache.batch_select_indices(index)
-        self.cache_mask = self.cache_mask[index]
-        self.rows, self.positions = self.rows[keep], self.positions[keep]
-
-
-def cache_argument(model: torch.nn.Module) -> str:
-    """The keyword a causal LM takes its KV cache under: ``cache`` or ``past_key_values``.
-
-    Example:
-        >>> from llm_gym.models import tiny_model
-        >>> cache_argument(tiny_model()[0]) in ("cache", "past_key_values")
-        True
-    """
-    from transformers import PreTrainedModel
-
-    # The first transformers model inside (peft and user wrappers forward **kwargs to it).
-    lm = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
-    try:
-        params = inspect.signature(lm.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _sample(
-    logits: torch.Tensor, action_mask: np.ndarray | None, done: np.ndarray, temperature: float,
-    top_p: float, generator: torch.Generator | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Actions, their log-probs as sampled (mask applied), and the mask used (or None).
+    logits: torch.Tensor, pairs: tuple[np.ndarray, np.ndarray] | None, done: np.ndarray,
+    temperature: float, top_p: float, generator: torch.Generator | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Actions and their log-probs as sampled (the env's mask applied).
 
-    Sampling runs on the logits' device (:func:`~llm_gym.agents.sampling.sample_tokens`); only
-    the ``(B,)`` ids and log-probs come back. Done rows get token 0, which the env ignores.
+    Sampling runs on the logits' device (:func:`~llm_gym.agents.sampling.sample_tokens`); the
+    mask is built there from the allowed ``(row, token_id)`` pairs, and only the ``(B,)`` ids
+    and log-probs come back. Done rows get token 0, which the env ignores.
     """
     allowed = None
-    if action_mask is not None:
-        allowed = np.array(action_mask, dtype=bool)
-        allowed[~allowed.any(axis=1)] = True  # a row with nothing allowed samples freely
-    ids, logprobs = sample_tokens(
-        logits, temperature=temperature, top_p=top_p, generator=generator,
-        allowed=None if allowed is None else torch.from_numpy(allowed))
+    if pairs is not None:
+        allowed = mask_from_token_ids(torch.from_numpy(pairs[0]), torch.from_numpy(pairs[1]),
+                                      logits.shape[0], logits.shape[1], logits.device)
+    ids, logprobs = sample_tokens(logits, temperature=temperature, top_p=top_p,
+                                  generator=generator, allowed=allowed)
     actions = ids.cpu().numpy().astype(np.int64)
     actions[done] = 0
-    return actions, logprobs.cpu().numpy(), allowed
+    return actions, logprobs.cpu().numpy()
 
 
 def _add_components(rec: _Recorder, components: dict[str, Any], active: np.ndarray) -> None:
@@ -433,7 +445,7 @@ def _to_batch(obs: dict[str, np.ndarray], rec: _Recorder, rollout_s: float, mode
 
 
 def sequence_logprobs(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+    model: Policy | torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     vocab_size: int | None = None, temperature: float = 1.0, return_entropy: bool = False,
     action_masks: ActionMasks | None = None, positions: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -443,7 +455,8 @@ def sequence_logprobs(
     :func:`llm_gym.agents.logprobs.chosen_logprobs`).
 
     Args:
-        model: the causal LM (gradients flow when called outside ``torch.no_grad``).
+        model: the causal LM, or a :class:`~llm_gym.agents.policy.Policy` (it scores);
+            gradients flow when called outside ``torch.no_grad``.
         input_ids: ``(B, T)`` right-padded token ids.
         attention_mask: ``(B, T)`` 1 on real tokens.
         vocab_size: drop logits at or beyond it (the env's action space), as the rollout does.
@@ -462,6 +475,6 @@ def sequence_logprobs(
         >>> sequence_logprobs(model, ids, torch.ones_like(ids)).shape
         torch.Size([1, 3])
     """
-    return chosen_logprobs(model, input_ids, attention_mask, positions=positions,
-                           vocab_size=vocab_size, temperature=temperature,
-                           return_entropy=return_entropy, masks=action_masks)
+    return as_policy(model).score(input_ids, attention_mask, positions=positions,
+                                  vocab_size=vocab_size, temperature=temperature,
+                                  return_entropy=return_entropy, masks=action_masks)

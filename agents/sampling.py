@@ -60,6 +60,25 @@ def sample_tokens(
     return ids, logprobs.gather(1, ids[:, None]).squeeze(1)
 
 
+def mask_from_token_ids(rows: torch.Tensor, token_ids: torch.Tensor, num_rows: int,
+                        vocab_size: int, device: torch.device | str) -> torch.Tensor:
+    """``(num_rows, vocab_size)`` bool mask on ``device``, True at each ``(rows[k], token_ids[k])``.
+
+    Only the ``(M,)`` index pairs travel to ``device``; the vocabulary-wide mask is built there
+    (a scatter, no host sync). Every id must be below ``vocab_size``.
+
+    Example:
+        >>> mask_from_token_ids(torch.tensor([0, 0, 1]), torch.tensor([1, 2, 0]), 2, 3, "cpu")
+        tensor([[False,  True,  True],
+                [ True, False, False]])
+    """
+    rows = rows.to(device, non_blocking=True)
+    token_ids = token_ids.to(device, non_blocking=True)
+    mask = torch.zeros((num_rows, vocab_size), dtype=torch.bool, device=device)
+    mask[rows, token_ids] = True
+    return mask
+
+
 def _top_p(scores: torch.Tensor, logprobs: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p >= 1:
         return scores

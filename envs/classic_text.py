@@ -43,6 +43,8 @@ class ClassicTextEnv(TokenEnv):
         max_length: int = 1024,
         max_new_tokens: int = 8,
         render_mode: str | None = None,
+        *,
+        _allowed_after: dict[str, np.ndarray] | None = None,
         **buffer_kwargs: Any,
     ) -> None:
         if not isinstance(classic_env.action_space, gym.spaces.Discrete):
@@ -56,7 +58,16 @@ class ClassicTextEnv(TokenEnv):
         self._seed: int | None = None
         self._classic_obs: Any = None
         if self.constrains_vocabulary:
-            self._allowed_after = self._build_allowed_tokens()
+            # Decoding the whole vocabulary once per batch, not per row (a vector env passes the
+            # first row's table to the others through shared_kwargs).
+            self._allowed_after = _allowed_after or self._build_allowed_tokens()
+            self._only_eos = np.array([self.tokenizer.eos_token_id], dtype=np.int64)
+
+    def shared_kwargs(self) -> dict[str, Any]:
+        shared = super().shared_kwargs()
+        if self.constrains_vocabulary:
+            shared["_allowed_after"] = self._allowed_after
+        return shared
 
     # ------------------------------------------------------------------ subclass hooks
     def describe(self, observation: Any) -> str:
@@ -118,19 +129,16 @@ class ClassicTextEnv(TokenEnv):
         return obs, reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ constrained decoding
-    def action_mask(self) -> np.ndarray:
-        row = self._row
+    def allowed_tokens(self) -> np.ndarray:
+        """Ids of the tokens that keep the reply on an action word (then end-of-turn)."""
         start = self._turn_start
         written = self.tokenizer.decode(
-            self._buf.input_ids[row, start : self._length].tolist(), skip_special_tokens=True
+            self._buf.input_ids[self._row, start : self._length].tolist(), skip_special_tokens=True
         )
-        mask = np.zeros(self.vocab_size, dtype=np.int8)
         allowed = self._allowed_after.get(written)
         if allowed is None:  # off every word already: only ending the turn is left
-            mask[self.tokenizer.eos_token_id] = 1
-        else:
-            mask[allowed] = 1
-        return mask
+            return self._only_eos
+        return allowed
 
     def _build_allowed_tokens(self) -> dict[str, np.ndarray]:
         """For each prefix of an action word, the tokens that keep the reply on a word."""
@@ -144,4 +152,5 @@ class ClassicTextEnv(TokenEnv):
             if prefix in self.action_words:
                 ok.append(self.tokenizer.eos_token_id)
             allowed[prefix] = np.array(sorted(ok), dtype=np.int64)
+            allowed[prefix].flags.writeable = False  # handed out by allowed_tokens, not copied
         return allowed

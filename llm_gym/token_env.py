@@ -245,9 +245,27 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         """Score an agent turn. ``finished`` is False when the turn hit its token budget."""
         raise NotImplementedError
 
+    def allowed_tokens(self) -> np.ndarray:
+        """Ids of the allowed next tokens, sorted (the compact form of :meth:`action_mask`).
+
+        Constrained envs override this one: a few ids per row reach the model's device instead
+        of a vocabulary-sized array (the rollout reads it through
+        :meth:`TokenVectorEnv.allowed_tokens <llm_gym.vector.TokenVectorEnv.allowed_tokens>`).
+        The default derives it from :meth:`action_mask`, for envs that override only that.
+        """
+        return np.flatnonzero(self.action_mask()).astype(np.int64)
+
     def action_mask(self) -> np.ndarray:
-        """Allowed next tokens (1 = allowed). Only called when ``constrains_vocabulary``."""
-        return np.ones(self.vocab_size, dtype=np.int8)
+        """Allowed next tokens (1 = allowed). Only called when ``constrains_vocabulary``.
+
+        Built from :meth:`allowed_tokens` when a subclass overrides that one.
+        """
+        mask = np.zeros(self.vocab_size, dtype=np.int8)
+        if type(self).allowed_tokens is TokenEnv.allowed_tokens:  # neither hook overridden
+            mask[:] = 1
+        else:
+            mask[self.allowed_tokens()] = 1
+        return mask
 
     def shared_kwargs(self) -> dict[str, Any]:
         """Loaded objects sibling envs of a vector env can share instead of loading again."""

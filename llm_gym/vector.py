@@ -9,7 +9,8 @@ model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,7 @@ class TokenVectorEnv(VectorEnv):
         self._max_new = first.max_new_tokens
         self._max_length = first.max_length
         self._constrained = first.constrains_vocabulary
+        self._dense_action_mask = True  # False inside compact_action_masks()
         self._started = np.zeros(num_envs, dtype=bool)
         self._done = np.zeros(num_envs, dtype=bool)
 
@@ -244,13 +246,54 @@ class TokenVectorEnv(VectorEnv):
                "agent_mask": buf.agent_mask}
         if self.copy:
             obs = {k: v.copy() for k, v in obs.items()}
-        if self._constrained:
+        if self._constrained and self._dense_action_mask:
             obs["action_mask"] = np.stack([env.action_mask() for env in self.envs])
         return obs
 
     def action_masks(self) -> np.ndarray:
         """Boolean ``(num_envs, vocab_size)`` mask of allowed tokens."""
         return np.stack([env.action_masks() for env in self.envs])
+
+    @property
+    def constrains_vocabulary(self) -> bool:
+        """Whether the rows constrain the vocabulary (``action_mask`` in the observations)."""
+        return self._constrained
+
+    def allowed_tokens(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(rows, token_ids)``: row ``rows[k]`` may write ``token_ids[k]``; None if unconstrained.
+
+        The compact form of the observations' ``action_mask``: a few ids per row, which a
+        sampler scatters into a mask on the model's device (no ``(num_envs, vocab)`` host array).
+
+        Example:
+            >>> import gymnasium as gym, llm_gym
+            >>> envs = gym.make_vec("llm_gym/LeftRightText-v0", 2, constrained=True,
+            ...                     vectorization_mode="vector_entry_point")
+            >>> obs, _ = envs.reset(seed=0)
+            >>> rows, ids = envs.unwrapped.allowed_tokens()
+            >>> bool(obs["action_mask"][rows, ids].all()), int(obs["action_mask"].sum()) == len(ids)
+            (True, True)
+        """
+        if not self._constrained:
+            return None
+        per_row = [env.allowed_tokens() for env in self.envs]
+        rows = np.repeat(np.arange(self.num_envs), [len(ids) for ids in per_row])
+        return rows, np.concatenate(per_row).astype(np.int64, copy=False)
+
+    @contextmanager
+    def compact_action_masks(self) -> Iterator[None]:
+        """Inside, observations leave out ``action_mask``; read :meth:`allowed_tokens` instead.
+
+        For a consumer that drives the batch itself (the LLM rollout): building the dense
+        ``(num_envs, vocab)`` mask each step would cost more than the step (12.6 MB at 256 rows
+        and a 49k vocabulary). Outside the block observations match ``observation_space``.
+        """
+        before = self._dense_action_mask
+        self._dense_action_mask = False
+        try:
+            yield
+        finally:
+            self._dense_action_mask = before
 
     def render(self) -> tuple[str | None, ...]:
         return tuple(env.render() for env in self.envs)

@@ -80,12 +80,19 @@ def test_same_gradients_as_the_full_softmax(model):
 
 def test_action_masks_apply_where_they_were_recorded(model):
     ids, attention, agent = _batch()
-    allowed = torch.zeros((2, 260), dtype=torch.bool)
-    allowed[:, [ids[0, 7], ids[2, 8], 5]] = True
-    masks = ActionMasks(torch.tensor([0, 2]), torch.tensor([7, 8]), allowed)
+    allowed = torch.zeros((4, 260), dtype=torch.bool)
+    allowed[:2, [ids[0, 7], ids[2, 8], 5]] = True
+    allowed[3, 9] = True
+    # Row 1's mask allowed nothing (the sampler drew freely there); row 0's at position 3 is
+    # not scored (not the agent's).
+    masks = ActionMasks.from_dense(torch.tensor([0, 2, 1, 0]), torch.tensor([7, 8, 6, 3]),
+                                   allowed)
+    assert masks.token_ids.shape == (7,)  # stored as allowed ids, not (4, 260) bools
     full = sequence_logprobs(model, ids, attention, vocab_size=260, action_masks=masks)
     lean = chosen_logprobs(model, ids, attention, positions=agent, vocab_size=260, masks=masks,
                            chunk_size=3)
     scored = agent & attention.bool()
     assert torch.allclose(lean[scored], full[scored], atol=1e-5)
     assert lean[0, 7] > full.new_tensor(-2.0)  # 1 of 3 allowed tokens: far above unmasked
+    unmasked = chosen_logprobs(model, ids, attention, positions=agent, vocab_size=260)
+    assert lean[1, 6] == unmasked[1, 6] and lean[0, 8] == unmasked[0, 8]

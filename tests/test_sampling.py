@@ -75,3 +75,42 @@ def test_no_vocabulary_sized_tensor_goes_to_the_host_in_the_token_loop(monkeypat
     batch = collect_rollouts(model, envs, seed=0, generator=torch.Generator().manual_seed(0))
     assert batch.num_rows == 4 and seen  # the loop did copy its ids and log-probs
     assert all(vocab not in shape for shape in seen), sorted(set(seen))
+
+
+def test_no_dense_action_mask_is_built_on_the_host_in_the_token_loop(monkeypatch):
+    # The constrained env hands over allowed token ids; the (batch, vocab) mask is built on the
+    # model's device. Record the shape of every numpy array made from scratch (and every
+    # torch.from_numpy) while the rollout runs.
+    import gymnasium as gym
+    import numpy as np
+
+    from llm_gym.agents.rollout import collect_rollouts
+    from llm_gym.models import tiny_model
+
+    model, tokenizer = tiny_model()
+    vocab = tokenizer.vocab_size
+    envs = gym.make_vec("llm_gym/LeftRightText-v0", 4, vectorization_mode="vector_entry_point",
+                        autoreset_mode="Disabled", constrained=True, max_length=400)
+    seen: list[tuple[int, ...]] = []
+
+    def spy_on(module, name):
+        original = getattr(module, name)
+
+        def spy(*args, **kwargs):
+            out = original(*args, **kwargs)
+            seen.extend(tuple(np.shape(o)) for o in (out if isinstance(out, tuple) else (out,)))
+            return out
+
+        monkeypatch.setattr(module, name, spy)
+
+    for name in ("zeros", "ones", "empty", "full", "array", "asarray", "stack", "concatenate",
+                 "nonzero", "flatnonzero"):
+        spy_on(np, name)
+    spy_on(torch, "from_numpy")
+    batch = collect_rollouts(model, envs, seed=0, generator=torch.Generator().manual_seed(0))
+    assert batch.action_masks is not None and len(batch.action_masks) == batch.num_agent_tokens
+    assert seen and all(vocab not in shape for shape in seen), sorted(set(seen))
+    # The spy does see the dense mask where one is built: the observation outside the rollout,
+    # whose contract (obs["action_mask"], (batch, vocab)) the rollout left as it was.
+    obs, _ = envs.reset(seed=0)
+    assert obs["action_mask"].shape == (4, vocab) and (4, vocab) in seen
