@@ -55,7 +55,12 @@ def load_preferences(source: str | Sequence[str] | Any, *, split: str = "train",
     if isinstance(source, (str, Path)) and _looks_like_file(str(source)):
         rows = load_rows(data_files=str(source))
     elif isinstance(source, str):
-        rows = load_rows(source, name, split=split)
+        try:
+            rows = load_rows(source, name, split=split)
+        except ConnectionError as err:
+            raise ConnectionError(f"could not load preference dataset {source!r} from the "
+                                  f"Hugging Face hub ({err.__cause__ or err}); offline, "
+                                  "give a local file: --data path/to/pairs.jsonl") from err
     elif isinstance(source, Sequence) and source and all(isinstance(s, (str, Path))
                                                          for s in source):
         rows = load_rows(data_files=[str(s) for s in source])
