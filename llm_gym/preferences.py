@@ -199,6 +199,7 @@ def build_preferences(
     env_id: str, model: str | Any = "tiny", *, items: int = 64, n: int = 4,
     env_kwargs: dict[str, Any] | None = None, temperature: float = 1.0, seed: int = 0,
     batch_rows: int = 32, device: str | None = None, tokenizer: Any = None,
+    progress_bar: bool = False,
 ) -> tuple[list[dict[str, Any]], PreferenceCounts]:
     """Sample ``n`` replies to each of ``items`` task items and pair them by the env's reward.
 
@@ -215,6 +216,7 @@ def build_preferences(
         batch_rows: episodes per rollout batch (rounded down to a multiple of ``n``).
         device: torch device of the model (default: GPU when present).
         tokenizer: the tokenizer of a ``model`` given as a module.
+        progress_bar: show a tqdm bar over the task items.
 
     Returns:
         Conversational TRL rows (``prompt``, ``chosen``, ``rejected``, plus ``chosen_score``,
@@ -226,6 +228,7 @@ def build_preferences(
         4
     """
     import torch
+    from tqdm.auto import tqdm
 
     from llm_gym.agents.rollout import collect_rollouts
 
@@ -238,6 +241,7 @@ def build_preferences(
     rows: list[dict[str, Any]] = []
     counts = PreferenceCounts()
     rewards: list[float] = []
+    bar = tqdm(total=items, unit="item", disable=not progress_bar)
     try:
         for start in range(0, items, per_batch):
             chunk = list(range(start, min(items, start + per_batch)))
@@ -250,7 +254,9 @@ def build_preferences(
                 replies = _replies(batch, range(k * n, (k + 1) * n), tokenizer, counts)
                 rewards += [r for _, r in replies]
                 rows += _rows(prompt, replies, item, counts)
+            bar.update(len(chunk))
     finally:
+        bar.close()
         envs.close()
     counts.items, counts.replies = items, items * n
     counts.mean_reward = float(sum(rewards) / len(rewards)) if rewards else 0.0

@@ -56,7 +56,8 @@ def run_preferences(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     rows, counts = build_preferences(
         args.env, args.model, items=args.items, n=args.n, env_kwargs=json_object(args.env_kwargs),
-        temperature=args.temperature, seed=args.seed, batch_rows=args.batch_rows)
+        temperature=args.temperature, seed=args.seed, batch_rows=args.batch_rows,
+        progress_bar=True)
     print(f"{counts.items} items x {args.n} replies = "
           f"{counts.replies} replies, mean reward {counts.mean_reward:.3f}")
     print(f"pairs: {counts.pairs}; ties dropped: {counts.ties}; items whose replies all scored "
