@@ -15,7 +15,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart", "export")
+COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart", "export", "preferences",
+                   "train_rm")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ Reuse Gymnasium's own ``TransformReward``, ``ClipReward``, ``RecordEpisodeStatis
 
 from __future__ import annotations
 
+from llm_gym.wrappers.learned import LearnedReward
 from llm_gym.wrappers.response import Response, last_response
 from llm_gym.wrappers.shaping import (
     FormatBonus,
@@ -24,6 +25,7 @@ from llm_gym.wrappers.text import AnyText, TextInterface
 __all__ = [
     "AnyText",
     "FormatBonus",
+    "LearnedReward",
     "LengthPenalty",
     "OverlongPenalty",
     "PotentialShaping",

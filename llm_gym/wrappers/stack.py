@@ -2,11 +2,11 @@
 
 A stack is a list of ``{"name": ..., "kwargs": {...}}``, innermost first, as ``--wrappers``
 takes it in JSON. Names are llm_gym's shaping wrappers (``FormatBonus``, ``LengthPenalty``,
-``OverlongPenalty``, ``PotentialShaping``, ``RewardTerms``) and Gymnasium's reward wrappers
-(``TransformReward``, ``ClipReward``, ``NormalizeReward``). Each name has a single-env class and
-a vector twin (``gymnasium.wrappers`` / ``gymnasium.wrappers.vector``, like Gymnasium's own),
-and :func:`apply_wrappers` picks the one that fits the env. Function arguments
-(``potential``, ``func``, the values of ``terms`` / ``response_terms``) can be given as
+``OverlongPenalty``, ``PotentialShaping``, ``RewardTerms``, ``LearnedReward``) and Gymnasium's
+reward wrappers (``TransformReward``, ``ClipReward``, ``NormalizeReward``). Each name has a
+single-env class and a vector twin (``gymnasium.wrappers`` / ``gymnasium.wrappers.vector``,
+like Gymnasium's own), and :func:`apply_wrappers` picks the one that fits the env. Function
+arguments (``potential``, ``func``, the values of ``terms`` / ``response_terms``) can be given as
 ``"package.module:name"`` strings, so a stack stays plain JSON and a run can record it.
 
 :func:`make_env` is the one place an env is built from (id, env kwargs, stack): a single env,
@@ -27,7 +27,7 @@ from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 LLM_GYM_WRAPPERS = ("FormatBonus", "LengthPenalty", "OverlongPenalty", "PotentialShaping",
-                    "RewardTerms")
+                    "RewardTerms", "LearnedReward")
 GYMNASIUM_WRAPPERS = ("TransformReward", "ClipReward", "NormalizeReward")
 WRAPPER_NAMES = LLM_GYM_WRAPPERS + GYMNASIUM_WRAPPERS
 FUNCTION_ARGS = ("potential", "func")  # arguments that take a function
@@ -41,6 +41,10 @@ def wrapper_classes(name: str) -> tuple[type, type]:
         >>> [cls.__module__ for cls in wrapper_classes("LengthPenalty")]
         ['llm_gym.wrappers.shaping', 'llm_gym.wrappers.vector']
     """
+    if name == "LearnedReward":  # its own modules: it loads a reward model (torch)
+        from llm_gym.wrappers import learned, learned_vector
+
+        return learned.LearnedReward, learned_vector.LearnedReward
     if name in LLM_GYM_WRAPPERS:
         from llm_gym.wrappers import shaping, vector
 
