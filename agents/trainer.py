@@ -12,6 +12,7 @@ and update); the base applies the collected steps and episodes to the counters a
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import time
@@ -97,13 +98,14 @@ class Collected:
     advantages: torch.Tensor | None = None
 
 
-class LLMTrainer:
-    """What GRPO and PPO share; subclasses implement the hooks at the end of the class.
+class LLMTrainer(abc.ABC):
+    """What GRPO and PPO share; subclasses implement the abstract hooks at the end of the class.
 
-    A subclass's ``__init__`` sets ``config`` (with ``checkpoint_every``,
-    ``checkpoint_minutes``, ``keep_checkpoints``, ``max_reward_failures``, ``temperature``),
-    ``seed``, ``env_id``, ``env_kwargs``, ``wrappers``, ``envs``, ``tokenizer`` (None on classic
-    envs), ``model_spec``, ``optimizer`` and ``generator``, then calls :meth:`_init_run_state`.
+    A subclass's ``__init__`` calls :meth:`_init_run_state` (counters, episode log, log dir)
+    and sets ``config`` (with ``checkpoint_every``, ``checkpoint_minutes``,
+    ``keep_checkpoints``, ``max_reward_failures``, ``temperature``), ``seed``, ``env_id``,
+    ``env_kwargs``, ``wrappers``, ``envs``, ``tokenizer`` (None on classic envs),
+    ``model_spec``, ``optimizer`` and ``generator``.
 
     Example:
         >>> from llm_gym.agents.ppo import PPOAgent, PPOConfig
@@ -399,30 +401,41 @@ class LLMTrainer:
             envs.close()
 
     # -------------------------------------------------------------------------- hooks
+    @abc.abstractmethod
     def collect(self) -> Collected:
         """Gather one training batch; must not change the agent's counters or episode log."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def train_on(self, collected: Collected) -> dict[str, float]:
         """Advantages and update on a collect; returns ``train/`` metrics."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _act(self, batch: Any, deterministic: bool) -> np.ndarray:
+        """Actions for a batch from :meth:`_as_batch`."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _evaluate(self, num_episodes: int, deterministic: bool, seed: int,
                   env_kwargs: dict[str, Any], batch_size: int) -> EvalResult:
+        """The evaluation :meth:`evaluate` validated and returns as a dict."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _model_state(self) -> dict[str, Any]:
+        """The agent's own entries of :meth:`state_dict` (weights, data position)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _load_model_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_model_state` saved."""
         raise NotImplementedError
 
     def _generators(self) -> dict[str, torch.Generator]:
         return {"sample": self.generator}
 
+    @abc.abstractmethod
     def language_model(self) -> torch.nn.Module:
         """The causal LM being trained."""
         raise NotImplementedError
@@ -432,8 +445,10 @@ class LLMTrainer:
         return type(self).__name__
 
     @classmethod
+    @abc.abstractmethod
     def _from_state(cls, state: dict[str, Any], path: Any, env: Any,
                     kwargs: dict[str, Any]) -> LLMTrainer:
+        """A fresh agent built as the saved one was (:meth:`load` then restores its state)."""
         raise NotImplementedError
 
 
