@@ -96,9 +96,11 @@ def _tictactoe_board(env: AECEnv, agent: str) -> str:
 
 
 def _make_tictactoe(**kwargs: Any) -> AECEnv:
-    from pettingzoo.classic import tictactoe_v3
+    # The game's own module: the versioned alias (tictactoe_v3) warns that PettingZoo's
+    # pre-registry API is deprecated, and pettingzoo.make adds the illegal-move wrapper.
+    from pettingzoo.classic.tictactoe.tictactoe import raw_env
 
-    return tictactoe_v3.raw_env(**kwargs)
+    return raw_env(**kwargs)
 
 
 TICTACTOE = GameRules(
@@ -120,9 +122,9 @@ def _connect_four_board(env: AECEnv, agent: str) -> str:
 
 
 def _make_connect_four(**kwargs: Any) -> AECEnv:
-    from pettingzoo.classic import connect_four_v3
+    from pettingzoo.classic.connect_four.connect_four import raw_env
 
-    return connect_four_v3.raw_env(**kwargs)
+    return raw_env(**kwargs)
 
 
 CONNECT_FOUR = GameRules(
@@ -150,9 +152,9 @@ def _rps_board(env: AECEnv, agent: str) -> str:
 
 
 def _make_rps(**kwargs: Any) -> AECEnv:
-    from pettingzoo.classic import rps_v2
+    from pettingzoo.classic.rps.rps import raw_env
 
-    return rps_v2.raw_env(**kwargs)
+    return raw_env(**kwargs)
 
 
 RPS = GameRules(

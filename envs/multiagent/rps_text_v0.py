@@ -16,13 +16,14 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from llm_gym.envs.multiagent.games import RPS
 from llm_gym.envs.multiagent.token_parallel import TokenSimultaneousGame
+from llm_gym.multiagent.single_agent import GameSeatEnv, GameSeatTextEnv
 from llm_gym.tokenizers import Tokenizer
 
 
 def _make_rps_parallel(**kwargs: Any) -> Any:
-    from pettingzoo.classic import rps_v2
+    from pettingzoo.classic.rps.rps import parallel_env
 
-    return rps_v2.parallel_env(**kwargs)
+    return parallel_env(**kwargs)
 
 
 class RockPaperScissorsTextEnv(TokenSimultaneousGame):
@@ -79,3 +80,48 @@ def raw_env(**kwargs: Any) -> Any:
 def env(**kwargs: Any) -> Any:
     """The AEC env (PettingZoo's ``env()`` convention), players taking tokens in turn."""
     return raw_env(**kwargs)
+
+
+class RockPaperScissorsSoloTextEnv(GameSeatTextEnv):
+    """Rock-paper-scissors against given opponents, as a single-agent token env.
+
+    ``llm_gym/RockPaperScissorsText-v0``: one seat of the game for the learner (drawn each
+    game unless `seat` is given), the other played by `opponent` (``"random"`` by default,
+    an SB3 model, an llm_gym agent or a callable). The conversation, rewards and invalid-move
+    rule are the token face's; the episode ends with the game. See
+    :class:`~llm_gym.multiagent.single_agent.GameSeatTextEnv`.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> env = gym.make("llm_gym/RockPaperScissorsText-v0", constrained=True)
+        >>> obs, info = env.reset(seed=0)
+        >>> sorted(obs)
+        ['action_mask', 'agent_mask', 'attention_mask', 'input_ids']
+    """
+
+    rules = RPS
+
+    def __init__(self, opponent: Any = "random", seat: int | None = None,
+                 tokenizer: str | Tokenizer | Any | None = None, constrained: bool = False,
+                 invalid_penalty: float = -0.1, max_length: int = 2048,
+                 max_new_tokens: int = 10, render_mode: str | None = None,
+                 game_kwargs: dict[str, Any] | None = None, **buffer_kwargs: Any) -> None:
+        super().__init__(opponent, seat, tokenizer, constrained, invalid_penalty, max_length,
+                         max_new_tokens, render_mode, game_kwargs, **buffer_kwargs)
+
+
+class RockPaperScissorsSoloEnv(GameSeatEnv):
+    """Rock-paper-scissors against given opponents, as a classic env (PettingZoo's observation).
+
+    ``llm_gym/RockPaperScissors-v0``: the classic face of ``llm_gym/RockPaperScissorsText-v0``
+    (same seat draw, opponents and invalid-move rule), with ``action_masks()`` for MaskablePPO.
+    """
+
+    rules = RPS
+
+
+def make_vec(num_envs: int, **kwargs: Any) -> Any:
+    """Vector entry point of ``llm_gym/RockPaperScissorsText-v0`` (a batched token env)."""
+    from llm_gym.vector import TokenVectorEnv
+
+    return TokenVectorEnv(RockPaperScissorsSoloTextEnv, num_envs, **kwargs)
