@@ -14,7 +14,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart", "export")
+COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart", "export",
+                   "tournament")
 
 
 def build_parser() -> argparse.ArgumentParser:

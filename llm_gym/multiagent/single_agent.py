@@ -64,8 +64,11 @@ class SeatPlay:
         # PettingZoo's envs pickle (and deepcopy) as their constructor arguments (EzPickle): a
         # copy would be a fresh board. Copy the game's state itself, so a copied env (vector
         # envs, determinism checks) continues the same game.
+        # rps_v2 keeps a pygame Surface in ``screen`` even without rendering; it cannot be
+        # copied and holds no game state, so the copy draws a new one on its next reset.
         state = self.__dict__.copy()
-        state["env"] = (type(self.env), self.env.__dict__)
+        env_state = {k: None if k == "screen" else v for k, v in self.env.__dict__.items()}
+        state["env"] = (type(self.env), env_state)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
