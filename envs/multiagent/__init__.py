@@ -10,3 +10,12 @@ Example:
 """
 
 from __future__ import annotations
+
+# module -> (PettingZoo API, the single-agent views registered with Gymnasium). Strings only:
+# `llm-gym list` reads this without importing the games.
+GAME_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "tictactoe_text_v0": ("AEC", ("llm_gym/TicTacToeText-v0", "llm_gym/TicTacToe-v0")),
+    "connect_four_text_v0": ("AEC", ("llm_gym/ConnectFourText-v0", "llm_gym/ConnectFour-v0")),
+    "rps_text_v0": ("Parallel", ("llm_gym/RockPaperScissorsText-v0",
+                                 "llm_gym/RockPaperScissors-v0")),
+}

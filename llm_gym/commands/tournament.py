@@ -89,6 +89,19 @@ def _view_defaults(entry_point: str) -> dict[str, int]:
     return {k: params[k].default for k in ("max_length", "max_new_tokens")}
 
 
+def opponent_for(env_id: str, spec: str) -> Any:
+    """The player of ``spec`` for the other seat of the game view ``env_id`` (``llm-gym play``)."""
+    from llm_gym.envs.multiagent import GAME_MODULES
+
+    games = {view: game for game, view in TOKEN_VIEWS.items()}
+    for _, views in GAME_MODULES.values():
+        games.update({v: games[views[0]] for v in views})
+    if env_id not in games:
+        raise ValueError(f"--opponent is for the game views ({', '.join(sorted(games))}), "
+                         f"not {env_id}")
+    return build_player(spec, games[env_id], seed=0, constrained=True)
+
+
 def run_tournament_command(args: argparse.Namespace) -> int:
     """Play the tournament, print the tables, write the PNG if asked."""
     from llm_gym.envs.multiagent.games import game_rules

@@ -233,6 +233,11 @@ class GameSeatEnv(gym.Env):
             info.update(outcome=self.game.outcome(), success=self.game.outcome() == "win")
         return self._obs(), reward, self.game.over, False, info
 
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """The move words, so ``llm-gym play`` accepts them as actions."""
+        return self.rules.move_words
+
     def action_masks(self) -> np.ndarray:
         """Boolean mask of the legal moves (sb3-contrib's MaskablePPO hook)."""
         return self.game.legal.copy()
