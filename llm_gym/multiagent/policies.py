@@ -246,7 +246,14 @@ class AgentPolicy:
     def _generate(self, seat: SeatConversation) -> tuple[str, bool]:
         """One reply, token by token; whether it ended with the end-of-turn token."""
         while True:
-            token, _ = self.agent.predict(seat.observation(), deterministic=self.deterministic)
+            obs = seat.observation()
+            # Only the written prefix: a causal LM's next-token logits do not depend on the
+            # padding after it, and the forward pass then costs the conversation, not
+            # max_length (4 tiny-LM games at max_length 512 on a loaded 2-core machine: 2.3 s
+            # before, 1.4 s after).
+            used = seat.length
+            obs = {k: v if k == "action_mask" else v[:used] for k, v in obs.items()}
+            token, _ = self.agent.predict(obs, deterministic=self.deterministic)
             ended = seat.write(int(token))
             if ended is not None:
                 return seat.response(), ended == "stop"
