@@ -173,14 +173,15 @@ def rate(result: TournamentResult, bootstrap: int, rng: np.random.Generator) -> 
 
 def format_tables(result: TournamentResult) -> str:
     """The pair table (rates from the first player's side) and the rating table, as text."""
-    lines = [f"{'A':<18} {'B':<18} {'games':>5} {'A win':>6} {'draw':>6} {'A loss':>6} "
+    w = max(18, *(len(p) for p in result.players))
+    lines = [f"{'A':<{w}} {'B':<{w}} {'games':>5} {'A win':>6} {'draw':>6} {'A loss':>6} "
              f"{'forfeit':>7}"]
     for p in result.pairs:
-        lines.append(f"{p.a:<18} {p.b:<18} {p.games:>5} {p.wins / p.games:>6.1%} "
+        lines.append(f"{p.a:<{w}} {p.b:<{w}} {p.games:>5} {p.wins / p.games:>6.1%} "
                      f"{p.draws / p.games:>6.1%} {p.losses / p.games:>6.1%} {p.forfeits:>7}")
-    lines += ["", f"{'player':<18} {'Elo':>6}  {'95% CI (bootstrap)':<18}"]
+    lines += ["", f"{'player':<{w}} {'Elo':>6}  {'95% CI (bootstrap)':<18}"]
     for player in sorted(result.players, key=result.elo.get, reverse=True):
-        lines.append(f"{player:<18} {result.elo[player]:>6.0f}  "
+        lines.append(f"{player:<{w}} {result.elo[player]:>6.0f}  "
                      f"[{result.elo_low[player]:.0f}, {result.elo_high[player]:.0f}]")
     return "\n".join(lines)
 
