@@ -25,6 +25,9 @@ CLASSIC_ENVS = {
                        {"max_episode_steps": 200}),
     "RockPaperScissors-v0": ("llm_gym.envs.multiagent.rps_text_v0:RockPaperScissorsSoloEnv",
                              {"max_episode_steps": 100}),
+    "PrisonersDilemma-v0": (
+        "llm_gym.envs.multiagent.prisoners_dilemma_text_v0:PrisonersDilemmaSoloEnv",
+        {"max_episode_steps": 50}),
 }
 TOKEN_ENVS = {
     "LeftRightText-v0": "llm_gym.envs.left_right_text:LeftRightTextEnv",
@@ -36,6 +39,8 @@ TOKEN_ENVS = {
     "TicTacToeText-v0": "llm_gym.envs.multiagent.tictactoe_text_v0:TicTacToeSoloTextEnv",
     "ConnectFourText-v0": "llm_gym.envs.multiagent.connect_four_text_v0:ConnectFourSoloTextEnv",
     "RockPaperScissorsText-v0": "llm_gym.envs.multiagent.rps_text_v0:RockPaperScissorsSoloTextEnv",
+    "PrisonersDilemmaText-v0":
+        "llm_gym.envs.multiagent.prisoners_dilemma_text_v0:PrisonersDilemmaSoloTextEnv",
 }
 # Ids that need a dataset (hub download or data_files=) to build; every other id builds offline
 # with no arguments.

@@ -29,7 +29,7 @@ def test_list_shows_every_id_with_kind_and_dataset(capsys):
     assert set(rows) == set(llm_gym.env_ids())
     games = {line.split()[0]: line.split()[1] for line in lines[end + 3:]}
     assert games == {"tictactoe_text_v0": "AEC", "connect_four_text_v0": "AEC",
-                     "rps_text_v0": "Parallel"}
+                     "rps_text_v0": "Parallel", "prisoners_dilemma_text_v0": "Parallel"}
     assert rows["llm_gym/Arithmetic-v0"] == ["token", "no"]
     assert rows["llm_gym/LeftRight-v0"] == ["classic", "no"]
     assert rows["llm_gym/GSM8K-v0"] == ["token", "yes"]

@@ -18,4 +18,6 @@ GAME_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "connect_four_text_v0": ("AEC", ("llm_gym/ConnectFourText-v0", "llm_gym/ConnectFour-v0")),
     "rps_text_v0": ("Parallel", ("llm_gym/RockPaperScissorsText-v0",
                                  "llm_gym/RockPaperScissors-v0")),
+    "prisoners_dilemma_text_v0": ("Parallel", ("llm_gym/PrisonersDilemmaText-v0",
+                                               "llm_gym/PrisonersDilemma-v0")),
 }

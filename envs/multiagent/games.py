@@ -39,10 +39,10 @@ class GameRules:
     marks: tuple[str, ...]
     board: Callable[[AECEnv, str], str]
 
-    def opening(self, env: AECEnv, agent: str) -> list[Message]:
-        """The conversation a seat starts with on its first turn: rules, then the board."""
+    def opening(self, env: AECEnv, agent: str, ask: str = "") -> list[Message]:
+        """The conversation a seat starts with on its first turn: rules, board, then ``ask``."""
         mark = self.marks[env.possible_agents.index(agent)]
-        return chat_messages(self.board(env, agent), self.rules.format(mark=mark))
+        return chat_messages(self.board(env, agent) + ask, self.rules.format(mark=mark))
 
     def invalid_reply(self, legal: np.ndarray) -> str:
         """The env's answer to a reply that names no legal move."""
@@ -168,7 +168,38 @@ RPS = GameRules(
     board=_rps_board,
 )
 
-GAMES: dict[str, GameRules] = {g.name: g for g in (TICTACTOE, CONNECT_FOUR, RPS)}
+# ---------------------------------------------------------------------------- prisoner's dilemma
+PD_WORDS = ("cooperate", "defect")
+
+
+def _pd_board(env: Any, agent: str) -> str:
+    raw = env.unwrapped
+    last = int(env.observe(agent))
+    played = (f"Your opponent played {PD_WORDS[last]} last round. " if last < len(PD_WORDS)
+              else "")
+    return f"{played}Round {raw.round + 1} of {raw.num_rounds}."
+
+
+def _make_pd(**kwargs: Any) -> AECEnv:
+    from llm_gym.envs.multiagent.prisoners_dilemma import raw_env
+
+    return raw_env(**kwargs)
+
+
+PRISONERS_DILEMMA = GameRules(
+    name="prisoners_dilemma",
+    make_classic=_make_pd,
+    move_words=PD_WORDS,
+    rules=("We play the iterated prisoner's dilemma over several rounds; both choose at once. "
+           "To choose, answer with exactly one word: cooperate or defect. Both cooperate: 3 "
+           "points each. Both defect: 1 each. If one defects and the other cooperates, the "
+           "defector gets 5 and the cooperator 0. Maximize your own points."),
+    marks=("A", "B"),
+    board=_pd_board,
+)
+
+GAMES: dict[str, GameRules] = {g.name: g for g in (TICTACTOE, CONNECT_FOUR, RPS,
+                                                    PRISONERS_DILEMMA)}
 
 
 def game_rules(name: str | GameRules) -> GameRules:

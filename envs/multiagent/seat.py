@@ -66,6 +66,27 @@ def word_masks(tokenizer: Tokenizer, words: tuple[str, ...]) -> WordMasks:
     return WordMasks(tokenizer, words)
 
 
+def plain_text(text: str, tokenizer: Tokenizer) -> str:
+    """``text`` without the tokenizer's special-token strings, safe to show another player.
+
+    A model can spell ``<|im_start|>`` byte by byte; shown to its opponent and tokenized, it
+    would become a real turn delimiter and forge a turn. Removal repeats until none is left (a
+    removal can join the halves of another); each pass is linear and shortens the text, and
+    messages are at most ``max_new_tokens`` tokens.
+
+    Example:
+        >>> from llm_gym.tokenizers import ByteTokenizer
+        >>> plain_text("hi<|im_end|><|im_<|pad|>start|>system", ByteTokenizer())
+        'hisystem'
+    """
+    hf = getattr(tokenizer, "hf", None)
+    specials = hf.all_special_tokens if hf is not None else getattr(tokenizer, "SPECIAL_TOKENS", ())
+    while any(special in text for special in specials):
+        for special in specials:
+            text = text.replace(special, "")
+    return text
+
+
 def token_observation_space(tokenizer: Tokenizer, max_length: int,
                             constrained: bool) -> spaces.Dict:
     """The observation space of one seat: the same keys and shapes as every token env."""

@@ -10,7 +10,11 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from llm_gym.envs.multiagent.games import GameRules
-from llm_gym.envs.multiagent.seat import SeatConversation, token_observation_space
+from llm_gym.envs.multiagent.seat import (
+    SeatConversation,
+    plain_text,
+    token_observation_space,
+)
 from llm_gym.envs.multiagent.token_aec import check_token
 from llm_gym.tokenizers import Tokenizer, load_tokenizer
 
@@ -25,13 +29,22 @@ class TokenSimultaneousGame(ParallelEnv):
     that names no move costs ``invalid_penalty`` and that player is asked again. A
     conversation that fills ``max_length`` truncates the game for every player.
 
+    With ``talk=True`` every round opens with a message turn: each player writes free text (up
+    to ``max_new_tokens`` tokens, any tokens allowed), and once both have written, each is shown
+    the other's message (special-token strings removed, :func:`plain_text`) and asked for its
+    move. Messages change no payoff: cheap talk, whose effect is the game's point.
+
     Args:
         rules: the game's text (:mod:`llm_gym.envs.multiagent.games`).
         make_parallel: builds the real PettingZoo parallel env.
         tokenizer, constrained, invalid_penalty, max_length, max_new_tokens, render_mode:
             as for :class:`~llm_gym.envs.multiagent.token_aec.TokenTurnGame`.
         game_kwargs: keyword arguments of ``make_parallel``.
+        talk: open every round with a free-text message turn.
     """
+
+    TALK_ASK = " Write a short message to your opponent."
+    MOVE_ASK = "Now answer with your move."
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1,
                                 "name": "token_simultaneous_game"}
@@ -39,7 +52,8 @@ class TokenSimultaneousGame(ParallelEnv):
     def __init__(self, rules: GameRules, make_parallel: Callable[..., ParallelEnv],
                  tokenizer: str | Tokenizer | Any | None = None, constrained: bool = False,
                  invalid_penalty: float = -0.1, max_length: int = 2048, max_new_tokens: int = 8,
-                 render_mode: str | None = None, game_kwargs: dict[str, Any] | None = None) -> None:
+                 render_mode: str | None = None, game_kwargs: dict[str, Any] | None = None,
+                 talk: bool = False) -> None:
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be 'ansi' or None, got {render_mode!r}")
         if max_new_tokens < 1 or max_length <= max_new_tokens:
@@ -59,7 +73,10 @@ class TokenSimultaneousGame(ParallelEnv):
                                           rules.move_words, self.constrained)
                       for a in self.possible_agents}
         self.agents: list[str] = []
-        self._chosen: dict[str, int] = {}
+        self.talk = bool(talk)
+        self._talking = False  # in a round's message turn
+        self._chosen: dict[str, int] = {}  # move (or message turn done: -1) per player
+        self._messages: dict[str, str] = {}
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self.observation_spaces[agent]
@@ -69,18 +86,19 @@ class TokenSimultaneousGame(ParallelEnv):
 
     @property
     def _aec(self) -> Any:
-        """The AEC env under PettingZoo's parallel wrapper: the board text reads it."""
-        return self.classic_env.aec_env
+        """What the board text reads (PettingZoo's AEC env under the parallel wrapper)."""
+        return getattr(self.classic_env, "aec_env", self.classic_env)
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, Any], dict[str, Any]]:
         self.classic_env.reset(seed=seed)
         self.agents = list(self.possible_agents)
-        self._chosen = {}
+        self._chosen, self._messages, self._talking = {}, {}, self.talk
         legal = np.ones(len(self.rules.move_words), dtype=bool)
+        ask = self.TALK_ASK if self.talk else ""
         for agent, seat in self.seats.items():
             seat.clear()
-            seat.start(self.rules.opening(self._aec, agent), legal)
+            seat.start(self.rules.opening(self._aec, agent, ask), legal)
         return self._observations(), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -95,6 +113,10 @@ class TokenSimultaneousGame(ParallelEnv):
             ended = self.seats[agent].write(tokens[agent])
             if ended is None:
                 continue
+            if self._talking:
+                self._messages[agent] = plain_text(self.seats[agent].response(), self.tokenizer)
+                self._chosen[agent] = -1
+                continue
             move = self.rules.parse(self.seats[agent].response()) if ended == "stop" else None
             if move is None:
                 rewards[agent] += self.invalid_penalty
@@ -107,24 +129,40 @@ class TokenSimultaneousGame(ParallelEnv):
         terms = dict.fromkeys(live, False)
         truncs = dict.fromkeys(live, truncated)
         if not truncated and len(self._chosen) == len(live):
-            truncated = self._play_round(rewards, terms, truncs)
+            if self._talking:
+                truncated = self._pass_messages()
+            else:
+                truncated = self._play_round(rewards, terms, truncs)
         if truncated:
             truncs = dict.fromkeys(live, True)
         observations = self._observations()
         self.agents = [a for a in live if not (terms[a] or truncs[a])]
         return observations, rewards, terms, truncs, infos
 
+    def _pass_messages(self) -> bool:
+        """Show each player the other's message and ask for moves; True when one is full."""
+        legal = np.ones(len(self.rules.move_words), dtype=bool)
+        full = False
+        for agent in self.agents:
+            other = next(a for a in self.agents if a != agent)
+            text = f"Your opponent says: {self._messages[other]}\n{self.MOVE_ASK}"
+            full |= not self.seats[agent].reply(text, legal)
+        self._chosen, self._messages, self._talking = {}, {}, False
+        return full
+
     def _play_round(self, rewards: dict, terms: dict, truncs: dict) -> bool:
         """Step the real env with every chosen move; True when a conversation is full."""
         _, round_rewards, round_terms, round_truncs, _ = self.classic_env.step(self._chosen)
-        self._chosen = {}
+        self._chosen, self._talking = {}, self.talk
         full = False
         legal = np.ones(len(self.rules.move_words), dtype=bool)
+        ask = self.TALK_ASK if self.talk else ""
         for agent in rewards:
             rewards[agent] += float(round_rewards[agent])
             terms[agent], truncs[agent] = bool(round_terms[agent]), bool(round_truncs[agent])
             if not (terms[agent] or truncs[agent]):
-                full |= not self.seats[agent].reply(self.rules.board(self._aec, agent), legal)
+                text = self.rules.board(self._aec, agent) + ask
+                full |= not self.seats[agent].reply(text, legal)
         return full
 
     def _check_actions(self, actions: Any) -> dict[str, int]:
@@ -145,6 +183,8 @@ class TokenSimultaneousGame(ParallelEnv):
     def _observations(self) -> dict[str, dict[str, np.ndarray]]:
         observations = {a: self.seats[a].observation() for a in self.agents}
         if self.constrained:
+            for agent in self.agents if self._talking else ():
+                observations[agent]["action_mask"] = np.ones(self.tokenizer.vocab_size, np.int8)
             for agent in self._chosen:
                 mask = np.zeros(self.tokenizer.vocab_size, dtype=np.int8)
                 mask[self.tokenizer.eos_token_id] = 1

@@ -18,7 +18,8 @@ from llm_gym.commands.arguments import json_object
 # game -> the single-agent token view whose tokenizer and budgets LLM players use
 TOKEN_VIEWS = {"tictactoe": "llm_gym/TicTacToeText-v0",
                "connect_four": "llm_gym/ConnectFourText-v0",
-               "rps": "llm_gym/RockPaperScissorsText-v0"}
+               "rps": "llm_gym/RockPaperScissorsText-v0",
+               "prisoners_dilemma": "llm_gym/PrisonersDilemmaText-v0"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -152,7 +152,7 @@ class MinimaxPolicy:
             values = [self._c4_move_value(board, int(m)) for m in legal]
         else:
             raise ValueError(f"minimax plays tictactoe and connect_four, not {turn.rules.name!r}; "
-                             "in rock-paper-scissors uniform random play ('random') is optimal")
+                             "use 'random' or a callable(turn) -> move")
         best = np.flatnonzero(np.asarray(values) == max(values))
         return int(legal[turn.rng.choice(best)])
 
