@@ -112,16 +112,20 @@ def test_opponent_specs_and_forfeits():
     assert play.play(4) == 1.0 and play.over and play.outcome() == "win"
 
 
-def test_grpo_trains_on_the_tictactoe_view_against_random():
+def test_grpo_trains_on_the_tictactoe_view_against_random_with_a_shaping_wrapper():
     from llm_gym.agents.factory import make_agent
 
     agent = make_agent("grpo", "llm_gym/TicTacToeText-v0", model="tiny",
                        env_kwargs={"constrained": True, "max_length": 512},
-                       config={"group_size": 2, "prompts_per_batch": 2})
+                       config={"group_size": 2, "prompts_per_batch": 2},
+                       wrappers=[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}])
     agent.learn(total_timesteps=40)
     assert agent.episode_log, "no finished game was recorded"
     assert all(r.success is not None for r in agent.episode_log)
-    assert all(-1.0 <= r.episode_return <= 1.0 for r in agent.episode_log)
+    # game rewards are -1/0/+1; every token costs 0.01 (constrained: no invalid penalty)
+    for record in agent.episode_log:
+        game_return = record.episode_return + 0.01 * record.length
+        assert min(abs(game_return - g) for g in (-1, 0, 1)) < 1e-6
 
 
 def test_maskable_ppo_and_an_sb3_opponent_on_the_classic_view():
