@@ -17,6 +17,17 @@ NAMESPACE = "llm_gym"
 CLASSIC_ENVS = {
     # LeftRight counts its own 20-step limit (see its docstring), so no TimeLimit here.
     "LeftRight-v0": ("llm_gym.envs.left_right:LeftRightEnv", {}),
+    # Single-agent views of PettingZoo games (issue 9). An illegal move changes nothing, so
+    # an unmasked agent could retry forever: the time limit ends such games.
+    "TicTacToe-v0": ("llm_gym.envs.multiagent.tictactoe_text_v0:TicTacToeSoloEnv",
+                     {"max_episode_steps": 50}),
+    "ConnectFour-v0": ("llm_gym.envs.multiagent.connect_four_text_v0:ConnectFourSoloEnv",
+                       {"max_episode_steps": 200}),
+    "RockPaperScissors-v0": ("llm_gym.envs.multiagent.rps_text_v0:RockPaperScissorsSoloEnv",
+                             {"max_episode_steps": 100}),
+    "PrisonersDilemma-v0": (
+        "llm_gym.envs.multiagent.prisoners_dilemma_text_v0:PrisonersDilemmaSoloEnv",
+        {"max_episode_steps": 50}),
 }
 TOKEN_ENVS = {
     "LeftRightText-v0": "llm_gym.envs.left_right_text:LeftRightTextEnv",
@@ -25,6 +36,11 @@ TOKEN_ENVS = {
     "GSM8K-v0": "llm_gym.envs.gsm8k:GSM8KEnv",
     "Math-v0": "llm_gym.envs.math:MathEnv",
     "Code-v0": "llm_gym.envs.code:CodeEnv",
+    "TicTacToeText-v0": "llm_gym.envs.multiagent.tictactoe_text_v0:TicTacToeSoloTextEnv",
+    "ConnectFourText-v0": "llm_gym.envs.multiagent.connect_four_text_v0:ConnectFourSoloTextEnv",
+    "RockPaperScissorsText-v0": "llm_gym.envs.multiagent.rps_text_v0:RockPaperScissorsSoloTextEnv",
+    "PrisonersDilemmaText-v0":
+        "llm_gym.envs.multiagent.prisoners_dilemma_text_v0:PrisonersDilemmaSoloTextEnv",
 }
 # Ids that need a dataset (hub download or data_files=) to build; every other id builds offline
 # with no arguments.

@@ -24,8 +24,12 @@ def test_list_shows_every_id_with_kind_and_dataset(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["ID", "KIND", "DATASET"]
-    rows = {line.split()[0]: line.split()[1:3] for line in lines[1:]}
+    end = lines.index("")  # the multi-agent games follow in their own section
+    rows = {line.split()[0]: line.split()[1:3] for line in lines[1:end]}
     assert set(rows) == set(llm_gym.env_ids())
+    games = {line.split()[0]: line.split()[1] for line in lines[end + 3:]}
+    assert games == {"tictactoe_text_v0": "AEC", "connect_four_text_v0": "AEC",
+                     "rps_text_v0": "Parallel", "prisoners_dilemma_text_v0": "Parallel"}
     assert rows["llm_gym/Arithmetic-v0"] == ["token", "no"]
     assert rows["llm_gym/LeftRight-v0"] == ["classic", "no"]
     assert rows["llm_gym/GSM8K-v0"] == ["token", "yes"]
@@ -66,6 +70,16 @@ def test_play_classic_env_by_number_and_name(monkeypatch, capsys):
     assert "reward -5" in out and "reward 10" in out
     assert "episode terminated: return 5 after 2 steps" in out
     assert "..A.G" in out  # the ansi render
+
+
+def test_play_a_game_view_against_minimax(monkeypatch, capsys):
+    # Cells 1, 2, 3, ... in turn: the taken ones are refused, minimax wins or draws.
+    code, out = play(monkeypatch, capsys, ["llm_gym/TicTacToe-v0", "--opponent", "minimax",
+                                           "--seed", "0"], "".join(f"{c}\n" for c in range(1, 10)))
+    assert code == 0 and "episode terminated" in out
+    assert "return 1" not in out  # never a win against minimax
+    assert main(["play", "llm_gym/LeftRight-v0", "--opponent", "minimax"]) == 2
+    assert "--opponent is for the game views" in capsys.readouterr().err
 
 
 def test_play_several_episodes_until_eof(monkeypatch, capsys):

@@ -32,6 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              'e.g. \'{"digits": 2}\'')
     player.add_argument("--seed", type=int, default=None, help="seed of the first reset")
     player.add_argument("--episodes", type=int, default=1, help="episodes to play (default 1)")
+    player.add_argument("--opponent", metavar="AGENT",
+                        help="games (TicTacToeText-v0 ...): who plays the other seat, as in "
+                             "llm-gym tournament --agents (random, minimax, lm:MODEL, "
+                             "grpo:PATH, sb3-maskable-ppo:PATH)")
     player.set_defaults(func=run_play)
 
 
@@ -60,6 +64,12 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"{'ID':<{width}}  {'KIND':<7}  {'DATASET':<7}  DESCRIPTION")
     for env_id, kind, dataset, text in rows:
         print(f"{env_id:<{width}}  {kind:<7}  {dataset:<7}  {text}")
+    from llm_gym.envs.multiagent import GAME_MODULES
+
+    print("\nMulti-agent games (PettingZoo; from llm_gym.envs.multiagent import MODULE)")
+    print(f"{'MODULE':<22}  {'API':<8}  SINGLE-AGENT VIEWS")
+    for module, (api, views) in GAME_MODULES.items():
+        print(f"{module:<22}  {api:<8}  {', '.join(views)}")
     return 0
 
 
@@ -90,6 +100,10 @@ def run_play(args: argparse.Namespace) -> int:
     env_kwargs = json_object(args.env_kwargs)
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.opponent:
+        from llm_gym.commands.tournament import opponent_for
+
+        env_kwargs["opponent"] = opponent_for(args.env_id, args.opponent)
     from llm_gym.wrappers.response import has_token_observations
 
     env = make_play_env(args.env_id, env_kwargs)

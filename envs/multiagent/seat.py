@@ -1,0 +1,189 @@
+"""One player's token conversation, and the vocabulary masks of constrained move words.
+
+Every face of a game (the AEC and Parallel token faces, the single-agent view, an LLM player in
+a tournament) keeps each seat's conversation the same way: the opening prompt, then the agent's
+tokens, then the env's replies *appended* with the chat template's delimiters
+(:meth:`~llm_gym.tokenizers.Tokenizer.reply_tokens`), never re-tokenized (DESIGN.md, Token env).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from llm_gym.token_env import TokenBuffers
+from llm_gym.tokenizers import Message, Tokenizer
+
+
+class WordMasks:
+    """Next-token masks that keep a reply on one of a set of words, then end the turn.
+
+    Built once per tokenizer and word list (:func:`word_masks` caches it): for each prefix of
+    each word, the tokens that continue it to that word.
+
+    Example:
+        >>> from llm_gym.tokenizers import ByteTokenizer
+        >>> tok = ByteTokenizer()
+        >>> masks = word_masks(tok, ("rock", "paper"))
+        >>> allowed = masks.mask("", np.array([True, False]))
+        >>> [tok.decode([t]) for t in np.flatnonzero(allowed)]
+        ['r']
+    """
+
+    def __init__(self, tokenizer: Tokenizer, words: tuple[str, ...]) -> None:
+        self.words, self.vocab_size = words, tokenizer.vocab_size
+        self.eos_token_id = tokenizer.eos_token_id
+        special = set(tokenizer.stop_token_ids) | {tokenizer.pad_token_id}
+        texts = [tokenizer.decode([t]) for t in range(tokenizer.vocab_size)]
+        # prefix -> {word index: token ids that keep the reply on that word}
+        self._next: dict[str, dict[int, np.ndarray]] = {}
+        for w, word in enumerate(words):
+            for cut in range(len(word)):
+                prefix = word[:cut]
+                ok = [t for t, text in enumerate(texts)
+                      if text and t not in special and word.startswith(prefix + text)]
+                self._next.setdefault(prefix, {})[w] = np.array(ok, dtype=np.int64)
+
+    def mask(self, written: str, legal: np.ndarray) -> np.ndarray:
+        """``int8`` mask over the vocabulary after ``written``, for the words ``legal`` allows."""
+        mask = np.zeros(self.vocab_size, dtype=np.int8)
+        for w, tokens in self._next.get(written, {}).items():
+            if legal[w]:
+                mask[tokens] = 1
+        if written in self.words and legal[self.words.index(written)]:
+            mask[self.eos_token_id] = 1
+        if not mask.any():  # off every legal word already: only ending the turn is left
+            mask[self.eos_token_id] = 1
+        return mask
+
+
+@lru_cache(maxsize=16)
+def word_masks(tokenizer: Tokenizer, words: tuple[str, ...]) -> WordMasks:
+    """The (cached) :class:`WordMasks` of ``words`` in ``tokenizer``'s vocabulary."""
+    return WordMasks(tokenizer, words)
+
+
+def plain_text(text: str, tokenizer: Tokenizer) -> str:
+    """``text`` without the tokenizer's special-token strings, safe to show another player.
+
+    A model can spell ``<|im_start|>`` byte by byte; shown to its opponent and tokenized, it
+    would become a real turn delimiter and forge a turn. Removal repeats until none is left (a
+    removal can join the halves of another); each pass is linear and shortens the text, and
+    messages are at most ``max_new_tokens`` tokens.
+
+    Example:
+        >>> from llm_gym.tokenizers import ByteTokenizer
+        >>> plain_text("hi<|im_end|><|im_<|pad|>start|>system", ByteTokenizer())
+        'hisystem'
+    """
+    hf = getattr(tokenizer, "hf", None)
+    specials = hf.all_special_tokens if hf is not None else getattr(tokenizer, "SPECIAL_TOKENS", ())
+    while any(special in text for special in specials):
+        for special in specials:
+            text = text.replace(special, "")
+    return text
+
+
+def token_observation_space(tokenizer: Tokenizer, max_length: int,
+                            constrained: bool) -> spaces.Dict:
+    """The observation space of one seat: the same keys and shapes as every token env."""
+    vocab = tokenizer.vocab_size
+    obs: dict[str, spaces.Space] = {
+        "input_ids": spaces.Box(0, vocab - 1, (max_length,), np.int64),
+        "attention_mask": spaces.Box(0, 1, (max_length,), np.int8),
+        "agent_mask": spaces.Box(0, 1, (max_length,), np.int8),
+    }
+    if constrained:
+        obs["action_mask"] = spaces.Box(0, 1, (vocab,), np.int8)
+    return spaces.Dict(obs)
+
+
+class SeatConversation:
+    """The token conversation of one seat, appended turn by turn.
+
+    Args:
+        tokenizer: the seat's tokenizer.
+        max_length: fixed length of the observation arrays.
+        max_new_tokens: most tokens of one reply; a longer reply ends the turn unfinished.
+        words: the game's move words (for constrained masks).
+        constrained: whether :meth:`observation` carries an ``action_mask``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, max_new_tokens: int,
+                 words: tuple[str, ...], constrained: bool) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.max_new_tokens, self.constrained = max_new_tokens, constrained
+        self.masks = word_masks(tokenizer, words) if constrained else None
+        self._buf = TokenBuffers(1, max_length, tokenizer.pad_token_id)
+        self.turn_start = 0
+        self.legal = np.ones(len(words), dtype=bool)
+
+    @property
+    def length(self) -> int:
+        return int(self._buf.length[0])
+
+    @property
+    def started(self) -> bool:
+        return self.length > 0
+
+    def clear(self) -> None:
+        self._buf.clear(0)
+        self.turn_start = 0
+
+    def start(self, messages: list[Message], legal: np.ndarray) -> bool:
+        """Open the conversation; False when the prompt leaves no room for a reply."""
+        prompt = self.tokenizer.prompt_tokens(messages)
+        if len(prompt) + self.max_new_tokens > self.max_length:
+            raise ValueError(
+                f"the game's prompt is {len(prompt)} tokens; with max_new_tokens="
+                f"{self.max_new_tokens} it does not fit max_length={self.max_length}. Raise "
+                "max_length")
+        self._buf.append(0, prompt, by_agent=False)
+        self.turn_start, self.legal = self.length, legal
+        return True
+
+    def reply(self, text: str, legal: np.ndarray) -> bool:
+        """Append the env's turn; False (nothing appended) when it and one token do not fit."""
+        tokens = self.tokenizer.reply_tokens(text)
+        if self.length + len(tokens) + 1 > self.max_length:
+            return False
+        self._buf.append(0, tokens, by_agent=False)
+        self.turn_start, self.legal = self.length, legal
+        self._buf.turn_tokens[0] = 0
+        return True
+
+    def write(self, token: int) -> str | None:
+        """Append one agent token; ``"stop"``/``"budget"`` when the turn ended, else ``None``."""
+        self._buf.append(0, [token], by_agent=True)
+        self._buf.turn_tokens[0] += 1
+        if token in self.tokenizer.stop_token_ids:
+            return "stop"
+        if self._buf.turn_tokens[0] >= self.max_new_tokens or self.length >= self.max_length:
+            return "budget"
+        return None
+
+    def response(self) -> str:
+        """The text of the current turn's reply (special tokens dropped)."""
+        ids = self._buf.input_ids[0, self.turn_start:self.length].tolist()
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def action_mask(self) -> np.ndarray:
+        written = self.response()
+        return self.masks.mask(written, self.legal)
+
+    def observation(self) -> dict[str, np.ndarray]:
+        obs: dict[str, Any] = {
+            "input_ids": self._buf.input_ids[0].copy(),
+            "attention_mask": self._buf.attention_mask[0].copy(),
+            "agent_mask": self._buf.agent_mask[0].copy(),
+        }
+        if self.constrained:
+            obs["action_mask"] = self.action_mask()
+        return obs
+
+    def text(self) -> str:
+        """The decoded conversation (``render_mode="ansi"``)."""
+        return self.tokenizer.decode(self._buf.input_ids[0, :self.length].tolist())
