@@ -109,3 +109,25 @@ def test_action_masks_select_repeats_and_reorders_rows():
                             torch.ones(3, dtype=torch.bool), allowed[2]])
     assert torch.equal(picked.allowed, expected)
     assert len(masks.select([])) == 0 and masks.select([]).token_ids.numel() == 0
+
+
+def test_an_env_that_overrides_only_action_mask_still_constrains_the_rollout():
+    from llm_gym.envs.arithmetic import ArithmeticEnv
+    from llm_gym.vector import TokenVectorEnv
+
+    class DigitsOnly(ArithmeticEnv):
+        constrains_vocabulary = True
+
+        def action_mask(self):
+            mask = np.zeros(self.vocab_size, dtype=np.int8)
+            mask[[ord(c) for c in "0123456789"]] = 1  # byte tokenizer: id = byte
+            return mask
+
+    envs = TokenVectorEnv(DigitsOnly, 2, autoreset_mode="Disabled", max_new_tokens=3)
+    envs.reset(seed=0)
+    rows, ids = envs.allowed_tokens()
+    assert rows.tolist() == [0] * 10 + [1] * 10 and set(ids.tolist()) == set(range(48, 58))
+    batch = collect_rollouts(tiny_model()[0], envs, seed=0,
+                             generator=torch.Generator().manual_seed(0))
+    written = batch.input_ids[batch.agent_mask.bool()]
+    assert ((written >= 48) & (written < 58)).all() and len(written) == 6
