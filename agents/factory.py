@@ -29,8 +29,10 @@ GRPO_FAMILY: dict[str, dict[str, Any]] = {
     "reinforce-pp": {"advantage": "reinforce_pp", "kl_coef": 0.01},
 }
 LLM_AGENTS = (*GRPO_FAMILY, "ppo")
+# Bandit baselines (llm_gym.agents.bandits), for llm_gym/Bandit-v0.
+BANDIT_AGENTS = ("epsilon-greedy", "epsilon-greedy-decay", "ucb1", "thompson")
 AGENT_NAMES = (*LLM_AGENTS, "sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo", "q-learning",
-               "greedy", "random")
+               "greedy", "random", *BANDIT_AGENTS)
 SB3_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"n_steps": 256, "batch_size": 64},
     "maskable-ppo": {"n_steps": 256, "batch_size": 64},
@@ -116,6 +118,10 @@ def _make_env_agent(name: str, env: gym.Env, kwargs: dict, seed: int, log_dir: A
         algo = name.removeprefix("sb3-")
         return make_sb3_agent(algo, env, seed=seed, log_dir=log_dir,
                               **{**SB3_DEFAULTS[algo], **kwargs})
+    if name in BANDIT_AGENTS:
+        from llm_gym.agents.bandits import make_bandit_agent
+
+        return make_bandit_agent(name, env, seed=seed, **kwargs)
     from llm_gym.agents.greedy import GreedyAgent, RandomAgent
     from llm_gym.agents.tabular import QLearningAgent
 
@@ -188,6 +194,8 @@ def agent_file(name: str, directory: str | Path) -> Path:
         return directory / "agent.zip"
     if name in ("q-learning", "greedy"):
         return directory / "agent.npz"
+    if name in BANDIT_AGENTS:
+        return directory / "agent.json"
     return directory / "agent"
 
 
@@ -213,6 +221,10 @@ def load_agent(
     from llm_gym.agents.sb3 import make_env
     from llm_gym.agents.tabular import QLearningAgent
 
+    if name in BANDIT_AGENTS:
+        from llm_gym.agents.bandits import load_bandit_agent
+
+        return load_bandit_agent(name, path, make_env(env_id, env_kwargs, wrappers))
     cls = {"q-learning": QLearningAgent, "greedy": GreedyAgent, "random": RandomAgent}[name]
     env = make_env(env_id, env_kwargs, wrappers)
     return cls.load(path, env=env) if name != "random" else cls(env, seed=seed)

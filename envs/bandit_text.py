@@ -16,8 +16,11 @@ class BanditTextEnv(ClassicTextEnv):
     ## Description
     The agent names an arm (`0` .. `num_arms - 1`) and ends its turn; the env pulls that arm
     of a real :class:`BanditEnv` (same seed, same means, same rewards as the classic face) and
-    replies with the payoff, e.g. `Arm 3: reward 1.`. The history is the conversation itself:
-    every reply is appended, never re-tokenized, so the agent sees all its pulls and payoffs.
+    replies with the payoff, e.g. `Reward 1.`. The history is the conversation itself: every
+    reply is appended, never re-tokenized, so the agent sees each of its pulls followed by its
+    payoff. The reply is that short on purpose: with SmolLM2's tokenizer a turn takes about
+    18 tokens (the chat delimiters are most of them), so about 440 pulls fit its 8,192-token
+    context.
 
     ## Action Space
     `Discrete(vocab_size)`: one token per step.
@@ -102,9 +105,12 @@ class BanditTextEnv(ClassicTextEnv):
         return result
 
     def pull_reply(self, arm: int, reward: float) -> str:
-        """The env's reply to a pull: the arm and its payoff (Gaussian payoffs to 2 decimals)."""
+        """The env's reply to a pull: its payoff (Gaussian payoffs to 2 decimals).
+
+        The arm is the agent's own turn just before, so the reply does not repeat it.
+        """
         shown = f"{reward:.0f}" if self.classic_env.arm_type == "bernoulli" else f"{reward:.2f}"
-        return f"Arm {arm}: reward {shown}."
+        return f"Reward {shown}."
 
     def _length_for_horizon(self, tokenizer: Tokenizer, max_new_tokens: int) -> int:
         """Tokens of the prompt plus `horizon` valid turns with the widest reply, plus one turn.
@@ -112,8 +118,9 @@ class BanditTextEnv(ClassicTextEnv):
         One token of margin per turn: a BPE tokenizer may split another payoff differently.
         """
         classic = self.classic_env
-        widest = "-99.99" if classic.arm_type == "gaussian" else "1"
-        reply = tokenizer.reply_tokens(f"Arm {classic.num_arms - 1}: reward {widest}.")
+        # Gaussian payoffs are N(mean, 1) with mean ~ N(0, 1): never near -99.99.
+        widest = -99.99 if classic.arm_type == "gaussian" else 1.0
+        reply = tokenizer.reply_tokens(self.pull_reply(classic.num_arms - 1, widest))
         turn = len(self.action_words[-1]) + 1 + len(reply) + 1
         prompt = tokenizer.prompt_tokens(chat_messages(self.describe(None), self.instructions()))
         return len(prompt) + classic.horizon * turn + max_new_tokens + 1

@@ -124,7 +124,7 @@ def test_text_face_appends_the_history_and_replies_with_the_payoff():
     after, reward, *_ = _pull(env, 2)
     np.testing.assert_array_equal(after["input_ids"][:length], before["input_ids"][:length])
     assert env.render().rstrip().endswith(
-        f"Arm 2: reward {reward:.0f}.<|im_end|>\n<|im_start|>assistant")
+        f"2<|im_end|>\n<|im_start|>user\nReward {reward:.0f}.<|im_end|>\n<|im_start|>assistant")
 
 
 def test_invalid_reply_pulls_nothing_and_costs_the_penalty():
