@@ -32,16 +32,17 @@ from llm_gym.agents.tabular import EpisodicAgent
 
 
 def check_bandit(env: gym.Env, agent_name: str) -> None:
-    """Raise :class:`AgentEnvMismatch` unless ``env`` shows a bandit's counts and mean rewards."""
-    obs_space, act_space = env.observation_space, env.action_space
-    arms = act_space.n if isinstance(act_space, gym.spaces.Discrete) else None
-    if arms is None or not isinstance(obs_space, gym.spaces.Box) or obs_space.shape != (2 * arms,):
+    """Raise :class:`AgentEnvMismatch` unless ``env`` (under any wrappers) is a BanditEnv.
+
+    The shapes alone cannot tell: CartPole's Box(4,) and Discrete(2) look like two arms.
+    """
+    from llm_gym.envs.bandit import BanditEnv
+
+    if not isinstance(env.unwrapped, BanditEnv):
         env_id = env.spec.id if env.spec else type(env.unwrapped).__name__
         raise AgentEnvMismatch(
-            f"{agent_name} needs a bandit's observation (the pull count and mean reward of each "
-            f"of k arms, a Box of shape (2k,)) and Discrete(k) actions; {env_id} has observation "
-            f"space {type(obs_space).__name__}{getattr(obs_space, 'shape', '')} and action "
-            f"space {act_space}. Use it on llm_gym/Bandit-v0")
+            f"{agent_name} needs a bandit's observation (each arm's pull count and mean "
+            f"reward), which {env_id} does not give. Use it on llm_gym/Bandit-v0")
 
 
 class BanditAgent(EpisodicAgent):
@@ -129,7 +130,7 @@ class EpsilonGreedyAgent(BanditAgent):
     linearly.
 
     Args:
-        env: ``llm_gym/Bandit-v0`` (or an env with its observation).
+        env: ``llm_gym/Bandit-v0``, possibly wrapped.
         epsilon: the fixed exploration rate (unused when ``decay_c`` is set).
         decay_c: the decay constant, or ``None`` for a fixed ε.
         seed: seeds exploration, tie-breaking and the env resets.
@@ -177,7 +178,7 @@ class UCB1Agent(BanditAgent):
     rewards in [0, 1], whose regret grows as log t.
 
     Args:
-        env: ``llm_gym/Bandit-v0`` (or an env with its observation).
+        env: ``llm_gym/Bandit-v0``, possibly wrapped.
         exploration: the constant under the square root (2 in the paper).
         seed: seeds tie-breaking and the env resets.
 
@@ -215,7 +216,7 @@ class ThompsonAgent(BanditAgent):
     prior (Agrawal & Goyal 2013), the env's own prior and noise.
 
     Args:
-        env: ``llm_gym/Bandit-v0`` (or an env with its observation).
+        env: ``llm_gym/Bandit-v0``, possibly wrapped.
         arm_type: ``"bernoulli"`` or ``"gaussian"`` (default: the env's ``arm_type``).
         seed: seeds the posterior samples and the env resets.
 
