@@ -2,8 +2,9 @@
 
 Names: ``grpo`` and ``ppo`` (llm_gym's own trainers; ``ppo`` also runs classic envs with an MLP),
 ``sb3-ppo``, ``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 / sb3-contrib),
-``q-learning``, ``greedy`` (one-step, γ = 0) and ``random``. Every agent has SB3's interface
-plus ``episode_log`` (the training curve).
+``q-learning``, ``greedy`` (one-step, γ = 0), ``random``, and the bandit baselines
+``epsilon-greedy``, ``epsilon-greedy-decay``, ``ucb1`` and ``thompson``. Every agent has SB3's
+interface plus ``episode_log`` (the training curve).
 
 SB3 agents get compact defaults that learn within the small budgets of ``llm-gym compare`` and
 ``quickstart`` (PPO rollouts of 256 steps instead of 2048, DQN learning from step 500 with a
