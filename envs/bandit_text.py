@@ -101,10 +101,10 @@ class BanditTextEnv(ClassicTextEnv):
     def end_turn(self, response: str, response_ids: list[int], finished: bool) -> TurnResult:
         result = super().end_turn(response, response_ids, finished)
         if result.info.get("valid_action"):
-            result.reply = self.pull_reply(result.info["classic_action"], result.reward)
+            result.reply = self.pull_reply(result.reward)
         return result
 
-    def pull_reply(self, arm: int, reward: float) -> str:
+    def pull_reply(self, reward: float) -> str:
         """The env's reply to a pull: its payoff (Gaussian payoffs to 2 decimals).
 
         The arm is the agent's own turn just before, so the reply does not repeat it.
@@ -120,7 +120,7 @@ class BanditTextEnv(ClassicTextEnv):
         classic = self.classic_env
         # Gaussian payoffs are N(mean, 1) with mean ~ N(0, 1): never near -99.99.
         widest = -99.99 if classic.arm_type == "gaussian" else 1.0
-        reply = tokenizer.reply_tokens(self.pull_reply(classic.num_arms - 1, widest))
+        reply = tokenizer.reply_tokens(self.pull_reply(widest))
         turn = len(self.action_words[-1]) + 1 + len(reply) + 1
         prompt = tokenizer.prompt_tokens(chat_messages(self.describe(None), self.instructions()))
         return len(prompt) + classic.horizon * turn + max_new_tokens + 1
