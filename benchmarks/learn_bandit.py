@@ -4,13 +4,15 @@ Classic face (``llm_gym/Bandit-v0``, horizon 500): random, ε-greedy (fixed 0.1 
 UCB1 and Thompson sampling, each run through ``llm_gym.agents.compare`` for one episode of the
 horizon per seed (seed ``s`` is the same bandit instance for every agent). Text face
 (``llm_gym/BanditText-v0``, arm-name mask on): SmolLM2-135M-Instruct prompted, no training,
-greedy under the mask, seeds and instances the same as the classic runs. The LM runs on fewer
-seeds and a shorter horizon than the baselines because a 135M model on 2 shared CPU cores costs
-about half a second a pull, and a 500-pull conversation (about 9,100 tokens) would not fit its
-8,192-token context; ``--lm-horizon`` and ``--lm-seeds`` say how many.
+greedy or sampled under the mask, on the same seeds (the same bandit instances) as the classic
+runs. The LM runs on fewer seeds and a shorter horizon than the baselines: a 135M model on 2
+shared CPU cores costs 1-2 s a pull under load, and a 500-pull conversation (about 9,100
+tokens) would not fit its 8,192-token context.
 
-    nice -n 10 python benchmarks/learn_bandit.py --seeds 0-19 --out benchmarks/results/learn_bandit
-    nice -n 10 python benchmarks/learn_bandit.py --only lm --lm-seeds 0-4 --lm-horizon 400
+    nice -n 10 python benchmarks/learn_bandit.py --only baselines --seeds 0-19
+    nice -n 10 python benchmarks/learn_bandit.py --only lm --lm-seeds 0-9 --lm-horizon 100
+    nice -n 10 python benchmarks/learn_bandit.py --only lm --lm-seeds 0-9 --lm-temperature 1
+    python benchmarks/learn_bandit.py --only table --lm-seeds 0-9   # table.md, regret PNG
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import numpy as np
 CLASSIC, TEXT = "llm_gym/Bandit-v0", "llm_gym/BanditText-v0"
 BASELINES = ("random", "epsilon-greedy", "epsilon-greedy-decay", "ucb1", "thompson")
 REPORT_AT = (50, 100, 200, 400, 500)  # pulls at which the table reads the regret curves
-LM_NAME = "SmolLM2-135M prompted (text face)"
 
 
 def seeds_from(text: str) -> list[int]:
@@ -51,8 +52,13 @@ def run_baselines(seeds: list[int], horizon: int, out: Path) -> dict[str, dict[i
     return curves
 
 
-def run_lm(seed: int, horizon: int, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """One prompted episode of the LM on the masked text face: greedy, KV-cached, O(1) a token."""
+def run_lm(seed: int, horizon: int, model: Any, tokenizer: Any,
+           temperature: float = 0.0) -> dict[str, Any]:
+    """One prompted episode of the LM on the masked text face, KV-cached (O(1) a token).
+
+    ``temperature`` 0 is greedy; otherwise tokens are sampled from the masked softmax with a
+    generator seeded by ``seed``.
+    """
     import torch
     from transformers import DynamicCache
 
@@ -61,6 +67,7 @@ def run_lm(seed: int, horizon: int, model: Any, tokenizer: Any) -> dict[str, Any
     env = gym.make(TEXT, horizon=horizon, tokenizer=tokenizer, constrained=True)
     obs, _ = env.reset(seed=seed)
     cache, fed, regrets, arms, forwards = DynamicCache(), 0, [], [], 0
+    generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     while True:
         allowed = np.flatnonzero(obs["action_mask"])
@@ -73,8 +80,13 @@ def run_lm(seed: int, horizon: int, model: Any, tokenizer: Any) -> dict[str, Any
                 out = model(input_ids=ids, use_cache=True, logits_to_keep=1,
                             **{cache_argument(model): cache})
             cache, fed, forwards = getattr(out, cache_argument(model)), length, forwards + 1
-            scores = out.logits[0, -1, torch.from_numpy(allowed)]
-            token = int(allowed[int(torch.argmax(scores))])
+            scores = out.logits[0, -1, torch.from_numpy(allowed)].float()
+            if temperature > 0:
+                probs = torch.softmax(scores / temperature, dim=-1)
+                pick = int(torch.multinomial(probs, 1, generator=generator))
+            else:
+                pick = int(torch.argmax(scores))
+            token = int(allowed[pick])
         obs, _, terminated, truncated, info = env.step(token)
         if "regret" in info:
             regrets.append(float(info["regret"]))
@@ -82,14 +94,20 @@ def run_lm(seed: int, horizon: int, model: Any, tokenizer: Any) -> dict[str, Any
         if terminated or truncated:
             break
     means = env.unwrapped.classic_env.arm_means
-    return {"seed": seed, "horizon": horizon, "regrets": regrets, "arms": arms,
+    return {"seed": seed, "horizon": horizon, "temperature": temperature,
+            "regrets": regrets, "arms": arms,
             "arm_means": means.tolist(), "terminated": bool(terminated),
             "tokens": int(obs["attention_mask"].sum()), "forwards": forwards,
             "seconds": time.perf_counter() - start}
 
 
-def run_lm_seeds(seeds: list[int], horizon: int, out: Path) -> None:
-    """Run the prompted LM on each seed, writing ``lm_seed<s>.json`` as each one ends."""
+def lm_tag(temperature: float, horizon: int) -> str:
+    """File-name tag of an LM setting: ``greedy_h100``, ``t1.0_h100``."""
+    return f"{'greedy' if temperature == 0 else f't{temperature}'}_h{horizon}"
+
+
+def run_lm_seeds(seeds: list[int], horizon: int, out: Path, temperature: float = 0.0) -> None:
+    """Run the prompted LM on each seed, writing ``lm_<tag>_seed<s>.json`` as each one ends."""
     import torch
 
     from llm_gym.models import load_model
@@ -97,8 +115,9 @@ def run_lm_seeds(seeds: list[int], horizon: int, out: Path) -> None:
     torch.set_num_threads(1)  # 2 shared cores: a second thread only contends
     model, tokenizer = load_model("smollm2", device="cpu")
     for seed in seeds:
-        result = run_lm(seed, horizon, model, tokenizer)
-        (out / f"lm_seed{seed}.json").write_text(json.dumps(result))
+        result = run_lm(seed, horizon, model, tokenizer, temperature)
+        (out / f"lm_{lm_tag(temperature, horizon)}_seed{seed}.json").write_text(
+            json.dumps(result))
         print(f"LM seed {seed}: regret {sum(result['regrets']):.1f} over "
               f"{len(result['regrets'])} pulls, {result['seconds']:.0f} s", flush=True)
 
@@ -110,9 +129,11 @@ def load_curves(out: Path) -> dict[str, dict[int, list[float]]]:
     if baselines.is_file():
         for name, by_seed in json.loads(baselines.read_text()).items():
             curves[name] = {int(seed): regrets for seed, regrets in by_seed.items()}
-    for path in sorted(out.glob("lm_seed*.json")):
+    for path in sorted(out.glob("lm_*_seed*.json")):
         result = json.loads(path.read_text())
-        curves.setdefault(LM_NAME, {})[result["seed"]] = result["regrets"]
+        mode = "greedy" if result["temperature"] == 0 else f"sampled T={result['temperature']}"
+        name = f"SmolLM2 prompted, {mode}, horizon {result['horizon']}"
+        curves.setdefault(name, {})[result["seed"]] = result["regrets"]
     return curves
 
 
@@ -127,7 +148,7 @@ def table(curves: dict[str, dict[int, list[float]]], lm_seeds: list[int]) -> str
     for name, by_seed in curves.items():
         subsets = [sorted(by_seed)]
         lm = [s for s in lm_seeds if s in by_seed]
-        if name != LM_NAME and lm and lm != subsets[0]:
+        if not name.startswith("SmolLM2") and lm and lm != subsets[0]:
             subsets.append(lm)
         for seeds in subsets:
             cells = []
@@ -170,7 +191,8 @@ def main() -> int:
     parser.add_argument("--seeds", default="0-19", help="baseline seeds, '0-19' or '0,1'")
     parser.add_argument("--horizon", type=int, default=500)
     parser.add_argument("--lm-seeds", default="0-4")
-    parser.add_argument("--lm-horizon", type=int, default=400)
+    parser.add_argument("--lm-horizon", type=int, default=100)
+    parser.add_argument("--lm-temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--only", choices=("baselines", "lm", "table"),
                         help="run one part (the table reads what is in --out)")
     parser.add_argument("--out", default="benchmarks/results/learn_bandit")
@@ -178,7 +200,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.only in (None, "lm"):
-        run_lm_seeds(seeds_from(args.lm_seeds), args.lm_horizon, out)
+        run_lm_seeds(seeds_from(args.lm_seeds), args.lm_horizon, out, args.lm_temperature)
     if args.only in (None, "baselines"):
         curves = run_baselines(seeds_from(args.seeds), args.horizon, out)
         (out / "baselines.json").write_text(json.dumps(curves))
