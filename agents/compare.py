@@ -244,7 +244,7 @@ def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = 
     evaluated first (:attr:`RunResult.initial_return`), so the table shows what was learned.
     """
     # On a bandit env the agent trains on an env that records each pull's regret.
-    env, regret = regret_training_env(spec, LLM_AGENTS)
+    env, regret = regret_training_env(spec)
     agent = make_agent(spec.agent, env, model=spec.model, config=spec.config,
                        seed=spec.seed, env_kwargs=None if regret else spec.env_kwargs or None,
                        wrappers=spec.wrappers)

@@ -20,6 +20,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from llm_gym.agents.factory import LLM_AGENTS
+
 
 class RegretRecorder(gym.Wrapper):
     """Append ``info["regret"]`` of every step that has one to ``regrets``.
@@ -53,13 +55,13 @@ def is_bandit(env: gym.Env) -> bool:
     return isinstance(env.unwrapped, (BanditEnv, BanditTextEnv))
 
 
-def regret_training_env(spec: Any, llm_agents: Sequence[str]) -> tuple[Any, RegretRecorder | None]:
+def regret_training_env(spec: Any) -> tuple[Any, RegretRecorder | None]:
     """What ``make_agent`` should build ``spec``'s agent on: a recorded bandit env, or the id.
 
     Returns ``(env_or_id, recorder)``; ``recorder`` is ``None`` (and the id is returned) when
     the env is no bandit or the agent is an LLM trainer, which steps batched envs of its own.
     """
-    if spec.agent in llm_agents:
+    if spec.agent in LLM_AGENTS:
         return spec.env_id, None
     env = gym.make(spec.env_id, **(spec.env_kwargs or {}))
     if not is_bandit(env):
