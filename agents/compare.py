@@ -41,6 +41,7 @@ from llm_gym.agents.evaluation import (
 )
 from llm_gym.agents.factory import (
     AGENTS,
+    BANDIT_AGENTS,
     LLM_AGENTS,
     AgentEnvMismatch,
     check_agent_name,
@@ -48,17 +49,18 @@ from llm_gym.agents.factory import (
     is_token_env_id,
     make_agent,
 )
+from llm_gym.agents.regret import plot_regret, regret_columns, regret_training_env
 from llm_gym.wrappers.stack import make_env, parse_wrappers
 
 logger = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("env", "agent", "variant", "seeds", "untrained_return", "return_mean",
                  "return_std", "env_return", "success_rate", "mean_length", "env_steps",
-                 "tokens", "wall_clock_s", "steps_to_solve")
+                 "tokens", "wall_clock_s", "steps_to_solve", "regret", "regret_std")
 # Shown only when measured; env_return and mean_length (the unshaped task metrics beside the
-# shaped return) whenever some run is shaped.
+# shaped return) whenever some run is shaped; regret on bandit envs (agents/regret.py).
 OPTIONAL_COLUMNS = ("variant", "untrained_return", "env_return", "mean_length",
-                    "steps_to_solve")
+                    "steps_to_solve", "regret", "regret_std")
 
 
 @dataclass
@@ -113,6 +115,7 @@ class RunResult:
     steps_to_solve: int | None = None
     initial_return: float | None = None  # greedy return before training (eval_initial)
     success_curve: list[tuple[int, float | None]] = field(default_factory=list)  # eval_every
+    regret: list[float] | None = None  # per training pull, on bandit envs (agents/regret.py)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for JSON (the config and model as text)."""
@@ -122,7 +125,7 @@ class RunResult:
                 "env_steps": self.env_steps, "tokens": self.tokens,
                 "wall_clock_s": self.wall_clock_s, "steps_to_solve": self.steps_to_solve,
                 "initial_return": self.initial_return, "success_curve": self.success_curve,
-                "episodes": [r.to_dict() for r in self.episodes]}
+                "regret": self.regret, "episodes": [r.to_dict() for r in self.episodes]}
 
 
 @dataclass
@@ -167,6 +170,10 @@ def mismatch_reason(
             check_sb3_compatible(agent.removeprefix("sb3-"), env)
         elif agent in ("q-learning", "greedy"):
             check_discrete(env, agent)
+        elif agent in BANDIT_AGENTS:
+            from llm_gym.agents.bandits import check_bandit
+
+            check_bandit(env, agent)
     except AgentEnvMismatch as err:
         return str(err).split(". Use")[0]
     finally:
@@ -239,12 +246,16 @@ def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = 
     policy does not. With ``eval_every`` or ``eval_initial``, the untrained greedy policy is
     evaluated first (:attr:`RunResult.initial_return`), so the table shows what was learned.
     """
-    agent = make_agent(spec.agent, spec.env_id, model=spec.model, config=spec.config,
-                       seed=spec.seed, env_kwargs=spec.env_kwargs or None,
+    # On a bandit env the agent trains on an env that records each pull's regret.
+    env, regret = regret_training_env(spec)
+    agent = make_agent(spec.agent, env, model=spec.model, config=spec.config,
+                       seed=spec.seed, env_kwargs=None if regret else spec.env_kwargs or None,
                        wrappers=spec.wrappers)
-    return train_and_evaluate(agent, spec, eval_episodes=eval_episodes, eval_every=eval_every,
-                              eval_initial=eval_initial, progress_bar=progress_bar,
-                              solve_rate=solve_rate)
+    result = train_and_evaluate(agent, spec, eval_episodes=eval_episodes, eval_every=eval_every,
+                                eval_initial=eval_initial, progress_bar=progress_bar,
+                                solve_rate=solve_rate)
+    result.regret = regret.regrets if regret is not None else None
+    return result
 
 
 def train_and_evaluate(
@@ -347,6 +358,7 @@ def aggregate(results: Sequence[RunResult]) -> list[dict[str, Any]]:
             "wall_clock_s": float(np.mean([r.wall_clock_s for r in group])),
             "steps_to_solve": (int(np.mean(solved)) if all(s is not None for s in solved)
                                else None),
+            **regret_columns(group),
         })
     return rows
 
@@ -365,6 +377,9 @@ def write_report(report: ComparisonReport, out_dir: Path) -> dict[str, Path]:
         {"rows": report.rows, "skipped": report.skipped,
          "runs": [r.to_dict() for r in report.runs]}), indent=1, allow_nan=False))
     plot_learning_curves(report.runs, files["png"])
+    regret_png = plot_regret(report.runs, out_dir / "regret_curves.png")
+    if regret_png is not None:
+        files["regret_png"] = regret_png
     return files
 
 

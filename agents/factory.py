@@ -5,7 +5,8 @@ which :data:`AGENT_NAMES`, :data:`LLM_AGENTS`, the CLI's ``--agent`` choices, ``
 --agents`` and ``llm-gym compare``'s mismatch check are derived. Names: ``grpo``, ``rloo``,
 ``reinforce-pp`` and ``ppo`` (llm_gym's own trainers; ``ppo`` also runs classic envs with an
 MLP), ``sb3-ppo``, ``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 /
-sb3-contrib), ``q-learning``, ``greedy`` (one-step, γ = 0) and ``random``. Every agent has SB3's
+sb3-contrib), ``q-learning``, ``greedy`` (one-step, γ = 0), ``random``, and the bandit baselines
+``epsilon-greedy``, ``epsilon-greedy-decay``, ``ucb1`` and ``thompson``. Every agent has SB3's
 interface plus ``episode_log`` (the training curve).
 
 SB3 agents get compact defaults that learn within the small budgets of ``llm-gym compare`` and
@@ -33,8 +34,8 @@ class AgentEntry:
     Attributes:
         name: the agent's name (``make_agent``, ``--agent``, ``llm-gym list --agents``).
         family: ``"llm"`` (llm_gym's trainers, :class:`~llm_gym.agents.trainer.LLMTrainer`),
-            ``"sb3"`` (Stable-Baselines3 / sb3-contrib) or ``"simple"`` (tabular, greedy,
-            random).
+            ``"sb3"`` (Stable-Baselines3 / sb3-contrib), ``"simple"`` (tabular, greedy,
+            random) or ``"bandit"`` (the bandit baselines of :mod:`llm_gym.agents.bandits`).
         env_kinds: the env kinds it can act in, ``"token"`` and/or ``"classic"``; a finer
             check (action and observation spaces) runs on the env itself.
         summary: one line for ``llm-gym list --agents``.
@@ -69,6 +70,12 @@ AGENTS: dict[str, AgentEntry] = {entry.name: entry for entry in (
     AgentEntry("q-learning", "simple", _CLASSIC, "tabular Q-learning (Discrete spaces)"),
     AgentEntry("greedy", "simple", _CLASSIC, "one-step greedy, gamma = 0 (Discrete spaces)"),
     AgentEntry("random", "simple", _BOTH, "uniform random actions (masked when the env says)"),
+    AgentEntry("epsilon-greedy", "bandit", _CLASSIC, "bandit baseline: epsilon-greedy, fixed "
+               "epsilon (Bandit-v0)"),
+    AgentEntry("epsilon-greedy-decay", "bandit", _CLASSIC, "bandit baseline: epsilon-greedy, "
+               "epsilon_t = min(1, k/t) (Bandit-v0)"),
+    AgentEntry("ucb1", "bandit", _CLASSIC, "bandit baseline: UCB1, Auer et al. 2002 (Bandit-v0)"),
+    AgentEntry("thompson", "bandit", _CLASSIC, "bandit baseline: Thompson sampling (Bandit-v0)"),
 )}
 AGENT_NAMES = tuple(AGENTS)
 LLM_AGENTS = tuple(name for name, entry in AGENTS.items() if entry.family == "llm")
@@ -76,6 +83,8 @@ LLM_AGENTS = tuple(name for name, entry in AGENTS.items() if entry.family == "ll
 GRPO_FAMILY: dict[str, dict[str, Any]] = {
     name: dict(entry.preset) for name, entry in AGENTS.items()
     if entry.family == "llm" and name != "ppo"}
+# Bandit baselines (llm_gym.agents.bandits), for llm_gym/Bandit-v0.
+BANDIT_AGENTS = tuple(name for name, entry in AGENTS.items() if entry.family == "bandit")
 SB3_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"n_steps": 256, "batch_size": 64},
     "maskable-ppo": {"n_steps": 256, "batch_size": 64},
@@ -161,6 +170,10 @@ def _make_env_agent(name: str, env: gym.Env, kwargs: dict, seed: int, log_dir: A
         algo = name.removeprefix("sb3-")
         return make_sb3_agent(algo, env, seed=seed, log_dir=log_dir,
                               **{**SB3_DEFAULTS[algo], **kwargs})
+    if name in BANDIT_AGENTS:
+        from llm_gym.agents.bandits import make_bandit_agent
+
+        return make_bandit_agent(name, env, seed=seed, **kwargs)
     from llm_gym.agents.greedy import GreedyAgent, RandomAgent
     from llm_gym.agents.tabular import QLearningAgent
 
@@ -240,6 +253,8 @@ def agent_file(name: str, directory: str | Path) -> Path:
         return directory / "agent.zip"
     if name in ("q-learning", "greedy"):
         return directory / "agent.npz"
+    if name in BANDIT_AGENTS:
+        return directory / "agent.json"
     return directory / "agent"
 
 
@@ -265,6 +280,10 @@ def load_agent(
     from llm_gym.agents.sb3 import make_env
     from llm_gym.agents.tabular import QLearningAgent
 
+    if name in BANDIT_AGENTS:
+        from llm_gym.agents.bandits import load_bandit_agent
+
+        return load_bandit_agent(name, path, make_env(env_id, env_kwargs, wrappers))
     cls = {"q-learning": QLearningAgent, "greedy": GreedyAgent, "random": RandomAgent}[name]
     env = make_env(env_id, env_kwargs, wrappers)
     return cls.load(path, env=env) if name != "random" else cls(env, seed=seed)

@@ -28,10 +28,13 @@ CLASSIC_ENVS = {
     "PrisonersDilemma-v0": (
         "llm_gym.envs.multiagent.prisoners_dilemma_text_v0:PrisonersDilemmaSoloEnv",
         {"max_episode_steps": 50}),
+    # Bandit ends itself after its horizon of pulls (a true end, see its docstring).
+    "Bandit-v0": ("llm_gym.envs.bandit:BanditEnv", {}),
 }
 TOKEN_ENVS = {
     "LeftRightText-v0": "llm_gym.envs.left_right_text:LeftRightTextEnv",
     "FrozenLakeText-v0": "llm_gym.envs.frozen_lake_text:FrozenLakeTextEnv",
+    "BanditText-v0": "llm_gym.envs.bandit_text:BanditTextEnv",
     "Arithmetic-v0": "llm_gym.envs.arithmetic:ArithmeticEnv",
     "GSM8K-v0": "llm_gym.envs.gsm8k:GSM8KEnv",
     "Math-v0": "llm_gym.envs.math:MathEnv",

@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated env ids")
     parser.add_argument("--agents", required=True, metavar="A,B",
                         help="comma-separated agent names (grpo, ppo, sb3-ppo, sb3-a2c, sb3-dqn, "
-                             "sb3-maskable-ppo, q-learning, greedy, random)")
+                             "sb3-maskable-ppo, q-learning, greedy, random, epsilon-greedy, "
+                             "epsilon-greedy-decay, ucb1, thompson)")
     parser.add_argument("--timesteps", type=int, required=True,
                         help="env-step budget of every run (tokens on token envs)")
     parser.add_argument("--seeds", default="0", metavar="S,S", help="comma-separated seeds")
