@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -146,6 +148,21 @@ def test_empty_root_shows_only_the_interpreter(box):
     assert report["found"] == [] and report["outside"] == [] and report["hidden"] == []
     assert report["stdlib"] is True
     assert report["pids"] == ["1", "2"]  # its own pid namespace: the init shell and itself
+
+
+def test_root_view_from_a_virtualenv_binds_nothing_of_the_venv(tmp_path):
+    # Run from a project's venv, sysconfig's platstdlib and site-packages name the venv: binding
+    # them put the project's path into the run's root (seen from worktree venvs under /work).
+    venv = tmp_path / "project" / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True, timeout=60)
+    program = ("import json; from llm_gym.sandbox.isolation import root_view; "
+               "view = root_view(); print(json.dumps(view['binds'] + view['hidden']))")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", program], capture_output=True,
+                         text=True, timeout=60, check=True, cwd=REPO).stdout
+    paths = json.loads(out)
+    assert paths and not [p for p in paths if p.startswith(str(tmp_path))]
+    assert any(os.path.exists(os.path.join(p, "json", "__init__.py")) for p in paths)
 
 
 def test_root_is_read_only_and_tmp_is_private_and_bounded(box):

@@ -105,7 +105,7 @@ def root_view() -> dict[str, list]:
         >>> any(os.path.exists(os.path.join(d, "json")) for d in view["binds"])
         True
     """
-    paths = sysconfig.get_paths()
+    paths = _base_interpreter_paths()
     stdlib = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib")}
     dynload = os.path.dirname(os.path.realpath(_ctypes.__file__))
     links: dict[str, str] = {}
@@ -117,6 +117,19 @@ def root_view() -> dict[str, list]:
     hidden = sorted(p for p in site if os.path.isdir(p) and _under(p, dirs))
     links = {link: target for link, target in links.items() if not _under(link, dirs)}
     return {"binds": binds, "hidden": hidden, "links": sorted(links.items())}
+
+
+def _base_interpreter_paths() -> dict[str, str]:
+    """The sysconfig paths of the interpreter the sandbox runs (``realpath(sys.executable)``).
+
+    Inside a virtualenv, ``platstdlib`` and site-packages name the venv (``/home/me/project/
+    .venv/lib/python3.X``), which holds no standard library: binding it would put the
+    project's path (as mount-point directories) into the run's root. The base prefixes name the
+    real installation, the one whose interpreter runs there.
+    """
+    base = {"base": sys.base_prefix, "installed_base": sys.base_prefix,
+            "platbase": sys.base_exec_prefix, "installed_platbase": sys.base_exec_prefix}
+    return sysconfig.get_paths(vars=base)
 
 
 def _shared_libraries(files: list[str]) -> set[str]:
