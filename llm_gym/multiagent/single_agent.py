@@ -17,7 +17,7 @@ from gymnasium import spaces
 from llm_gym.envs.multiagent.games import GameRules, legal_moves
 from llm_gym.envs.multiagent.seat import word_masks
 from llm_gym.multiagent.policies import Forfeit, Turn, classic_observation, make_policy
-from llm_gym.token_env import Task, TokenEnv, TurnResult
+from llm_gym.token_env import Task, TokenEnv, TurnResult, warn_unrenderable
 from llm_gym.tokenizers import Tokenizer
 
 
@@ -244,6 +244,7 @@ class GameSeatEnv(gym.Env):
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
+            warn_unrenderable(self)  # as every llm_gym env: clients such as SB3 pass rgb_array
             return None
         return self.rules.board(self.game.env, self.game.learner)
 
