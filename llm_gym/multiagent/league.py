@@ -153,8 +153,9 @@ class SelfPlayLeague:
         >>> league = SelfPlayLeague({"snapshot_every": 1, "pool_size": 2}).attach(agent)
         >>> league.snapshot_ids()
         [0]
-        >>> league.snapshot_ids() == [0, 1] or agent.learn(20) and league.snapshot_ids()
-        [0, 1]
+        >>> _ = agent.learn(1)  # one update: the league snapshots it, then draws an opponent
+        >>> league.snapshot_ids(), league.weights().tolist()
+        ([0, 1], [0.5, 0.5])
     """
 
     def __init__(self, config: SelfPlayConfig | dict[str, Any] | str | None = None) -> None:
