@@ -21,8 +21,9 @@ GAME = "llm_gym/TicTacToeText-v0"
 GAME_KWARGS = {"constrained": True, "max_length": 512}
 
 
-def make_agent(log_dir=None, **config) -> GRPOAgent:
-    cfg = GRPOConfig(group_size=2, prompts_per_batch=2, deterministic=True, **config)
+def make_agent(log_dir=None, prompts_per_batch=2, **config) -> GRPOAgent:
+    cfg = GRPOConfig(group_size=2, prompts_per_batch=prompts_per_batch, deterministic=True,
+                     **config)
     return GRPOAgent(GAME, "tiny", cfg, env_kwargs=GAME_KWARGS, seed=1, log_dir=log_dir)
 
 
@@ -103,11 +104,12 @@ def run(agent: GRPOAgent, total: int, stop_after: int | None = None, **kwargs) -
 
 
 SETTINGS = {"snapshot_every": 1, "pool_size": 2}
-TOTAL = 160
+TOTAL = 60
+RESUME_CONFIG = {"prompts_per_batch": 1, "learning_rate": 1e-2, "checkpoint_every": 1}
 
 
 def test_grpo_self_play_runs_and_resumes_with_the_same_league(tmp_path):
-    full = make_agent(tmp_path / "full", learning_rate=1e-2, checkpoint_every=1)
+    full = make_agent(tmp_path / "full", **RESUME_CONFIG)
     full_league = SelfPlayLeague(SETTINGS).attach(full)
     full_drawn = run(full, TOTAL)
     assert full.num_updates >= 4 and full.episode_log
@@ -115,7 +117,7 @@ def test_grpo_self_play_runs_and_resumes_with_the_same_league(tmp_path):
     assert {r.success for r in full.episode_log} <= {True, False}
 
     cut = tmp_path / "cut"
-    interrupted = make_agent(cut, learning_rate=1e-2, checkpoint_every=1)
+    interrupted = make_agent(cut, **RESUME_CONFIG)
     SelfPlayLeague(SETTINGS).attach(interrupted)
     first = run(interrupted, TOTAL, stop_after=2)
     resumed = GRPOAgent.load(cut / "checkpoints", log_dir=cut)
@@ -130,9 +132,9 @@ def test_grpo_self_play_runs_and_resumes_with_the_same_league(tmp_path):
 
 
 def test_resuming_with_other_league_settings_fails(tmp_path):
-    agent = make_agent(tmp_path)
+    agent = make_agent(tmp_path, prompts_per_batch=1)
     SelfPlayLeague(SETTINGS).attach(agent)
-    agent.learn(20)
+    agent.learn(1)
     loaded = GRPOAgent.load(tmp_path / "checkpoints")
     with pytest.raises(ValueError, match="differ from the league's"):
         SelfPlayLeague({"snapshot_every": 1, "pool_size": 3}).attach(loaded)
@@ -171,18 +173,18 @@ def test_cli_trains_with_self_play_and_resumes_the_league(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["train", "--env", GAME, "--agent", "grpo", "--model", "tiny", "--env-kwargs",
             json.dumps(GAME_KWARGS), "--config", str(tmp_path / "cfg.json"), "--log-dir",
-            str(run_dir), "--no-progress", "--eval-episodes", "2"]
+            str(run_dir), "--no-progress", "--eval-episodes", "1"]
     (tmp_path / "cfg.json").write_text(json.dumps({"group_size": 2, "prompts_per_batch": 1,
                                                    "checkpoint_every": 1}))
     settings = '{"snapshot_every": 1, "pool_size": 20}'
-    assert main([*args, "--timesteps", "40", "--self-play", settings]) == 0
+    assert main([*args, "--timesteps", "25", "--self-play", settings]) == 0
     saved = json.loads((run_dir / "run.json").read_text())
     assert saved["self_play"] == {**SelfPlayConfig().to_dict(), "snapshot_every": 1,
                                   "pool_size": 20}
     before = torch.load(latest_checkpoint(run_dir) / "state.pt", weights_only=False)
     pool_before = [u for u, _ in before["hooks"]["self_play"]["snapshots"]]
     assert pool_before[0] == 0 and len(pool_before) == before["counters"]["num_updates"] + 1
-    assert main(["train", "--resume", str(run_dir), "--timesteps", "80", "--no-progress",
+    assert main(["train", "--resume", str(run_dir), "--timesteps", "50", "--no-progress",
                  "--eval-episodes", "1"]) == 0
     after = torch.load(latest_checkpoint(run_dir) / "state.pt", weights_only=False)
     pool_after = [u for u, _ in after["hooks"]["self_play"]["snapshots"]]
