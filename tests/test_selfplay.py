@@ -131,6 +131,17 @@ def test_grpo_self_play_runs_and_resumes_with_the_same_league(tmp_path):
         assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
 
+def test_ppo_trains_against_the_league_too():
+    from llm_gym.agents.ppo import PPOAgent, PPOConfig
+
+    agent = PPOAgent(GAME, "tiny", PPOConfig(num_envs=2), env_kwargs=GAME_KWARGS)
+    league = SelfPlayLeague({"snapshot_every": 1, "pool_size": 2}).attach(agent)
+    drawn = run(agent, 30)
+    assert agent.num_updates >= 2 and len(drawn) == agent.num_updates
+    assert league.snapshot_ids() == [agent.num_updates - 1, agent.num_updates]
+    assert {opponent for opponent, _ in drawn} <= set(range(agent.num_updates + 1))
+
+
 def test_resuming_with_other_league_settings_fails(tmp_path):
     agent = make_agent(tmp_path, prompts_per_batch=1)
     SelfPlayLeague(SETTINGS).attach(agent)
