@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -98,6 +98,25 @@ class Collected:
     advantages: torch.Tensor | None = None
 
 
+class TrainerHook(Protocol):
+    """Something that acts after each update and whose state rides in the trainer's checkpoints.
+
+    E.g. :class:`~llm_gym.multiagent.league.SelfPlayLeague`, which snapshots the learner and
+    picks the next opponent. A hook keeps its logic out of the trainers: the base only calls
+    :meth:`on_update` after every update (before the checkpoint of that update) and saves and
+    restores :meth:`state_dict` with the rest of the training state.
+    """
+
+    def on_update(self, trainer: LLMTrainer) -> dict[str, float]:
+        """Called after each update; returns metrics to log with the update's."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The hook's state, saved in every checkpoint."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
 class LLMTrainer(abc.ABC):
     """What GRPO and PPO share; subclasses implement the abstract hooks at the end of the class.
 
@@ -125,6 +144,20 @@ class LLMTrainer(abc.ABC):
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self._learn_start = time.perf_counter()
         self._threads: int | None = None  # torch threads while learning (None: unchanged)
+        self._hooks: dict[str, TrainerHook] = {}
+        self._hook_states: dict[str, Any] = {}  # loaded before their hook was added
+
+    def add_hook(self, name: str, hook: TrainerHook) -> None:
+        """Call ``hook.on_update(self)`` after every update; checkpoint its state as ``name``.
+
+        A state saved under ``name`` by a checkpoint this agent was loaded from is restored into
+        the hook now, so ``load()`` then ``add_hook()`` resumes the hook where it was.
+        """
+        if name in self._hooks:
+            raise ValueError(f"a hook named {name!r} is already added; use another name")
+        self._hooks[name] = hook
+        if name in self._hook_states:
+            hook.load_state_dict(self._hook_states.pop(name))
 
     # -------------------------------------------------------------------------- learn
     def learn(
@@ -211,6 +244,8 @@ class LLMTrainer(abc.ABC):
         if collected.tokens:
             metrics.setdefault("time/tokens_per_s", collected.tokens / max(rollout_s, 1e-9))
         metrics["rollout/episodes_sampled"] = float(collected.samples)
+        for hook in self._hooks.values():  # before this update's checkpoint, which saves them
+            metrics.update(hook.on_update(self))
         return metrics
 
     def _apply(self, collected: Collected) -> None:
@@ -256,6 +291,8 @@ class LLMTrainer(abc.ABC):
             "optimizer": self.optimizer.state_dict(), "rng": rng_state(self._generators()),
             "counters": self._counters(),
             "episode_log": [r.to_dict() for r in self.episode_log],
+            "hooks": {**self._hook_states,
+                      **{name: hook.state_dict() for name, hook in self._hooks.items()}},
         }
 
     def _counters(self) -> dict[str, int]:
@@ -273,6 +310,11 @@ class LLMTrainer(abc.ABC):
         for key, value in counters.items():
             setattr(self, key, value)
         self.episode_log = [EpisodeRecord(**r) for r in state["episode_log"]]
+        for name, hook_state in state.get("hooks", {}).items():
+            if name in self._hooks:
+                self._hooks[name].load_state_dict(hook_state)
+            else:  # restored by add_hook(name, ...) later
+                self._hook_states[name] = hook_state
         drop_metrics_after(self.log_dir, self.num_timesteps)  # those steps will be logged again
 
     def checkpoint(self) -> Path:

@@ -7,6 +7,11 @@ needs nothing else),
 ``episodes.csv`` and ``learning_curve.png`` (the learning curve) and ``eval.json`` (strict JSON:
 a value that is not a number is ``null``); the end of the output lists them.
 
+``--self-play JSON`` trains grpo/rloo/reinforce-pp/ppo on a game view against a league of its own
+past snapshots (:class:`~llm_gym.multiagent.league.SelfPlayLeague`; settings
+``snapshot_every``, ``pool_size``, ``latest_prob``, ``temperature``, ``seed``); run.json records
+them and the checkpoints hold the pool, so ``--resume`` continues with the same league.
+
 ``--wrappers`` trains on a shaped reward: a JSON list of ``{"name": ..., "kwargs": {...}}``
 (llm_gym's shaping wrappers or Gymnasium's reward wrappers, innermost first); run.json records
 it, so ``--resume`` rebuilds the same stack.
@@ -28,6 +33,8 @@ Example:
     llm-gym train --resume runs/q-learning-LeftRight-v0-s0 --timesteps 3000
     llm-gym train --env llm_gym/Arithmetic-v0 --agent grpo --timesteps 256
         --wrappers '[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]'
+    llm-gym train --env llm_gym/TicTacToeText-v0 --agent grpo --model tiny
+        --env-kwargs '{"constrained": true}' --self-play '{"snapshot_every": 5, "pool_size": 4}'
 """
 
 from __future__ import annotations
@@ -66,6 +73,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help='reward wrappers, innermost first, e.g. \'[{"name": '
                              '"LengthPenalty", "kwargs": {"coef": 0.01}}]\' (names: '
                              f'{", ".join(WRAPPER_NAMES)})')
+    parser.add_argument("--self-play", metavar="JSON",
+                        help="game views, LLM agents: train against a league of past snapshots, "
+                             'e.g. \'{"snapshot_every": 5, "pool_size": 4}\' (also latest_prob, '
+                             "temperature, seed)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--log-dir", metavar="DIR",
                         help="run folder (default runs/<agent>-<env>-s<seed>)")
@@ -170,10 +181,13 @@ def _agent_and_spec(args: argparse.Namespace
     total = args.timesteps or DEFAULT_TIMESTEPS
     env_kwargs = json_object(args.env_kwargs)
     wrappers = parse_wrappers(args.wrappers)  # a bad stack fails here, before any model loads
+    league = _self_play(args.self_play, args.agent)  # so does a bad --self-play
     short = args.env.split("/")[-1]
     run_dir = Path(args.log_dir or f"runs/{args.agent}-{short}-s{args.seed}")
     agent = make_agent(args.agent, args.env, model=args.model, config=args.config,
                        seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers)
+    if league is not None:
+        league.attach(agent)
     spec = RunSpec(args.env, args.agent, total, args.seed, env_kwargs, wrappers=wrappers)
     return agent, spec, run_dir, {}, total
 
@@ -191,10 +205,18 @@ def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], 
     if args.wrappers is not None and parse_wrappers(args.wrappers) != wrappers:
         raise ValueError(f"--wrappers differs from the resumed run's {json.dumps(wrappers)}; "
                          "leave it out when resuming")
+    self_play = saved.get("self_play")
+    if args.self_play is not None and _self_play(args.self_play, saved["agent"]).config.to_dict(
+            ) != self_play:
+        raise ValueError(f"--self-play differs from the resumed run's {json.dumps(self_play)}; "
+                         "leave it out when resuming")
     run_dir = Path(args.log_dir or args.resume)
     name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
     agent = _load_saved(name, Path(args.resume), env_id, env_kwargs, saved["seed"], run_dir,
                         wrappers)
+    if self_play is not None:  # the checkpoint's pool is restored when the league attaches
+        _self_play(self_play, name).attach(agent)
+    args.self_play = self_play
     done = _steps(agent)
     total = args.timesteps or saved.get("timesteps")
     if total is None:
@@ -211,6 +233,19 @@ def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], 
     args.config = args.config or saved.get("config")
     spec = RunSpec(env_id, name, total - done, saved["seed"], env_kwargs, wrappers=wrappers)
     return agent, spec, run_dir, learn_kwargs, total
+
+
+def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
+    """The league of ``--self-play`` (validated before any model loads), or ``None``."""
+    if config is None:
+        return None
+    from llm_gym.agents.factory import LLM_AGENTS
+    from llm_gym.multiagent.league import SelfPlayLeague
+
+    if agent not in LLM_AGENTS:
+        raise ValueError(f"--self-play trains a language model against its past snapshots; use "
+                         f"--agent {' or '.join(LLM_AGENTS)}, not {agent}")
+    return SelfPlayLeague(config)
 
 
 def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any], seed: int,
@@ -248,7 +283,15 @@ def _write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
     write_json(run_dir / "run.json", {
         "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
         "wrappers": spec.wrappers, "seed": spec.seed, "model": args.model, "config": args.config,
-        "timesteps": total, "num_timesteps": done})
+        "timesteps": total, "num_timesteps": done,
+        "self_play": _self_play_settings(args.self_play)})
+
+
+def _self_play_settings(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """``--self-play`` as run.json records it (every setting, defaults included)."""
+    from llm_gym.multiagent.league import SelfPlayConfig
+
+    return None if config is None else SelfPlayConfig.from_json(config).to_dict()
 
 
 def _save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace,
