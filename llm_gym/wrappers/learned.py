@@ -47,8 +47,8 @@ def task_messages(envs: Any, row: int = 0) -> list[dict[str, str]] | None:
     return None if task is None else [dict(m) for m in task.messages]
 
 
-class LearnedRewardConfig:
-    """Argument checks and the scorer, shared by the single-env and vector ``LearnedReward``."""
+class RewardModelTerm:
+    """The reward-model term (checks, scorer, scores), shared by both ``LearnedReward`` twins."""
 
     def configure(self, reward_model: str | Path, weight: float, env_weight: float, name: str,
                   device: str | None, dtype: str | None, batch_size: int) -> None:
@@ -75,7 +75,7 @@ class LearnedRewardConfig:
         return scores
 
 
-class LearnedReward(LearnedRewardConfig, _ResponseShaping):
+class LearnedReward(RewardModelTerm, _ResponseShaping):
     """``weight *`` a reward model's score of each finished reply, plus ``env_weight *`` the env's.
 
     Args:

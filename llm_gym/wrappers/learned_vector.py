@@ -16,12 +16,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from llm_gym.wrappers.learned import LearnedRewardConfig, task_messages
+from llm_gym.wrappers.learned import RewardModelTerm, task_messages
 from llm_gym.wrappers.response import last_response
 from llm_gym.wrappers.vector import _row, _VectorShaping, vector_tokenizer
 
 
-class LearnedReward(LearnedRewardConfig, _VectorShaping):
+class LearnedReward(RewardModelTerm, _VectorShaping):
     """A reward model's score of each row's finished reply (see the single-env one).
 
     Example:
