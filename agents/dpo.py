@@ -230,6 +230,32 @@ class DPOAgent(LLMTrainer):
                                       vocab_size=self.vocab_size)
         return token_logps.sum(dim=1)
 
+    @torch.no_grad()
+    def preference_metrics(self, data: Any = None) -> dict[str, float]:
+        """``rewards/`` metrics and the loss on ``data`` (default: the training pairs).
+
+        Held-out pairs (a file or rows in TRL's format) say whether the implicit reward
+        generalises; before any update every reward is 0 (the policy is the reference).
+
+        Example:
+            >>> rows = [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}]
+            >>> metrics = DPOAgent("llm_gym/Arithmetic-v0", "tiny", data=rows).preference_metrics()
+            >>> round(metrics["loss"], 4), metrics["rewards/margins"]
+            (0.6931, 0.0)
+        """
+        pairs = self.pairs if data is None else encode_preference_pairs(
+            _preference_rows(data, None), self.tokenizer, self._max_length())
+        sums = {"loss": 0.0, **{f"rewards/{k}": 0.0 for k in REWARD_KEYS}}
+        for start in range(0, len(pairs), self.config.micro_batch_size):
+            part = pairs[start:start + self.config.micro_batch_size]
+            ref, logps = self._sequence_logprobs(part, True), self._sequence_logprobs(part)
+            loss, rewards = dpo_loss(logps[0], logps[1], ref[0], ref[1], self.config.kl_coef,
+                                     self.config.loss_type)
+            sums["loss"] += float(loss) * len(part) / len(pairs)
+            for key in REWARD_KEYS:
+                sums[f"rewards/{key}"] += float(rewards[key].sum()) / len(pairs)
+        return sums
+
     # -------------------------------------------------------------------------- state
     def _model_state(self) -> dict[str, Any]:
         return {"model": _trainable_state(self.model), "sampler": self.sampler.state_dict(),
@@ -283,7 +309,17 @@ def _preference_rows(data: Any, configured: Any) -> Any:
             source).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet"):
         raise FileNotFoundError(f"preference file {source} does not exist; write one with "
                                 "llm-gym preferences --out FILE or give another path")
-    return load_preferences(source)
+    import datasets
+
+    # A small file loads in a blink: datasets' "Generating train split" bar would only bury
+    # a bad row's one-line error.
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return load_preferences(source)
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 def pairs_hash(pairs: list[EncodedPair]) -> str:
