@@ -38,18 +38,19 @@ def make_pairs(args: argparse.Namespace, out: Path) -> tuple[Path, Path, dict]:
     """Pairs from the model's own samples (the CLI), split by prompt into train / held out."""
     pairs = out / "pairs.jsonl"
     start = time.perf_counter()
-    code = cli(["preferences", "--env", ENV, "--model", args.model, "--n", str(args.n),
-                "--items", str(args.items), "--out", str(pairs), "--temperature",
-                str(args.temperature), "--seed", str(args.seed), "--env-kwargs",
-                json.dumps({"max_new_tokens": args.max_new_tokens})])
-    if code != 0:
+    if args.pairs:  # reuse pairs sampled before (another DPO setting on the same data)
+        pairs = Path(args.pairs)
+    elif code := cli(["preferences", "--env", ENV, "--model", args.model, "--n", str(args.n),
+                      "--items", str(args.items), "--out", str(pairs), "--temperature",
+                      str(args.temperature), "--seed", str(args.seed), "--env-kwargs",
+                      json.dumps({"max_new_tokens": args.max_new_tokens})]):
         raise SystemExit(f"llm-gym preferences failed ({code})")
     rows = [dict(r) for r in load_preferences(str(pairs))]
     train, held = split_by_prompt(rows, args.heldout_fraction, args.seed)
     train_file = write_preferences([rows[i] for i in train], out / "train.jsonl")
     held_file = write_preferences([rows[i] for i in held], out / "heldout.jsonl")
-    info = {"pairs": len(rows), "train_pairs": len(train), "heldout_pairs": len(held),
-            "seconds": time.perf_counter() - start}
+    info = {"file": str(pairs), "pairs": len(rows), "train_pairs": len(train),
+            "heldout_pairs": len(held), "seconds": time.perf_counter() - start}
     return train_file, held_file, info
 
 
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4, help="replies per question")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=12)
+    parser.add_argument("--pairs", help="reuse this pairs file instead of sampling new pairs")
     parser.add_argument("--heldout-fraction", type=float, default=0.2)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-5)
