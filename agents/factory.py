@@ -3,9 +3,10 @@
 Every name is a row of :data:`AGENTS` (name → family, env kinds, summary, config preset), from
 which :data:`AGENT_NAMES`, :data:`LLM_AGENTS`, the CLI's ``--agent`` choices, ``llm-gym list
 --agents`` and ``llm-gym compare``'s mismatch check are derived. Names: ``grpo``, ``rloo``,
-``reinforce-pp`` and ``ppo`` (llm_gym's own trainers; ``ppo`` also runs classic envs with an
-MLP), ``sb3-ppo``, ``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 /
-sb3-contrib), ``q-learning``, ``greedy`` (one-step, γ = 0), ``random``, and the bandit baselines
+``reinforce-pp``, ``ppo`` and ``dpo`` (llm_gym's own trainers; ``ppo`` also runs classic envs
+with an MLP; ``dpo`` trains from a preference file, ``config={"data": FILE}``), ``sb3-ppo``,
+``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 / sb3-contrib),
+``q-learning``, ``greedy`` (one-step, γ = 0), ``random``, and the bandit baselines
 ``epsilon-greedy``, ``epsilon-greedy-decay``, ``ucb1`` and ``thompson``. Every agent has SB3's
 interface plus ``episode_log`` (the training curve).
 
@@ -62,6 +63,8 @@ AGENTS: dict[str, AgentEntry] = {entry.name: entry for entry in (
                "REINFORCE++: GRPOAgent with batch-normalised, KL-penalised returns",
                {"advantage": "reinforce_pp", "kl_coef": 0.01}),
     AgentEntry("ppo", "llm", _BOTH, "PPO with a value head (token) or an MLP (classic)"),
+    AgentEntry("dpo", "llm", _TOKEN, "DPO / IPO from a preference file (config data=FILE) "
+               "against a frozen reference (DPOAgent)"),
     AgentEntry("sb3-ppo", "sb3", _BOTH, "Stable-Baselines3 PPO"),
     AgentEntry("sb3-a2c", "sb3", _BOTH, "Stable-Baselines3 A2C"),
     AgentEntry("sb3-dqn", "sb3", _CLASSIC, "Stable-Baselines3 DQN (Discrete actions; its "
@@ -82,7 +85,7 @@ LLM_AGENTS = tuple(name for name, entry in AGENTS.items() if entry.family == "ll
 # The GRPO trainer and the algorithms that are it with another advantage estimator.
 GRPO_FAMILY: dict[str, dict[str, Any]] = {
     name: dict(entry.preset) for name, entry in AGENTS.items()
-    if entry.family == "llm" and name != "ppo"}
+    if entry.family == "llm" and name not in ("ppo", "dpo")}
 # Bandit baselines (llm_gym.agents.bandits), for llm_gym/Bandit-v0.
 BANDIT_AGENTS = tuple(name for name, entry in AGENTS.items() if entry.family == "bandit")
 SB3_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -124,9 +127,10 @@ def make_agent(
         env_id: a registered Gymnasium id (``"llm_gym/LeftRight-v0"``, ``"CartPole-v1"``), or
             an env: a (wrapped) single env for any agent, a (wrapped) batched token env for
             grpo and ppo.
-        model: grpo/ppo on token envs only: a model name for ``llm_gym.models.load_model``
+        model: grpo/ppo/dpo on token envs only: a model name for ``llm_gym.models.load_model``
             (``"tiny"``, ``"smollm2"``, a hub id or path) or a causal LM module.
-        config: grpo/ppo: their config dataclass, a dict of its fields, or a TOML/JSON path;
+        config: grpo/ppo/dpo: their config dataclass, a dict of its fields (dpo needs
+            ``{"data": FILE}`` at least), or a TOML/JSON path;
             other agents: a dict (or file) of constructor keyword arguments.
         seed: seed of the agent and its envs.
         log_dir: metrics/TensorBoard folder (grpo, ppo, SB3).
@@ -237,6 +241,10 @@ def llm_agent_classes(name: str) -> tuple[type, type]:
     """(agent class, config class) of an LLM agent, imported on first use (torch)."""
     if name not in LLM_AGENTS:
         raise ValueError(f"{name!r} is not one of llm_gym's LLM trainers ({', '.join(LLM_AGENTS)})")
+    if name == "dpo":
+        from llm_gym.agents.dpo import DPOAgent, DPOConfig
+
+        return DPOAgent, DPOConfig
     if name != "ppo":
         from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 

@@ -379,22 +379,10 @@ class GRPOAgent(LLMTrainer):
         return f"GRPO ({self.config.loss_type})"
 
     # -------------------------------------------------------------------------- acting
-    @torch.no_grad()
     def _act(self, batch: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        ids = torch.as_tensor(batch["input_ids"], device=self.device)
-        mask = torch.as_tensor(batch["attention_mask"], device=self.device)
-        position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
-        last = (mask.sum(dim=1) - 1).clamp(min=0)
-        logits = logits[torch.arange(len(ids)), last, : self.vocab_size]
-        allowed = None
-        if "action_mask" in batch:
-            allowed = torch.as_tensor(batch["action_mask"]).bool()
-        actions, _ = sample_tokens(
-            logits, temperature=0.0 if deterministic else self.config.temperature,
-            top_p=self.config.top_p, allowed=allowed,
-            generator=device_generator(self.generator, logits.device))
-        return actions.cpu().numpy()
+        return lm_actions(self.model, batch, self.vocab_size,
+                          0.0 if deterministic else self.config.temperature, self.config.top_p,
+                          self.generator)
 
     def _evaluate(self, num_episodes: int, deterministic: bool, seed: int,
                   env_kwargs: dict[str, Any], batch_size: int) -> EvalResult:
@@ -404,6 +392,28 @@ class GRPOAgent(LLMTrainer):
 
 
 # ============================================================================== helpers
+@torch.no_grad()
+def lm_actions(model: torch.nn.Module, batch: dict[str, np.ndarray], vocab_size: int,
+               temperature: float, top_p: float, generator: torch.Generator) -> np.ndarray:
+    """Next tokens of a causal LM for a batch of token-env observations (``predict``).
+
+    The shared ``_act`` of the LM trainers that act with the policy itself (GRPO, DPO).
+    """
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(batch["input_ids"], device=device)
+    mask = torch.as_tensor(batch["attention_mask"], device=device)
+    position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    last = (mask.sum(dim=1) - 1).clamp(min=0)
+    logits = logits[torch.arange(len(ids)), last, :vocab_size]
+    allowed = None
+    if "action_mask" in batch:
+        allowed = torch.as_tensor(batch["action_mask"]).bool()
+    actions, _ = sample_tokens(logits, temperature=temperature, top_p=top_p, allowed=allowed,
+                               generator=device_generator(generator, logits.device))
+    return actions.cpu().numpy()
+
+
 def _finished_episodes(batches: list[RolloutBatch]) -> tuple[list[FinishedEpisode], int, int]:
     """Every valid row of ``batches`` as an episode, with the collect's step and token totals."""
     episodes: list[FinishedEpisode] = []

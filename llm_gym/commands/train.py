@@ -28,6 +28,9 @@ dropped, as they are logged again.
 the run was started with), so ``--resume DIR`` alone finishes an interrupted run. A GRPO run
 ends within half a rollout batch of it; the output says how many steps were taken.
 
+``--agent dpo --data FILE`` trains from preference pairs instead of env rollouts; its
+``--timesteps`` counts pairs (default: one pass over the file) and the evaluation is the env's.
+
 Example:
     llm-gym train --env llm_gym/LeftRight-v0 --agent q-learning --timesteps 2000
     llm-gym train --resume runs/q-learning-LeftRight-v0-s0 --timesteps 3000
@@ -61,8 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train an agent on an environment")
     parser.add_argument("--env", metavar="ID", help="env id, e.g. llm_gym/LeftRight-v0")
     parser.add_argument("--agent", choices=AGENT_NAMES, help="which agent to train")
-    parser.add_argument("--model", help="grpo/ppo on token envs: tiny, smollm2, a hub id or path")
+    parser.add_argument("--model", help="grpo/ppo/dpo on token envs: tiny, smollm2, a hub id or "
+                                           "path")
     parser.add_argument("--config", metavar="FILE", help="agent config, TOML or JSON")
+    parser.add_argument("--data", metavar="FILE",
+                        help="dpo: preference pairs in TRL's format (prompt, chosen, rejected), "
+                             "e.g. from llm-gym preferences; --timesteps counts pairs (default: "
+                             "one pass over them)")
     parser.add_argument("--timesteps", type=int, default=None,
                         help="the run's total env steps (tokens on token envs); with --resume "
                              "the run trains up to this total, not this much more (default "
@@ -178,18 +186,32 @@ def _agent_and_spec(args: argparse.Namespace
         return _resumed(args)
     if not args.env or not args.agent:
         raise ValueError("train needs --env and --agent (or --resume DIR)")
-    total = args.timesteps or DEFAULT_TIMESTEPS
     env_kwargs = json_object(args.env_kwargs)
     wrappers = parse_wrappers(args.wrappers)  # a bad stack fails here, before any model loads
     league = _self_play(args.self_play, args.agent)  # so does a bad --self-play
     short = args.env.split("/")[-1]
     run_dir = Path(args.log_dir or f"runs/{args.agent}-{short}-s{args.seed}")
-    agent = make_agent(args.agent, args.env, model=args.model, config=args.config,
+    agent = make_agent(args.agent, args.env, model=args.model, config=_config(args),
                        seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers)
     if league is not None:
         league.attach(agent)
+    # DPO's steps are preference pairs: by default one pass over them (num_train_epochs).
+    default = agent.default_timesteps() if hasattr(agent, "default_timesteps") else None
+    total = args.timesteps or default or DEFAULT_TIMESTEPS
     spec = RunSpec(args.env, args.agent, total, args.seed, env_kwargs, wrappers=wrappers)
     return agent, spec, run_dir, {}, total
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """``--config`` with ``--data`` set in it (dpo only); a misplaced ``--data`` is an error."""
+    if args.data is None:
+        return args.config
+    if args.agent != "dpo":
+        raise ValueError(f"--data is the preference file of dpo; {args.agent} learns from the "
+                         "env's reward, leave --data out")
+    from llm_gym.agents.factory import load_config
+
+    return {**(load_config(args.config) or {}), "data": args.data}
 
 
 def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], int]:
@@ -231,6 +253,7 @@ def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], 
     learn_kwargs = {"reset_num_timesteps": False} if resets else {}
     args.model = args.model or saved.get("model")
     args.config = args.config or saved.get("config")
+    args.data = args.data or saved.get("data")  # dpo: recorded again in run.json
     spec = RunSpec(env_id, name, total - done, saved["seed"], env_kwargs, wrappers=wrappers)
     return agent, spec, run_dir, learn_kwargs, total
 
@@ -283,6 +306,7 @@ def _write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
     write_json(run_dir / "run.json", {
         "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
         "wrappers": spec.wrappers, "seed": spec.seed, "model": args.model, "config": args.config,
+        "data": getattr(args, "data", None),
         "timesteps": total, "num_timesteps": done,
         "self_play": _self_play_settings(args.self_play)})
 
