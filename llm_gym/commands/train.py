@@ -262,12 +262,13 @@ def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
     """The league of ``--self-play`` (validated before any model loads), or ``None``."""
     if config is None:
         return None
-    from llm_gym.agents.factory import LLM_AGENTS
+    from llm_gym.agents.factory import GRPO_FAMILY
     from llm_gym.multiagent.league import SelfPlayLeague
 
-    if agent not in LLM_AGENTS:
+    players = (*GRPO_FAMILY, "ppo")  # the trainers that play the env (dpo reads a file)
+    if agent not in players:
         raise ValueError(f"--self-play trains a language model against its past snapshots; use "
-                         f"--agent {' or '.join(LLM_AGENTS)}, not {agent}")
+                         f"--agent {' or '.join(players)}, not {agent}")
     return SelfPlayLeague(config)
 
 
