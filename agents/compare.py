@@ -19,12 +19,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from llm_gym.agents.factory import (
     make_agent,
 )
 from llm_gym.agents.regret import plot_regret, regret_columns, regret_training_env
+from llm_gym.models import torch_threads
 from llm_gym.wrappers.stack import make_env, parse_wrappers
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def train_and_evaluate(
     # synchronisation (GRPO on the tiny LM: 49 s with 2 threads, 4.5 s with 1, 2 busy cores).
     # Real LMs keep torch's default.
     threads = 1 if spec.agent not in LLM_AGENTS or spec.model in (None, "tiny") else None
-    with _torch_threads(threads):
+    with torch_threads(threads):
         if eval_every or eval_initial:
             first = evaluate_trained(agent, spec, eval_env, eval_episodes)
             initial = first.mean_return
@@ -441,20 +441,6 @@ def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> 
         return EvalResult(**agent.evaluate(num_episodes=episodes, deterministic=True))
     return evaluate_agent(agent, env, episodes, deterministic=True, seed=10_000 + spec.seed)
 
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    if count is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _cell(value: Any) -> str:

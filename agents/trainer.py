@@ -13,10 +13,8 @@ and update); the base applies the collected steps and episodes to the counters a
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +45,7 @@ from llm_gym.agents.training import (
     set_rng_state,
     stop_requested,
 )
+from llm_gym.models import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +190,7 @@ class LLMTrainer(abc.ABC):
         metrics_log = MetricsLogger(self.log_dir)
         bar = make_progress_bar(target, progress_bar, initial=self.num_timesteps)
         try:
-            with _torch_threads(self._threads):
+            with torch_threads(self._threads):
                 self._learn_loop(target, callback, bar, metrics_log, failures, schedule)
         finally:
             metrics_log.close()
@@ -414,7 +413,7 @@ class LLMTrainer(abc.ABC):
         if self.env_id is None and env_kwargs:
             raise ValueError("evaluate(env_kwargs=...) needs an agent built from an env id")
         seed = self.EVAL_SEED if seed is None else seed
-        with _torch_threads(self._threads):
+        with torch_threads(self._threads):
             result = self._evaluate(int(num_episodes), deterministic, seed, env_kwargs or {},
                                     batch_size)
         return result.to_dict()
@@ -493,14 +492,3 @@ class LLMTrainer(abc.ABC):
         """A fresh agent built as the saved one was (:meth:`load` then restores its state)."""
         raise NotImplementedError
 
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """Run with ``count`` torch intra-op threads, restoring the previous count after."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
