@@ -16,7 +16,6 @@ prompt and reply tokens read go to ``num_tokens``. Metrics use TRL's names: ``tr
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -24,10 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from llm_gym.agents.config import config_from_dict
 from llm_gym.agents.dpo_algorithm import (
     LOSS_TYPES,
     DPOConfig,
@@ -36,20 +33,17 @@ from llm_gym.agents.dpo_algorithm import (
     encode_preference_pairs,
     pair_batch,
 )
-from llm_gym.agents.evaluation import EvalResult
-from llm_gym.agents.grpo import _load_trainable_state, _trainable_state, lm_actions
+from llm_gym.agents.lm_trainer import CausalLMTrainer
 from llm_gym.agents.logprobs import chosen_logprobs
-from llm_gym.agents.token_envs import build_token_envs, first_env, saved_stack
-from llm_gym.agents.trainer import Collected, LLMTrainer
-from llm_gym.agents.training import TaskSampler, seed_everything
-from llm_gym.models import load_model
+from llm_gym.agents.trainer import Collected
+from llm_gym.agents.training import TaskSampler
 from llm_gym.preferences import load_preferences
 
 logger = logging.getLogger(__name__)
 REWARD_KEYS = ("chosen", "rejected", "margins", "accuracies")
 
 
-class DPOAgent(LLMTrainer):
+class DPOAgent(CausalLMTrainer):
     """A causal LM trained with DPO on preference pairs, evaluated on a token env.
 
     Args:
@@ -80,6 +74,7 @@ class DPOAgent(LLMTrainer):
     """
 
     STATE_FORMAT = "llm_gym.dpo/1"
+    CONFIG_CLASS = DPOConfig
     EVAL_SEED = 12345  # GRPO's: DPO and GRPO runs are evaluated on the same episodes
 
     def __init__(
@@ -92,31 +87,12 @@ class DPOAgent(LLMTrainer):
             raise TypeError(f"config must be a DPOConfig, got {type(config).__name__}")
         self.config = config or DPOConfig()
         rows = _preference_rows(data, self.config.data)  # bad data fails before any model loads
-        self.seed = int(seed)
-        seed_everything(self.seed, self.config.deterministic)
-        self.model_spec = model if isinstance(model, str) else None
-        if isinstance(model, str):
-            self.model, tokenizer = load_model(model, device=device, dtype=self.config.dtype,
-                                               lora=self.config.lora)
-        else:
-            self.model = model
+        self._setup_policy(env, model, 1, env_kwargs=env_kwargs, tokenizer=tokenizer, seed=seed,
+                           device=device, wrappers=wrappers)
         self.model.eval()  # no dropout: TRL's DPOTrainer disables it (disable_dropout)
-        self.device = next(self.model.parameters()).device
-        kwargs = dict(env_kwargs or {})
-        if tokenizer is not None:
-            kwargs.setdefault("tokenizer", tokenizer)
-        self.envs, self.env_id, kwargs, self.wrappers = build_token_envs(env, 1, kwargs, wrappers)
-        self.env_kwargs = {k: v for k, v in kwargs.items() if k != "tokenizer"}
-        self.tokenizer = first_env(self.envs).tokenizer
-        self.vocab_size = int(self.envs.single_action_space.n)
         self.pairs = encode_preference_pairs(rows, self.tokenizer, self._max_length())
-        self._check_vocab()
         self.sampler = TaskSampler(len(self.pairs), seed=self.seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate,
-                                           weight_decay=self.config.weight_decay)
-        self.ref_model = self._reference_model()
+        self.ref_model = self._frozen_reference()
         self._target: int | None = None
         self._init_run_state(log_dir)
 
@@ -124,20 +100,6 @@ class DPOAgent(LLMTrainer):
         context = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         limits = [n for n in (context, self.config.max_length) if n]
         return min(limits) if limits else 2**31
-
-    def _check_vocab(self) -> None:
-        embeddings = self.model.get_input_embeddings().num_embeddings
-        if embeddings < self.vocab_size:
-            raise ValueError(f"the env's vocabulary ({self.vocab_size}) is larger than the "
-                             f"model's ({embeddings}); build the env with the model's tokenizer")
-
-    def _reference_model(self) -> torch.nn.Module | None:
-        if hasattr(self.model, "disable_adapter"):
-            return None  # LoRA: the base model with the adapter disabled is the reference
-        ref = copy.deepcopy(self.model).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref
 
     def default_timesteps(self) -> int:
         """Pairs in ``num_train_epochs`` passes over the data (``llm-gym train``'s default)."""
@@ -258,46 +220,17 @@ class DPOAgent(LLMTrainer):
 
     # -------------------------------------------------------------------------- state
     def _model_state(self) -> dict[str, Any]:
-        return {"model": _trainable_state(self.model), "sampler": self.sampler.state_dict(),
-                "data_hash": pairs_hash(self.pairs)}
+        return {**super()._model_state(), "data_hash": pairs_hash(self.pairs)}
 
     def _load_model_state(self, state: dict[str, Any]) -> None:
         if state.get("data_hash") != pairs_hash(self.pairs):
             raise ValueError("the preference data differs from the data this DPO run trained "
                              "on (its pairs changed); resume with the run's own data")
-        _load_trainable_state(self.model, state["model"])
-        self.sampler.load_state_dict(state["sampler"])
-
-    @classmethod
-    def _from_state(cls, state: dict[str, Any], path: Any, env: Any,
-                    kwargs: dict[str, Any]) -> DPOAgent:
-        model = kwargs.pop("model", state["model_spec"])
-        if model is None:
-            raise ValueError(f"{path} was saved from an nn.Module; pass model=<the same "
-                             "architecture> to load it")
-        config = config_from_dict(DPOConfig, state["config"], warn=False)
-        kwargs.setdefault("env_kwargs", state["env_kwargs"])
-        kwargs["wrappers"] = saved_stack(state, kwargs.get("wrappers"), path)
-        return cls(env, model, config, seed=state["seed"], **kwargs)
-
-    def language_model(self) -> torch.nn.Module:
-        """The causal LM being trained."""
-        return self.model
+        super()._load_model_state(state)
 
     def curve_title(self) -> str:
         """``DPO (<loss type>)`` on plots."""
         return f"DPO ({self.config.loss_type})"
-
-    # -------------------------------------------------------------------------- acting
-    def _act(self, batch: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        return lm_actions(self.model, batch, self.vocab_size,
-                          0.0 if deterministic else self.config.temperature, self.config.top_p,
-                          self.generator)
-
-    def _evaluate(self, num_episodes: int, deterministic: bool, seed: int,
-                  env_kwargs: dict[str, Any], batch_size: int) -> EvalResult:
-        return self._evaluate_tokens(self.model, num_episodes, deterministic, seed, env_kwargs,
-                                     batch_size)
 
 
 def _preference_rows(data: Any, configured: Any) -> Any:

@@ -15,8 +15,6 @@ trained on. Training state checkpoints atomically and resumes exactly (:mod:`.ch
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -32,21 +30,18 @@ from llm_gym.agents.advantages import (
 )
 from llm_gym.agents.base import episode_success
 from llm_gym.agents.checkpoints import latest_checkpoint
-from llm_gym.agents.config import config_from_dict
-from llm_gym.agents.evaluation import EvalResult
 from llm_gym.agents.grpo_algorithm import ADVANTAGES, LOSS_TYPES, GRPOConfig, grpo_loss
+from llm_gym.agents.lm_trainer import CausalLMTrainer, parameter_hash
 from llm_gym.agents.metrics import reward_counters
 from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logprobs
-from llm_gym.agents.sampling import device_generator, sample_tokens
-from llm_gym.agents.token_envs import build_token_envs, first_env, saved_stack
-from llm_gym.agents.trainer import Collected, FinishedEpisode, LLMTrainer
-from llm_gym.agents.training import TaskSampler, seed_everything
-from llm_gym.models import load_model
+from llm_gym.agents.token_envs import first_env
+from llm_gym.agents.trainer import Collected, FinishedEpisode
+from llm_gym.agents.training import TaskSampler
 
 logger = logging.getLogger(__name__)
 
 
-class GRPOAgent(LLMTrainer):
+class GRPOAgent(CausalLMTrainer):
     """A causal LM trained with GRPO on a token env, behind SB3's interface.
 
     Args:
@@ -80,6 +75,7 @@ class GRPOAgent(LLMTrainer):
     """
 
     STATE_FORMAT = "llm_gym.grpo/1"
+    CONFIG_CLASS = GRPOConfig
     EVAL_SEED = 12345
 
     def __init__(
@@ -91,50 +87,18 @@ class GRPOAgent(LLMTrainer):
         if config is not None and not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
         self.config = config or GRPOConfig()
-        self.seed = int(seed)
-        seed_everything(self.seed, self.config.deterministic)
-        self.model_spec = model if isinstance(model, str) else None
-        if isinstance(model, str):
-            self.model, tokenizer = load_model(model, device=device, dtype=self.config.dtype,
-                                               lora=self.config.lora)
-        else:
-            self.model = model
-        self.device = next(self.model.parameters()).device
-        kwargs = dict(env_kwargs or {})
-        if tokenizer is not None:
-            kwargs.setdefault("tokenizer", tokenizer)
         rows = self.config.group_size * self.config.prompts_per_batch
-        self.envs, self.env_id, kwargs, self.wrappers = build_token_envs(env, rows, kwargs,
-                                                                         wrappers)
-        self.env_kwargs = {k: v for k, v in kwargs.items() if k != "tokenizer"}
-        self.tokenizer = first_env(self.envs).tokenizer
-        self._check_sizes()
-        self.vocab_size = int(self.envs.single_action_space.n)
+        self._setup_policy(env, model, rows, env_kwargs=env_kwargs, tokenizer=tokenizer,
+                           seed=seed, device=device, wrappers=wrappers)
         self.sampler = TaskSampler(first_env(self.envs).num_tasks, seed=self.seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate,
-                                           weight_decay=self.config.weight_decay)
         self.ref_model = self._reference_model()
         self._init_run_state(log_dir)
         self.num_rollouts = 0
 
-    def _check_sizes(self) -> None:
-        vocab = int(self.envs.single_action_space.n)
-        embeddings = self.model.get_input_embeddings().num_embeddings
-        if embeddings < vocab:
-            raise ValueError(f"the env's vocabulary ({vocab}) is larger than the model's "
-                             f"({embeddings}); build the env with the model's tokenizer")
-
     def _reference_model(self) -> torch.nn.Module | None:
         if self.config.kl_coef == 0:
             return None  # no KL term: do not hold a second copy of the weights
-        if hasattr(self.model, "disable_adapter"):
-            return None  # LoRA: the base model with the adapter disabled is the reference
-        ref = copy.deepcopy(self.model).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref
+        return self._frozen_reference()
 
     # -------------------------------------------------------------------------- collect
     def _rollout(self, rollout_index: int) -> RolloutBatch:
@@ -350,68 +314,9 @@ class GRPOAgent(LLMTrainer):
     def _counters(self) -> dict[str, int]:
         return {**super()._counters(), "num_rollouts": self.num_rollouts}
 
-    def _model_state(self) -> dict[str, Any]:
-        return {"model": _trainable_state(self.model), "sampler": self.sampler.state_dict()}
-
-    def _load_model_state(self, state: dict[str, Any]) -> None:
-        _load_trainable_state(self.model, state["model"])
-        self.sampler.load_state_dict(state["sampler"])
-
-    @classmethod
-    def _from_state(cls, state: dict[str, Any], path: Any, env: Any,
-                    kwargs: dict[str, Any]) -> GRPOAgent:
-        model = kwargs.pop("model", state["model_spec"])
-        if model is None:
-            raise ValueError(f"{path} was saved from an nn.Module; pass model=<the same "
-                             "architecture> to load it")
-        # A checkpoint written before the rename of beta says beta: map it silently.
-        config = config_from_dict(GRPOConfig, state["config"], warn=False)
-        kwargs.setdefault("env_kwargs", state["env_kwargs"])
-        kwargs["wrappers"] = saved_stack(state, kwargs.get("wrappers"), path)
-        return cls(env, model, config, seed=state["seed"], **kwargs)
-
-    def language_model(self) -> torch.nn.Module:
-        """The causal LM being trained."""
-        return self.model
-
     def curve_title(self) -> str:
         """``GRPO (<loss type>)`` on the reward-curve plot."""
         return f"GRPO ({self.config.loss_type})"
-
-    # -------------------------------------------------------------------------- acting
-    def _act(self, batch: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        return lm_actions(self.model, batch, self.vocab_size,
-                          0.0 if deterministic else self.config.temperature, self.config.top_p,
-                          self.generator)
-
-    def _evaluate(self, num_episodes: int, deterministic: bool, seed: int,
-                  env_kwargs: dict[str, Any], batch_size: int) -> EvalResult:
-        # A fresh batch of the training env (wrappers included), so training state is untouched.
-        return self._evaluate_tokens(self.model, num_episodes, deterministic, seed, env_kwargs,
-                                     batch_size)
-
-
-# ============================================================================== helpers
-@torch.no_grad()
-def lm_actions(model: torch.nn.Module, batch: dict[str, np.ndarray], vocab_size: int,
-               temperature: float, top_p: float, generator: torch.Generator) -> np.ndarray:
-    """Next tokens of a causal LM for a batch of token-env observations (``predict``).
-
-    The shared ``_act`` of the LM trainers that act with the policy itself (GRPO, DPO).
-    """
-    device = next(model.parameters()).device
-    ids = torch.as_tensor(batch["input_ids"], device=device)
-    mask = torch.as_tensor(batch["attention_mask"], device=device)
-    position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
-    last = (mask.sum(dim=1) - 1).clamp(min=0)
-    logits = logits[torch.arange(len(ids)), last, :vocab_size]
-    allowed = None
-    if "action_mask" in batch:
-        allowed = torch.as_tensor(batch["action_mask"]).bool()
-    actions, _ = sample_tokens(logits, temperature=temperature, top_p=top_p, allowed=allowed,
-                               generator=device_generator(generator, logits.device))
-    return actions.cpu().numpy()
 
 
 def _finished_episodes(batches: list[RolloutBatch]) -> tuple[list[FinishedEpisode], int, int]:
@@ -430,38 +335,6 @@ def _finished_episodes(batches: list[RolloutBatch]) -> tuple[list[FinishedEpisod
                 success=episode_success(batch.infos[i], ret, bool(batch.terminated[i])),
                 finished_at=time.perf_counter()))
     return episodes, steps, tokens
-
-
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    if hasattr(model, "peft_config"):
-        from peft import get_peft_model_state_dict
-
-        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    if hasattr(model, "peft_config"):
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, state)
-    else:
-        model.load_state_dict(state)
-
-
-def parameter_hash(model: torch.nn.Module) -> str:
-    """SHA-256 of every parameter's bytes, in name order (for exact-resume checks).
-
-    Example:
-        >>> from llm_gym.models import tiny_model
-        >>> len(parameter_hash(tiny_model()[0]))
-        64
-    """
-    digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters()):
-        digest.update(name.encode())
-        digest.update(param.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 __all__ = ["ADVANTAGES", "LOSS_TYPES", "GRPOAgent", "GRPOConfig", "group_advantages",
