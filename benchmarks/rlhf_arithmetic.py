@@ -10,7 +10,14 @@ questions (``split="test"``): mean RM score and accuracy. Writes ``result.json``
 and ``overoptimisation.png`` (proxy and gold against KL, the update where held-out gold peaks
 marked) to ``--out-dir``.
 
+``--reward verifiable`` trains the same way on the env's own reward instead (the control: same
+budget, same KL leash) while still scoring its held-out replies with the reward model, so the
+two runs' proxy and gold can be set side by side; when both runs' results are in
+``--out-dir``, ``side_by_side.png`` is drawn.
+
     python benchmarks/rlhf_arithmetic.py --rm models/arith_rm --updates 12 --minutes 20
+    python benchmarks/rlhf_arithmetic.py --rm models/arith_rm --updates 12 --minutes 20 \
+        --reward verifiable
 """
 
 from __future__ import annotations
@@ -25,11 +32,27 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig  # noqa: E402
+from llm_gym.agents.token_envs import evaluate_policy  # noqa: E402
+from llm_gym.wrappers import make_env  # noqa: E402
+
+
+def rm_stack(args: argparse.Namespace) -> list[dict]:
+    return [{"name": "LearnedReward", "kwargs": {"reward_model": args.rm, "device": "cpu"}}]
 
 
 def held_out(agent: GRPOAgent, args: argparse.Namespace, update: int, kl: float) -> dict:
-    """Greedy held-out evaluation: mean RM score (proxy) and accuracy (gold)."""
-    ev = agent.evaluate(args.eval_episodes, env_kwargs={"split": "test"}, batch_size=32)
+    """Greedy held-out evaluation: mean RM score (proxy) and accuracy (gold).
+
+    Scored through the reward model whatever the run trains on, so both runs are measured alike.
+    """
+    envs = make_env(agent.env_id, min(32, args.eval_episodes), autoreset_mode="Disabled",
+                    env_kwargs={"tokenizer": agent.tokenizer, **agent.env_kwargs,
+                                "split": "test"}, wrappers=rm_stack(args))
+    try:
+        ev = evaluate_policy(agent.model, envs, args.eval_episodes,
+                             seed=agent.EVAL_SEED).to_dict()
+    finally:
+        envs.close()
     row = {"update": update, "kl": kl, "proxy": ev["mean_return"], "gold": ev["success_rate"],
            "mean_length": ev["mean_length"]}
     print(json.dumps({"held_out": row}), flush=True)
@@ -40,8 +63,8 @@ def run(args: argparse.Namespace) -> dict:
     """Train, logging proxy/gold/KL per update and held-out every ``eval_every`` updates."""
     config = GRPOConfig(group_size=args.group_size, prompts_per_batch=args.prompts_per_batch,
                         learning_rate=args.lr, micro_batch_size=8, temperature=args.temperature,
-                        beta=args.beta)
-    stack = [{"name": "LearnedReward", "kwargs": {"reward_model": args.rm, "device": "cpu"}}]
+                        kl_coef=args.beta)
+    stack = rm_stack(args) if args.reward == "learned" else []
     agent = GRPOAgent("llm_gym/Arithmetic-v0", args.model, config, seed=args.seed,
                       env_kwargs={"max_new_tokens": args.max_new_tokens}, device="cpu",
                       wrappers=stack)  # no log_dir: no 0.5 GB checkpoints in the results
@@ -100,6 +123,30 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def side_by_side(out: Path) -> None:
+    """Held-out proxy and gold by update, GRPO on the learned reward beside the verifiable one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, style in (("result.json", "o-"), ("result_verifiable.json", "s--")):
+        result = json.loads((out / name).read_text())
+        rows, label = result["held_out"], f"trained on the {result['args']['reward']} reward"
+        updates = [r["update"] for r in rows]
+        axes[0].plot(updates, [r["proxy"] for r in rows], style, label=label)
+        axes[1].plot(updates, [r["gold"] for r in rows], style, label=label)
+    axes[0].set_title("held-out RM score (proxy)")
+    axes[1].set_title("held-out accuracy (gold)")
+    for ax in axes:
+        ax.set_xlabel("update")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "side_by_side.png", dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rm", required=True, help="reward model folder (llm-gym train-rm)")
@@ -116,15 +163,21 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="benchmarks/results/rlhf_arithmetic")
+    parser.add_argument("--reward", choices=("learned", "verifiable"), default="learned",
+                        help="what GRPO trains on (held-out replies are RM-scored either way)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     result = run(args)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(table(result))
-    (out / "result.json").write_text(json.dumps({"args": vars(args), **result}, indent=2))
-    (out / "table.md").write_text(table(result) + "\n")
-    plot(result, out / "overoptimisation.png")
+    name = "" if args.reward == "learned" else "_verifiable"
+    (out / f"result{name}.json").write_text(json.dumps({"args": vars(args), **result}, indent=2))
+    (out / f"table{name}.md").write_text(table(result) + "\n")
+    if args.reward == "learned":
+        plot(result, out / "overoptimisation.png")
+    if (out / "result.json").exists() and (out / "result_verifiable.json").exists():
+        side_by_side(out)
 
 
 if __name__ == "__main__":
