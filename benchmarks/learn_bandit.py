@@ -13,6 +13,13 @@ tokens) would not fit its 8,192-token context.
     nice -n 10 python benchmarks/learn_bandit.py --only lm --lm-seeds 0-9 --lm-horizon 100
     nice -n 10 python benchmarks/learn_bandit.py --only lm --lm-seeds 0-9 --lm-temperature 1
     python benchmarks/learn_bandit.py --only table --lm-seeds 0-9   # table.md, regret PNG
+
+``--only trained`` first trains SmolLM2 with REINFORCE++ across bandit instances (each row of a
+batch is a fresh instance from the training seeds, which never reach 0-999; REINFORCE++'s
+batch-normalised advantage needs no group of rows on one instance) for ``--train-updates``
+updates at ``--train-horizon`` pulls, then evaluates that model as the prompted one is:
+
+    nice -n 10 python benchmarks/learn_bandit.py --only trained --lm-seeds 0-9 --train-updates 20
 """
 
 from __future__ import annotations
@@ -101,22 +108,64 @@ def run_lm(seed: int, horizon: int, model: Any, tokenizer: Any,
             "seconds": time.perf_counter() - start}
 
 
-def lm_tag(temperature: float, horizon: int) -> str:
-    """File-name tag of an LM setting: ``greedy_h100``, ``t1.0_h100``."""
-    return f"{'greedy' if temperature == 0 else f't{temperature}'}_h{horizon}"
+def lm_tag(temperature: float, horizon: int, trained: bool = False) -> str:
+    """File-name tag of an LM setting: ``greedy_h100``, ``t1.0_h100``, ``trained_greedy_h100``."""
+    mode = "greedy" if temperature == 0 else f"t{temperature}"
+    return f"{'trained_' if trained else ''}{mode}_h{horizon}"
 
 
-def run_lm_seeds(seeds: list[int], horizon: int, out: Path, temperature: float = 0.0) -> None:
-    """Run the prompted LM on each seed, writing ``lm_<tag>_seed<s>.json`` as each one ends."""
+def train_lm(updates: int, horizon: int, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+    """SmolLM2 after ``updates`` REINFORCE++ updates across bandit instances, and the run's facts.
+
+    The agent's seed (1 by default) puts every training instance's reset seed above 10**6, away
+    from the evaluation seeds.
+    """
+    from llm_gym.agents.factory import make_agent
+
+    config = {"group_size": 4, "prompts_per_batch": 2, "learning_rate": 1e-5,
+              "temperature": 1.0, "micro_batch_size": 4}
+    agent = make_agent("reinforce-pp", TEXT, model="smollm2", seed=seed, config=config,
+                       env_kwargs={"constrained": True, "horizon": horizon})
+    start = time.perf_counter()
+    rewards: list[float] = []
+
+    def callback(metrics: dict) -> bool:
+        rewards.append(float(metrics.get("rollout/ep_rew_mean", float("nan"))))
+        print(f"update {agent.num_updates}: mean return {rewards[-1]:.2f}", flush=True)
+        return agent.num_updates < updates
+
+    agent.learn(10**9, callback=callback)
+    facts = {"updates": agent.num_updates, "env_steps": agent.num_timesteps,
+             "train_seconds": time.perf_counter() - start, "train_horizon": horizon,
+             "train_seed": seed, "mean_return_per_update": rewards, "config": config}
+    return agent.model, agent.tokenizer, facts
+
+
+def run_lm_seeds(seeds: list[int], horizon: int, out: Path, temperature: float = 0.0,
+                 trained: dict[str, Any] | None = None) -> None:
+    """Run the LM on each seed, writing ``lm_<tag>_seed<s>.json`` as each one ends.
+
+    ``trained`` (``{"updates", "horizon", "seed"}``) first trains it (:func:`train_lm`).
+    """
     import torch
 
     from llm_gym.models import load_model
 
     torch.set_num_threads(1)  # 2 shared cores: a second thread only contends
-    model, tokenizer = load_model("smollm2", device="cpu")
+    facts = None
+    if trained:
+        torch.set_num_threads(2)  # training has the machine to itself
+        model, tokenizer, facts = train_lm(trained["updates"], trained["horizon"],
+                                           trained["seed"])
+        model.eval()
+        torch.set_num_threads(1)
+    else:
+        model, tokenizer = load_model("smollm2", device="cpu")
     for seed in seeds:
-        result = run_lm(seed, horizon, model, tokenizer, temperature)
-        (out / f"lm_{lm_tag(temperature, horizon)}_seed{seed}.json").write_text(
+        with torch.no_grad():
+            result = run_lm(seed, horizon, model, tokenizer, temperature)
+        result["training"] = facts
+        (out / f"lm_{lm_tag(temperature, horizon, bool(trained))}_seed{seed}.json").write_text(
             json.dumps(result))
         print(f"LM seed {seed}: regret {sum(result['regrets']):.1f} over "
               f"{len(result['regrets'])} pulls, {result['seconds']:.0f} s", flush=True)
@@ -132,7 +181,10 @@ def load_curves(out: Path) -> dict[str, dict[int, list[float]]]:
     for path in sorted(out.glob("lm_*_seed*.json")):
         result = json.loads(path.read_text())
         mode = "greedy" if result["temperature"] == 0 else f"sampled T={result['temperature']}"
-        name = f"SmolLM2 prompted, {mode}, horizon {result['horizon']}"
+        how = "prompted"
+        if result.get("training"):
+            how = f"after {result['training']['updates']} REINFORCE++ updates"
+        name = f"SmolLM2 {how}, {mode}, horizon {result['horizon']}"
         curves.setdefault(name, {})[result["seed"]] = result["regrets"]
     return curves
 
@@ -193,7 +245,10 @@ def main() -> int:
     parser.add_argument("--lm-seeds", default="0-4")
     parser.add_argument("--lm-horizon", type=int, default=100)
     parser.add_argument("--lm-temperature", type=float, default=0.0, help="0: greedy")
-    parser.add_argument("--only", choices=("baselines", "lm", "table"),
+    parser.add_argument("--train-updates", type=int, default=20)
+    parser.add_argument("--train-horizon", type=int, default=20)
+    parser.add_argument("--train-seed", type=int, default=1)
+    parser.add_argument("--only", choices=("baselines", "lm", "trained", "table"),
                         help="run one part (the table reads what is in --out)")
     parser.add_argument("--out", default="benchmarks/results/learn_bandit")
     args = parser.parse_args()
@@ -201,6 +256,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.only in (None, "lm"):
         run_lm_seeds(seeds_from(args.lm_seeds), args.lm_horizon, out, args.lm_temperature)
+    if args.only == "trained":
+        run_lm_seeds(seeds_from(args.lm_seeds), args.lm_horizon, out, args.lm_temperature,
+                     trained={"updates": args.train_updates, "horizon": args.train_horizon,
+                              "seed": args.train_seed})
     if args.only in (None, "baselines"):
         curves = run_baselines(seeds_from(args.seeds), args.horizon, out)
         (out / "baselines.json").write_text(json.dumps(curves))
