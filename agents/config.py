@@ -50,6 +50,34 @@ def config_from_dict(cls: type[ConfigT], data: dict[str, Any], warn: bool = True
     return cls(**data)
 
 
+class FileConfig:
+    """Base of the agents' config dataclasses: build one from a TOML/JSON file or a dict.
+
+    Example:
+        >>> import tempfile
+        >>> @dataclasses.dataclass
+        ... class Demo(FileConfig):
+        ...     lr: float = 0.1
+        >>> p = Path(tempfile.mkdtemp()) / "demo.toml"
+        >>> _ = p.write_text("lr = 0.5")
+        >>> Demo.from_file(p).lr
+        0.5
+    """
+
+    @classmethod
+    def from_file(cls: type[ConfigT], path: str | Path) -> ConfigT:
+        """Read a ``.toml`` or ``.json`` file whose keys are field names."""
+        return config_from_dict(cls, read_config_file(path))
+
+    @classmethod
+    def from_dict(cls: type[ConfigT], data: dict[str, Any], warn: bool = True) -> ConfigT:
+        """Build a config from a dict; unknown keys raise a ValueError naming them.
+
+        Deprecated names are mapped, with a DeprecationWarning unless ``warn`` is False.
+        """
+        return config_from_dict(cls, data, warn)
+
+
 def require_at_least_one(config: Any, names: Iterable[str]) -> None:
     """Raise a ValueError naming the first field of ``names`` that is below 1."""
     for name in names:

@@ -22,20 +22,19 @@ tokens the agent would write in the env it is evaluated on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from llm_gym.agents.checkpoints import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES
-from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
+from llm_gym.agents.config import FileConfig, require_at_least_one
 
 LOSS_TYPES = ("sigmoid", "ipo")
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(FileConfig):
     """DPO hyper-parameters (every field can come from a TOML/JSON file).
 
     Attributes:
@@ -94,19 +93,6 @@ class DPOConfig:
                                     "keep_checkpoints"))
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> DPOConfig:
-        """Read a TOML or JSON file whose keys are field names.
-
-        Example:
-            >>> import tempfile, pathlib
-            >>> p = pathlib.Path(tempfile.mkdtemp()) / "dpo.toml"
-            >>> _ = p.write_text('loss_type = "ipo"')
-            >>> DPOConfig.from_file(p).loss_type
-            'ipo'
-        """
-        return config_from_dict(cls, read_config_file(path))
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,

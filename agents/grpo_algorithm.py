@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import InitVar, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from llm_gym.agents.checkpoints import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES
-from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
+from llm_gym.agents.config import FileConfig, require_at_least_one
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 # Advantage estimators (llm_gym.agents.advantages); agents ``rloo`` and ``reinforce-pp`` are this
@@ -33,7 +32,7 @@ ADVANTAGES = ("group", "rloo", "reinforce_pp")
 
 # ============================================================================== config
 @dataclass
-class GRPOConfig:
+class GRPOConfig(FileConfig):
     """GRPO hyper-parameters (every field can come from a TOML/JSON file, see :meth:`from_file`).
 
     Attributes:
@@ -159,19 +158,6 @@ class GRPOConfig:
         if self.dynamic_sampling is None:
             return self.loss_type == "dapo"
         return self.dynamic_sampling
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> GRPOConfig:
-        """Read a TOML or JSON file whose keys are field names.
-
-        Example:
-            >>> import tempfile, pathlib
-            >>> p = pathlib.Path(tempfile.mkdtemp()) / "grpo.toml"
-            >>> _ = p.write_text('loss_type = "dapo"')
-            >>> GRPOConfig.from_file(p).loss_type
-            'dapo'
-        """
-        return config_from_dict(cls, read_config_file(path))
 
 
 # ============================================================================== loss

@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import InitVar, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from llm_gym.agents.checkpoints import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES
-from llm_gym.agents.config import config_from_dict, read_config_file, require_at_least_one
+from llm_gym.agents.config import FileConfig, require_at_least_one
 
 # ----------------------------------------------------------------------------- config
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(FileConfig):
     """Hyperparameters of :class:`PPOAgent` (CleanRL names where they exist).
 
     Attributes:
@@ -121,27 +120,6 @@ class PPOConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0 (0 disables the penalty), got {self.kl_coef}")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> PPOConfig:
-        """Read a config from a TOML or JSON file whose keys are field names.
-
-        Example:
-            >>> import tempfile, os
-            >>> path = os.path.join(tempfile.mkdtemp(), "ppo.json")
-            >>> _ = Path(path).write_text('{"gamma": 0.9}')
-            >>> PPOConfig.from_file(path).gamma
-            0.9
-        """
-        return cls.from_dict(read_config_file(path))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], warn: bool = True) -> PPOConfig:
-        """Build a config from a dict; unknown keys raise a ValueError naming them.
-
-        Deprecated names are mapped, with a DeprecationWarning unless ``warn`` is False.
-        """
-        return config_from_dict(cls, data, warn)
 
 
 # ----------------------------------------------------------------------------- advantages
