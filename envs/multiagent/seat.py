@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from llm_gym.token_env import TokenBuffers
-from llm_gym.tokenizers import Message, Tokenizer
+from llm_gym.tokenizers import Message, Tokenizer, load_tokenizer
 
 
 class WordMasks:
@@ -187,3 +187,41 @@ class SeatConversation:
     def text(self) -> str:
         """The decoded conversation (``render_mode="ansi"``)."""
         return self.tokenizer.decode(self._buf.input_ids[0, :self.length].tolist())
+
+
+class TokenSeats:
+    """What the token faces of a game (turn-based and simultaneous) share: their seats.
+
+    :meth:`_seat_players` checks the shared arguments, builds the real game with
+    ``make_classic()`` and gives every player its conversation (:class:`SeatConversation`),
+    observation space and one-token action space.
+    """
+
+    def _seat_players(self, rules: Any, make_classic: Any, tokenizer: Any, constrained: bool,
+                      invalid_penalty: float, max_length: int, max_new_tokens: int,
+                      render_mode: str | None) -> None:
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode must be 'ansi' or None, got {render_mode!r}")
+        if max_new_tokens < 1 or max_length <= max_new_tokens:
+            raise ValueError(f"need 1 <= max_new_tokens < max_length, got max_new_tokens="
+                             f"{max_new_tokens}, max_length={max_length}")
+        self.rules = rules
+        self.classic_env = make_classic()
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.constrained, self.invalid_penalty = bool(constrained), float(invalid_penalty)
+        self.render_mode = render_mode
+        self.possible_agents = list(self.classic_env.possible_agents)
+        obs_space = token_observation_space(self.tokenizer, max_length, self.constrained)
+        self.observation_spaces = {a: obs_space for a in self.possible_agents}
+        self.action_spaces = {a: spaces.Discrete(self.tokenizer.vocab_size)
+                              for a in self.possible_agents}
+        self.seats = {a: SeatConversation(self.tokenizer, max_length, max_new_tokens,
+                                          rules.move_words, self.constrained)
+                      for a in self.possible_agents}
+        self.agents: list[str] = []
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self.action_spaces[agent]

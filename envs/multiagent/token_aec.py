@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from pettingzoo import AECEnv
 
 from llm_gym.envs.multiagent.games import GameRules, legal_moves
-from llm_gym.envs.multiagent.seat import SeatConversation, token_observation_space
-from llm_gym.tokenizers import Tokenizer, load_tokenizer
+from llm_gym.envs.multiagent.seat import TokenSeats
+from llm_gym.tokenizers import Tokenizer
 
 
 def check_token(action: Any, vocab_size: int) -> int:
@@ -32,7 +31,7 @@ def check_token(action: Any, vocab_size: int) -> int:
     return int(action)
 
 
-class TokenTurnGame(AECEnv):
+class TokenTurnGame(TokenSeats, AECEnv):
     """A turn-based PettingZoo game whose players write their moves token by token.
 
     Each seat's observation is its own conversation (the rules and the board, then its replies
@@ -63,31 +62,8 @@ class TokenTurnGame(AECEnv):
                  max_length: int = 1024, max_new_tokens: int = 4,
                  render_mode: str | None = None, game_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be 'ansi' or None, got {render_mode!r}")
-        if max_new_tokens < 1 or max_length <= max_new_tokens:
-            raise ValueError(f"need 1 <= max_new_tokens < max_length, got max_new_tokens="
-                             f"{max_new_tokens}, max_length={max_length}")
-        self.rules = rules
-        self.classic_env = rules.make_classic(**(game_kwargs or {}))
-        self.tokenizer = load_tokenizer(tokenizer)
-        self.constrained, self.invalid_penalty = bool(constrained), float(invalid_penalty)
-        self.render_mode = render_mode
-        self.possible_agents = list(self.classic_env.possible_agents)
-        obs_space = token_observation_space(self.tokenizer, max_length, self.constrained)
-        self.observation_spaces = {a: obs_space for a in self.possible_agents}
-        self.action_spaces = {a: spaces.Discrete(self.tokenizer.vocab_size)
-                              for a in self.possible_agents}
-        self.seats = {a: SeatConversation(self.tokenizer, max_length, max_new_tokens,
-                                          rules.move_words, self.constrained)
-                      for a in self.possible_agents}
-        self.agents: list[str] = []
-
-    def observation_space(self, agent: str) -> spaces.Space:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        return self.action_spaces[agent]
+        self._seat_players(rules, lambda: rules.make_classic(**(game_kwargs or {})), tokenizer,
+                           constrained, invalid_penalty, max_length, max_new_tokens, render_mode)
 
     def observe(self, agent: str) -> dict[str, np.ndarray]:
         return self.seats[agent].observation()

@@ -6,20 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from llm_gym.envs.multiagent.games import GameRules
-from llm_gym.envs.multiagent.seat import (
-    SeatConversation,
-    plain_text,
-    token_observation_space,
-)
+from llm_gym.envs.multiagent.seat import TokenSeats, plain_text
 from llm_gym.envs.multiagent.token_aec import check_token
-from llm_gym.tokenizers import Tokenizer, load_tokenizer
+from llm_gym.tokenizers import Tokenizer
 
 
-class TokenSimultaneousGame(ParallelEnv):
+class TokenSimultaneousGame(TokenSeats, ParallelEnv):
     """A simultaneous-move PettingZoo game whose players write their moves token by token.
 
     Every step takes one token from every live player. A player whose reply names a move waits
@@ -54,35 +49,12 @@ class TokenSimultaneousGame(ParallelEnv):
                  invalid_penalty: float = -0.1, max_length: int = 2048, max_new_tokens: int = 8,
                  render_mode: str | None = None, game_kwargs: dict[str, Any] | None = None,
                  talk: bool = False) -> None:
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be 'ansi' or None, got {render_mode!r}")
-        if max_new_tokens < 1 or max_length <= max_new_tokens:
-            raise ValueError(f"need 1 <= max_new_tokens < max_length, got max_new_tokens="
-                             f"{max_new_tokens}, max_length={max_length}")
-        self.rules = rules
-        self.classic_env = make_parallel(**(game_kwargs or {}))
-        self.tokenizer = load_tokenizer(tokenizer)
-        self.constrained, self.invalid_penalty = bool(constrained), float(invalid_penalty)
-        self.render_mode = render_mode
-        self.possible_agents = list(self.classic_env.possible_agents)
-        obs_space = token_observation_space(self.tokenizer, max_length, self.constrained)
-        self.observation_spaces = {a: obs_space for a in self.possible_agents}
-        self.action_spaces = {a: spaces.Discrete(self.tokenizer.vocab_size)
-                              for a in self.possible_agents}
-        self.seats = {a: SeatConversation(self.tokenizer, max_length, max_new_tokens,
-                                          rules.move_words, self.constrained)
-                      for a in self.possible_agents}
-        self.agents: list[str] = []
+        self._seat_players(rules, lambda: make_parallel(**(game_kwargs or {})), tokenizer,
+                           constrained, invalid_penalty, max_length, max_new_tokens, render_mode)
         self.talk = bool(talk)
         self._talking = False  # in a round's message turn
         self._chosen: dict[str, int] = {}  # move (or message turn done: -1) per player
         self._messages: dict[str, str] = {}
-
-    def observation_space(self, agent: str) -> spaces.Space:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        return self.action_spaces[agent]
 
     @property
     def _aec(self) -> Any:
