@@ -154,3 +154,20 @@ def one_torch_thread():
     yield
     torch.set_num_threads(previous)
 
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the session's Ray tests (skipped without the ray extra).
+
+    It declares 8 logical CPUs so rollout and scoring actors fit on a 2-core CI machine; the OS
+    shares the real cores.
+    """
+    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'llm_gym[ray]'")
+    from llm_gym.distributed import connect
+
+    started = not ray.is_initialized()
+    connect(num_cpus=8)
+    yield ray
+    if started:
+        ray.shutdown()
