@@ -24,7 +24,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from llm_gym.agents.policy import Policy, as_policy, cache_argument
-from llm_gym.agents.sampling import device_generator, mask_from_token_ids, sample_tokens
+from llm_gym.agents.sampling import mask_from_token_ids, row_uniforms, sample_tokens
 from llm_gym.vector import row_info
 
 __all__ = ["ActionMasks", "RolloutBatch", "cache_argument", "collect_rollouts",
@@ -54,6 +54,9 @@ class RolloutBatch:
         rollout_s: wall time of the rollout; model_s and env_s split it.
         action_masks: the env's ``action_mask`` at every agent token (:class:`ActionMasks`), or
             None when the env has none.
+        env_seeds: ``(B,)`` the ``reset`` seed of each row (-1 when it was reset unseeded).
+        weight_version: the policy's version (updates applied) that sampled the batch; rollout
+            workers on Ray say which weights they held, so a stale batch would show.
     """
 
     input_ids: torch.Tensor
@@ -72,6 +75,8 @@ class RolloutBatch:
     model_s: float = 0.0
     env_s: float = 0.0
     action_masks: ActionMasks | None = None
+    env_seeds: torch.Tensor | None = None
+    weight_version: int = 0
 
     @property
     def num_rows(self) -> int:
@@ -96,6 +101,7 @@ class RolloutBatch:
             **kept, num_agent_tokens=int(kept["agent_mask"].sum()),
             infos=[self.infos[int(i)] for i in rows], rollout_s=self.rollout_s,
             model_s=self.model_s, env_s=self.env_s, action_masks=masks,
+            weight_version=self.weight_version,
         )
 
     @classmethod
@@ -120,6 +126,7 @@ class RolloutBatch:
             infos=[info for b in batches for info in b.infos],
             rollout_s=sum(b.rollout_s for b in batches), model_s=sum(b.model_s for b in batches),
             env_s=sum(b.env_s for b in batches), action_masks=_concat_masks(batches),
+            weight_version=min(b.weight_version for b in batches),  # the oldest weights in it
         )
 
     def to(self, device: torch.device | str) -> RolloutBatch:
@@ -271,6 +278,7 @@ class _Recorder:
 def collect_rollouts(
     policy: Policy | torch.nn.Module, envs: Any, *, indices: Any = None, seed: Any = None,
     temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
+    first_row: int = 0,
 ) -> RolloutBatch:
     """Play exactly one episode in every row of a DISABLED-autoreset token vector env.
 
@@ -283,7 +291,13 @@ def collect_rollouts(
         seed: ``reset`` seed (int: row i gets ``seed + i``).
         temperature: sampling temperature; ``0`` means greedy (argmax).
         top_p: nucleus sampling threshold (1 disables it).
-        generator: torch generator for sampling (reproducible rollouts).
+        generator: torch generator for sampling (reproducible rollouts): one number is drawn
+            from it per rollout, the seed of every row's own stream of draws
+            (:func:`~llm_gym.agents.sampling.row_uniforms`).
+        first_row: these rows are rows ``first_row, first_row + 1, ...`` of a larger batch (a
+            rollout worker's slice): an int ``seed`` and the sampling streams continue from
+            there, so with the same ``generator`` state a slice samples exactly what those rows
+            of the whole batch sample.
 
     Logits beyond ``envs.single_action_space.n`` are never sampled, and the env's action mask
     restricts sampling (constrained decoding). A :class:`~llm_gym.vector.TokenVectorEnv` hands
@@ -306,24 +320,45 @@ def collect_rollouts(
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
     policy = as_policy(policy)
     compact = _compact_masks(envs)
+    seeds = _row_seeds(seed, envs.num_envs, first_row)
+    # One draw per rollout, whatever the batch's length or split: a worker's slice and the
+    # whole batch leave the caller's generator in the same state.
+    stream_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     with compact or nullcontext():
-        return _play(policy, envs, indices, seed, temperature, top_p, generator,
-                     compact is not None)
+        batch = _play(policy, envs, indices, seeds, temperature, top_p,
+                      range(first_row, first_row + envs.num_envs), stream_seed,
+                      compact is not None)
+    batch.env_seeds = torch.tensor([-1 if s is None else s for s in seeds], dtype=torch.int64)
+    return batch
 
 
-def _play(policy: Policy, envs: Any, indices: Any, seed: Any, temperature: float, top_p: float,
-          generator: torch.Generator | None, compact: bool) -> RolloutBatch:
+def _row_seeds(seed: Any, num_rows: int, first_row: int) -> list[int | None]:
+    """Each row's ``reset`` seed: ``seed + first_row + i`` for an int, else as given."""
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"seed must be an int or one per row, got {seed!r}")
+    if seed is None or isinstance(seed, (int, np.integer)):
+        return [None if seed is None else int(seed) + first_row + i for i in range(num_rows)]
+    seeds = [None if s is None else int(s) for s in seed]
+    if len(seeds) != num_rows:
+        raise ValueError(f"got {len(seeds)} seeds for {num_rows} rows; pass one per row")
+    return seeds
+
+
+def _play(policy: Policy, envs: Any, indices: Any, seeds: list[int | None], temperature: float,
+          top_p: float, rows: range, stream_seed: int, compact: bool) -> RolloutBatch:
     start = time.perf_counter()
     options = None if indices is None else {"index": _as_index_option(indices)}
-    obs, info = envs.reset(seed=seed, options=options)
+    obs, info = envs.reset(seed=seeds, options=options)
     vocab = int(envs.single_action_space.n)
     rec = _Recorder(envs.num_envs, obs["input_ids"].shape[1], vocab)
     if "task_index" in info:
         rec.task_index[:] = [-1 if v is None else int(v) for v in info["task_index"]]
     cache = policy.start(envs.num_envs, vocab)
-    device = policy.device
-    generator = device_generator(generator, device)
+    # A row takes at most one step per token of room, so this table covers every step.
+    draws = None if temperature == 0 else row_uniforms(
+        stream_seed, rows, obs["input_ids"].shape[1]).to(policy.device)
     model_s = env_s = 0.0
+    step = 0
     fed = np.zeros(envs.num_envs, dtype=np.int64)  # tokens of each row already in the cache
     done = np.zeros(envs.num_envs, dtype=bool)
     while not done.all():
@@ -332,7 +367,9 @@ def _play(policy: Policy, envs: Any, indices: Any, seed: Any, temperature: float
         logits = policy.next_token_logits(cache, obs["input_ids"], fed, lengths, done)
         fed = lengths
         pairs = envs.unwrapped.allowed_tokens() if compact else _dense_pairs(obs)
-        actions, logprobs = _sample(logits, pairs, done, temperature, top_p, generator)
+        actions, logprobs = _sample(logits, pairs, done, temperature, top_p,
+                                    None if draws is None else draws[:, step])
+        step += 1
         t1 = time.perf_counter()
         obs, rewards, terminated, truncated, infos = envs.step(actions)
         t2 = time.perf_counter()
@@ -381,7 +418,7 @@ def _as_index_option(indices: Any) -> Any:
 
 def _sample(
     logits: torch.Tensor, pairs: tuple[np.ndarray, np.ndarray] | None, done: np.ndarray,
-    temperature: float, top_p: float, generator: torch.Generator | None,
+    temperature: float, top_p: float, uniforms: torch.Tensor | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Actions and their log-probs as sampled (the env's mask applied).
 
@@ -394,7 +431,7 @@ def _sample(
         allowed = mask_from_token_ids(torch.from_numpy(pairs[0]), torch.from_numpy(pairs[1]),
                                       logits.shape[0], logits.shape[1], logits.device)
     ids, logprobs = sample_tokens(logits, temperature=temperature, top_p=top_p,
-                                  generator=generator, allowed=allowed)
+                                  uniforms=uniforms, allowed=allowed)
     actions = ids.cpu().numpy().astype(np.int64)
     actions[done] = 0
     return actions, logprobs.cpu().numpy()

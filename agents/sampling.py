@@ -12,12 +12,14 @@ The log-prob is that of the distribution sampled from *before* top-k/top-p trunc
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 def sample_tokens(
     logits: torch.Tensor, *, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
     allowed: torch.Tensor | None = None, generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row; ``(ids, logprobs)``, both ``(B,)`` on ``logits.device``.
 
@@ -29,6 +31,12 @@ def sample_tokens(
         allowed: ``(B, V)`` bool action mask on any device; a row with nothing allowed
             samples freely.
         generator: a ``torch.Generator`` on ``logits.device`` (for reproducible sampling).
+        uniforms: ``(B,)`` draws in ``(0, 1]``, one per row, instead of ``generator``: row i
+            takes the token where the cumulative probability first reaches ``uniforms[i]``
+            (inverse-CDF sampling). A row's token then depends on its own draw only, not on
+            which other rows share the batch, which is what lets rollout workers sample their
+            slice of a batch exactly as one process samples the whole
+            (:func:`row_uniforms`).
 
     Example:
         >>> logits = torch.tensor([[0.0, 5.0, 0.0], [3.0, 0.0, 0.0]])
@@ -56,8 +64,32 @@ def sample_tokens(
     else:
         truncated = _top_k(_top_p(scores, logprobs, top_p), top_k)
         probs = torch.softmax(truncated, dim=-1)
-        ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        if uniforms is None:
+            uniforms = 1.0 - torch.rand(len(probs), generator=generator, device=probs.device)
+        cdf = probs.cumsum(dim=-1)
+        # The first token whose cumulative mass reaches u (scaled: the sum may round below 1).
+        # u > 0, so a zero-probability token (a flat step of the CDF) is never the first.
+        target = uniforms.to(cdf.device, cdf.dtype)[:, None] * cdf[:, -1:]
+        ids = (cdf < target).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
     return ids, logprobs.gather(1, ids[:, None]).squeeze(1)
+
+
+def row_uniforms(seed: int, rows: range, steps: int) -> torch.Tensor:
+    """``(len(rows), steps)`` float32 draws in ``(0, 1]``: row r's depend on ``(seed, r)`` only.
+
+    Each batch row has its own stream (as vLLM gives each request its own seeded generator),
+    so rows ``a..b`` of a batch draw the same numbers whether one process samples the whole
+    batch or a rollout worker samples only that slice.
+
+    Example:
+        >>> whole, part = row_uniforms(7, range(0, 4), 3), row_uniforms(7, range(2, 4), 3)
+        >>> bool((whole[2:] == part).all()), bool((whole > 0).all() and (whole <= 1).all())
+        (True, True)
+    """
+    table = np.empty((len(rows), steps), dtype=np.float32)
+    for i, row in enumerate(rows):
+        table[i] = np.random.default_rng([int(seed), int(row)]).random(steps, dtype=np.float32)
+    return torch.from_numpy(1.0 - table)
 
 
 def mask_from_token_ids(rows: torch.Tensor, token_ids: torch.Tensor, num_rows: int,

