@@ -118,7 +118,7 @@ def make_agent(
     name: str, env_id: str | gym.Env | gym.vector.VectorEnv, *, model: Any = None,
     config: Any = None, seed: int = 0,
     log_dir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
-    wrappers: Any = None,
+    wrappers: Any = None, distributed: dict[str, Any] | None = None,
 ) -> Any:
     """Build agent ``name`` for the registered env ``env_id``, wrapped in ``wrappers``.
 
@@ -137,6 +137,8 @@ def make_agent(
         env_kwargs: keyword arguments of ``gym.make``.
         wrappers: a wrapper stack (``[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]``,
             see :mod:`llm_gym.wrappers.stack`): every agent learns the shaped reward.
+        distributed: GRPO-family agents on Ray: ``rollout_workers``, ``scoring_workers`` and
+            ``ray_address`` (see :class:`~llm_gym.agents.grpo.GRPOAgent`).
 
     Raises:
         ValueError: unknown name, or :class:`AgentEnvMismatch` when the agent cannot act in
@@ -150,8 +152,10 @@ def make_agent(
     check_agent_name(name)
     config = load_config(config)
     wrappers = parse_wrappers(wrappers)
+    distributed = distributed_options(name, distributed)
     if name in LLM_AGENTS:
-        return _make_llm_agent(name, env_id, model, config, seed, log_dir, env_kwargs, wrappers)
+        return _make_llm_agent(name, env_id, model, config, seed, log_dir, env_kwargs, wrappers,
+                               distributed)
     if model is not None:
         raise ValueError(f"model= only applies to grpo and ppo, not to {name}")
     if config is not None and not isinstance(config, dict):
@@ -209,8 +213,24 @@ def env_kind_mismatch(name: str, env: Any) -> str | None:
     return f"{name} needs a {wanted} env; {env} is {kind}"
 
 
+def distributed_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The Ray options that are set (``rollout_workers``, ...); only GRPO-family agents take them.
+
+    Raises:
+        ValueError: an option for an agent that runs in one process only.
+    """
+    options = {k: v for k, v in (options or {}).items() if v}
+    if options and (name not in LLM_AGENTS or name in ("ppo", "dpo")):
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise ValueError(f"{flags}: Ray workers run the GRPO-family trainers ("
+                         f"{', '.join(n for n in LLM_AGENTS if n not in ('ppo', 'dpo'))}); "
+                         f"{name} runs in one process, leave them out")
+    return options
+
+
 def _make_llm_agent(name: str, env_id: Any, model: Any, config: Any, seed: int, log_dir: Any,
-                    env_kwargs: dict[str, Any] | None, wrappers: list[dict[str, Any]]) -> Any:
+                    env_kwargs: dict[str, Any] | None, wrappers: list[dict[str, Any]],
+                    distributed: dict[str, Any]) -> Any:
     token_env = _is_token(env_id)
     if env_kind_mismatch(name, env_id) is not None:
         raise AgentEnvMismatch(
@@ -231,7 +251,7 @@ def _make_llm_agent(name: str, env_id: Any, model: Any, config: Any, seed: int, 
         raise TypeError(f"config of {name} must be a {config_cls.__name__}, a dict or a file, "
                         f"got {type(config).__name__}")
     kwargs: dict[str, Any] = {"config": config, "env_kwargs": env_kwargs, "seed": seed,
-                              "log_dir": log_dir, "wrappers": wrappers}
+                              "log_dir": log_dir, "wrappers": wrappers, **distributed}
     if model is not None:
         kwargs["model"] = model
     return agent_cls(env_id, **kwargs)

@@ -15,6 +15,7 @@ trained on. Training state checkpoints atomically and resumes exactly (:mod:`.ch
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -59,6 +60,12 @@ class GRPOAgent(CausalLMTrainer):
         wrappers: a wrapper stack (``[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]``,
             see :mod:`llm_gym.wrappers.stack`) applied to the batch: GRPO learns from the shaped
             reward, and each term's episode mean is logged as ``reward/<term>``.
+        rollout_workers: play each batch on this many Ray actors, each with a slice of the rows
+            and a copy of the policy (:mod:`llm_gym.distributed.rollout`); 0 plays it here.
+            The results are those of the single-process run.
+        scoring_workers: grade code and math on this many Ray actors
+            (:mod:`llm_gym.distributed.scoring`), here and in the rollout workers.
+        ray_address: the Ray cluster to join (default: a local instance started here).
 
     A rollout batch is indivisible, so ``learn`` ends within half a batch of its budget: the
     next batch starts only when at least half of it (estimated from the run's batches so far)
@@ -82,7 +89,8 @@ class GRPOAgent(CausalLMTrainer):
         self, env: str | Any, model: str | torch.nn.Module = "tiny",
         config: GRPOConfig | None = None, *, env_kwargs: dict[str, Any] | None = None,
         tokenizer: Any = None, seed: int = 0, log_dir: str | Path | None = None,
-        device: str | None = None, wrappers: Any = None,
+        device: str | None = None, wrappers: Any = None, rollout_workers: int = 0,
+        scoring_workers: int = 0, ray_address: str | None = None,
     ) -> None:
         if config is not None and not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
@@ -94,6 +102,35 @@ class GRPOAgent(CausalLMTrainer):
         self.ref_model = self._reference_model()
         self._init_run_state(log_dir)
         self.num_rollouts = 0
+        self.workers: Any = None   # RolloutWorkers on Ray, when asked for
+        self.scoring: Any = None   # ScoringWorkers on Ray, when asked for
+        self._worker_metrics: dict[str, float] = {}
+        if rollout_workers or scoring_workers or ray_address:
+            self._start_ray(rollout_workers, scoring_workers, ray_address, rows)
+
+    def _start_ray(self, rollout_workers: int, scoring_workers: int, address: str | None,
+                   rows: int) -> None:
+        from llm_gym.distributed import connect
+        from llm_gym.distributed.rollout import RolloutWorkers, WorkerSpec
+
+        for name, value in (("rollout_workers", rollout_workers),
+                            ("scoring_workers", scoring_workers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        connect(address)
+        if scoring_workers:
+            from llm_gym.distributed.scoring import ScoringWorkers
+
+            self.scoring = ScoringWorkers(scoring_workers)
+            self.scoring.install()
+        if rollout_workers:
+            cfg = self.config
+            model = self.model_spec if self.model_spec is not None else \
+                copy.deepcopy(self.model).cpu()
+            spec = WorkerSpec(self.env_id, self.env_kwargs, self.wrappers, self.tokenizer, model,
+                              dtype=cfg.dtype, lora=cfg.lora, seed=self.seed,
+                              deterministic=cfg.deterministic)
+            self.workers = RolloutWorkers(rollout_workers, spec, rows, scoring=self.scoring)
 
     def _reference_model(self) -> torch.nn.Module | None:
         if self.config.kl_coef == 0:
@@ -108,9 +145,20 @@ class GRPOAgent(CausalLMTrainer):
         # Env seeds come from the counters, so a resumed run replays none and skips none.
         seed = (self.seed * 1_000_003 + rollout_index * self.envs.num_envs) % 2**31
         self.model.eval()
-        return collect_rollouts(self.model, self.envs, indices=indices, seed=seed,
-                                temperature=cfg.temperature, top_p=cfg.top_p,
-                                generator=self.generator)
+        if self.workers is None:
+            batch = collect_rollouts(self.model, self.envs, indices=indices, seed=seed,
+                                     temperature=cfg.temperature, top_p=cfg.top_p,
+                                     generator=self.generator)
+            batch.weight_version = self.num_updates
+            return batch
+        timings = {"time/weight_sync_s": self.workers.sync(self.model, self.num_updates)}
+        batch, worker_timings = self.workers.collect(
+            indices, seed, self.generator, cfg.temperature, cfg.top_p,
+            self.tokenizer.pad_token_id)
+        for key, value in {**timings, **worker_timings}.items():  # summed over sampling rounds
+            summed = not key.startswith("rollout/")
+            self._worker_metrics[key] = self._worker_metrics.get(key, 0.0) * summed + value
+        return batch
 
     def collect(self) -> Collected:
         """Sample a rollout batch with advantages; dynamic sampling when configured.
@@ -120,6 +168,7 @@ class GRPOAgent(CausalLMTrainer):
         episode log are left to the base (:meth:`~.trainer.LLMTrainer._apply`).
         """
         cfg = self.config
+        self._worker_metrics = {}
         kept: list[RolloutBatch] = []
         advantages: list[torch.Tensor] = []
         stats = {"rollout/sampling_rounds": 0.0, "rollout/groups_dropped_equal": 0.0}
@@ -141,6 +190,8 @@ class GRPOAgent(CausalLMTrainer):
                 break
         episodes, steps, tokens = _finished_episodes(sampled)
         stats.update(self._rollout_metrics(sampled, self.num_tokens + tokens))
+        stats.update(self._worker_metrics)
+        stats["rollout/weight_version"] = float(min(b.weight_version for b in sampled))
         return Collected(
             batch=RolloutBatch.concat(kept, self.tokenizer.pad_token_id), metrics=stats,
             steps=steps, tokens=tokens, episodes=episodes,
@@ -150,6 +201,22 @@ class GRPOAgent(CausalLMTrainer):
     def _apply(self, collected: Collected) -> None:
         super()._apply(collected)
         self.num_rollouts += collected.rollouts
+
+    def _load_model_state(self, state: dict[str, Any]) -> None:
+        super()._load_model_state(state)
+        if self.workers is not None:  # the workers hold other weights now
+            self.workers.invalidate()
+
+    def close(self) -> None:
+        """Close the envs and stop the Ray workers, if any."""
+        super().close()
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
+        if self.scoring is not None:
+            self.scoring.uninstall()
+            self.scoring.close()
+            self.scoring = None
 
     def collect_batch(self) -> tuple[RolloutBatch, torch.Tensor, dict[str, float]]:
         """:meth:`collect`, applied to the counters: ``(batch, advantages, metrics)``."""

@@ -28,7 +28,7 @@ from llm_gym.agents.sampling import mask_from_token_ids, row_uniforms, sample_to
 from llm_gym.vector import row_info
 
 __all__ = ["ActionMasks", "RolloutBatch", "cache_argument", "collect_rollouts",
-           "sequence_logprobs"]
+           "sequence_logprobs", "stream_seed"]
 
 
 @dataclass
@@ -321,15 +321,21 @@ def collect_rollouts(
     policy = as_policy(policy)
     compact = _compact_masks(envs)
     seeds = _row_seeds(seed, envs.num_envs, first_row)
-    # One draw per rollout, whatever the batch's length or split: a worker's slice and the
-    # whole batch leave the caller's generator in the same state.
-    stream_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    streams = stream_seed(generator)
     with compact or nullcontext():
         batch = _play(policy, envs, indices, seeds, temperature, top_p,
-                      range(first_row, first_row + envs.num_envs), stream_seed,
-                      compact is not None)
+                      range(first_row, first_row + envs.num_envs), streams, compact is not None)
     batch.env_seeds = torch.tensor([-1 if s is None else s for s in seeds], dtype=torch.int64)
     return batch
+
+
+def stream_seed(generator: torch.Generator | None) -> int:
+    """The seed of a rollout's per-row sampling streams: one draw from ``generator``.
+
+    One draw per rollout, whatever the batch's length or split, so a rollout worker's slice and
+    the whole batch leave the caller's generator in the same state.
+    """
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
 def _row_seeds(seed: Any, num_rows: int, first_row: int) -> list[int | None]:

@@ -93,6 +93,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-episodes", type=int, default=10,
                         help="deterministic evaluation episodes at the end (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ray = parser.add_argument_group("on Ray (grpo, rloo, reinforce-pp; pip install 'llm_gym[ray]')")
+    ray.add_argument("--rollout-workers", type=int, default=0, metavar="N",
+                     help="play each batch on N Ray actors, a slice of the rows and a policy "
+                          "copy each (same results as one process)")
+    ray.add_argument("--scoring-workers", type=int, default=0, metavar="N",
+                     help="run sandboxed code tests and math grading on N Ray actors")
+    ray.add_argument("--ray-address", metavar="ADDR",
+                     help="join this Ray cluster (default: start a local instance)")
     parser.set_defaults(func=run_train)
 
 
@@ -122,7 +130,10 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as interrupt:
         _save_interrupted(agent, interrupt, spec, run_dir, args, total)
         raise
-    _save_run(agent, result, run_dir, args, total)
+    else:
+        _save_run(agent, result, run_dir, args, total)
+    finally:
+        _close(agent)
     print(ComparisonReport(aggregate([result]), [result], []).markdown())
     print(f"\n{_result_line(result)}")
     print(f"took {result.env_steps} env steps (the run's total was set to {total})")
@@ -130,6 +141,13 @@ def run_train(args: argparse.Namespace) -> int:
     for line in output_lines(run_dir):
         print(f"  {line}")
     return 0
+
+
+def _close(agent: Any) -> None:
+    """Release what the agent holds beyond memory: its envs, and its Ray workers if any."""
+    close = getattr(agent, "close", None)
+    if callable(close):
+        close()
 
 
 def _steps(agent: Any) -> int:
@@ -192,7 +210,8 @@ def _agent_and_spec(args: argparse.Namespace
     short = args.env.split("/")[-1]
     run_dir = Path(args.log_dir or f"runs/{args.agent}-{short}-s{args.seed}")
     agent = make_agent(args.agent, args.env, model=args.model, config=_config(args),
-                       seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers)
+                       seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers,
+                       distributed=_distributed(args))
     if league is not None:
         league.attach(agent)
     # DPO's steps are preference pairs: by default one pass over them (num_train_epochs).
@@ -200,6 +219,16 @@ def _agent_and_spec(args: argparse.Namespace
     total = args.timesteps or default or DEFAULT_TIMESTEPS
     spec = RunSpec(args.env, args.agent, total, args.seed, env_kwargs, wrappers=wrappers)
     return agent, spec, run_dir, {}, total
+
+
+def _distributed(args: argparse.Namespace) -> dict[str, Any]:
+    """The Ray flags as agent keyword arguments (checked: counts are not negative)."""
+    for flag in ("rollout_workers", "scoring_workers"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be 0 or more, got "
+                             f"{getattr(args, flag)}")
+    return {"rollout_workers": args.rollout_workers, "scoring_workers": args.scoring_workers,
+            "ray_address": args.ray_address}
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -235,7 +264,7 @@ def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], 
     run_dir = Path(args.log_dir or args.resume)
     name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
     agent = _load_saved(name, Path(args.resume), env_id, env_kwargs, saved["seed"], run_dir,
-                        wrappers)
+                        wrappers, _distributed(args))
     if self_play is not None:  # the checkpoint's pool is restored when the league attaches
         _self_play(self_play, name).attach(agent)
     args.self_play = self_play
@@ -273,8 +302,17 @@ def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
 
 
 def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any], seed: int,
-                run_dir: Path, wrappers: list[dict[str, Any]]) -> Any:
-    from llm_gym.agents.factory import LLM_AGENTS, agent_file, llm_agent_classes, load_agent
+                run_dir: Path, wrappers: list[dict[str, Any]], distributed: dict[str, Any]
+                ) -> Any:
+    from llm_gym.agents.factory import (
+        LLM_AGENTS,
+        agent_file,
+        distributed_options,
+        llm_agent_classes,
+        load_agent,
+    )
+
+    distributed = distributed_options(name, distributed)  # Ray is a choice of this invocation
 
     if name in LLM_AGENTS:
         from llm_gym.agents.training import latest_checkpoint
@@ -284,7 +322,7 @@ def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any]
                                     "stopped before its first); start it again")
         # The newest intact save of the run: a checkpoint or the final agent/ (training.py).
         agent_cls, _ = llm_agent_classes(name)
-        return agent_cls.load(folder, log_dir=run_dir, wrappers=wrappers)
+        return agent_cls.load(folder, log_dir=run_dir, wrappers=wrappers, **distributed)
     path = agent_file(name, folder)
     if not _saved_path(path).exists() and name != "random":
         raise FileNotFoundError(f"--resume {folder}: no saved agent ({path.name}) there; the "
