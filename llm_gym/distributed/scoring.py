@@ -48,6 +48,20 @@ from llm_gym.sandbox import RunResult, SandboxPool
 # the sandbox slots and the grader); a call it had in flight is retried once on the new one.
 MAX_RESTARTS = 4
 MAX_TASK_RETRIES = 1
+# The actor's methods run in their own thread groups, so runs waiting for a sandbox slot never
+# hold up a grading chunk or an info() call behind them.
+_GROUPS = {"run": "sandbox", "verify_many": "grading", "parse_golds": "grading",
+           "info": "control"}
+
+
+def _call(actor: Any, method: str, *args: Any) -> Any:
+    """``actor.method.remote(*args)`` in the method's concurrency group; an ObjectRef."""
+    return getattr(actor, method).options(concurrency_group=_GROUPS[method]).remote(*args)
+
+
+def _infos(actors: Sequence[Any]) -> list[dict[str, Any]]:
+    """:meth:`ScoringWorker.info` of each actor, in order."""
+    return require_ray().get([_call(actor, "info") for actor in actors])
 
 
 class ScoringWorker:
@@ -65,7 +79,7 @@ class ScoringWorker:
     def __init__(self, slots: int, allow_degraded: bool, grading_timeout: float) -> None:
         self.sandbox = SandboxPool(workers=slots, allow_degraded=allow_degraded)
         self.grading = GradingPool(num_workers=1, timeout=grading_timeout)
-        self._lock = threading.Lock()  # the actor is threaded: one call per slot at a time
+        self._lock = threading.Lock()  # the actor is threaded (see _GROUPS)
         self._counts = {"runs": 0, "gradings": 0}
 
     def run(self, program: str, kwargs: dict[str, Any]) -> RunResult:
@@ -119,7 +133,7 @@ class _Balancer:
             self._busy[index] += 1
             self._next = (index + 1) % count
         try:
-            future = getattr(self.actors[index], method).remote(*args).future()
+            future = _call(self.actors[index], method, *args).future()
         except BaseException:
             self._done(index)
             raise
@@ -155,9 +169,7 @@ class RaySandboxPool:
     @property
     def uids(self) -> list[int]:
         """The slot UIDs of every actor now (an actor restarted may hold others)."""
-        ray = require_ray()
-        return [uid for actor in self._balancer.actors
-                for uid in ray.get(actor.info.remote())["uids"]]
+        return [uid for info in _infos(self._balancer.actors) for uid in info["uids"]]
 
     def run(self, program: str, **kwargs: Any) -> RunResult:
         """``SandboxPool.run`` on the least busy actor; blocks until the run is done."""
@@ -193,9 +205,7 @@ class RayGradingPool:
     @property
     def kills(self) -> int:
         """Grading processes killed (deadline missed) in the actors' current lives."""
-        ray = require_ray()
-        infos = ray.get([actor.info.remote() for actor in self._balancer.actors])
-        return sum(info["kills"] for info in infos)
+        return sum(info["kills"] for info in _infos(self._balancer.actors))
 
     def verify_many(self, pairs: Sequence[tuple[str, str]],
                     timeout: float | None = None) -> list[tuple[str, str]]:
@@ -249,14 +259,16 @@ class ScoringWorkers:
             raise ValueError(f"num_cpus must be positive, got {num_cpus!r}")
         if allow_degraded is None:
             allow_degraded = os.environ.get("LLM_GYM_SANDBOX_ALLOW_DEGRADED") == "1"
-        actor_class = ray.remote(ScoringWorker).options(
+        # Concurrency groups can only be set here, not in .options().
+        actor_class = ray.remote(
             num_cpus=num_cpus, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
-            # Threaded: one call per slot runs at once, plus a grading chunk and info().
-            max_concurrency=slots + 2, scheduling_strategy="SPREAD")
+            # One run per slot at once; one grading chunk (the pool has one process).
+            concurrency_groups={"sandbox": slots, "grading": 1, "control": 1},
+            scheduling_strategy="SPREAD")(ScoringWorker)
         self.actors = [actor_class.remote(slots, allow_degraded, grading_timeout)
                        for _ in range(count)]
         try:
-            infos = ray.get([actor.info.remote() for actor in self.actors])
+            infos = _infos(self.actors)
         except BaseException:
             self.close()
             raise
@@ -265,8 +277,7 @@ class ScoringWorkers:
 
     def info(self) -> list[dict[str, Any]]:
         """Each actor's ``pid``, slot ``uids``, ``runs``, ``gradings`` and grader ``kills``."""
-        ray = require_ray()
-        return ray.get([actor.info.remote() for actor in self.actors])
+        return _infos(self.actors)
 
     def install(self) -> None:
         """Make :attr:`sandbox` and :attr:`grading` this process's default pools."""
