@@ -168,7 +168,10 @@ class RaySandboxPool:
 
     @property
     def uids(self) -> list[int]:
-        """The slot UIDs of every actor now (an actor restarted may hold others)."""
+        """The slot UIDs of every actor now (an actor restarted may hold others).
+
+        Each is a UID on its actor's node: on a cluster, check it there.
+        """
         return [uid for info in _infos(self._balancer.actors) for uid in info["uids"]]
 
     def run(self, program: str, **kwargs: Any) -> RunResult:
