@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from llm_gym.rewards.code import DEFAULT_TIMEOUT, code_pass_rate
-from llm_gym.sandbox import SandboxPool
-from llm_gym.token_env import Task, TokenEnv, TurnResult, chat_messages
+from llm_gym.rewards.code import DEFAULT_TIMEOUT, code_pass_rate, default_pool
+from llm_gym.sandbox import SandboxPool, SandboxUnavailable
+from llm_gym.token_env import EndedTurn, Task, TokenEnv, TurnResult, chat_messages
 from llm_gym.tokenizers import Tokenizer, load_tokenizer
 
 CODE_INSTRUCTION = (
@@ -218,9 +219,36 @@ class CodeEnv(TokenEnv):
         reward, info = self.score(response)
         return TurnResult(reward, terminated=True, info=info)
 
+    def end_turns(self, turns: Sequence[EndedTurn]) -> list[TurnResult]:
+        """Score the ended turns of one vector-env step at once, up to the pool's width.
+
+        Each turn is its own env's :meth:`end_turn` (the sequential path), run on a thread: a
+        run mostly waits on its sandbox, so a local pool's slots and the Ray scoring actors
+        both grade the batch in parallel. Results come back in order. A turn that raises makes
+        this call raise once every turn has finished, and :func:`~llm_gym.token_env.score_turns`
+        then scores the turns one by one, so each failure keeps its own verdict.
+        """
+        width = min(len(turns), self._pool_width())
+        if width <= 1:
+            return super().end_turns(turns)
+        with ThreadPoolExecutor(width, thread_name_prefix="llm_gym-code-turns") as executor:
+            futures = [executor.submit(t.env.end_turn, t.response, t.response_ids, t.finished)
+                       for t in turns]
+            return [future.result() for future in futures]
+
+    def _pool_width(self) -> int:
+        """Concurrent runs this env's pool allows (1 when there is no usable pool)."""
+        try:
+            pool = self.pool or default_pool()
+        except SandboxUnavailable:
+            return 1  # each end_turn then names the refusal itself
+        return max(1, int(getattr(pool, "workers", 1)))
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["pool"] = None  # slots are machine resources; a copy uses the default pool
+        # Slots are machine resources: a copy (e.g. in a Ray rollout worker) uses the default
+        # pool of its process, which is the scoring workers' pool where they are installed.
+        state["pool"] = None
         return state
 
 

@@ -171,3 +171,13 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def scoring_workers(ray_local):
+    """Two Ray scoring actors (sandbox + math grader each), started once for the session."""
+    from llm_gym.distributed.scoring import ScoringWorkers
+
+    workers = ScoringWorkers(2)
+    yield workers
+    workers.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import threading
 import warnings
 
 import gymnasium as gym
@@ -13,6 +14,8 @@ from gymnasium.utils.env_checker import check_env
 
 import llm_gym  # noqa: F401 - registers the ids
 from llm_gym.envs.code import CodeEnv, normalize_rows
+from llm_gym.sandbox import SandboxPool
+from llm_gym.token_env import EndedTurn, score_turns
 from tests.attacks.grader_attacks import GRADER_ATTACKS, HONEST, TASKS
 from tests.attacks.programs import ADD_TESTS, HONEST_ADD, INTEGRITY_ATTACKS, RESOURCE_ATTACKS
 
@@ -124,3 +127,56 @@ def test_real_mbpp_prompts_fit_byte_tokenizer_defaults():
     assert env.num_tasks == 427
     env.reset(options={"index": 426})
     assert env.max_length >= 512 + 1
+
+
+BATCH_REPLIES = [HONEST_ADD, "```python\ndef add(a, b):\n    return a - b\n```",
+                 "```python\ndef add(a, b) return\n```", "no code at all", HONEST_ADD]
+
+
+def _ended_turns(pool, replies, finished):
+    """One CodeEnv per reply (as the sub-envs of a vector env), each on the MBPP add task."""
+    turns = []
+    for reply, done in zip(replies, finished, strict=True):
+        env = CodeEnv(dataset=[MBPP_ROW], max_new_tokens=64, timeout=2.0, pool=pool)
+        env.reset(seed=0)
+        turns.append(EndedTurn(env, reply, [], done))
+    return turns
+
+
+def test_a_step_batch_scores_as_one_by_one_and_concurrently(monkeypatch):
+    finished = [True, True, True, True, False]  # the last one hit its token budget
+    with SandboxPool(workers=2) as pool:
+        alone = [t.env.end_turn(t.response, t.response_ids, t.finished)
+                 for t in _ended_turns(pool, BATCH_REPLIES, finished)]
+        threads = []
+        original = CodeEnv.end_turn
+
+        def recording(self, *args):
+            threads.append(threading.current_thread().name)
+            return original(self, *args)
+
+        monkeypatch.setattr(CodeEnv, "end_turn", recording)
+        turns = _ended_turns(pool, BATCH_REPLIES, finished)
+        batch = turns[0].env.end_turns(turns)
+    assert batch == alone
+    assert [r.info["verdict"] for r in batch] == [
+        "passed", "failed", "syntax_error", "syntax_error", "truncated"]
+    assert len(threads) == 5 and all(name.startswith("llm_gym-code-turns") for name in threads)
+
+
+def test_a_turn_that_raises_in_a_batch_costs_only_its_own_score(monkeypatch):
+    original = CodeEnv.end_turn
+
+    def fails_on_prose(self, response, response_ids, finished):
+        if response == "no code at all":
+            raise RuntimeError("grader down")
+        return original(self, response, response_ids, finished)
+
+    monkeypatch.setattr(CodeEnv, "end_turn", fails_on_prose)
+    with SandboxPool(workers=2) as pool:
+        turns = _ended_turns(pool, BATCH_REPLIES[:4], [True] * 4)
+        with pytest.raises(RuntimeError, match="grader down"):
+            turns[0].env.end_turns(turns)
+        results = score_turns(turns)  # the batch raises, so each turn is scored alone
+    assert [r.info.get("verdict") for r in results] == ["passed", "failed", "syntax_error", None]
+    assert results[3].info["reward_error"] == "exception:RuntimeError"

@@ -29,8 +29,14 @@ MARKER = f"llm_gym_grader_attack_{os.getpid()}"
 OUTSIDE = [f"{d}/{MARKER}" for d in ("/tmp", "/var/tmp", "/dev/shm", "/tmp/plant", "")]
 
 
-@pytest.fixture(scope="module")
-def pool():
+@pytest.fixture(scope="module", params=["local", pytest.param("ray", marks=pytest.mark.ray)])
+def pool(request):
+    """Every test runs on a local pool and again through the Ray scoring actors, whose
+    sandbox must contain each attack the same way (all of them: the Ray pass costs seconds)."""
+    if request.param == "ray":
+        pytest.importorskip("ray", reason="needs the ray extra: pip install 'llm_gym[ray]'")
+        yield request.getfixturevalue("scoring_workers").sandbox
+        return
     with SandboxPool(workers=2) as pool:
         yield pool
 

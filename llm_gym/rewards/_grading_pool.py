@@ -262,13 +262,39 @@ class _Dispatch:
 
 
 _POOL: GradingPool | None = None
+# A pool set by set_pool (the Ray scoring workers' one) wins over the local _POOL. It holds
+# actor handles, not pipes, so get_pool's fork check does not apply to it.
+_INSTALLED: Any = None
 _POOL_LOCK = threading.Lock()
 
 
+def set_pool(pool: Any) -> None:
+    """Install ``pool`` as what :func:`get_pool` returns; ``None`` restores the local one.
+
+    Args:
+        pool: anything with ``GradingPool``'s ``verify_many`` and ``parse_golds`` (e.g.
+            :class:`llm_gym.distributed.scoring.RayGradingPool`), or ``None``. It is not
+            closed when replaced: its owner closes it.
+    """
+    global _INSTALLED
+    with _POOL_LOCK:
+        _INSTALLED = pool
+
+
+def installed_pool() -> Any:
+    """The pool set with :func:`set_pool`, or ``None``."""
+    return _INSTALLED
+
+
 def get_pool() -> GradingPool:
-    """The process-wide pool (a fresh one after ``fork``: pipes must not be shared)."""
+    """The installed pool (:func:`set_pool`), else the process-wide local one.
+
+    The local pool is made again after ``fork``: its pipes must not be shared.
+    """
     global _POOL
     with _POOL_LOCK:
+        if _INSTALLED is not None:
+            return _INSTALLED
         if _POOL is None or _POOL._pid != os.getpid():
             _POOL = GradingPool()
         return _POOL

@@ -183,20 +183,44 @@ class RewardCounters:
 
 COUNTERS = RewardCounters()  # every code_pass_rate call is recorded here
 _default_pool: SandboxPool | None = None
+# A pool set by set_default_pool (the Ray scoring workers' one) wins over the local default.
+_installed_pool: Any = None
 _pool_lock = threading.Lock()
 
 
 def default_pool() -> SandboxPool:
-    """The process-wide pool used when ``pool=None`` (``os.cpu_count()`` workers).
+    """The process-wide pool used when ``pool=None``.
 
-    Degraded (namespace-less) runs are refused unless ``LLM_GYM_SANDBOX_ALLOW_DEGRADED=1``.
+    That is the pool installed with :func:`set_default_pool`, if any; else a local
+    ``SandboxPool`` of ``os.cpu_count()`` workers, made on first use. Degraded (namespace-less)
+    local runs are refused unless ``LLM_GYM_SANDBOX_ALLOW_DEGRADED=1``.
     """
     global _default_pool
     with _pool_lock:
+        if _installed_pool is not None:
+            return _installed_pool
         if _default_pool is None:
             allow = os.environ.get("LLM_GYM_SANDBOX_ALLOW_DEGRADED") == "1"
             _default_pool = SandboxPool(allow_degraded=allow)
         return _default_pool
+
+
+def set_default_pool(pool: Any) -> None:
+    """Install ``pool`` as what :func:`default_pool` returns; ``None`` restores the local one.
+
+    Args:
+        pool: anything with ``SandboxPool``'s ``run`` and ``workers`` (e.g.
+            :class:`llm_gym.distributed.scoring.RaySandboxPool`), or ``None``. It is not
+            closed when replaced: its owner closes it.
+    """
+    global _installed_pool
+    with _pool_lock:
+        _installed_pool = pool
+
+
+def installed_pool() -> Any:
+    """The pool set with :func:`set_default_pool`, or ``None``."""
+    return _installed_pool
 
 
 def code_pass_rate(
@@ -342,4 +366,5 @@ def _grader_line(stdout: str) -> dict[str, Any] | None:
 
 
 __all__ = ["COUNTERS", "CodeResult", "RewardCounters", "code_pass_rate", "default_pool",
-           "extract_code", "looks_forged", "suspicious_patterns"]
+           "extract_code", "installed_pool", "looks_forged", "set_default_pool",
+           "suspicious_patterns"]
