@@ -213,8 +213,7 @@ class GRPOAgent(CausalLMTrainer):
         if self.workers is not None:
             self.workers.close()
             self.workers = None
-        if self.scoring is not None:
-            self.scoring.uninstall()
+        if self.scoring is not None:  # uninstalls its pools, then stops the actors
             self.scoring.close()
             self.scoring = None
 

@@ -160,14 +160,14 @@ def one_torch_thread():
 def ray_local():
     """One local Ray instance for the session's Ray tests (skipped without the ray extra).
 
-    It declares 8 logical CPUs so rollout and scoring actors fit on a 2-core CI machine; the OS
+    It declares 12 logical CPUs so rollout and scoring actors fit on a 2-core CI machine; the OS
     shares the real cores.
     """
     ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'llm_gym[ray]'")
     from llm_gym.distributed import connect
 
     started = not ray.is_initialized()
-    connect(num_cpus=8)
+    connect(num_cpus=12)
     yield ray
     if started:
         ray.shutdown()
