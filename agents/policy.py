@@ -5,7 +5,7 @@ The rollout (:func:`llm_gym.agents.rollout.collect_rollouts`) and the trainers' 
 :class:`Policy`, so a generation backend other than Hugging Face's forward call can be put behind
 it without touching the trainers. :class:`HFPolicy` is the one implementation here: a causal LM
 (transformers, optionally peft-wrapped) with a :class:`transformers.DynamicCache`. How a vLLM
-backend would plug in is written down in ``docs/ROLLOUT_BACKENDS.md``.
+backend would plug in is written down in the README ("How a vLLM backend would plug in").
 
 Every entry point that takes a policy also takes a plain ``torch.nn.Module`` and wraps it with
 :func:`as_policy`, so trainers keep passing their model.

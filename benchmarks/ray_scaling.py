@@ -104,7 +104,8 @@ def bench_rollouts(model_name: str, rows: int, batches: int, worker_counts: list
     for n in worker_counts:
         workers = RolloutWorkers(n, spec, rows)
         try:
-            sync_s = workers.sync(model, 0)
+            first_sync_s = workers.sync(model, 0)
+            sync_s = workers.sync(model, 1)  # steady state: every later update's cost
             workers.collect(**batch_args(99), temperature=1.0, top_p=1.0,
                             pad_token_id=tokenizer.pad_token_id)  # warm-up
             times, same = [], True
@@ -118,7 +119,9 @@ def bench_rollouts(model_name: str, rows: int, batches: int, worker_counts: list
             workers.close()
         row = {"rollout": f"Ray, {n} workers", "workers": n, "rows": rows,
                "batch_s": float(np.median(times)), "tokens_per_s": sum(tokens) / sum(times),
-               "weight_sync_s": sync_s, "same_tokens_as_one_process": bool(same),
+               "weight_sync_s": sync_s, "first_weight_sync_s": first_sync_s,
+               "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6,
+               "same_tokens_as_one_process": bool(same),
                "overhead_vs_one_process": float(np.median(times)) / single["batch_s"] - 1}
         print(json.dumps(row), flush=True)
         out.append(row)

@@ -169,6 +169,9 @@ class RolloutWorkers:
         self.threads = max(1, min(os.cpu_count() or 1, cpus) // num_workers)
         self._actor_class = ray.remote(RolloutWorker)
         self.actors = [self._start(k) for k in range(num_workers)]
+        # Wait for every worker to be built (model loaded, env made), so a worker that cannot
+        # start fails here with its error, and start-up is not counted as weight-sync time.
+        self.pids()
         self.version: int | None = None  # the weights every worker holds (None: unknown)
         self._weights: Any = None        # their object ref, for a restarted worker
         self.restarts = 0
@@ -253,6 +256,7 @@ class RolloutWorkers:
                        k, type(err).__name__)
         self._ray.kill(self.actors[k], no_restart=True)
         self.actors[k] = self._start(k)
+        self._ray.get(self.actors[k].pid.remote())  # built, before the weights are timed
         self.restarts += 1
         if self._weights is not None:
             self._ray.get(self.actors[k].set_weights.remote(self._weights, self.version))
