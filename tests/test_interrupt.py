@@ -100,13 +100,14 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path, capsys):
 
 
 def test_first_signal_asks_to_stop_and_a_second_stops_at_once():
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or Ray's once a test started Ray
     with training.stop_on_signals(graceful=True):
         os.kill(os.getpid(), signal.SIGTERM)
         assert training.stop_requested()
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert not training.stop_requested()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_resume_of_a_run_killed_before_its_first_checkpoint_says_so(tmp_path, capsys):

@@ -57,9 +57,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     try:
         ray.init(**kwargs)
     except ConnectionError as err:
-        raise ConnectionError(f"could not join the Ray cluster at {address!r}: {err}; start "
-                              "one with `ray start --head` or leave out --ray-address to run "
-                              "a local instance") from None
+        raise ConnectionError(
+            f"could not join the Ray cluster at {address!r}: {err}; start one with `ray start "
+            "--head` (on its head node `--ray-address auto` finds it), give this process the "
+            "cluster's token if it uses token authentication "
+            "(https://docs.ray.io/en/latest/ray-security/token-auth.html), or leave out "
+            "--ray-address to run a local instance") from None
     return ray
 
 
