@@ -224,3 +224,16 @@ def test_userns_level_builds_the_same_empty_root():
     top, caps, errno = result.stdout.split("\n")[:3]
     assert top.endswith("False False") and "'work'" not in top and "'etc'" not in top
     assert int(caps, 16) == 0 and errno == "30"  # EROFS
+
+
+def test_processes_starting_sandboxes_at_once_all_find_the_isolation():
+    # Every process probes isolation as the same UID and a run's cleanup kills that UID's
+    # processes: without the probe's machine-wide lock, Ray scoring actors starting together
+    # killed each other's probe and fell back to "degraded" (then refused to run code).
+    from llm_gym.sandbox import detect_isolation
+
+    code = "from llm_gym.sandbox import detect_isolation; print(detect_isolation().level)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for _ in range(10)]
+    levels = [proc.communicate(timeout=120)[0].strip() for proc in procs]
+    assert levels == [detect_isolation().level] * 10

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import functools
@@ -37,6 +38,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,13 +238,19 @@ def detect_isolation() -> Isolation:
 
 
 def _probe(iso: Isolation) -> str:
-    """Run a trivial program at ``iso``'s level as UID 49999; '' when it worked."""
-    run = _Run(iso, 49999, SandboxConfig(tmp_mb=1), "import os; print(os.getuid() != 0)", 10.0,
-               _BOOTSTRAP, "main", None, b"")
-    try:
-        result = run.supervise(time.monotonic() + 10.0)
-    finally:
-        run.cleanup()
+    """Run a trivial program at ``iso``'s level as UID 49999; '' when it worked.
+
+    Every process probes as the same UID, and a run's cleanup kills every process of its UID,
+    so probes hold a machine-wide lock: two processes starting sandboxes at once (Ray scoring
+    actors) would otherwise kill each other's probe and both conclude there is no isolation.
+    """
+    with _machine_lock("probe-49999.lock"):
+        run = _Run(iso, 49999, SandboxConfig(tmp_mb=1), "import os; print(os.getuid() != 0)",
+                   10.0, _BOOTSTRAP, "main", None, b"")
+        try:
+            result = run.supervise(time.monotonic() + 10.0)
+        finally:
+            run.cleanup()
     if result.status != Status.OK or result.stdout.strip() != "True":
         return f"{result.status} {result.returncode}: {result.stderr.strip()[-300:]}"
     return ""
@@ -456,11 +464,28 @@ def _memfd(data: bytes) -> int:
     return fd
 
 
-def _acquire_slot(first: int, uid_base: int, span: int = 1000) -> tuple[int, int]:
-    """Lock the first free slot at or above ``first`` (machine-wide, released on exit)."""
+def _lock_dir() -> str:
+    """Where the machine-wide lock files live (one folder per user when not root)."""
     lock_dir = STATE_DIR if os.geteuid() == 0 else os.path.join(
         tempfile.gettempdir(), f"llm_gym_sandbox-{os.geteuid()}")
     os.makedirs(lock_dir, mode=0o755, exist_ok=True)
+    return lock_dir
+
+
+@contextlib.contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``name`` in :func:`_lock_dir` (waits for other holders)."""
+    fd = os.open(os.path.join(_lock_dir(), name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire_slot(first: int, uid_base: int, span: int = 1000) -> tuple[int, int]:
+    """Lock the first free slot at or above ``first`` (machine-wide, released on exit)."""
+    lock_dir = _lock_dir()
     for slot in range(first, first + span):
         fd = os.open(os.path.join(lock_dir, f"slot-{uid_base + slot}.lock"),
                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
