@@ -154,6 +154,23 @@ def test_cli_run_with_workers_resumes_to_the_single_process_result(
     assert "time/weight_sync_s" in (run / "metrics.csv").read_text().splitlines()[0]
 
 
+def test_workers_split_the_rows_and_score_on_the_scoring_actors(ray_local):
+    agent = _agent(rollout_workers=2, scoring_workers=1)
+    try:
+        described = agent.workers.describe()
+        assert [d["rows"] for d in described] == [3, 3]  # 6 rows, contiguous halves
+        assert {d["device"] for d in described} == {"cpu"}
+        assert {(d["sandbox_pool"], d["grading_pool"]) for d in described} == {
+            ("RaySandboxPool", "RayGradingPool")}
+        agent.learn(1)  # one batch: the weights of update 0 reach both workers
+        assert [d["weight_version"] for d in agent.workers.describe()] == [0, 0]
+    finally:
+        agent.close()
+    from llm_gym.rewards import code
+
+    assert code.installed_pool() is None  # close() put the local default back
+
+
 def test_without_ray_the_flags_say_what_to_install(monkeypatch):
     import builtins
 

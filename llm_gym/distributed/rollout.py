@@ -112,6 +112,17 @@ class RolloutWorker:
         """The worker's process id (the tests ``kill -9`` it)."""
         return os.getpid()
 
+    def describe(self) -> dict[str, Any]:
+        """Where this worker runs and what it holds: pid, node, device, rows, weight version and
+        the pools its envs score with."""
+        from llm_gym.rewards import _grading_pool, code
+
+        return {"pid": os.getpid(), "node": os.uname().nodename,
+                "device": str(next(self.model.parameters()).device),
+                "rows": self.envs.num_envs, "weight_version": self.version,
+                "sandbox_pool": type(code.installed_pool()).__name__,
+                "grading_pool": type(_grading_pool.installed_pool()).__name__}
+
     def close(self) -> None:
         self.envs.close()
 
@@ -263,7 +274,11 @@ class RolloutWorkers:
 
     def pids(self) -> list[int]:
         """Each worker's process id."""
-        return [self._ray.get(a.pid.remote()) for a in self.actors]
+        return self._ray.get([a.pid.remote() for a in self.actors])
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each worker's :meth:`RolloutWorker.describe` (placement, rows, pools)."""
+        return self._ray.get([a.describe.remote() for a in self.actors])
 
     def close(self) -> None:
         """Stop the workers (the Ray instance stays up for its other users)."""
