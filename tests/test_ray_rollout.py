@@ -171,6 +171,39 @@ def test_workers_split_the_rows_and_score_on_the_scoring_actors(ray_local):
     assert code.installed_pool() is None  # close() put the local default back
 
 
+def test_with_lora_only_the_adapter_travels_and_the_run_matches(ray_local, monkeypatch):
+    pytest.importorskip("peft", reason="needs peft (pip install 'llm_gym[lora]')")
+    from llm_gym.distributed.rollout import RolloutWorkers
+
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+
+    def lora_agent(**kwargs) -> GRPOAgent:
+        return GRPOAgent(ENV, "tiny", GRPOConfig(**CONFIG, lora=lora), env_kwargs=ENV_KWARGS,
+                         seed=3, **kwargs)
+
+    single = lora_agent()
+    want = _train(single, total=400)
+    single.close()
+    sent: list[dict] = []
+    put = RolloutWorkers.sync
+
+    def recording_sync(self, model, version):
+        from llm_gym.agents.lm_trainer import trainable_state
+
+        sent.append(trainable_state(model))
+        return put(self, model, version)
+
+    monkeypatch.setattr(RolloutWorkers, "sync", recording_sync)
+    agent = lora_agent(rollout_workers=2)
+    try:
+        got = _train(agent, total=400)
+    finally:
+        agent.close()
+    assert len(sent) == len(got) >= 2 and all(sent)  # one sync per update, none empty
+    assert all("lora_" in name for state in sent for name in state)  # the base never travels
+    _assert_same_run(got, want)
+
+
 def test_without_ray_the_flags_say_what_to_install(monkeypatch):
     import builtins
 
