@@ -204,6 +204,23 @@ def test_with_lora_only_the_adapter_travels_and_the_run_matches(ray_local, monke
     _assert_same_run(got, want)
 
 
+def test_dynamic_sampling_rounds_on_workers_match_one_process(ray_local):
+    # DAPO may sample several rounds per batch: each round is one rollout on the workers.
+    config = GRPOConfig(**{**CONFIG, "loss_type": "dapo", "max_sampling_rounds": 3})
+    single = GRPOAgent(ENV, "tiny", config, env_kwargs=ENV_KWARGS, seed=3)
+    want = _train(single, total=400)
+    single.close()
+    agent = GRPOAgent(ENV, "tiny", config, env_kwargs=ENV_KWARGS, seed=3, rollout_workers=2)
+    try:
+        got = _train(agent, total=400)
+    finally:
+        agent.close()
+    assert any(r["metrics"]["rollout/sampling_rounds"] > 1 for r in want)
+    _assert_same_run(got, want)
+    assert [r["metrics"]["rollout/sampling_rounds"] for r in got] == [
+        r["metrics"]["rollout/sampling_rounds"] for r in want]
+
+
 def test_without_ray_the_flags_say_what_to_install(monkeypatch):
     import builtins
 

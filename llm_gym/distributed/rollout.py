@@ -113,8 +113,11 @@ class RolloutWorker:
         return os.getpid()
 
     def describe(self) -> dict[str, Any]:
-        """Where this worker runs and what it holds: pid, node, device, rows, weight version and
-        the pools its envs score with."""
+        """Where this worker runs and what it holds.
+
+        Returns:
+            pid, node, device, rows, weight version and the pools its envs score with.
+        """
         from llm_gym.rewards import _grading_pool, code
 
         return {"pid": os.getpid(), "node": os.uname().nodename,
