@@ -155,9 +155,11 @@ class GRPOAgent(CausalLMTrainer):
         batch, worker_timings = self.workers.collect(
             indices, seed, self.generator, cfg.temperature, cfg.top_p,
             self.tokenizer.pad_token_id)
-        for key, value in {**timings, **worker_timings}.items():  # summed over sampling rounds
-            summed = not key.startswith("rollout/")
-            self._worker_metrics[key] = self._worker_metrics.get(key, 0.0) * summed + value
+        for key, value in {**timings, **worker_timings}.items():
+            if key.startswith("rollout/"):  # a running count (restarts): the latest is right
+                self._worker_metrics[key] = value
+            else:  # seconds: summed over DAPO's sampling rounds
+                self._worker_metrics[key] = self._worker_metrics.get(key, 0.0) + value
         return batch
 
     def collect(self) -> Collected:

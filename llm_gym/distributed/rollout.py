@@ -57,8 +57,7 @@ class WorkerSpec:
 class RolloutWorker:
     """One worker: a slice of the batched token env and a copy of the policy on its device.
 
-    Used as a Ray actor (:class:`RolloutWorkers` wraps it with ``ray.remote``); a plain object
-    otherwise, which is how the tests check it without a cluster.
+    :class:`RolloutWorkers` runs it as a Ray actor (``ray.remote(RolloutWorker)``).
     """
 
     def __init__(self, spec: WorkerSpec, rows: int, threads: int, scoring: Any = None) -> None:
@@ -74,8 +73,9 @@ class RolloutWorker:
             scoring.install()
         device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
         if isinstance(spec.model, str):
+            # Built as the learner built it; its weights arrive with the first sync.
             self.model, _ = load_model(spec.model, device=device, dtype=spec.dtype,
-                                       lora=spec.lora, tokenizer=spec.tokenizer)
+                                       lora=spec.lora)
         else:
             self.model = spec.model.to(device)
         self.model.eval()
@@ -130,17 +130,11 @@ class RolloutWorker:
         self.envs.close()
 
 
-_FAILURES: tuple[type[BaseException], ...] = ()
-
-
 def _worker_failures() -> tuple[type[BaseException], ...]:
     """The Ray errors that mean a worker is gone (its process died or its node left)."""
-    global _FAILURES
-    if not _FAILURES:
-        from ray import exceptions
+    from ray import exceptions
 
-        _FAILURES = (exceptions.RayActorError, exceptions.ActorUnavailableError)
-    return _FAILURES
+    return exceptions.RayActorError, exceptions.ActorUnavailableError
 
 
 class RolloutWorkers:
