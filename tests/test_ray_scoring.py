@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -201,5 +202,12 @@ def test_closing_the_workers_uninstalls_their_pools_and_kills_the_actors(ray_loc
         actor = workers.actors[0]
         assert default_pool() is workers.sandbox and get_pool() is workers.grading
     assert code.installed_pool() is None and _grading_pool.installed_pool() is None
-    with pytest.raises(ray_local.exceptions.RayActorError):
-        ray_local.get(actor.info.remote())
+    # ray.kill is asynchronous: a call made at once may still be served; the actor must die.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ray_local.get(actor.info.remote(), timeout=10)
+        except ray_local.exceptions.RayActorError:
+            break
+        assert time.monotonic() < deadline, "the actor still answers 30 s after close()"
+        time.sleep(0.1)
