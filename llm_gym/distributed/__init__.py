@@ -46,8 +46,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     ray = require_ray()
     if ray.is_initialized():
         return ray
-    # The workers' stdout is the driver's log: keep Ray's own start-up chatter out of it.
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # No network at run time: Ray would otherwise report usage statistics from the driver.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
                               "logging_level": logging.WARNING}
     if address is None:
