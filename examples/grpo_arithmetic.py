@@ -8,6 +8,9 @@ cores takes held-out accuracy from about 31% to about 100% (see BENCHMARKS.md). 
 pass a hub id such as Qwen/Qwen2.5-0.5B-Instruct.
 
     python examples/grpo_arithmetic.py --model smollm2 --timesteps 20000 --log-dir runs/grpo
+
+`--rollout-workers 2` plays each batch on two Ray actors (`pip install 'llm_gym[ray]'`) and
+samples what one process samples.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", help="tiny, smollm2, a hub id or a path")
     parser.add_argument("--timesteps", type=int, default=2000, help="agent tokens to train on")
     parser.add_argument("--log-dir", default=None, help="TensorBoard, CSV and checkpoints")
+    parser.add_argument("--rollout-workers", type=int, default=0,
+                        help="Ray actors that play the batches (0: this process)")
     args = parser.parse_args()
 
     config = GRPOConfig(
@@ -33,7 +38,7 @@ def main() -> None:
     )
     env_kwargs = {"max_new_tokens": 12}
     agent = GRPOAgent("llm_gym/Arithmetic-v0", args.model, config, env_kwargs=env_kwargs,
-                      seed=0, log_dir=args.log_dir)
+                      seed=0, log_dir=args.log_dir, rollout_workers=args.rollout_workers)
 
     held_out = {"split": "test"}  # questions that never appear in training
     before = agent.evaluate(num_episodes=32, env_kwargs=held_out)
@@ -41,6 +46,7 @@ def main() -> None:
     after = agent.evaluate(num_episodes=32, env_kwargs=held_out)
     print(f"held-out accuracy: {before['success_rate']:.2f} -> {after['success_rate']:.2f}")
     print(f"mean response length: {before['mean_length']:.1f} -> {after['mean_length']:.1f} tokens")
+    agent.close()  # stops the Ray workers, if any
 
 
 if __name__ == "__main__":

@@ -41,3 +41,12 @@ def test_shaping_lunarlander_tiny_budget():
 def test_grpo_arithmetic_tiny_budget():
     out = run_example("grpo_arithmetic.py", "--timesteps", "64")
     assert "held-out accuracy:" in out and "mean response length:" in out
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_grpo_arithmetic_on_two_rollout_workers_prints_what_one_process_prints():
+    pytest.importorskip("ray", reason="needs the ray extra: pip install 'llm_gym[ray]'")
+    args = ("--timesteps", "200")
+    assert run_example("grpo_arithmetic.py", *args, "--rollout-workers", "2") == \
+        run_example("grpo_arithmetic.py", *args)
