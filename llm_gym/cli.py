@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 
 COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart", "export", "preferences",
-                   "train_rm", "tournament")
+                   "train_rm", "tournament", "card")
 
 
 def build_parser() -> argparse.ArgumentParser:
