@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 
-from llm_gym.sandbox.wire import Ref, _from_wire, to_wire  # stripped: the wire source comes first
+from llm_gym.sandbox.wire import Ref, from_wire, may_change, to_wire  # stripped too
 
 _LIMITS = {
     "cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS, "nproc": resource.RLIMIT_NPROC,
@@ -149,18 +149,47 @@ def _serve(namespace, req_fd, resp_fd):
     responses = os.fdopen(resp_fd, "w", encoding="utf-8")
     refs = []
     for line in requests:
-        request = None
-        try:
-            request = json.loads(line)
-            args = _resolve(_from_wire(request["a"]), refs)
-            value = namespace[request["f"]](*args)
-            reply = json.dumps({"id": request["id"], "ok": to_wire(value, refs)},
-                               separators=(",", ":"), allow_nan=False)
-        except BaseException as exc:  # noqa: B036 - the candidate's errors are results
-            call_id = request.get("id") if isinstance(request, dict) else None
-            reply = json.dumps({"id": call_id, "err": type(exc).__name__, "msg": str(exc)[:500]})
-        responses.write(reply + "\n")
+        responses.write(_answer(line, namespace, refs) + "\n")
         responses.flush()
+
+
+def _answer(line, namespace, refs):
+    """One response line: the call's value or error, and what it left in its arguments."""
+    request, args, reply = None, [], {}
+    try:
+        request = json.loads(line)
+        # The candidate's own enum and named-tuple classes receive the test's members.
+        args = _resolve(from_wire(request["a"], namespace), refs)
+        reply["ok"] = to_wire(namespace[request["f"]](*args), refs)
+    except BaseException as exc:  # noqa: B036 - the candidate's errors are results
+        reply = {"err": type(exc).__name__, "msg": str(exc)[:500]}
+    reply["id"] = request.get("id") if isinstance(request, dict) else None
+    try:
+        states = _arg_states(args, request["a"]) if args else None
+        if states is not None:
+            reply["args"] = states
+        return json.dumps(reply, separators=(",", ":"), allow_nan=False)
+    except BaseException as exc:  # noqa: B036 - e.g. a value json cannot write
+        return json.dumps({"id": reply["id"], "err": type(exc).__name__, "msg": str(exc)[:500]})
+
+
+def _arg_states(args, sent):
+    # A call in the test's own process would leave its changes in the test's objects (a list
+    # sorted in place): each mutable argument that the call changed goes back (issue 19).
+    # Only plain data goes back; an argument holding opaque candidate objects does not.
+    states, changed = [], False
+    for arg, before in zip(args, sent, strict=True):
+        state = None
+        if may_change(arg):
+            try:
+                state = to_wire(arg)
+            except (TypeError, ValueError, RecursionError):
+                state = None
+            if state == before:
+                state = None
+        states.append(state)
+        changed = changed or state is not None
+    return states if changed else None
 
 
 def _resolve(value, refs):

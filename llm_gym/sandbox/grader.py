@@ -23,7 +23,8 @@ import resource
 import sys
 import warnings
 
-from llm_gym.sandbox.wire import from_wire, to_wire  # stripped: the wire source comes first
+# stripped: the wire source comes first
+from llm_gym.sandbox.wire import from_wire, to_wire, update_in_place
 
 MAX_LINE = 8 << 20  # largest response line accepted
 MAX_OUTPUT = 16 << 10  # characters the tests may print (to stderr), in all
@@ -49,6 +50,7 @@ class Channel:
         self.responses = os.fdopen(resp_fd, "rb")
         self.broken = ""
         self.calls = 0
+        self.classes = {}  # the task's namespace: its enum and named-tuple classes
 
     def read(self):
         line = self.responses.readline(MAX_LINE + 1)
@@ -76,13 +78,30 @@ class Channel:
         if type(reply) is not dict or reply.get("id") != self.calls:
             self.broken = "out-of-order response"
             raise CandidateError(self.broken)
+        self._update_args(args, reply.get("args"))
         if "ok" in reply:
-            try:
-                # Sizes are checked before anything is built (range(10**15), issue 13).
-                return from_wire(reply["ok"])
-            except ValueError as exc:
-                raise CandidateError(str(exc)) from None
+            return self._decode(reply["ok"])
         raise _exception(reply.get("err"), reply.get("msg"))
+
+    def _decode(self, data):
+        try:
+            # Sizes are checked before anything is built (range(10**15), issue 13).
+            return from_wire(data, self.classes)
+        except ValueError as exc:
+            raise CandidateError(str(exc)) from None
+
+    def _update_args(self, args, states):
+        # What the call left in its mutable arguments (a list sorted in place): the test's own
+        # objects are updated in place, as a call in the same process would have left them
+        # (issue 19). States are decoded data like any result; only exact builtin containers
+        # of the test's are changed, so nothing of the candidate's runs here either.
+        if states is None:
+            return
+        if type(states) is not list or len(states) != len(args):
+            raise CandidateError("malformed argument states")
+        for arg, state in zip(args, states, strict=True):
+            if state is not None:
+                update_in_place(arg, self._decode(state))
 
 
 def _exception(name, message):
@@ -266,6 +285,7 @@ def _grade(job, channel):
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return {"verdict": "syntax_error", "error": _describe(exc)}
     namespace = _task_namespace(job)
+    channel.classes = namespace
     ready = channel.read()
     if type(ready) is not dict or ready.get("ready") is not True:
         err = ready.get("err") if type(ready) is dict else "?"
