@@ -45,7 +45,6 @@ Example:
 from __future__ import annotations
 
 import collections
-import datetime
 import enum
 import json
 import keyword
@@ -75,7 +74,7 @@ _DICT_KINDS = {dict: "dict", collections.Counter: "Counter",
 # A defaultdict's factory crosses only as one of these builtin types (or None).
 _FACTORIES = {"int": int, "float": float, "str": str, "list": list, "dict": dict, "set": set,
               "tuple": tuple, "bool": bool, "frozenset": frozenset, "bytes": bytes}
-_TIMES = {datetime.date: "date", datetime.datetime: "datetime", datetime.time: "time"}
+_TIMES = ("date", "datetime", "time", "timedelta")
 
 
 class Ref:
@@ -182,17 +181,30 @@ def _stdlib_wire(value: Any, refs: list[Any] | None) -> Any:
         return {"t": "Decimal", "v": str(value)}
     if kind is collections.deque:
         return {"t": "deque", "v": [to_wire(v, refs) for v in value], "m": value.maxlen}
-    zone = getattr(value, "tzinfo", None)  # a fixed offset crosses; a zoneinfo zone does not
-    if kind in _TIMES and (zone is None or type(zone) is datetime.timezone):
-        return {"t": _TIMES[kind], "v": value.isoformat()}
-    if kind is datetime.timedelta:
-        return {"t": "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+    if kind.__name__ in _TIMES:
+        wired = _time_wire(value)
+        if wired is not None:
+            return wired
     if isinstance(value, enum.Enum):
         return _named_wire(value, "enum", to_wire(value._value_, refs), refs)
     fields = getattr(kind, "_fields", None)
     if isinstance(value, tuple) and type(fields) is tuple and len(fields) == len(value):
         items = [to_wire(v, refs) for v in tuple.__iter__(value)]
         return _named_wire(value, "namedtuple", [list(fields), items], refs)
+    return None
+
+
+def _time_wire(value: Any) -> Any:
+    dates = sys.modules.get("datetime")  # imported by whoever made the value, if it is one
+    kind = type(value)
+    if dates is None:
+        return None
+    if kind is dates.timedelta:
+        return {"t": "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+    zone = getattr(value, "tzinfo", None)  # a fixed offset crosses; a zoneinfo zone does not
+    if kind in (dates.date, dates.datetime, dates.time) and (
+            zone is None or type(zone) is dates.timezone):
+        return {"t": kind.__name__, "v": value.isoformat()}
     return None
 
 
@@ -382,6 +394,8 @@ def _number(tag: str, body: Any, budget: _Budget, depth: int) -> Any:
 
 
 def _time(tag: str, body: Any, budget: _Budget) -> Any:
+    import datetime  # only here: most runs never send a date
+
     if tag == "timedelta":
         if type(body) is list and len(body) == 3 and all(type(v) is int for v in body):
             return datetime.timedelta(*body)

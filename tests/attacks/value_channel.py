@@ -89,6 +89,12 @@ HONEST = {
                       "test": ("def check(candidate):\n"
                                "    assert candidate('red') is Color.RED\n"
                                "    assert candidate('Green') == 2\n")},
+    "task_enum_argument": {"prompt": COLOR_PROMPT, "tests": [
+                               "assert next_color(Color.RED) is Color.GREEN",
+                               "assert next_color(Color.GREEN) is Color.RED"],
+                           "code": ("def next_color(c):\n"
+                                    "    assert isinstance(c, Color), type(c)\n"
+                                    "    return Color.GREEN if c is Color.RED else Color.RED\n")},
     "candidate_int_enum": {"code": ("from enum import IntEnum\n"
                                     "class Level(IntEnum):\n    LOW = 1\n    HIGH = 2\n"
                                     "def level(x):\n"
