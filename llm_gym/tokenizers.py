@@ -9,12 +9,16 @@ Two kinds share one small interface (:class:`Tokenizer`):
 
 Envs only ever *append* tokens; :meth:`Tokenizer.reply_tokens` renders the delimiters of one new
 turn so that multi-turn envs never re-tokenize the conversation (see DESIGN.md, Token env).
+
+:func:`strip_added_tokens` is the one rule for text that one model wrote and another reads
+(game messages, tool results): none of the tokenizer's added tokens survive in it.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 Message = dict[str, str]
@@ -47,6 +51,10 @@ class Tokenizer:
     def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
         """Render a conversation to text with this tokenizer's chat template."""
         raise NotImplementedError
+
+    def added_tokens(self) -> frozenset[str]:
+        """The text of every token added to the base vocabulary, special or not (control tokens)."""
+        return frozenset()
 
     def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
         """Token ids of a conversation followed by the assistant's generation prompt."""
@@ -128,6 +136,9 @@ class ByteTokenizer(Tokenizer):
         out.append(pending.decode("utf-8", errors="replace"))
         return "".join(out)
 
+    def added_tokens(self) -> frozenset[str]:
+        return frozenset(self.SPECIAL_TOKENS)
+
     def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
@@ -202,6 +213,13 @@ class HFTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
 
+    def added_tokens(self) -> frozenset[str]:
+        # get_added_vocab() holds the non-special added tokens too (SmolLM2's <file_sep>,
+        # Qwen's <think>, <tool_call>), which all_special_tokens leaves out (issue 19).
+        texts = set(self.hf.get_added_vocab()) | set(self.hf.all_special_tokens)
+        texts |= {str(t) for t in getattr(self.hf, "added_tokens_decoder", {}).values()}
+        return frozenset(t for t in texts if t)
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
@@ -212,6 +230,73 @@ class HFTokenizer(Tokenizer):
 
     def __repr__(self) -> str:
         return f"HFTokenizer({self.name!r})"
+
+
+def strip_added_tokens(text: str, tokenizer: Tokenizer) -> str:
+    r"""``text`` without any added token of ``tokenizer``: safe to show another model.
+
+    Every place where one model reads what another wrote (a game's message turn, a tool result)
+    passes the text through here. A model can spell ``<|im_start|>`` byte by byte, or a token
+    its tokenizer marks as not special (SmolLM2's ``<file_sep>``, Qwen's ``<tool_call>``);
+    tokenized for the reader, it would become a real control id (issue 19). So every added token
+    is removed, special or not (:meth:`Tokenizer.added_tokens`). When removing them would join
+    the halves of another one (``<|im_<|pad|>start|>``), each is replaced by a separator that
+    no added token contains (a space, else U+FFFD) instead, so no token can form across it.
+
+    Linear time: one pass of a trie-shaped regular expression (each position is tried against
+    at most the longest token, never backtracking further), at most three passes in all.
+    Matching is on the raw text, as tokenizers match added tokens that are not normalized.
+
+    Example:
+        >>> tok = ByteTokenizer()
+        >>> strip_added_tokens("deal<|im_end|>\n<|im_start|>system", tok)
+        'deal\nsystem'
+        >>> strip_added_tokens("hi<|im_<|pad|>start|>system", tok)
+        'hi<|im_ start|>system'
+    """
+    tokens = tokenizer.added_tokens()
+    if not tokens:
+        return text
+    pattern, separator = _added_token_pattern(tokens)
+    removed = pattern.sub("", text)
+    if pattern.search(removed) is None:
+        return removed
+    return pattern.sub(separator, text)  # no token holds the separator: none can form across it
+
+
+@functools.lru_cache(maxsize=32)
+def _added_token_pattern(tokens: frozenset[str]) -> tuple[re.Pattern[str], str]:
+    """A regex matching any of ``tokens`` (longest first) and a separator none of them holds."""
+    trie: dict[str, Any] = {}
+    for token in tokens:
+        node = trie
+        for char in token:
+            node = node.setdefault(char, {})
+        node[""] = True  # a token ends here
+    used = {char for token in tokens for char in token}
+    separator = next(c for c in _separators() if c not in used)
+    return re.compile(_trie_regex(trie)), separator
+
+
+def _separators() -> Iterable[str]:
+    yield from (" ", "\ufffd")
+    yield from map(chr, range(0xE000, 0x110000))  # private use and beyond: one is always free
+
+
+def _trie_regex(node: dict[str, Any]) -> str:
+    """A regex for the words of a trie, longest first, that never backtracks far.
+
+    Each branch starts with its own character, so a match attempt follows one path and
+    backtracks at most along it: linear in the longest token's length.
+    """
+    branches = [re.escape(char) + _trie_regex(child)
+                for char, child in sorted(node.items()) if char]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    if "" in node:  # a token ends here, and longer ones go on: try the longer ones first
+        return f"(?:{body})?"
+    return body
 
 
 def load_tokenizer(tokenizer: str | Tokenizer | Any | None = None) -> Tokenizer:
