@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ from llm_gym.agents.metrics import (
     plot_reward_curve,
 )
 from llm_gym.agents.metrics import progress_bar as make_progress_bar
+from llm_gym.agents.run_folder import locked
 from llm_gym.agents.token_envs import portable
 from llm_gym.agents.training import (
     TrainingInterrupted,
@@ -141,6 +143,7 @@ class LLMTrainer(abc.ABC):
         self.episode_log: list[EpisodeRecord] = []
         self.stop_reason: str | None = None  # why the last learn stopped early, if it did
         self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.run_id = uuid.uuid4().hex  # saves record it; retention and resume go by it
         self._learn_start = time.perf_counter()
         self._threads: int | None = None  # torch threads while learning (None: unchanged)
         self._hooks: dict[str, TrainerHook] = {}
@@ -182,7 +185,18 @@ class LLMTrainer(abc.ABC):
             TrainingInterrupted: a signal asked to stop (:func:`~.training.stop_on_signals`);
                 the checkpoint was saved after the current update.
         """
-        target = learn_target(self, total_timesteps, reset_num_timesteps, resume_from)
+        with locked(self.log_dir) as lock:  # one writer per folder (issue 19)
+            target = learn_target(self, total_timesteps, reset_num_timesteps, resume_from)
+            if lock is not None:  # after resume_from's load, which makes this the saved run
+                lock.claim(self.run_id)
+            saved = self._learn_to(target, callback, progress_bar)
+        logger.info("learn took the run to %d env steps (target %d)", self.num_timesteps, target)
+        if stop_requested():
+            raise TrainingInterrupted(saved, self.num_timesteps)
+        return self
+
+    def _learn_to(self, target: int, callback: Any, progress_bar: bool) -> Path | None:
+        """:meth:`learn`'s loop up to ``target`` steps, then the final save (returned)."""
         self.stop_reason = None
         self._learn_start, self._learn_steps = time.perf_counter(), self.num_timesteps
         failures = RewardFailures(self.config.max_reward_failures)
@@ -196,11 +210,7 @@ class LLMTrainer(abc.ABC):
             metrics_log.close()
             if bar is not None:
                 bar.close()
-        saved = self._finish_learn()
-        logger.info("learn took the run to %d env steps (target %d)", self.num_timesteps, target)
-        if stop_requested():
-            raise TrainingInterrupted(saved, self.num_timesteps)
-        return self
+        return self._finish_learn()
 
     def _learn_loop(self, target: int, callback: Any, bar: Any, metrics_log: MetricsLogger,
                     failures: RewardFailures, schedule: CheckpointSchedule) -> None:
@@ -283,7 +293,7 @@ class LLMTrainer(abc.ABC):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild and resume exactly (what :meth:`save` writes)."""
         return {
-            "format": self.STATE_FORMAT, "config": asdict(self.config),
+            "format": self.STATE_FORMAT, "run_id": self.run_id, "config": asdict(self.config),
             "model_spec": self.model_spec, "env_id": self.env_id, "env_kwargs": self.env_kwargs,
             "wrappers": portable(self.wrappers), "wrapped": bool(self.wrappers),
             "seed": self.seed, **self._model_state(),
@@ -303,10 +313,8 @@ class LLMTrainer(abc.ABC):
         self._load_model_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], self._generators())
-        counters = dict(state["counters"])
-        if "iteration" in counters:  # PPO checkpoints written before the base (issue 8)
-            counters["num_updates"] = counters.pop("iteration")
-        for key, value in counters.items():
+        self.run_id = state.get("run_id") or self.run_id  # a loaded run goes on as itself
+        for key, value in state["counters"].items():
             setattr(self, key, value)
         self.episode_log = [EpisodeRecord(**r) for r in state["episode_log"]]
         for name, hook_state in state.get("hooks", {}).items():
@@ -325,15 +333,11 @@ class LLMTrainer(abc.ABC):
         if self.log_dir is None:
             raise ValueError("checkpoint() needs log_dir; pass log_dir= or use save(path)")
         return save_checkpoint(self.log_dir / "checkpoints", self.num_updates, self.state_dict(),
-                               keep=self.config.keep_checkpoints)
+                               keep=self.config.keep_checkpoints, run_id=self.run_id)
 
     def save(self, path: str | Path) -> None:
-        """Write the agent's full state to the folder ``path`` (atomically).
-
-        Written with :func:`~llm_gym.agents.checkpoints.write_state_dir`: a crash while saving
-        leaves the previous save intact.
-        """
-        write_state_dir(Path(path), self.state_dict())
+        """Write the agent's full state to the folder ``path``, atomically (crash-safe)."""
+        write_state_dir(Path(path), self.state_dict(), run_id=self.run_id, updates=self.num_updates)
 
     @classmethod
     def load(cls, path: str | Path, env: Any = None, **kwargs: Any) -> LLMTrainer:

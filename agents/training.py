@@ -73,7 +73,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
     """Snapshot of python, numpy and torch RNG states plus named torch generators."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    state = {"python": random.getstate(), "numpy": _numpy_state(),
              "torch": torch.get_rng_state(),
              "generators": {k: g.get_state() for k, g in (generators or {}).items()}}
     if torch.cuda.is_available():
@@ -81,11 +81,25 @@ def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str,
     return state
 
 
+def _numpy_state() -> dict[str, Any]:
+    """The global numpy RNG state as a tensor and plain values.
+
+    A checkpoint loads these without unpickling; a numpy array would need it.
+    """
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
 def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None
                   ) -> None:
     """Restore a snapshot from :func:`rng_state`."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    if isinstance(numpy, dict):  # a checkpoint's: the key as a tensor (see _numpy_state)
+        numpy = (numpy["name"], numpy["key"].numpy().astype(np.uint32), numpy["pos"],
+                 numpy["has_gauss"], numpy["gauss"])
+    np.random.set_state(numpy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -36,16 +36,18 @@ BASE_FOLDER = "base_model"  # adapter exports of a base no hub id names (tiny, .
 
 
 def find_agent_state(run_dir: str | Path) -> Path:
-    """The folder holding the newest complete ``state.pt`` of a run.
+    """The folder holding the newest complete save of a run.
 
     Looks where ``llm-gym train`` and ``--resume`` do: ``RUN_DIR/agent`` (the final save) and
-    the newest complete ``RUN_DIR/checkpoints/checkpoint-*`` (half-written temp folders are
-    skipped); of the two, the one written last wins (a resumed run that was killed leaves newer
-    checkpoints than its previous final save). ``run_dir`` may also be a save or a checkpoint.
+    the complete ``RUN_DIR/checkpoints/checkpoint-*`` of the run (half-written temp folders and
+    saves of another run are skipped); the one with the most recorded updates wins (a resumed
+    run that was killed leaves newer checkpoints than its previous final save), never by file
+    time. ``run_dir`` may also be a save or a checkpoint.
 
     Raises:
         FileNotFoundError: nothing complete there.
-        ValueError: the run trained a classic agent, which has no language model.
+        ValueError: the run trained a classic agent, which has no language model, or its saves
+            are of the old pickled format (never opened).
 
     Example:
         >>> import tempfile
@@ -55,7 +57,7 @@ def find_agent_state(run_dir: str | Path) -> Path:
         FileNotFoundError: ...
     """
     from llm_gym.agents.factory import LLM_AGENTS
-    from llm_gym.agents.training import STATE_FILE, latest_checkpoint
+    from llm_gym.agents.training import latest_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -64,13 +66,12 @@ def find_agent_state(run_dir: str | Path) -> Path:
     agent = _run_info(run_dir).get("agent")
     if agent is not None and agent not in LLM_AGENTS:
         raise ValueError(_no_llm_message(run_dir, agent))
-    found = [p for p in (run_dir / "agent", latest_checkpoint(run_dir))
-             if p is not None and (p / STATE_FILE).is_file()]
-    if not found:
-        raise FileNotFoundError(f"{run_dir} holds no complete agent save ({STATE_FILE} in agent/ "
-                                "or checkpoints/checkpoint-*/); pass a run folder of "
+    found = latest_checkpoint(run_dir)  # agent/ and checkpoints/, by recorded update count
+    if found is None:
+        raise FileNotFoundError(f"{run_dir} holds no complete agent save (agent/ or "
+                                "checkpoints/checkpoint-*/); pass a run folder of "
                                 "`llm-gym train --agent grpo|ppo`")
-    return max(found, key=lambda p: (p / STATE_FILE).stat().st_mtime_ns)
+    return found
 
 
 def _run_info(run_dir: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def test_train_q_learning_saves_everything_and_prints_the_table(tmp_path, capsys
     assert code == 0
     assert f"| {WALK} | q-learning | 1 |" in out and "| untrained_return |" in out
     assert {p.name for p in run.iterdir()} == {"agent.npz", "run.json", "episodes.csv",
-                                               "eval.json", "learning_curve.png"}
+                                               "eval.json", "learning_curve.png", "run.lock"}
     evaluation = strict_json(run / "eval.json")
     assert evaluation["mean_return"] == 5.0
     assert evaluation["returns"] == [5.0] * evaluation["episodes"] == [5.0] * 3

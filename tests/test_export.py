@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from llm_gym.agents.checkpoints import save_checkpoint
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 from llm_gym.cli import main
 from llm_gym.export import byte_tokenizer_as_hf, export_model, find_agent_state
@@ -118,11 +119,13 @@ def test_newest_complete_save_is_exported(tmp_path) -> None:
     agent = _train_grpo(tmp_path)
     run = tmp_path / "run"
     assert find_agent_state(run) == run / "agent"
-    checkpoints = sorted((run / "checkpoints").iterdir())
-    newer = run / "checkpoints" / "checkpoint-000000099"
-    shutil.copytree(checkpoints[-1], newer)  # e.g. a resumed run killed before its final save
-    later = (run / "agent" / "state.pt").stat().st_mtime_ns + 10**9
-    os.utime(newer / "state.pt", ns=(later, later))
+    # e.g. a resumed run killed before its final save: more recorded updates, an older file.
+    newer = save_checkpoint(run / "checkpoints", 99, agent.state_dict(), keep=9,
+                            run_id=agent.run_id)
+    os.utime(newer / "checkpoint.json", ns=(0, 0))
+    # A touched save with fewer updates is not the newest: file times never decide.
+    first = sorted(p for p in (run / "checkpoints").iterdir() if p != newer)[0]
+    os.utime(first / "checkpoint.json", ns=(2**62, 2**62))
     (run / "checkpoints" / ".tmp-half-written").mkdir()  # never complete, never chosen
     assert find_agent_state(run) == newer
     assert find_agent_state(newer) == newer

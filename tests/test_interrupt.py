@@ -123,23 +123,26 @@ def test_corrupt_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
     folder = tmp_path / "checkpoints"
     save_checkpoint(folder, 1, {"step": 1})
     newest = save_checkpoint(folder, 2, {"step": 2})
-    (newest / "state.pt").write_bytes(b"torn write")
+    (newest / "tensors.pt").write_bytes(b"torn write")
     with caplog.at_level(logging.WARNING, logger="llm_gym.agents.checkpoints"):
         assert load_checkpoint(tmp_path)["step"] == 1  # a run folder: looks in checkpoints/
-    assert str(newest / "state.pt") in caplog.text
-    (folder / "checkpoint-000000001" / "state.pt").write_bytes(b"")
+    assert str(newest) in caplog.text
+    (folder / "checkpoint-000000001" / "checkpoint.json").write_bytes(b"")
     with pytest.raises(ValueError, match="checkpoint-000000001") as error:
         load_checkpoint(tmp_path)
     assert "checkpoint-000000002" in str(error.value)
 
 
-def test_resume_takes_the_newest_of_agent_and_checkpoints(tmp_path):
+def test_resume_takes_the_save_with_most_updates_of_agent_and_checkpoints(tmp_path):
     save_checkpoint(tmp_path / "checkpoints", 5, {"step": 5})
-    time.sleep(0.01)
-    training.write_state_dir(tmp_path / "agent", {"step": 6})
+    training.write_state_dir(tmp_path / "agent", {"step": 6}, updates=6)
     assert load_checkpoint(tmp_path)["step"] == 6
-    time.sleep(0.01)
     save_checkpoint(tmp_path / "checkpoints", 7, {"step": 7})
+    assert load_checkpoint(tmp_path)["step"] == 7
+    # The recorded update count decides, not the file time: touching an older save changes
+    # nothing.
+    os.utime(tmp_path / "checkpoints" / "checkpoint-000000005" / "checkpoint.json",
+             ns=(2**62, 2**62))
     assert load_checkpoint(tmp_path)["step"] == 7
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig, parameter_hash
-from llm_gym.agents.training import latest_checkpoint
+from llm_gym.agents.training import latest_checkpoint, load_checkpoint
 from llm_gym.cli import main
 from llm_gym.multiagent.league import SelfPlayConfig, SelfPlayLeague
 
@@ -192,12 +192,12 @@ def test_cli_trains_with_self_play_and_resumes_the_league(tmp_path, capsys):
     saved = json.loads((run_dir / "run.json").read_text())
     assert saved["self_play"] == {**SelfPlayConfig().to_dict(), "snapshot_every": 1,
                                   "pool_size": 20}
-    before = torch.load(latest_checkpoint(run_dir) / "state.pt", weights_only=False)
+    before = load_checkpoint(latest_checkpoint(run_dir))
     pool_before = [u for u, _ in before["hooks"]["self_play"]["snapshots"]]
     assert pool_before[0] == 0 and len(pool_before) == before["counters"]["num_updates"] + 1
     assert main(["train", "--resume", str(run_dir), "--timesteps", "50", "--no-progress",
                  "--eval-episodes", "1"]) == 0
-    after = torch.load(latest_checkpoint(run_dir) / "state.pt", weights_only=False)
+    after = load_checkpoint(latest_checkpoint(run_dir))
     pool_after = [u for u, _ in after["hooks"]["self_play"]["snapshots"]]
     assert pool_after[: len(pool_before)] == pool_before and len(pool_after) > len(pool_before)
     capsys.readouterr()

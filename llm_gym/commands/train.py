@@ -1,6 +1,7 @@
 """``llm-gym train``: train one agent on one env, save it, and print its evaluation.
 
-Everything of a run lands in one folder (``--log-dir``, default ``runs/<agent>-<env>-s<seed>``):
+Everything of a run lands in one folder (``--log-dir``, default a new
+``runs/<agent>-<env>-s<seed>-<YYYYmmdd-HHMMSS>``, as TensorBoard names runs):
 the saved agent (``agent.zip`` for SB3, ``agent.npz`` for the table agents, ``agent/`` for grpo
 and ppo), ``run.json`` (what is trained, written before training starts, so ``--resume DIR``
 needs nothing else),
@@ -23,6 +24,12 @@ every 50 updates and every 10 minutes (config ``checkpoint_every``; GRPO's also
 command is printed. ``--resume DIR`` loads the newest intact save of the run (a checkpoint or
 ``agent/``; a corrupt one is skipped with a warning), and ``metrics.csv`` rows past it are
 dropped, as they are logged again.
+
+A run owns its folder (issue 19): it holds an exclusive lock on ``DIR/run.lock`` while it runs,
+so a second writer (fresh or ``--resume``) is refused; a fresh run refuses a ``--log-dir`` that
+already holds a run (use ``--resume``, ``--overwrite``, which removes that run's files once the
+lock is taken, or another ``--log-dir``); run.json and every checkpoint record the run id, and
+retention deletes only this run's own older checkpoints.
 
 ``--timesteps`` is always the run's total: a resumed run trains up to it (default: the total
 the run was started with), so ``--resume DIR`` alone finishes an interrupted run. A GRPO run
@@ -48,10 +55,19 @@ import inspect
 import json
 import shlex
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 from llm_gym.agents.factory import AGENT_NAMES
+from llm_gym.agents.run_folder import (
+    LOCK_FILE,
+    RunLock,
+    clear_run,
+    default_run_dir,
+    holds_run,
+    lock_run_folder,
+)
 from llm_gym.commands.arguments import json_object
 from llm_gym.commands.output import output_lines, write_json
 from llm_gym.wrappers.stack import WRAPPER_NAMES, parse_wrappers
@@ -87,9 +103,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "temperature, seed)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--log-dir", metavar="DIR",
-                        help="run folder (default runs/<agent>-<env>-s<seed>)")
+                        help="run folder (default: a new runs/<agent>-<env>-s<seed>-<time>); "
+                             "one that holds a run is refused unless --overwrite")
     parser.add_argument("--resume", metavar="DIR",
                         help="continue the run in DIR from its newest intact save")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --log-dir (its checkpoints, saves, run.json "
+                             "and metrics are removed once its lock is taken)")
     parser.add_argument("--eval-episodes", type=int, default=10,
                         help="deterministic evaluation episodes at the end (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -107,13 +127,54 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume), save, evaluate and print the result table."""
+    if args.timesteps is not None and args.timesteps < 1:
+        raise ValueError(f"--timesteps must be at least 1, got {args.timesteps}")
+    run_dir = _run_dir(args)
+    # The folder's lock for the whole command: a second writer is refused (issue 19).
+    with lock_run_folder(run_dir) as lock:
+        try:
+            _claim(lock, args)
+            return _train(args, run_dir)
+        finally:
+            _discard_if_unused(run_dir)
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    """The run folder: the resumed one, ``--log-dir``, or a new timestamped one."""
+    if getattr(args, "overwrite", False) and args.resume:
+        raise ValueError("--overwrite starts a new run and --resume continues one; pass one")
+    if args.resume or args.log_dir:
+        return Path(args.log_dir or args.resume)
+    if not args.env or not args.agent:
+        raise ValueError("train needs --env and --agent (or --resume DIR)")
+    return default_run_dir(f"runs/{args.agent}-{args.env.split('/')[-1]}-s{args.seed}")
+
+
+def _claim(lock: RunLock, args: argparse.Namespace) -> None:
+    """Refuse (or with ``--overwrite`` clear) a folder that holds another run; fresh runs only."""
+    if args.resume or not holds_run(lock.folder):
+        return
+    if not getattr(args, "overwrite", False):
+        raise FileExistsError(f"--log-dir {lock.folder} already holds a run; continue it with "
+                              f"--resume {lock.folder}, replace it with --overwrite, or pass "
+                              "another --log-dir")
+    clear_run(lock)
+
+
+def _discard_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that a failed start left with nothing but its lock file."""
+    if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+        (run_dir / LOCK_FILE).unlink()
+        run_dir.rmdir()
+
+
+def _train(args: argparse.Namespace, run_dir: Path) -> int:
+    """Build or load the agent in the locked ``run_dir``, train, save and print."""
     from llm_gym.agents.compare import ComparisonReport, aggregate, train_and_evaluate
     from llm_gym.agents.factory import LLM_AGENTS
     from llm_gym.agents.training import stop_on_signals
 
-    if args.timesteps is not None and args.timesteps < 1:
-        raise ValueError(f"--timesteps must be at least 1, got {args.timesteps}")
-    agent, spec, run_dir, learn_kwargs, total = _agent_and_spec(args)
+    agent, spec, learn_kwargs, total = _agent_and_spec(args, run_dir)
     done = _steps(agent)
     # run.json first: a run killed at any moment can be resumed (issue 14).
     _write_run(run_dir, spec, args, total, done)
@@ -194,31 +255,31 @@ def _result_line(result: Any) -> str:
             f"{ev.episodes} episodes{rate}")
 
 
-def _agent_and_spec(args: argparse.Namespace
-                    ) -> tuple[Any, Any, Path, dict[str, Any], int]:
-    """The agent, its RunSpec (timesteps: what is left), run folder, learn kwargs, the total."""
+def _agent_and_spec(args: argparse.Namespace, run_dir: Path
+                    ) -> tuple[Any, Any, dict[str, Any], int]:
+    """The agent, its RunSpec (timesteps: what is left), learn kwargs, the total."""
     from llm_gym.agents.compare import RunSpec
     from llm_gym.agents.factory import make_agent
 
     if args.resume:
-        return _resumed(args)
+        return _resumed(args, run_dir)
     if not args.env or not args.agent:
         raise ValueError("train needs --env and --agent (or --resume DIR)")
     env_kwargs = json_object(args.env_kwargs)
     wrappers = parse_wrappers(args.wrappers)  # a bad stack fails here, before any model loads
     league = _self_play(args.self_play, args.agent)  # so does a bad --self-play
-    short = args.env.split("/")[-1]
-    run_dir = Path(args.log_dir or f"runs/{args.agent}-{short}-s{args.seed}")
     agent = make_agent(args.agent, args.env, model=args.model, config=_config(args),
                        seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers,
                        distributed=_distributed(args))
     if league is not None:
         league.attach(agent)
+    # The run's id: run.json records it, and resume takes only checkpoints that carry it.
+    args.run_id = getattr(agent, "run_id", None) or uuid.uuid4().hex
     # DPO's steps are preference pairs: by default one pass over them (num_train_epochs).
     default = agent.default_timesteps() if hasattr(agent, "default_timesteps") else None
     total = args.timesteps or default or DEFAULT_TIMESTEPS
     spec = RunSpec(args.env, args.agent, total, args.seed, env_kwargs, wrappers=wrappers)
-    return agent, spec, run_dir, {}, total
+    return agent, spec, {}, total
 
 
 def _distributed(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,7 +304,8 @@ def _config(args: argparse.Namespace) -> Any:
     return {**(load_config(args.config) or {}), "data": args.data}
 
 
-def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], int]:
+def _resumed(args: argparse.Namespace, run_dir: Path
+             ) -> tuple[Any, Any, dict[str, Any], int]:
     from llm_gym.agents.compare import RunSpec
 
     saved = _read_run(Path(args.resume))
@@ -261,13 +323,13 @@ def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], 
             ) != self_play:
         raise ValueError(f"--self-play differs from the resumed run's {json.dumps(self_play)}; "
                          "leave it out when resuming")
-    run_dir = Path(args.log_dir or args.resume)
     name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
     agent = _load_saved(name, Path(args.resume), env_id, env_kwargs, saved["seed"], run_dir,
                         wrappers, _distributed(args))
     if self_play is not None:  # the checkpoint's pool is restored when the league attaches
         _self_play(self_play, name).attach(agent)
     args.self_play = self_play
+    args.run_id = getattr(agent, "run_id", None) or saved.get("run_id") or uuid.uuid4().hex
     done = _steps(agent)
     total = args.timesteps or saved.get("timesteps")
     if total is None:
@@ -284,7 +346,7 @@ def _resumed(args: argparse.Namespace) -> tuple[Any, Any, Path, dict[str, Any], 
     args.config = args.config or saved.get("config")
     args.data = args.data or saved.get("data")  # dpo: recorded again in run.json
     spec = RunSpec(env_id, name, total - done, saved["seed"], env_kwargs, wrappers=wrappers)
-    return agent, spec, run_dir, learn_kwargs, total
+    return agent, spec, learn_kwargs, total
 
 
 def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
@@ -346,7 +408,7 @@ def _write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
         "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
         "wrappers": spec.wrappers, "seed": spec.seed, "model": args.model, "config": args.config,
         "data": getattr(args, "data", None),
-        "timesteps": total, "num_timesteps": done,
+        "timesteps": total, "num_timesteps": done, "run_id": getattr(args, "run_id", None),
         "self_play": _self_play_settings(args.self_play)})
 
 
