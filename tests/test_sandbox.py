@@ -64,7 +64,8 @@ def test_isolated_view(box):
         "print(len(socket.if_nameindex()))\n"
     ).stdout.split("\n")
     uid, pid, tmp, secret = out[0].split(" ", 3)
-    assert int(uid) == box.uid and pid == "2" and tmp == "[]" and secret == "False"
+    # Its own pid namespace: 1 is the namespace's shell, 2 the run's watchdog, 3 the program.
+    assert int(uid) == box.uid and pid == "3" and tmp == "[]" and secret == "False"
     assert out[1] == "1"  # only the loopback device of its own network namespace
 
 
@@ -147,7 +148,8 @@ def test_empty_root_shows_only_the_interpreter(box):
     report = json.loads(result.stdout)
     assert report["found"] == [] and report["outside"] == [] and report["hidden"] == []
     assert report["stdlib"] is True
-    assert report["pids"] == ["1", "2"]  # its own pid namespace: the init shell and itself
+    # Its own pid namespace: the init shell, the run's watchdog and itself.
+    assert report["pids"] == ["1", "2", "3"]
 
 
 def test_root_view_from_a_virtualenv_binds_nothing_of_the_venv(tmp_path):

@@ -16,6 +16,8 @@ import os
 import resource
 import sys
 
+# Both stripped from the script: the confine and wire sources come before this one.
+from llm_gym.sandbox.confine import deny_user_namespaces, install_seccomp, watch
 from llm_gym.sandbox.wire import Ref, from_wire, may_change, to_wire  # stripped too
 
 _LIMITS = {
@@ -55,6 +57,7 @@ def _isolate(setup):
         os.close(setup["go_fd"])
         for name in ("LLM_GYM_READY", "LLM_GYM_GO"):
             os.environ.pop(name, None)
+    deny_user_namespaces()  # still root of the run's user namespace here
     import ctypes  # only here: plain runs without namespaces do not pay for it
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -109,6 +112,7 @@ def _isolate(setup):
     check(libc.umount2(b".", 2), "detach the old root")  # MNT_DETACH
     os.chdir("/")
     mount("", "/", "", _MS["remount"] | _MS["rdonly"] | tmpfs)
+    watch(setup["wall"])  # the parent stays behind, privileged, as the run's wall clock
     for cap in range(64):  # empty the bounding set; stops at the first unknown capability
         if libc.prctl(24, cap, 0, 0, 0):  # PR_CAPBSET_DROP
             break
@@ -204,6 +208,8 @@ def _main():
     config = json.loads(sys.argv[1])
     if config.get("setup"):
         _isolate(config["setup"])
+    if config.get("seccomp"):  # after the privilege drop, before anything of the model runs
+        install_seccomp(bytes.fromhex(config["seccomp"]))
     _apply_limits(config["limits"])
     source = _read_program(config["program_fd"])
     os.chdir(config.get("cwd", "/tmp"))

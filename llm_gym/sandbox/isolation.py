@@ -15,6 +15,13 @@ Three levels, best first:
 * ``"degraded"`` — no namespaces: only rlimits, a private working directory, and (as root) a slot
   UID. Network, ``/tmp`` and other processes are reachable. It is logged once as a warning and
   every result carries ``degraded=True``; pools refuse it unless ``allow_degraded=True``.
+
+At every level the bootstrap installs the syscall filter of :mod:`llm_gym.sandbox.seccomp_policy`
+(where libseccomp is installed), and every process of a run is tied to the life of the thread
+that started it (:func:`tie_to_parent`). At the namespace levels the run's user namespace
+allows no nested one and a watchdog inside the run kills it at its wall limit (see
+:mod:`llm_gym.sandbox.confine`). What a level or a machine lacks of all this is listed in
+:attr:`Isolation.notes` and in every ``RunResult.notes``.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ class Isolation:
     level: str  # "root", "userns" or "degraded"
     reason: str = ""
     python: str = os.path.realpath(sys.executable)
+    notes: tuple[str, ...] = ()  # the protections this level lacks on this machine
 
     @property
     def degraded(self) -> bool:
@@ -73,14 +81,46 @@ class Isolation:
         At both namespace levels the bootstrap itself builds the empty root (see
         :func:`empty_root_setup`); at level ``"root"`` it then drops to the slot UID.
         """
-        unshare = [shutil.which("unshare") or "unshare", "--user", "--mount", "--net", "--pid",
-                   "--ipc", "--uts", "--fork", "--kill-child"]
+        unshare = [*tie_to_parent(), shutil.which("unshare") or "unshare", "--user", "--mount",
+                   "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child"]
         if self.level == "root":
             return [*unshare, "/bin/sh", "-c", _ROOT_WAIT, "sh", *argv]
         if self.level == "userns":
             return [*unshare, "--map-root-user", "--mount-proc", "/bin/sh", "-c", _USERNS_INIT,
                     "sh", *argv]
-        return argv
+        return [*tie_to_parent(), *argv]
+
+
+@functools.cache
+def tie_to_parent() -> tuple[str, ...]:
+    """A command prefix that makes the process get SIGKILL when its parent thread dies.
+
+    ``setpriv --pdeathsig KILL`` sets ``PR_SET_PDEATHSIG`` and execs the command: a run's
+    ``unshare`` (whose ``--kill-child`` does the same for the namespace's init, whose death
+    ends the whole pid namespace) and the grader die with the scorer that started them, even
+    after a ``kill -9`` of it (issue 19). Without ``setpriv``: empty (recorded in the notes).
+    The signal follows the *thread* that forked, which is the one supervising the run.
+    """
+    setpriv = shutil.which("setpriv")
+    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
+
+
+def level_notes(level: str, user_namespaces: str) -> list[str]:
+    """What a run at ``level`` lacks; ``user_namespaces`` is the run's max_user_namespaces."""
+    notes = []
+    if level == "degraded":
+        notes.append("degraded: no namespaces, empty root, memory cgroup or in-run watchdog: "
+                     "network, /tmp and other processes are reachable")
+    elif user_namespaces != "0":
+        notes.append("user.max_user_namespaces could not be set to 0 in the run's user "
+                     f"namespace (read {user_namespaces!r}): only the seccomp filter denies "
+                     "nested user namespaces")
+    if level == "userns":
+        notes.append("userns level: every slot shares one UID and no cgroup bounds a run's "
+                     "memory; the program may kill its own watchdog (the run then ends)")
+    if not tie_to_parent():
+        notes.append("no setpriv: a run outlives a killed scorer until its own wall limit")
+    return notes
 
 
 def empty_root_setup(level: str, tmp_mb: int, tmp_inodes: int) -> dict[str, object]:
@@ -221,5 +261,7 @@ def choose_isolation(probe: Callable[[Isolation], str]) -> Isolation:
         errors.append(f"{level}: {error}")
     reason = "; ".join(errors) or "unshare/setpriv not found"
     logger.warning("sandbox DEGRADED (no namespaces: network, /tmp and other processes are "
-                   "reachable from untrusted code): %s", reason)
+                   "reachable from untrusted code; no empty root, no memory cgroup, no nested-"
+                   "namespace limit and no in-run watchdog; the syscall filter still applies "
+                   "where libseccomp is installed): %s", reason)
     return Isolation("degraded", reason)

@@ -15,7 +15,15 @@ tmpfs files, kernel memory — and process count. Each run:
    buffered), optionally next to a trusted *peer* process wired to the program by two pipes;
 4. at the wall deadline (or when done) SIGKILLs the process group, the pid namespace (its init
    dies, the kernel kills the rest), every process of the slot's cgroup and every process still
-   running as the slot UID, and waits until none is left before the slot is used again.
+   running as the slot UID, and waits until none is left (and the memory it held is free)
+   before the slot is used again.
+
+Model code runs under a seccomp filter (:mod:`llm_gym.sandbox.seccomp_policy`: no nested
+namespaces, io_uring, bpf, ptrace, mount ...). The deadline does not depend on this process
+staying alive: every process of a run dies with the thread that started it
+(:func:`~llm_gym.sandbox.isolation.tie_to_parent`), a watchdog inside the run enforces the wall
+limit (:func:`~llm_gym.sandbox.confine.watch`), and whoever opens the slot next kills what is
+left of its cgroup and UID first.
 
 Example:
     >>> with Sandbox(allow_degraded=True) as box:  # doctest: +SKIP
@@ -26,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import fcntl
 import functools
@@ -48,8 +57,11 @@ from llm_gym.sandbox.isolation import (
     Isolation,
     choose_isolation,
     empty_root_setup,
+    level_notes,
     map_ids,
+    tie_to_parent,
 )
+from llm_gym.sandbox.seccomp_policy import MISSING_NOTE, policy_bpf
 
 _HERE = Path(__file__).parent
 _STRIP = re.compile(r"^(from __future__ import annotations|from llm_gym\.\S+ import .*)$", re.M)
@@ -170,10 +182,13 @@ class Sandbox:
         if self.isolation.level == "root":
             self.cgroup = SlotCgroup.create(f"slot-{self.uid}", self.config.run_memory_mb << 20,
                                             self.config.nproc + 2)  # + unshare and its shell
+        # A run of a killed owner (kill -9 of a trainer) may still hold the slot: end it first.
         if self.isolation.per_slot_uid:
             reap_uid(self.uid)
         if self.cgroup is not None:
             self.cgroup.kill()
+            self.cgroup.release(self.config.run_memory_mb << 18)
+        self.notes = [*self.isolation.notes, *(self.cgroup.notes if self.cgroup else [])]
 
     @property
     def degraded(self) -> bool:
@@ -220,10 +235,14 @@ class Sandbox:
         finally:
             run.cleanup()
         result.duration = time.monotonic() - start
+        result.notes.extend(self.notes)
         return result
 
 
-_BOOTSTRAP = stdlib_source("wire", "bootstrap")
+_BOOTSTRAP = stdlib_source("wire", "confine", "bootstrap")
+# The watchdog inside a run fires this long after the parent's deadline: only when the parent
+# is gone (or starved) does it decide how a run ends.
+WATCHDOG_GRACE = 1.0
 
 
 @functools.cache
@@ -234,26 +253,40 @@ def detect_isolation() -> Isolation:
         >>> detect_isolation().level in ("root", "userns", "degraded")
         True
     """
-    return choose_isolation(_probe)
+    found: dict[str, str] = {}
+    iso = choose_isolation(lambda candidate: _probe(candidate, found))
+    notes = level_notes(iso.level, found.get(iso.level, ""))
+    if policy_bpf() is None:
+        notes.append(MISSING_NOTE)
+    return dataclasses.replace(iso, notes=tuple(notes))
 
 
-def _probe(iso: Isolation) -> str:
+def _probe(iso: Isolation, found: dict[str, str]) -> str:
     """Run a trivial program at ``iso``'s level as UID 49999; '' when it worked.
+
+    The program also reads back the run's ``user.max_user_namespaces`` into ``found``.
 
     Every process probes as the same UID, and a run's cleanup kills every process of its UID,
     so probes hold a machine-wide lock: two processes starting sandboxes at once (Ray scoring
     actors) would otherwise kill each other's probe and both conclude there is no isolation.
     """
     with _machine_lock("probe-49999.lock"):
-        run = _Run(iso, 49999, SandboxConfig(tmp_mb=1), "import os; print(os.getuid() != 0)",
-                   10.0, _BOOTSTRAP, "main", None, b"")
+        run = _Run(iso, 49999, SandboxConfig(tmp_mb=1), _PROBE, 10.0, _BOOTSTRAP, "main", None,
+                   b"")
         try:
             result = run.supervise(time.monotonic() + 10.0)
         finally:
             run.cleanup()
-    if result.status != Status.OK or result.stdout.strip() != "True":
+    lines = result.stdout.split()
+    if result.status != Status.OK or lines[:1] != ["True"]:
         return f"{result.status} {result.returncode}: {result.stderr.strip()[-300:]}"
+    found[iso.level] = lines[1] if len(lines) > 1 else ""
     return ""
+
+
+_PROBE = ("import os\nprint(os.getuid() != 0)\ntry:\n"
+          "    print(open('/proc/sys/user/max_user_namespaces').read().strip())\n"
+          "except OSError:\n    print('unreadable')\n")
 
 
 class _Run:
@@ -282,8 +315,12 @@ class _Run:
                 os.chown(self.workdir, uid, uid)
             config["cwd"] = env["HOME"] = env["TMPDIR"] = self.workdir
         sync: list[int] = []
+        program_filter = policy_bpf()
+        if program_filter is not None:
+            config["seccomp"] = program_filter.hex()
         if not iso.degraded:
             config["setup"] = empty_root_setup(iso.level, cfg.tmp_mb, cfg.tmp_inodes)
+            config["setup"]["wall"] = timeout + WATCHDOG_GRACE
         if iso.level == "root":
             ready_r, ready_w = os.pipe()
             go_r, go_w = os.pipe()
@@ -432,7 +469,7 @@ class _Run:
         if self.iso.per_slot_uid:
             reap_uid(self.uid)
         if self.cgroup is not None:
-            self.cgroup.wait_released(self.cfg.run_memory_mb << 18)  # a quarter of the budget
+            self.cgroup.release(self.cfg.run_memory_mb << 18)  # a quarter of the budget
 
     def cleanup(self) -> None:
         if self.proc.poll() is None or (self.peer is not None and self.peer.poll() is None):
@@ -447,8 +484,8 @@ class _Run:
 def _start_peer(argv: list[str], fds: list[int], stdin: bytes) -> subprocess.Popen:
     in_fd = _memfd(stdin)
     try:
-        return subprocess.Popen(
-            [*argv, json.dumps({"req": fds[0], "resp": fds[1]})], stdin=in_fd,
+        return subprocess.Popen(  # the grader runs as root: it must not outlive its scorer
+            [*tie_to_parent(), *argv, json.dumps({"req": fds[0], "resp": fds[1]})], stdin=in_fd,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
             env={"LANG": "C.UTF-8"}, cwd="/", process_group=0)
     finally:
