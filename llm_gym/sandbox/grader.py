@@ -10,9 +10,12 @@ Nothing the model wrote runs here. The names the tests use come from the task fi
 executed here; then builtins; then standard-library modules, imported by name when the tests
 only use them as ``module.attr``. Only what is left is bound to a :class:`Proxy` — the entry
 point of a HumanEval task, or the functions an MBPP test calls. A proxy call sends its arguments
-to the sandboxed program and rebuilds the return value with :func:`from_wire` (plain builtins,
-size-checked before anything is built); an exception comes back as data (:func:`_exception`).
-The expected values never leave this process.
+to the sandboxed program and rebuilds the return value with :func:`from_wire` (builtins and the
+standard types listed in :mod:`llm_gym.sandbox.wire`, size-checked before anything is built; the
+task's own enum and named-tuple classes are found in its namespace); an exception comes back as
+data (:func:`_exception`). What the call left in its mutable arguments comes back too and is
+written into the test's own objects (:func:`update_in_place`), as a call in one process would
+leave them. The expected values never leave this process.
 """
 
 import ast

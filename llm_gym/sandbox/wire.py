@@ -504,8 +504,8 @@ def _enum_member(obj: dict[str, Any], known: type | None, value: Any) -> Any:
         return value  # IntEnum, StrEnum ...: equal to their value, which is all that can cross
     if type(obj.get("r")) is int:
         return Ref(obj["r"])
-    raise ValueError("an enum member of a class the grader does not have cannot cross the "
-                     "sandbox channel")
+    raise ValueError("an enum member of a class the receiving side does not have cannot cross "
+                     "the sandbox channel")
 
 
 _RECORDS: dict[tuple[str, tuple[str, ...]], type] = {}
