@@ -59,6 +59,7 @@ GSM8K_TABLE = [
     (r"#### 10\%", "10", 1, OK),
     ("#### 10 percent", "10", 1, OK),
     ("#### 144/2", "72", 1, OK),                  # arithmetic goes to math-verify
+    ("#### 72 or so", "72", 1, OK),               # "or so" rounds, it adds no second value
     ("The answer is 72 dollars.", "72", 1, OK),
     ("The answer is 72. That is my final answer:", "72", 1, OK),
     # wrong
@@ -79,7 +80,6 @@ GSM8K_TABLE = [
     ("#### 72 (or 73)", "72", 0, AMB),
     ("#### 72 dollars or 73 dollars", "72", 0, AMB),
     ("#### 72 or seventy three", "72", 0, AMB),
-    ("#### 72 or so", "72", 0, AMB),
     ("#### 72 to 73", "73", 0, AMB),
     ("#### 72 \u2009 73", "73", 0, AMB),
     ("#### 42 \u00b1 1", "42", 0, AMB),
@@ -160,7 +160,7 @@ def test_ambiguous_answers_say_why():
 
 def test_numeric_gold_grades_the_number_but_reports_what_was_written():
     found = extract_answer("#### $1 000.50 (about)", gold="1000.5")
-    assert (found.answer, found.value, found.verdict) == ("1 000.50 (about)", "1000.50", None)
+    assert (found.answer, found.value, found.verdict) == ("1 000.50 (about)", "1000.5", None)
     assert extract_answer("#### 1 000", gold=r"\frac{1}{2}").value is None  # not a number gold
     assert gsm8k_accuracy("#### 1 000 km/h", "1000").answer == "1 000 km/h"
 
@@ -217,12 +217,13 @@ LOW_LEVEL = {
 
 @pytest.mark.parametrize("name", list(LOW_LEVEL))
 def test_extraction_is_linear_on_1_mb_adversarial_input(name):
-    # A quadratic scan takes minutes at 1 MB; a linear one well under a second. 2 s is generous.
+    # A quadratic scan takes minutes at 1 MB; a linear one about a second on a loaded 2-core
+    # machine (load 11: 1.5-2.3 s for _value_signals, before and after issue 19). 10 s is generous.
     for kind, text in ADVERSARIAL.items():
         start = time.perf_counter()
         LOW_LEVEL[name](text)
         elapsed = time.perf_counter() - start
-        assert elapsed < 2.0, f"{name} took {elapsed:.1f} s on 1 MB of {kind}"
+        assert elapsed < 10.0, f"{name} took {elapsed:.1f} s on 1 MB of {kind}"
 
 
 def test_long_responses_are_rejected_before_any_scan(monkeypatch):

@@ -58,6 +58,17 @@ def test_accuracy_and_format_through_the_grpo_call(conversational):
         1.0, 1.0, 0.0, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("conversational", [False, True])
+def test_format_reward_needs_an_answer_inside_the_marker(conversational):
+    # Issue 19: a bare marker was paid as a format.
+    texts = ["####", "#### ", "\\boxed{}", "<think></think>####", "#### 7", "\\boxed{7}"]
+    completions = ([[{"role": "assistant", "content": c}] for c in texts]
+                   if conversational else texts)
+    inputs, prompts, ids = _batch(completions)
+    assert call_like_grpo_trainer(rewards.format_reward, inputs, prompts, completions, ids) == [
+        0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+
+
 def test_names_read_as_metrics():
     assert [f.__name__ for f in (rewards.gsm8k_accuracy, rewards.math_accuracy,
                                  rewards.format_reward, rewards.code_pass_rate)] == [

@@ -10,24 +10,44 @@ answer scores 0 with verdict ``"timeout"``. Nothing derived from model text is e
 caller's process, and the result is the same from the main thread, a thread pool or a process
 pool.
 
+An answer is unwrapped first: ``\boxed{}``, markdown bold or code (``**72**``, backticks),
+``$...$``, ``\(...\)``, ``\[...\]``; a trailing "or so" rounds the value, it adds no second one
+(``72 or so`` is 72; ``72 or 73 or so`` is still two values).
+
 Numeric golds (every GSM8K answer: a plain decimal like ``72``, ``-3``, ``1,080`` or ``0.5``):
-the final answer is read as one number when it is one number with decorations, and that number
-is graded. Accepted around the number: a sign, currency symbols (``$``, ``\$``, ``€``, ``£``,
-...) before it; units and words after it (``72 km/h``, ``72 cm^2``, ``72 dollars``); a
-parenthetical remark without digits (``72 (six dozen)``); a percent sign, which is *not* a
+the final answer is read as one number when it is one number with decorations, and that exact
+value is graded. Accepted before the number: a sign, currency symbols (``$``, ``\$``, ``€``,
+``£``, ...) and codes (``USD``, ``US$``, ``Rs.``), approximation words (``about``,
+``approximately``, ``approx.``, ``roughly``, ``around``, ``≈``, ``\approx``) — a closed list, so
+``not 72`` or ``over 72`` is no value. Read as part of the number: a scale word (``1.2 million``
+is 1,200,000; ``hundred``, ``thousand``, ``million``, ``billion``, ``trillion``; ``dozen`` stays
+a unit), an exponent (``1e3``, ``5e-1``; beyond 10^±100 math-verify decides), a mixed number (a
+whole number then a proper fraction: ``72 1/2`` and ``72½`` are 72.5), thousands separators
+``,``, a space, a thin or no-break space, ``\,``, ``{,}``, ``~`` between 3-digit groups
+(``1 000``), full-width and other Unicode digits. Accepted after it: units and words
+(``72 km/h``, ``72/hour``, ``72 cm^2``, ``72 dollars``); a parenthetical remark without digits
+(``72 (six dozen)``) or repeating the value (``72 (72.0)``); a percent sign, which is *not* a
 factor of 100 (GSM8K golds hold the number the question asks for, so ``10%`` equals gold ``10``
-and is wrong against ``0.1``); thousands separators ``,``, a space, a thin or no-break space,
-``\,``, ``{,}``, ``~`` between 3-digit groups (``1 000``); full-width and other Unicode digits.
-Two numbers with only such decorations between them (``72 73``, ``41, 42``, ``72 (73)``) are
-several final values: verdict ``ambiguous``. Anything else (``144/2``, ``x = 72``) goes to
-math-verify unchanged.
+and is wrong against ``0.1``). Two numbers with only such decorations between them (``72 73``,
+``41, 42``, ``72 (73)``, ``72 3/2``) are several final values: verdict ``ambiguous``. Anything
+else (``144/2``, ``x = 72``) goes to math-verify unchanged.
 
 Several final values are a hedge, never an answer, whatever the gold: different ``####`` /
 ``\boxed`` answers, the words "or"/"and", ``\pm``, ``\vee``/``\lor``/``\wedge``, ``;``, a line
 break ``\\`` or ``&`` outside an environment (``5 \\ 6``), an equation whose sides before the
 last are constants (``30 = 72``; ``x = 6`` is one value), and two numbers side by side with no
-operator between (``5 \quad 6``, ``5 \to 6``: math-verify would silently grade the last one). A
-hedge the gold itself contains (gold ``1 \pm \sqrt{2}``) is not one.
+operator between (``5 \quad 6``, ``5 \to 6``: math-verify would silently grade the last one).
+The rule holds inside LaTeX: math-verify reads ``matrix``, ``pmatrix``, ``bmatrix`` and
+``array`` as one matrix value (a relation inside one is a hedge: it splits there), and flattens
+every other environment (``cases``, ``aligned``, ``gathered``, ``split``, ``align*``,
+``vmatrix``, unknown ones) to its last entry, so there a second row that holds something
+(``\begin{cases} 72 \\ 73 \end{cases}``), two cells (``72 & 73``) or a number after the
+environment is several values; one row (``\begin{aligned} x &= 72 \end{aligned}``) is one
+value, and so is a trailing ``\\``. A derivation in a box (``2x &= 144 \\ x &= 72``) is two
+rows: keep it outside the box. A number's subscript (``72_{73}``, ``1011_2``) and a superscript
+written as text (``72^{\text{73}}``) hold a second value, since math-verify drops them;
+``72^{3}`` is a power, one value. A hedge the gold itself contains (gold ``1 \pm \sqrt{2}``,
+``1011_2``) is not one.
 
 Verdicts: ``correct``, ``wrong``, ``no_answer`` (nothing extractable, or an empty answer),
 ``ambiguous`` (several different final answers), ``echo`` (only a copy of the prompt),
@@ -41,6 +61,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from llm_gym.rewards._grading_pool import GradingPool, get_pool
 
@@ -53,6 +74,7 @@ __all__ = [
     "gsm8k_accuracy",
     "math_accuracy",
     "format_reward",
+    "MARKERS",
     "grade_batch",
     "check_golds",
 ]
@@ -77,17 +99,23 @@ _SPACE_RE = re.compile(r"\s+")
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 # "72²" must not read as 72 (math-verify drops the superscript): written as LaTeX, it is 5184.
 _SUPERSCRIPT_RE = re.compile("⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_VULGAR_FRACTIONS = {  # "72½" is the mixed number "72 1/2"
+    "½": " 1/2", "⅓": " 1/3", "⅔": " 2/3", "¼": " 1/4", "¾": " 3/4", "⅕": " 1/5", "⅖": " 2/5",
+    "⅗": " 3/5", "⅘": " 4/5", "⅙": " 1/6", "⅚": " 5/6", "⅛": " 1/8", "⅜": " 3/8", "⅝": " 5/8",
+    "⅞": " 7/8",
+}
 _SUPERSCRIPT_DIGITS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
 # A plain decimal number always parses; golds like this skip the worker round trip at load.
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
 # Tokens of a numeric answer ("$1 000.50 km/h (about)"); see _read_number.
 _NUMBER_TOKEN_RE = re.compile(
-    r"""(?P<num>(?:\d{1,3}(?:(?:,|\{,\}|,?\\[,!]|[^\S\r\n]|~|')\d{3})+|\d+)(?:\.\d+)?(?!\d)
-            |\.\d+)
+    r"""(?P<num>(?:(?:\d{1,3}(?:(?:,|\{,\}|,?\\[,!]|[^\S\r\n]|~|')\d{3})+|\d+)(?:\.\d+)?(?!\d)
+            |\.\d+)(?:[eE][-+]?\d+)?)
     |(?P<space>\s+|~|\\[,;:!\ ]|\\q?quad(?![A-Za-z]))
     |(?P<sign>[-+])
     |(?P<currency>\\?\$|[€£¥₹₩₽¢])
+    |(?P<about>\\approx(?![A-Za-z])|≈)
     |(?P<percent>\\?%|percent(?![A-Za-z]))
     |(?P<degree>\^\{?\\circ\}?|°)
     |(?P<power>\^\{?-?\d+\}?)
@@ -99,12 +127,26 @@ _NUMBER_TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 _SEVERAL = "several values"  # _read_number's answer for "72 73"
-_NOT_DIGITS_RE = re.compile(r"[^0-9.]")
+_NOT_DIGITS_RE = re.compile(r"[^0-9.eE+-]")
+# Words that may come before the number: approximations and currency codes ("about 72",
+# "USD 72"). A closed list: "not 72", "over 72" or "between 70 and 72" are no plain value.
+_LEAD_WORDS = frozenset({
+    "about", "approximately", "approx", "around", "roughly", "circa", "ca", "exactly",
+    "precisely", "usd", "us", "eur", "gbp", "jpy", "cny", "rmb", "inr", "rs", "cad", "aud",
+    "chf", "nzd", "hkd", "sgd",
+})
+# Number words that scale the number before them ("1.2 million" is 1,200,000). "dozen" is not
+# one: GSM8K questions count in dozens ("6 dozen" answers "how many dozen").
+_SCALE_WORDS = {"hundred": 2, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+MAX_EXPONENT = 100  # "1e3" is read; "1e999999" goes to math-verify's killable worker
+_FIRST_WORD_RE = re.compile(r"\s+([A-Za-z]+)")
+_OR_SO_RE = re.compile(r"\s+or\s+so\W*$", re.IGNORECASE)  # run on a 64-character tail only
 
 # Tokens for hedge detection: numbers, control sequences, letter runs, spaces, runs of symbols
 # that mean nothing to it ("$$", "##"), any other single character.
 _MATH_TOKEN_RE = re.compile(
-    r"(?P<num>\d+(?:\.\d+)?)|(?P<cmd>\\(?:[A-Za-z]+|.))|(?P<word>[^\W\d_]+)|(?P<space>\s+)"
+    r"(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<cmd>\\(?:[A-Za-z]+|.))|(?P<word>[^\W\d_]+)"
+    r"|(?P<space>\s+)"
     r"|(?P<other>[$#@?'\"`~.]+)|.",
     re.DOTALL,
 )
@@ -143,6 +185,9 @@ _TEXT_COMMANDS = frozenset({
 _CONSTANT_COMMANDS = _OPERATOR_COMMANDS | _TEXT_COMMANDS | {
     "\\pi", "\\infty", "\\circ", "\\,", "\\;", "\\!", "\\ ", "\\$",
 }
+_ENV_NAME_RE = re.compile(r"[ \t]*\{([A-Za-z]*\*?)\}")  # after \begin / \end
+# The environments math-verify reads as one matrix value; it flattens every other one.
+_MATRIX_ENVIRONMENTS = frozenset({"matrix", "pmatrix", "bmatrix", "array"})
 _THOUSANDS_GAPS = frozenset({"", "\\,", "\\!", "~", "\\", "'"})  # "1 000", "1\,000" (stripped)
 
 
@@ -210,11 +255,34 @@ def boxed_contents(text: str, limit: int = MAX_BOXED + 1) -> list[str]:
 
 
 def _strip_trailing_words(span: str) -> str:
-    """``"18 dollars"`` -> ``"18"``; keeps the words when they hold a hedge ("or 19")."""
+    """``"18 dollars"`` -> ``"18"``; keeps the words when they hold a hedge ("or 19").
+
+    A scale word right after the number stays: ``"1.2 million dollars"`` -> ``"1.2 million"``.
+    """
     words = _REVERSED_TRAILING_WORDS_RE.match(span[::-1])
     if words is None or _HEDGE_WORD_RE.search(span, len(span) - words.end()):
         return span
-    return span[: len(span) - words.end()]
+    cut = len(span) - words.end()
+    first = _FIRST_WORD_RE.match(span, cut)
+    if first is not None and first.group(1).lower() in _SCALE_WORDS:
+        cut = first.end()
+    return span[:cut]
+
+
+def _strip_or_so(span: str) -> str:
+    """``"72 or so"`` -> ``"72"``: "or so" rounds the value before it, it adds no second one."""
+    tail = span[-64:]  # a fixed window: the regex never scans a long answer
+    found = _OR_SO_RE.search(tail)
+    return span if found is None else span[: len(span) - len(tail) + found.start()]
+
+
+def _unwrap(span: str) -> str:
+    r"""Drop markdown bold and code, ``\(...\)`` and ``\[...\]`` around an answer."""
+    span = span.strip("*").strip().strip("`").strip()
+    for opener, closer in (("\\(", "\\)"), ("\\[", "\\]")):
+        if span.startswith(opener) and span.endswith(closer) and len(span) >= 4:
+            span = span[2:-2].strip()
+    return span
 
 
 def _clean(span: str) -> str:
@@ -222,9 +290,7 @@ def _clean(span: str) -> str:
     inner = boxed_contents(span, limit=2)
     if len(inner) == 1 and span.startswith(("\\boxed", "\\fbox")):
         span = inner[0].strip()
-    span = span.strip("*").strip()  # markdown bold around the answer
-    if span.startswith("\\(") and span.endswith("\\)"):
-        span = span[2:-2]
+    span = _strip_or_so(_unwrap(span))
     span = span.strip().strip("$").strip().rstrip(".").strip()
     span = _SUPERSCRIPT_RE.sub(lambda m: f"^{{{m.group().translate(_SUPERSCRIPT_DIGITS)}}}", span)
     if _STARTS_NUMERIC_RE.match(span):
@@ -301,123 +367,328 @@ def _candidates(response: str, strict: bool) -> tuple[list[str], str | None]:
 
 
 def _ascii_digits(text: str) -> str:
-    """Full-width forms (``７２``, ``＄``), other Unicode digits and ``−`` as ASCII."""
+    """Full-width forms (``７２``, ``＄``), other Unicode digits, ``−`` and ``½`` as ASCII."""
     def ascii_char(match: re.Match[str]) -> str:
         char = match.group()
         if "\uff01" <= char <= "\uff5e":
             return chr(ord(char) - 0xFEE0)
         if char == "\u2212":
             return "-"
+        if char in _VULGAR_FRACTIONS:
+            return _VULGAR_FRACTIONS[char]
         digit = unicodedata.decimal(char, None)
         return char if digit is None else str(digit)
 
     return _NON_ASCII_RE.sub(ascii_char, text)
 
 
-def _read_number(answer: str) -> str | None:
-    r"""``answer`` as one plain decimal number, ``_SEVERAL``, or ``None`` when it is no number.
-
-    One pass over tokens (see the module docstring for what is accepted around the number).
-    Arithmetic (``144/2``, ``72^2``, ``x = 72``) gives ``None``: math-verify's job.
-
-    Example:
-        >>> _read_number("$1,000.50 (about)"), _read_number("72 km/h"), _read_number("72 73")
-        ('1000.50', '72', 'several values')
-    """
-    text, number, sign, previous, pos = _ascii_digits(answer), None, "", "", 0
+def _number_tokens(text: str) -> list[tuple[str, str]] | None:
+    """``text`` as ``(kind, text)`` tokens of :data:`_NUMBER_TOKEN_RE`, spaces left out."""
+    tokens, pos = [], 0
     while pos < len(text):
         token = _NUMBER_TOKEN_RE.match(text, pos)
         if token is None:
             return None
-        kind, pos = token.lastgroup, token.end()
-        if kind == "space":
-            continue
-        if kind == "num":
-            digits = _NOT_DIGITS_RE.sub("", token.group())
-            if number is not None and digits != number:
-                return _SEVERAL  # "72 (72 dollars)" repeats one value; "72 73" is two
-            number = digits
-        elif number is None:  # before the number: a sign and currency only
-            if kind == "sign" and not sign:
-                sign = token.group()
-            elif kind != "currency":
-                return None
-        elif kind == "sign" and (token.group() != "-" or previous != "word"):
-            return None  # "72 - 1", "72+": arithmetic; "year-old" is a word
-        elif kind in ("slash", "power") and previous == "num":
-            return None  # "144/2", "72^2"; "km/h" and "cm^2" are units
-        previous = kind
-    if number is None:
+        pos = token.end()
+        if token.lastgroup != "space":
+            tokens.append((token.lastgroup or "", token.group()))
+    return tokens
+
+
+def _number_value(token: str) -> Fraction | None:
+    """The exact value of one number token (``"1 000.5"``, ``"1e3"``); ``None`` past the bounds."""
+    mantissa, _, exponent = _NOT_DIGITS_RE.sub("", token).lower().partition("e")
+    if len(exponent.lstrip("+-0")) > 3 or (exponent and abs(int(exponent)) > MAX_EXPONENT):
         return None
-    whole, _, fraction = number.partition(".")
-    value = (whole.lstrip("0") or "0") + (f".{fraction}" if fraction else "")
-    return f"-{value}" if sign == "-" and value.strip("0.") else value
+    return Fraction(mantissa) * Fraction(10) ** int(exponent or 0)
+
+
+def _kind_at(tokens: list[tuple[str, str]], i: int) -> str:
+    return tokens[i][0] if i < len(tokens) else ""
+
+
+def _digits_below(small: str, large: str) -> bool:
+    """``int(small) < int(large)`` for digit strings, without building big ints."""
+    small, large = small.lstrip("0"), large.lstrip("0")
+    return (len(small), small) < (len(large), large)
+
+
+def _number_at(tokens: list[tuple[str, str]], i: int) -> tuple[Fraction | None, int]:
+    """The value of the number starting at ``tokens[i]`` and the index after it.
+
+    Reads a mixed number (``72 1/2``: whole, then a proper fraction) and a scale word
+    (``1.2 million``) as part of the number.
+    """
+    value, i = _number_value(tokens[i][1]), i + 1
+    kinds = [kind for kind, _ in tokens[i : i + 3]]
+    # A mixed number's parts are plain digit runs: no separators, point or exponent.
+    if kinds == ["num", "slash", "num"] and tokens[i - 1][1].isdigit():
+        numerator, denominator = tokens[i][1], tokens[i + 2][1]
+        if (numerator.isdigit() and denominator.isdigit() and value is not None
+                and _digits_below(numerator, denominator)):
+            return value + Fraction(int(numerator), int(denominator)), i + 3
+    if kinds[:1] == ["word"] and tokens[i][1].lower() in _SCALE_WORDS and value is not None:
+        return value * 10 ** _SCALE_WORDS[tokens[i][1].lower()], i + 1
+    return value, i
+
+
+def _lead(tokens: list[tuple[str, str]]) -> tuple[int, str] | None:
+    """Where the number starts and its sign, past currency and approximation words."""
+    sign = ""
+    for i, (kind, text) in enumerate(tokens):
+        if kind == "num":
+            return i, sign
+        if kind == "sign" and not sign:
+            sign = text
+        elif not (kind in ("currency", "about")
+                  or (kind == "word" and text.lower() in _LEAD_WORDS)
+                  or (text == "." and i and tokens[i - 1][0] == "word")):  # "approx. 72"
+            return None
+    return None
+
+
+def _render(value: Fraction) -> str:
+    """``value`` as math-verify reads it exactly: ``"72"``, ``"72.5"`` or ``"217/3"``."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    places = max(_factor_count(value.denominator, 2), _factor_count(value.denominator, 5))
+    scaled = value * 10**places
+    if scaled.denominator != 1:
+        return f"{value.numerator}/{value.denominator}"
+    digits = str(abs(scaled.numerator)).rjust(places + 1, "0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{digits[:-places]}.{digits[-places:]}"
+
+
+def _factor_count(number: int, factor: int) -> int:
+    count = 0
+    while number % factor == 0:
+        number, count = number // factor, count + 1
+    return count
+
+
+def _read_number(answer: str) -> str | None:
+    r"""``answer`` as one plain decimal number, ``_SEVERAL``, or ``None`` when it is no number.
+
+    One pass over tokens (see the module docstring for what is accepted around the number).
+    Arithmetic (``144/2``, ``72^2``, ``x = 72``) gives ``None``: math-verify's job. Answers
+    longer than :data:`MAX_ANSWER_CHARS` give ``None`` (the caller rejects them anyway).
+
+    Example:
+        >>> _read_number("$1,000.50 (about)"), _read_number("72 km/h"), _read_number("72 73")
+        ('1000.5', '72', 'several values')
+        >>> _read_number("about 1.2 million"), _read_number("72 1/3"), _read_number("1e3")
+        ('1200000', '217/3', '1000')
+    """
+    tokens = _number_tokens(_ascii_digits(answer)) if len(answer) <= MAX_ANSWER_CHARS else None
+    start = _lead(tokens) if tokens else None
+    if start is None:
+        return None
+    value, i = _number_at(tokens, start[0])
+    previous = "num"
+    while value is not None and i < len(tokens):
+        kind, text = tokens[i]
+        if kind == "num":
+            other, i = _number_at(tokens, i)
+            if other != value:
+                return _SEVERAL  # "72 (72 dollars)" repeats one value; "72 73" is two
+            previous = kind
+            continue
+        if kind == "sign" and (text != "-" or previous != "word"):
+            return None  # "72 - 1", "72+": arithmetic; "year-old" is a word
+        if kind == "power" and previous == "num":
+            return None  # "72^2"; "cm^2" is a unit
+        if kind == "slash" and previous == "num" and _kind_at(tokens, i + 1) != "word":
+            return None  # "144/2"; "72/hour" is a unit
+        previous, i = kind, i + 1
+    if value is None:
+        return None
+    return _render(-value if start[1] == "-" else value)
 
 
 def _value_signals(text: str) -> set[str]:
-    r"""Signs of several final values in ``text``: hedge tokens, "equation", "juxtaposed".
+    r"""Signs of several final values in ``text``: hedge tokens, "equation", "juxtaposed", ...
 
-    One pass. ``\\`` and ``&`` count only outside ``\begin...\end`` (matrices use them); an
-    equation counts when a side before the last is a constant (``30 = 72``, not ``x = 6``); two
-    numbers count as juxtaposed when no operator is between them (``5 \quad 6``, ``5 \to 6``,
-    ``\text{5} \text{6}``), unless the second is a thousands group (``1 000``).
+    One pass (see :class:`_ValueScan`). ``\\`` and ``&`` count as hedges outside environments;
+    an equation counts when a side before the last is a constant (``30 = 72``, not ``x = 6``);
+    two numbers count as juxtaposed when no operator is between them (``5 \quad 6``,
+    ``5 \to 6``, ``\text{5} \text{6}``), unless the second is a thousands group (``1 000``) or
+    a proper fraction after a whole number (``72 1/2``).
 
     Example:
         >>> sorted(_value_signals(r"30 = 72")), sorted(_value_signals(r"5 \vee 6"))
         (['equation'], ['\\vee', 'juxtaposed'])
-        >>> _value_signals(r"x = \frac{1}{2}") | _value_signals("1 000")
+        >>> _value_signals(r"x = \frac{1}{2}") | _value_signals("1 000") | _value_signals("72 1/2")
         set()
+        >>> sorted(_value_signals(r"\begin{cases} 72 \\ 73 \end{cases}")), _value_signals("72_{73}")
+        (['\\\\'], {'subscript'})
     """
-    signals: set[str] = set()
-    env = text_depth = 0
-    groups: list[str] = []           # open brace groups: "operand", "text" or "plain"
-    side_value = side_name = False   # what the current side of an equation holds
-    after_number, gap = False, ""    # a number with no operator since; the text in between
-    previous = ""                    # the last token that is not space
-    for token in _MATH_TOKEN_RE.finditer(text):
-        part, kind = token.group(), token.lastgroup
-        if kind == "word" and part.lower() in ("or", "and"):
-            part = part.lower()
-        env += (part == "\\begin") - (env > 0 and part == "\\end")
-        if part in _HEDGE_TOKENS or (part in _ALIGNMENT_TOKENS and env == 0):
-            signals.add(part)
-        if env or part == "\\end":
-            continue
-        if kind == "space":
-            gap = (gap + " ")[:8]
-            continue
-        if part in _RELATIONS and not groups:
-            if side_value and not side_name:
-                signals.add("equation")
-            side_value = side_name = after_number = False
-        elif part == "{":
-            group = ("operand" if previous in _OPERAND_OPENERS
-                     else "text" if previous in _TEXT_COMMANDS else "plain")
-            groups.append(group)
-            text_depth += group == "text"
-            after_number = after_number and group != "operand"
-        elif part == "}":
-            group = groups.pop() if groups else "plain"
-            text_depth -= group == "text"
-            after_number = after_number and group != "operand"
-            part = "}" + group
-        elif kind == "num":
-            side_value = True
-            if after_number and not (gap.strip() in _THOUSANDS_GAPS and len(part) >= 3
-                                     and part[:3].isdigit() and part[3:4] in ("", ".")):
-                signals.add("juxtaposed")
-            # A bare exponent or subscript belongs to its base: "\log_2 3" is one value.
-            after_number, gap = previous not in ("^", "_"), ""
-        elif part in _OPERATOR_CHARS or part in _OPERATOR_COMMANDS:
-            after_number = False
+    scan = _ValueScan()
+    pos = 0
+    while pos < len(text):
+        token = _MATH_TOKEN_RE.match(text, pos)
+        pos = token.end()
+        part, kind = token.group(), token.lastgroup or ""
+        if part in ("\\begin", "\\end"):
+            name = _ENV_NAME_RE.match(text, pos)
+            pos = name.end() if name else pos
+            scan.environment(part, name.group(1) if name else "")
         else:
-            if (kind == "word" and not text_depth) or (
-                    kind == "cmd" and part not in _CONSTANT_COMMANDS):
-                side_name = True
-            side_value = side_value or part in ("\\pi", "\\infty")
-            gap = (gap + part)[:8]
-        previous = part
-    return signals
+            scan.feed(part.lower() if kind == "word" and part.lower() in ("or", "and") else part,
+                      kind)
+    return scan.finish()
+
+
+class _ValueScan:
+    r"""State of :func:`_value_signals`' pass over one answer's LaTeX tokens.
+
+    Environments: math-verify reads ``matrix``, ``pmatrix``, ``bmatrix`` and ``array`` as one
+    matrix; every other environment (``cases``, ``aligned``, ``vmatrix``, unknown ones) it
+    flattens to its last entry, so there each row (``\\``) and cell (``&``) holding a value
+    is a final value of its own. Scripts: math-verify drops a subscript of a number
+    (``72_{73}``, ``1011_2``) and a superscript written as text (``72^{\text{73}}``), so a
+    number inside one is a second value; ``72^{3}`` is a power, one value.
+    """
+
+    def __init__(self) -> None:
+        self.signals: set[str] = set()
+        self.envs: list[bool] = []       # open environments: True for a matrix
+        self.groups: list[tuple[str, str]] = []  # open brace groups: (kind, script)
+        self.text_depth = 0
+        self.side_value = self.side_name = False  # what the current side of an equation holds
+        self.after_number, self.gap = False, ""   # a number with no operator since; between
+        self.previous = self.previous_kind = ""   # the last token that is not space
+        self.script = ""        # "sub"/"sup"/"suptext": a number's script, before its operand
+        self.numerator = ""     # "72 1": the numerator of a possible mixed number
+        self.mixed_slash = False  # "72 1/": its slash came
+        self.row_filled = self.row_broken = False  # the rows of a non-matrix environment
+
+    def environment(self, part: str, name: str) -> None:
+        r"""``\begin{name}`` or ``\end{name}``."""
+        self._settle_mixed("", "")
+        self.script = ""
+        if part == "\\begin":
+            if self.row_broken:
+                self.signals.add("\\\\")  # an environment is what the next row holds
+            self.envs.append(name in _MATRIX_ENVIRONMENTS)
+            self.row_filled = self.row_broken = False
+            if self.envs[-1]:
+                self._new_entry()  # "3 \begin{pmatrix}...": a scalar times a matrix
+            else:
+                self.gap = "\\begin"  # "72 \begin{cases} 73": the rows follow a value
+            return
+        if self.envs:
+            self.envs.pop()
+        self.row_filled, self.row_broken = True, False
+        # The environment is a value: a number right after it is a second one.
+        self.after_number, self.gap, self.previous, self.previous_kind = True, "\\end", "", ""
+
+    def feed(self, part: str, kind: str) -> None:
+        r"""One token of :data:`_MATH_TOKEN_RE` (not ``\begin``/``\end``)."""
+        if part in _HEDGE_TOKENS or (part in _ALIGNMENT_TOKENS and not self.envs):
+            self.signals.add(part)
+        if kind == "space":
+            self.gap = (self.gap + " ")[:8]
+            return
+        if self.envs and part in _ALIGNMENT_TOKENS:
+            self._separator(part)
+            return
+        if self.row_broken:
+            self.signals.add("\\\\")  # a second row of a non-matrix environment holds something
+        self.row_filled, self.row_broken = True, False
+        self._settle_mixed(part, kind)
+        pending, self.script = self.script, ""
+        if part in _RELATIONS and self.envs and self.envs[-1]:
+            self.signals.add(part)  # math-verify splits a matrix at it: "x = 72 \\ 73" is 73
+        if part in _RELATIONS and not self.groups:
+            self._relation()
+        elif part in ("{", "}"):
+            part = self._brace(part, pending)
+        elif kind == "num":
+            self._number(part, pending)
+        elif part in _OPERATOR_CHARS or part in _OPERATOR_COMMANDS:
+            self.after_number = False
+        else:
+            self._other(part, kind)
+        if part in ("_", "^") and self.previous_kind == "num":
+            self.script = "sub" if part == "_" else "sup"
+        elif pending and part in _TEXT_COMMANDS:
+            self.script = "suptext" if pending == "sup" else pending
+        self.previous, self.previous_kind = part, kind
+
+    def finish(self) -> set[str]:
+        """The signals found, once every token was fed."""
+        self._settle_mixed("", "")
+        return self.signals
+
+    def _new_entry(self) -> None:
+        self.side_value = self.side_name = self.after_number = False
+        self.gap = ""
+
+    def _separator(self, part: str) -> None:
+        r"""``&``, ``\\``, ``\cr`` or ``\hline`` inside an environment."""
+        if self.envs[-1]:
+            self._new_entry()  # the next matrix entry
+        elif part == "&":
+            self.gap = (self.gap + "&")[:8]  # "72 & 73": two values side by side
+        elif part != "\\hline":
+            self.row_broken = self.row_filled
+            self.row_filled = False
+            self._new_entry()
+
+    def _relation(self) -> None:
+        if self.side_value and not self.side_name:
+            self.signals.add("equation")
+        self.side_value = self.side_name = self.after_number = False
+
+    def _brace(self, part: str, pending: str) -> str:
+        """Open or close a brace group; returns what the next token sees as ``previous``."""
+        if part == "{":
+            kind = ("operand" if self.previous in _OPERAND_OPENERS
+                    else "text" if self.previous in _TEXT_COMMANDS else "plain")
+            script = pending or (self.groups[-1][1] if self.groups else "")
+            self.groups.append((kind, "suptext" if script == "sup" and kind == "text"
+                                else script))
+        else:
+            kind = self.groups.pop()[0] if self.groups else "plain"
+        self.text_depth += (kind == "text") * (1 if part == "{" else -1)
+        self.after_number = self.after_number and kind != "operand"
+        return part if part == "{" else "}" + kind
+
+    def _number(self, part: str, pending: str) -> None:
+        script = pending or (self.groups[-1][1] if self.groups else "")
+        if script in ("sub", "suptext"):
+            self.signals.add("subscript" if script == "sub" else "superscript")
+        self.side_value = True
+        gap = self.gap.strip()
+        thousands = (gap in _THOUSANDS_GAPS and len(part) >= 3 and part[:3].isdigit()
+                     and part[3:4] in ("", "."))  # "1 000"
+        if self.after_number and not thousands:
+            if not gap and part.isdigit() and self.previous_kind == "num":
+                self.numerator = part  # "72 1/2" or "72 1": decided by the next tokens
+            else:
+                self.signals.add("juxtaposed")
+        # A bare exponent or subscript belongs to its base: "\log_2 3" is one value.
+        self.after_number, self.gap = self.previous not in ("^", "_"), ""
+
+    def _settle_mixed(self, part: str, kind: str) -> None:
+        """After "72 1": "/" then a larger whole number is a mixed number, anything else is not."""
+        if not self.numerator:
+            return
+        if not self.mixed_slash and part == "/":
+            self.mixed_slash = True
+            return
+        if not (self.mixed_slash and kind == "num" and part.isdigit()
+                and _digits_below(self.numerator, part)):
+            self.signals.add("juxtaposed")
+        self.numerator, self.mixed_slash = "", False
+
+    def _other(self, part: str, kind: str) -> None:
+        if (kind == "word" and not self.text_depth) or (
+                kind == "cmd" and part not in _CONSTANT_COMMANDS):
+            self.side_name = True
+        self.side_value = self.side_value or part in ("\\pi", "\\infty")
+        self.gap = (self.gap + part)[:8]
 
 
 def extract_answer(
@@ -578,23 +849,33 @@ def gsm8k_accuracy(
     return math_accuracy(response, gold, strict=strict, prompt=prompt, timeout=timeout)
 
 
+MARKERS = ("####", "boxed", "any")  # what format_reward (and FormatBonus) can ask for
+
+
 def format_reward(response: str, *, marker: str = "any", think: bool = False) -> MathResult:
-    r"""1.0 when the response has exactly one final-answer marker (and think tags, if asked).
+    r"""1.0 when the response has exactly one final-answer marker with an answer in it.
+
+    A format is a marker *with an answer*: ``####`` followed by something on its line, or a
+    ``\boxed{}`` that is not empty (what :func:`extract_answer` would read from it, so
+    ``#### $`` or ``\boxed{ }`` are no answer either). ``think=True`` also needs exactly one
+    ``<think>...</think>`` block with something in it, before the answer. This is the one format
+    rule of the project: the TRL function and :class:`~llm_gym.wrappers.FormatBonus` (with a
+    ``marker``) call it.
 
     Args:
         response: the model's reply only.
         marker: ``"####"``, ``"boxed"`` or ``"any"`` (one of the two).
-        think: also require exactly one ``<think>...</think>`` block before the answer.
+        think: also require the ``<think>...</think>`` block.
 
     Duplicated markers or tags earn nothing: a bonus per tag is the classic format hack.
 
     Example:
         >>> format_reward("<think>2+2</think> #### 4", think=True).reward
         1.0
-        >>> format_reward("#### 4 #### 4").verdict
-        'duplicate_tags'
+        >>> format_reward("#### 4 #### 4").verdict, format_reward("#### ").verdict
+        ('duplicate_tags', 'no_answer')
     """
-    if marker not in ("####", "boxed", "any"):
+    if marker not in MARKERS:
         raise ValueError(f"marker must be '####', 'boxed' or 'any', got {marker!r}")
     problem = _precheck(response)
     if problem:
@@ -609,16 +890,37 @@ def format_reward(response: str, *, marker: str = "any", think: bool = False) ->
         return MathResult(0.0, None, "format_error", detail=f"no {marker} answer")
     if counts[marker] > 1:
         return MathResult(0.0, None, "duplicate_tags", detail=f"{counts[marker]} answers")
+    answer = _clean(_marked_span(response, marker, hashes))
+    if not answer:
+        return MathResult(0.0, None, "no_answer", detail="the marker holds no answer")
     if think:
-        opens, closes = response.count("<think>"), response.count("</think>")
-        if opens != 1 or closes != 1:
-            verdict = "duplicate_tags" if max(opens, closes) > 1 else "format_error"
-            return MathResult(0.0, None, verdict, detail="need one <think>...</think>")
-        end = response.index("</think>")
-        last_marker = max(response.rfind("####"), response.rfind("\\boxed"))
-        if not response.index("<think>") < end < last_marker:
-            return MathResult(0.0, None, "format_error", detail="answer must follow </think>")
-    return MathResult(1.0, None, "formatted")
+        problem = _think_problem(response)
+        if problem:
+            return MathResult(0.0, answer, problem[0], detail=problem[1])
+    return MathResult(1.0, answer, "formatted")
+
+
+def _marked_span(response: str, marker: str, hashes: int) -> str:
+    """What the one marker of ``response`` holds (``####``'s line, else the box)."""
+    if marker != "boxed" and hashes:
+        return _last_hash_line(response) or ""
+    contents = boxed_contents(response, limit=2)
+    return contents[0] if contents else ""  # an unclosed box holds nothing
+
+
+def _think_problem(response: str) -> tuple[str, str] | None:
+    """``(verdict, detail)`` unless one non-empty think block comes before the answer."""
+    opens, closes = response.count("<think>"), response.count("</think>")
+    if opens != 1 or closes != 1:
+        verdict = "duplicate_tags" if max(opens, closes) > 1 else "format_error"
+        return verdict, "need one <think>...</think>"
+    start, end = response.index("<think>"), response.index("</think>")
+    last_marker = max(response.rfind("####"), response.rfind("\\boxed"))
+    if not start < end < last_marker:
+        return "format_error", "answer must follow </think>"
+    if not response[start + len("<think>") : end].strip():
+        return "format_error", "an empty <think> block"
+    return None
 
 
 def check_golds(

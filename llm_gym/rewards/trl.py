@@ -100,7 +100,12 @@ def math_accuracy(
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
     r"""1.0 per completion with exactly one final-answer marker (``####`` or ``\boxed{}``).
 
-    Duplicated markers earn nothing (see :func:`llm_gym.rewards.math.format_reward`).
+    The marker must hold an answer (``"#### "`` and ``\boxed{}`` earn nothing) and duplicated
+    markers earn nothing: the rule of :func:`llm_gym.rewards.math.format_reward`.
+
+    Example:
+        >>> format_reward(completions=["#### 4", "#### ", "#### 4 #### 4"])
+        [1.0, 0.0, 0.0]
     """
     return [math_rewards.format_reward(completion_text(c)).reward for c in completions]
 

@@ -26,6 +26,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from llm_gym.rewards import math as math_rewards
 from llm_gym.wrappers.response import (
     Response,
     add_reward_components,
@@ -38,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 StepTerm = Callable[[Any, Any, SupportsFloat, bool, bool, dict], SupportsFloat]
 ResponseTerm = Callable[[str], SupportsFloat]
+
+
+def _answer_of(match: re.Match[str]) -> str:
+    """The answer a format match holds: its group ``answer``, else the whole match."""
+    if "answer" in match.re.groupindex:
+        return match.group("answer") or ""
+    return match.group()
 
 
 def _finite(name: str, value: SupportsFloat) -> float:
@@ -353,11 +361,18 @@ class OverlongPenalty(_ResponseShaping):
 
 
 class FormatBonus(_ResponseShaping):
-    r"""``bonus`` when a finished reply matches ``pattern`` exactly once.
+    r"""``bonus`` when a finished reply is well formatted: one marker with an answer in it.
 
-    By default the pattern is searched and must occur exactly once, so repeating a tag
-    (``<answer>1</answer><answer>2</answer>``) earns nothing. With ``whole=True`` the stripped
-    reply must match the pattern as a whole.
+    With ``marker`` (``"####"``, ``"boxed"`` or ``"any"``) the reply is judged by the project's
+    format rule, :func:`llm_gym.rewards.math.format_reward`: exactly one final-answer marker,
+    holding a non-empty answer (``"#### "`` or ``\boxed{}`` earn nothing), and with
+    ``think=True`` one non-empty ``<think>...</think>`` block before it.
+
+    With ``pattern`` the pattern is searched and must occur exactly once, so repeating a tag
+    (``<answer>1</answer><answer>2</answer>``) earns nothing; with ``whole=True`` the stripped
+    reply must match the pattern as a whole. Either way the match must hold an answer: its
+    group named ``answer`` when the pattern has one (``<answer>(?P<answer>.*?)</answer>``),
+    else the whole match, must not be blank.
 
     The pattern runs on model output in the trainer's process, with Python's backtracking
     ``re``: keep it linear. Avoid nested quantifiers (``(\d+)*``), and when searching, start
@@ -368,36 +383,60 @@ class FormatBonus(_ResponseShaping):
 
     Args:
         env: a token env.
-        pattern: a regular expression (string or compiled, with its flags).
+        pattern: a regular expression (string or compiled, with its flags); or ``None`` with
+            ``marker``.
         bonus: reward of a well-formatted reply.
         whole: match the whole reply instead of searching for one occurrence.
         name: the component's name.
+        marker: use the math format rule for this marker instead of a pattern.
+        think: with ``marker``, also require the think block.
 
     Example:
         >>> import gymnasium as gym, llm_gym
         >>> env = FormatBonus(gym.make("llm_gym/Arithmetic-v0"), r"-?\d+", whole=True)
         >>> _ = env.reset(seed=0)
+        >>> hashes = FormatBonus(gym.make("llm_gym/Arithmetic-v0"), marker="####")
+        >>> hashes.matches("2 + 2 = 4\n#### 4"), hashes.matches("#### ")
+        (True, False)
     """
 
-    def __init__(self, env: gym.Env, pattern: str | re.Pattern[str], bonus: float = 0.1,
-                 whole: bool = False, name: str = "format_bonus") -> None:
+    def __init__(self, env: gym.Env, pattern: str | re.Pattern[str] | None = None,
+                 bonus: float = 0.1, whole: bool = False, name: str = "format_bonus", *,
+                 marker: str | None = None, think: bool = False) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, pattern=pattern, bonus=bonus, whole=whole,
-                                                 name=name)
+                                                 name=name, marker=marker, think=think)
         super().__init__(env)
-        self.configure(pattern, bonus, whole, name)
+        self.configure(pattern, bonus, whole, name, marker, think)
 
-    def configure(self, pattern: str | re.Pattern[str], bonus: float, whole: bool,
-                  name: str) -> None:
-        """Compile and set the arguments (shared with the vector twin)."""
-        self.pattern = re.compile(pattern)
+    def configure(self, pattern: str | re.Pattern[str] | None, bonus: float, whole: bool,
+                  name: str, marker: str | None = None, think: bool = False) -> None:
+        """Check, compile and set the arguments (shared with the vector twin)."""
+        if (pattern is None) == (marker is None):
+            raise ValueError("FormatBonus needs a pattern or a marker ('####', 'boxed' or "
+                             f"'any'), exactly one of them; got pattern={pattern!r}, "
+                             f"marker={marker!r}")
+        if marker is not None and marker not in math_rewards.MARKERS:
+            raise ValueError(f"marker must be one of {math_rewards.MARKERS}, got {marker!r}")
+        if think and marker is None:
+            raise ValueError("think=True needs a marker (the math format rule); a pattern "
+                             "can require the think block itself")
+        self.pattern = None if pattern is None else re.compile(pattern)
+        self.marker, self.think = marker, bool(think)
         self.bonus, self.whole, self.name = float(bonus), bool(whole), name
 
     def matches(self, text: str) -> bool:
         """Whether ``text`` earns the bonus."""
+        if self.pattern is None:
+            return math_rewards.format_reward(text, marker=self.marker,
+                                              think=self.think).reward == 1.0
         if self.whole:
-            return self.pattern.fullmatch(text.strip()) is not None
-        found = self.pattern.finditer(text)
-        return next(found, None) is not None and next(found, None) is None
+            found = self.pattern.fullmatch(text.strip())
+        else:
+            matches = self.pattern.finditer(text)
+            found = next(matches, None)
+            if next(matches, None) is not None:
+                return False  # duplicated tags earn nothing
+        return found is not None and bool(_answer_of(found).strip())
 
     def score(self, response: Response) -> float:  # noqa: D102
         return self.bonus if self.matches(response.text) else 0.0

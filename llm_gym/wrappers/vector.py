@@ -338,7 +338,7 @@ class OverlongPenalty(_VectorShaping):
 
 
 class FormatBonus(_VectorShaping):
-    """``bonus`` per row whose finished reply matches ``pattern`` (see the single-env one)."""
+    """``bonus`` per row whose finished reply is well formatted (see the single-env one)."""
 
     needs_rows = False
     uses_responses = True
@@ -347,13 +347,14 @@ class FormatBonus(_VectorShaping):
     score = shaping.FormatBonus.score
     response_terms = shaping.FormatBonus.response_terms
 
-    def __init__(self, env: VectorEnv, pattern: Any, bonus: float = 0.1, whole: bool = False,
-                 name: str = "format_bonus") -> None:
+    def __init__(self, env: VectorEnv, pattern: Any = None, bonus: float = 0.1,
+                 whole: bool = False, name: str = "format_bonus", *, marker: str | None = None,
+                 think: bool = False) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, pattern=pattern, bonus=bonus, whole=whole,
-                                                 name=name)
+                                                 name=name, marker=marker, think=think)
         super().__init__(env)
         self._tokenizer = vector_tokenizer(env, "FormatBonus")
-        self.configure(pattern, bonus, whole, name)
+        self.configure(pattern, bonus, whole, name, marker, think)
 
 
 def _max_new_tokens(envs: VectorEnv) -> int:
