@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from attacks.files_on_disk import (
     plant_foreign_run,
     plant_legacy_checkpoint,
@@ -29,7 +30,12 @@ from attacks.files_on_disk import (
     run_id_of,
 )
 
-from llm_gym.agents.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from llm_gym.agents.checkpoints import (
+    convert_legacy_save,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from llm_gym.agents.grpo import GRPOAgent
 from llm_gym.agents.lm_trainer import parameter_hash
 from llm_gym.cli import main
@@ -222,3 +228,15 @@ def test_retention_deletes_only_the_runs_own_older_checkpoints(tmp_path) -> None
     assert (folder / "checkpoint-000000007").is_dir()
     assert load_checkpoint(folder, run_id="mine")["who"] == "mine"
     assert not os.path.exists(folder / "checkpoint-000000006")
+
+
+def test_a_legacy_save_of_your_own_converts_once_and_then_loads(run, tmp_path) -> None:
+    state = load_checkpoint(run / "agent")
+    legacy = tmp_path / "old-agent"
+    legacy.mkdir()
+    torch.save(state, legacy / "state.pt")  # what llm_gym wrote before issue 19
+    with pytest.raises(ValueError, match="old format"):
+        GRPOAgent.load(legacy)
+    convert_legacy_save(legacy)
+    assert not (legacy / "state.pt").exists()
+    assert parameter_hash(GRPOAgent.load(legacy).model) == honest_hash(run)
