@@ -124,7 +124,7 @@ def _write_save(folder: Path, state: dict[str, Any], run_id: str | None, updates
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = json.loads(_regular(folder / META_FILE).read_text())
     if not isinstance(meta, dict) or meta.get("format") != SAVE_FORMAT:
         raise ValueError(f"{folder / META_FILE} is not an llm_gym save ({SAVE_FORMAT})")
     if not isinstance(meta.get("updates"), int) or not isinstance(meta.get("state"), dict):
@@ -134,6 +134,13 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def _regular(path: Path) -> Path:
+    # A planted FIFO or a link to /dev/zero would hang the read or fill the memory.
+    if not path.is_file():
+        raise ValueError(f"{path} is missing or not a regular file")
+    return path
+
+
 def _read_save(folder: Path) -> dict[str, Any]:
     """The state :func:`_write_save` wrote; nothing on the way is unpickled."""
     meta = _read_meta(folder)
@@ -141,9 +148,9 @@ def _read_save(folder: Path) -> dict[str, Any]:
     for key in meta.get("weights", []):
         if not isinstance(key, str) or not _ENTRY_NAME.match(key):
             raise ValueError(f"{folder / META_FILE} names a bad weights entry {key!r}")
-        state[key] = load_safetensors((folder / f"{key}{WEIGHTS_SUFFIX}").read_bytes())
+        state[key] = load_safetensors(_regular(folder / f"{key}{WEIGHTS_SUFFIX}").read_bytes())
     # weights_only: tensors, numbers, strings and containers; any other object is refused.
-    rest = torch.load(folder / TENSORS_FILE, map_location="cpu", weights_only=True)
+    rest = torch.load(_regular(folder / TENSORS_FILE), map_location="cpu", weights_only=True)
     if not isinstance(rest, dict):
         raise ValueError(f"{folder / TENSORS_FILE} holds no dict")
     state.update(rest)

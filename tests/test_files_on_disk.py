@@ -240,3 +240,13 @@ def test_a_legacy_save_of_your_own_converts_once_and_then_loads(run, tmp_path) -
     convert_legacy_save(legacy)
     assert not (legacy / "state.pt").exists()
     assert parameter_hash(GRPOAgent.load(legacy).model) == honest_hash(run)
+
+
+def test_a_planted_device_file_is_skipped_not_read(run, caplog) -> None:
+    state = load_checkpoint(run / "agent")
+    planted = save_checkpoint(run / "checkpoints", 10**6, state, keep=99, run_id=run_id_of(run))
+    (planted / "model.safetensors").unlink()
+    (planted / "model.safetensors").symlink_to("/dev/zero")  # would read forever
+    with caplog.at_level(logging.WARNING):
+        assert load_checkpoint(run)["counters"]["num_timesteps"] == 16
+    assert f"skipping corrupt checkpoint {planted}" in caplog.text
