@@ -277,14 +277,28 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     if keep < 1:
         raise ValueError(f"keep must be at least 1 (the last good checkpoint), got {keep}")
     directory = Path(directory)
-    final = write_state_dir(directory / f"{CHECKPOINT_PREFIX}{step:09d}", state,
-                            run_id=run_id, updates=step)
+    target = directory / f"{CHECKPOINT_PREFIX}{step:09d}"
+    _refuse_foreign(target, run_id)
+    final = write_state_dir(target, state, run_id=run_id, updates=step)
     own = [info for info in _readable(list_checkpoints(directory))
            if info.run_id == run_id and info.path != final]
     own.sort(key=lambda info: (info.updates, info.path.name))
     for info in own[: max(0, len(own) - (keep - 1))]:
         shutil.rmtree(info.path, ignore_errors=True)
     return final
+
+
+def _refuse_foreign(target: Path, run_id: str | None) -> None:
+    """Replacing a readable save of another run would delete it: refuse."""
+    if not (target / META_FILE).is_file():
+        return
+    try:
+        owner = save_info(target).run_id
+    except ValueError:  # a torn save: nothing readable to keep
+        return
+    if owner != run_id:
+        raise FileExistsError(f"{target} is a checkpoint of run {owner}, not of this run "
+                              f"{run_id}; write this run's checkpoints to another folder")
 
 
 # ---------------------------------------------------------------------------- finding

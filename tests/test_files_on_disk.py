@@ -228,6 +228,9 @@ def test_retention_deletes_only_the_runs_own_older_checkpoints(tmp_path) -> None
     assert (folder / "checkpoint-000000007").is_dir()
     assert load_checkpoint(folder, run_id="mine")["who"] == "mine"
     assert not os.path.exists(folder / "checkpoint-000000006")
+    with pytest.raises(FileExistsError, match="checkpoint of run other"):
+        save_checkpoint(folder, 99, {"who": "mine"}, run_id="mine")  # same name, another run
+    assert load_checkpoint(folder / "checkpoint-000000099")["who"] == "other"
 
 
 def test_a_legacy_save_of_your_own_converts_once_and_then_loads(run, tmp_path) -> None:
