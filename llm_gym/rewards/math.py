@@ -833,10 +833,13 @@ def gsm8k_accuracy(
 ) -> MathResult:
     r"""GSM8K accuracy: ``gold`` may be the full reference solution ending in ``#### x``.
 
-    The final answer is read as one number: units, currency, a remark in parentheses and
-    thousands separators around it are fine (``#### $1 000 (a thousand)``); a percent sign is
-    not a factor of 100 (``#### 10%`` equals gold ``10`` and is wrong against ``0.1``); two
-    numbers (``#### 72 73``, ``#### 41, 42``) are a hedge and score 0 (``ambiguous``).
+    The final answer is read as one exact number: units, currency, a remark in parentheses and
+    thousands separators around it are fine (``#### $1 000 (a thousand)``), and so are
+    approximation words and currency codes before it (``about 72``, ``USD 72``), scale words,
+    exponents and mixed numbers (``1.2 million``, ``1e3``, ``72 1/2``); a percent sign is not a
+    factor of 100 (``#### 10%`` equals gold ``10`` and is wrong against ``0.1``); two numbers
+    (``#### 72 73``, ``#### 41, 42``) are a hedge and score 0 (``ambiguous``). See the module
+    docstring for every rule.
 
     Example:
         >>> gsm8k_accuracy("24 + 48 = 72\n#### 72", "48/2 = 24\n#### 72").verdict
@@ -845,6 +848,8 @@ def gsm8k_accuracy(
         [1.0, 0.0]
         >>> gsm8k_accuracy("#### 10%", "10").reward, gsm8k_accuracy("#### 10%", "0.1").reward
         (1.0, 0.0)
+        >>> [gsm8k_accuracy(r, "1200000").reward for r in ("#### about 1.2 million", "#### 1.2")]
+        [1.0, 0.0]
     """
     return math_accuracy(response, gold, strict=strict, prompt=prompt, timeout=timeout)
 
