@@ -25,6 +25,7 @@ from tests.attacks.math_round3 import (
     FORMAT_HONEST,
     HEDGE_ATTACKS,
     HEDGE_HONEST,
+    MISREAD_NOTATIONS,
     VALUE_ATTACKS,
     VALUE_HONEST,
 )
@@ -156,6 +157,13 @@ def test_honest_values_in_words_and_notations_score_one(reply, gold):
 def test_hedges_and_wrong_values_still_score_zero(reply, gold, verdict):
     result = gsm8k_accuracy(reply, gold)
     assert (result.reward, result.verdict) == (0.0, verdict), result
+
+
+@pytest.mark.parametrize(("reply", "gold", "reward", "verdict"), MISREAD_NOTATIONS,
+                         ids=[f"{row[0]} vs {row[1]}" for row in MISREAD_NOTATIONS])
+def test_misread_notations_are_graded_by_their_exact_value(reply, gold, reward, verdict):
+    result = math_accuracy(reply, gold)
+    assert (result.reward, result.verdict) == (reward, verdict), result
 
 
 def test_values_are_exact():

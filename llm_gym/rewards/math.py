@@ -21,7 +21,7 @@ value is graded. Accepted before the number: a sign, currency symbols (``$``, ``
 ``approximately``, ``approx.``, ``roughly``, ``around``, ``≈``, ``\approx``) — a closed list, so
 ``not 72`` or ``over 72`` is no value. Read as part of the number: a scale word (``1.2 million``
 is 1,200,000; ``hundred``, ``thousand``, ``million``, ``billion``, ``trillion``; ``dozen`` stays
-a unit), an exponent (``1e3``, ``5e-1``; beyond 10^±100 math-verify decides), a mixed number (a
+a unit), an exponent (``1e3``, ``5e-1``; beyond 10^±100 no number), a mixed number (a
 whole number then a proper fraction: ``72 1/2`` and ``72½`` are 72.5), thousands separators
 ``,``, a space, a thin or no-break space, ``\,``, ``{,}``, ``~`` between 3-digit groups
 (``1 000``), full-width and other Unicode digits. Accepted after it: units and words
@@ -185,6 +185,8 @@ _TEXT_COMMANDS = frozenset({
 _CONSTANT_COMMANDS = _OPERATOR_COMMANDS | _TEXT_COMMANDS | {
     "\\pi", "\\infty", "\\circ", "\\,", "\\;", "\\!", "\\ ", "\\$",
 }
+# Notations math-verify misreads ("1 1/2" is 1/2, "1e3" is 3e): graded by their exact value.
+_NUMBER_FORMS = frozenset({"mixed number", "exponent"})
 _ENV_NAME_RE = re.compile(r"[ \t]*\{([A-Za-z]*\*?)\}")  # after \begin / \end
 # The environments math-verify reads as one matrix value; it flattens every other one.
 _MATRIX_ENVIRONMENTS = frozenset({"matrix", "pmatrix", "bmatrix", "array"})
@@ -512,14 +514,15 @@ def _value_signals(text: str) -> set[str]:
     One pass (see :class:`_ValueScan`). ``\\`` and ``&`` count as hedges outside environments;
     an equation counts when a side before the last is a constant (``30 = 72``, not ``x = 6``);
     two numbers count as juxtaposed when no operator is between them (``5 \quad 6``,
-    ``5 \to 6``, ``\text{5} \text{6}``), unless the second is a thousands group (``1 000``) or
-    a proper fraction after a whole number (``72 1/2``).
+    ``5 \to 6``, ``\text{5} \text{6}``), unless the second is a thousands group (``1 000``).
+    A mixed number (``72 1/2``) and an exponent (``1e3``) are signs of their own
+    (:data:`_NUMBER_FORMS`): one value, which math-verify would misread.
 
     Example:
         >>> sorted(_value_signals(r"30 = 72")), sorted(_value_signals(r"5 \vee 6"))
         (['equation'], ['\\vee', 'juxtaposed'])
-        >>> _value_signals(r"x = \frac{1}{2}") | _value_signals("1 000") | _value_signals("72 1/2")
-        set()
+        >>> _value_signals(r"x = \frac{1}{2}") | _value_signals("1 000"), _value_signals("72 1/2")
+        (set(), {'mixed number'})
         >>> sorted(_value_signals(r"\begin{cases} 72 \\ 73 \end{cases}")), _value_signals("72_{73}")
         (['\\\\'], {'subscript'})
     """
@@ -660,6 +663,8 @@ class _ValueScan:
         if script in ("sub", "suptext"):
             self.signals.add("subscript" if script == "sub" else "superscript")
         self.side_value = True
+        if "e" in part or "E" in part:
+            self.signals.add("exponent")
         gap = self.gap.strip()
         thousands = (gap in _THOUSANDS_GAPS and len(part) >= 3 and part[:3].isdigit()
                      and part[3:4] in ("", "."))  # "1 000"
@@ -678,9 +683,9 @@ class _ValueScan:
         if not self.mixed_slash and part == "/":
             self.mixed_slash = True
             return
-        if not (self.mixed_slash and kind == "num" and part.isdigit()
-                and _digits_below(self.numerator, part)):
-            self.signals.add("juxtaposed")
+        proper = (self.mixed_slash and kind == "num" and part.isdigit()
+                  and _digits_below(self.numerator, part))
+        self.signals.add("mixed number" if proper else "juxtaposed")
         self.numerator, self.mixed_slash = "", False
 
     def _other(self, part: str, kind: str) -> None:
@@ -745,9 +750,16 @@ def _choose(spans: list[str], marker: str | None, gold: str | None) -> Extractio
         return Extraction(None, "rejected", marker, f"answer longer than {MAX_ANSWER_CHARS}")
     if _brace_depth(answer) > MAX_BRACE_DEPTH:
         return Extraction(None, "rejected", marker, f"braces nested over {MAX_BRACE_DEPTH} deep")
-    hedges = _value_signals(answer) - (_value_signals(gold) if gold else set())
+    signals = _value_signals(answer)
+    hedges = signals - (_value_signals(gold) if gold else set()) - _NUMBER_FORMS
     if hedges:
         return Extraction(answer, "ambiguous", marker, f"several values ({min(hedges)})")
+    forms = signals & _NUMBER_FORMS
+    if forms and value is None:
+        # math-verify reads "1 1/2" as 1/2 and "1e3" as 3e: grade the exact value, or nothing.
+        value = _read_number(answer)
+        if value is None:
+            return Extraction(answer, "ambiguous", marker, f"unreadable number ({min(forms)})")
     if value == _SEVERAL:
         return Extraction(answer, "ambiguous", marker, "several numbers")
     return Extraction(answer, None, marker, value=value)

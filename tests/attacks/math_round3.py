@@ -140,3 +140,15 @@ VALUE_ATTACKS = [
     ("#### over 72", "72", "wrong"),
     ("#### 10%", "0.1", "wrong"),
 ]
+
+# (reply, gold, reward, verdict): notations math-verify misreads ("1 1/2" as 1/2, "1e3" as 3e)
+# are graded by their exact value against LaTeX golds too, never by math-verify's reading.
+MISREAD_NOTATIONS = [
+    (r"\boxed{1 1/2}", r"\frac{3}{2}", 1.0, "correct"),
+    (r"\boxed{72 1/2}", r"\frac{145}{2}", 1.0, "correct"),
+    (r"\boxed{1e3}", r"10^{3}", 1.0, "correct"),
+    (r"\boxed{1 1/2}", r"\frac{1}{2}", 0.0, "wrong"),      # math-verify alone: 1 * 1/2
+    (r"\boxed{2e3}", r"6e", 0.0, "wrong"),                  # math-verify alone: 2 * e * 3
+    (r"\boxed{x = 1 1/2}", r"\frac{1}{2}", 0.0, "ambiguous"),  # no exact value to grade
+    ("#### 1e400", "1000", 0.0, "ambiguous"),               # past the exponent bound
+]
