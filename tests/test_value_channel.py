@@ -180,6 +180,10 @@ def test_update_in_place_keeps_identities_and_touches_only_builtin_containers():
     counts = collections.Counter(a=1)
     update_in_place(counts, collections.Counter(a=3))
     assert counts == {"a": 3}
-    frozen = (1, 2)
-    assert update_in_place(frozen, (3, 4)) is frozen  # a tuple of ints cannot change
+    frozen = ([1], 2)
+    assert update_in_place(frozen, ([0], 2)) is frozen and frozen == ([0], 2)
+    pairs = [(2, "a"), (1, "b")]
+    update_in_place(pairs, [(1, "b"), (2, "a")])  # sorted in place: other tuples in each slot
+    assert pairs == [(1, "b"), (2, "a")]
+    assert update_in_place((1, 2), (3, 4)) == (3, 4)  # what belongs there; the old one is intact
     assert update_in_place([1], (1,)) == (1,)  # another type: the new value, nothing touched

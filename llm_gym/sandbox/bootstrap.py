@@ -159,22 +159,38 @@ def _serve(namespace, req_fd, resp_fd):
 
 def _answer(line, namespace, refs):
     """One response line: the call's value or error, and what it left in its arguments."""
-    request, args, reply = None, [], {}
+    request, values, sent, reply = None, [], [], {}
     try:
         request = json.loads(line)
         # The candidate's own enum and named-tuple classes receive the test's members.
         args = _resolve(from_wire(request["a"], namespace), refs)
-        reply["ok"] = to_wire(namespace[request["f"]](*args), refs)
+        kwargs = _keywords(request, namespace, refs)
+        values, sent = [*args, *kwargs.values()], [*request["a"], *_keyword_wires(request)]
+        reply["ok"] = to_wire(namespace[request["f"]](*args, **kwargs), refs)
     except BaseException as exc:  # noqa: B036 - the candidate's errors are results
         reply = {"err": type(exc).__name__, "msg": str(exc)[:500]}
     reply["id"] = request.get("id") if isinstance(request, dict) else None
     try:
-        states = _arg_states(args, request["a"]) if args else None
+        states = _arg_states(values, sent) if values else None
         if states is not None:
             reply["args"] = states
         return json.dumps(reply, separators=(",", ":"), allow_nan=False)
     except BaseException as exc:  # noqa: B036 - e.g. a value json cannot write
         return json.dumps({"id": reply["id"], "err": type(exc).__name__, "msg": str(exc)[:500]})
+
+
+def _keywords(request, namespace, refs):
+    if "k" not in request:
+        return {}
+    kwargs = from_wire(request["k"], namespace)
+    if type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
+        raise TypeError("keyword arguments must be a dict with str keys")
+    return {k: _resolve(v, refs) for k, v in kwargs.items()}
+
+
+def _keyword_wires(request):
+    # The wire form of each keyword value as sent, in order: what _arg_states compares with.
+    return [pair[1] for pair in request["k"]["v"]] if "k" in request else []
 
 
 def _arg_states(args, sent):

@@ -66,13 +66,15 @@ class Channel:
             self.broken = "malformed response"
             raise CandidateError(self.broken) from None
 
-    def call(self, name, args):
+    def call(self, name, args, kwargs=None):
         if self.broken:
             raise CandidateError(self.broken)
         self.calls += 1
+        request = {"id": self.calls, "f": name, "a": to_wire(list(args))}
+        if kwargs:
+            request["k"] = to_wire(dict(kwargs))
         try:
-            self.requests.write(json.dumps({"id": self.calls, "f": name, "a": to_wire(list(args))})
-                                + "\n")
+            self.requests.write(json.dumps(request) + "\n")
             self.requests.flush()
         except OSError:
             self.broken = "sandbox exited"
@@ -81,7 +83,7 @@ class Channel:
         if type(reply) is not dict or reply.get("id") != self.calls:
             self.broken = "out-of-order response"
             raise CandidateError(self.broken)
-        self._update_args(args, reply.get("args"))
+        self._update_args([*args, *(kwargs or {}).values()], reply.get("args"))
         if "ok" in reply:
             return self._decode(reply["ok"])
         raise _exception(reply.get("err"), reply.get("msg"))
@@ -94,10 +96,10 @@ class Channel:
             raise CandidateError(str(exc)) from None
 
     def _update_args(self, args, states):
-        # What the call left in its mutable arguments (a list sorted in place): the test's own
-        # objects are updated in place, as a call in the same process would have left them
-        # (issue 19). States are decoded data like any result; only exact builtin containers
-        # of the test's are changed, so nothing of the candidate's runs here either.
+        # What the call left in its mutable arguments, positional then keyword (a list sorted
+        # in place): the test's own objects are updated in place, as a call in the same process
+        # would have left them (issue 19). States are decoded data like any result; only exact
+        # builtin containers of the test's are changed, so nothing of the candidate's runs here.
         if states is None:
             return
         if type(states) is not list or len(states) != len(args):
@@ -128,9 +130,7 @@ class Proxy:
         self._channel, self._name = channel, name
 
     def __call__(self, *args, **kwargs):
-        if kwargs:
-            raise CandidateError("keyword arguments are not supported by the sandbox channel")
-        return self._channel.call(self._name, args)
+        return self._channel.call(self._name, args, kwargs)
 
     def __repr__(self):
         return f"<candidate {self._name}>"

@@ -242,7 +242,8 @@ def update_in_place(old: Any, new: Any) -> Any:
     belongs where ``old`` was: ``old`` itself, or ``new`` when the two differ in type.
 
     Only exact builtin containers are touched and ``new`` is a decoded value (plain data), so no
-    code of either side runs. A tuple cannot change, but the containers it holds can.
+    code of either side runs. A tuple cannot change, but the containers it holds can (and inside
+    a container, a different tuple takes its place).
 
     Example:
         >>> xs = [[3, 1], 5]
@@ -260,9 +261,10 @@ def update_in_place(old: Any, new: Any) -> Any:
                 old[index] = update_in_place(old[index], item)
             else:
                 old.append(item)
-    elif kind is tuple:
-        for mine, theirs in zip(old, new, strict=False):
-            update_in_place(mine, theirs)
+    elif kind is tuple:  # it cannot change, the containers it holds can; another tuple replaces it
+        merged = [update_in_place(o, n) for o, n in zip(old, new, strict=False)]
+        if len(old) != len(new) or any(m is not o for m, o in zip(merged, old, strict=True)):
+            return tuple(merged) if len(old) == len(new) else new
     elif kind is collections.deque:
         items = [update_in_place(o, n) for o, n in zip(old, new, strict=False)]
         items += list(new)[len(old):]

@@ -172,6 +172,17 @@ HONEST = {
                                         "    raise ValueError('added')\n"),
                                "tests": ["s = set()\ntry:\n    add_or_fail(s, 1)\n"
                                          "except ValueError:\n    pass\nassert s == {1}"]},
+    # Keyword arguments, and one changed in place.
+    "keyword_arguments": {"code": ("def scale(xs, factor=2, *, reverse=False):\n"
+                                   "    out = [x * factor for x in xs]\n"
+                                   "    return out[::-1] if reverse else out\n"),
+                          "tests": ["assert scale([1, 2], factor=3) == [3, 6]",
+                                    "assert scale([1, 2], reverse=True) == [4, 2]"]},
+    "keyword_argument_sorted_in_place": {"code": ("def sort_pairs(pairs, by=0):\n"
+                                                  "    pairs.sort(key=lambda p: p[by])\n"),
+                                         "tests": ["ps = [(2, 'a'), (1, 'b')]\n"
+                                                   "sort_pairs(pairs=ps, by=0)\n"
+                                                   "assert ps == [(1, 'b'), (2, 'a')]"]},
     "humaneval_reverse_in_place": {"prompt": REVERSE_PROMPT, "entry_point": "reverse_in_place",
                                    "code": "    xs.reverse()\n",
                                    "test": ("def check(candidate):\n"
