@@ -46,7 +46,7 @@ def watch(wall):
         return
     os.closerange(0, 1 << 16)
     pidfd = os.pidfd_open(child)
-    if not select.select([pidfd], [], [], wall)[0]:
+    if not select.select([pidfd], [], [], min(wall, 1 << 30))[0]:  # inf does not fit a timeval
         os.kill(-1, signal.SIGKILL)
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)

@@ -181,7 +181,7 @@ class Sandbox:
         self.cgroup: SlotCgroup | None = None
         if self.isolation.level == "root":
             self.cgroup = SlotCgroup.create(f"slot-{self.uid}", self.config.run_memory_mb << 20,
-                                            self.config.nproc + 2)  # + unshare and its shell
+                                            self.config.nproc + 3)  # + unshare, shell, watchdog
         # A run of a killed owner (kill -9 of a trainer) may still hold the slot: end it first.
         if self.isolation.per_slot_uid:
             reap_uid(self.uid)
