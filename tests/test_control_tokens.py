@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_gym.envs.multiagent import prisoners_dilemma_text_v0
 from llm_gym.envs.multiagent.seat import plain_text
@@ -72,6 +74,21 @@ def test_no_added_token_survives_stripping(tokenizer, text):
     stripped = strip_added_tokens(text, tokenizer)
     assert not set(tokenizer.encode(stripped)) & _added_ids(tokenizer), stripped
     assert not any(token in stripped for token in tokenizer.added_tokens())
+
+
+# Pieces of tokens (each split in two at every point) and plain text: sequences of them
+# spell tokens whole, nested inside each other, and their halves around other tokens.
+_PIECES = sorted({piece for token in [*NOT_SPECIAL, *SPECIAL] for i in range(len(token) + 1)
+                  for piece in (token[:i], token[i:])} | {"a", " ", "\n", "<", ">", "|"})
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_PIECES), max_size=30))
+def test_no_added_token_survives_any_spelling(tokenizer, pieces):
+    stripped = strip_added_tokens("".join(pieces), tokenizer)
+    assert not any(token in stripped for token in tokenizer.added_tokens()), stripped
+    assert not set(tokenizer.encode(stripped)) & _added_ids(tokenizer), stripped
+    assert not any(t in plain_text("".join(pieces), ByteTokenizer()) for t in SPECIAL)
 
 
 def test_text_without_added_tokens_is_unchanged(tokenizer):
