@@ -187,6 +187,11 @@ _CONSTANT_COMMANDS = _OPERATOR_COMMANDS | _TEXT_COMMANDS | {
 }
 # Notations math-verify misreads ("1 1/2" is 1/2, "1e3" is 3e): graded by their exact value.
 _NUMBER_FORMS = frozenset({"mixed number", "exponent"})
+# Tokens math-verify ignores between a number and its script ("72\limits_{73}" is 72).
+_TRANSPARENT = frozenset({
+    "\\limits", "\\nolimits", "\\left", "\\right", "\\quad", "\\qquad", "\\,", "\\;", "\\:",
+    "\\!", "\\ ", "\\displaystyle", "\\textstyle", "\\scriptstyle", "}empty",
+})
 _ENV_NAME_RE = re.compile(r"[ \t]*\{([A-Za-z]*\*?)\}")  # after \begin / \end
 # The environments math-verify reads as one matrix value; it flattens every other one.
 _MATRIX_ENVIRONMENTS = frozenset({"matrix", "pmatrix", "bmatrix", "array"})
@@ -556,12 +561,15 @@ class _ValueScan:
     def __init__(self) -> None:
         self.signals: set[str] = set()
         self.envs: list[bool] = []       # open environments: True for a matrix
-        self.groups: list[tuple[str, str]] = []  # open brace groups: (kind, script)
+        # open brace groups: (kind, script, holds a number's script, token count, base_number)
+        self.groups: list[tuple[str, str, bool, int, bool]] = []
+        self.count = 0  # tokens fed that are not space
         self.text_depth = 0
         self.side_value = self.side_name = False  # what the current side of an equation holds
         self.after_number, self.gap = False, ""   # a number with no operator since; between
         self.previous = self.previous_kind = ""   # the last token that is not space
         self.script = ""        # "sub"/"sup"/"suptext": a number's script, before its operand
+        self.base_number = False  # a number came last, but for tokens math-verify ignores
         self.numerator = ""     # "72 1": the numerator of a possible mixed number
         self.mixed_slash = False  # "72 1/": its slash came
         self.row_filled = self.row_broken = False  # the rows of a non-matrix environment
@@ -600,6 +608,7 @@ class _ValueScan:
             self.signals.add("\\\\")  # a second row of a non-matrix environment holds something
         self.row_filled, self.row_broken = True, False
         self._settle_mixed(part, kind)
+        self.count += 1
         pending, self.script = self.script, ""
         if part in _RELATIONS and self.envs and self.envs[-1]:
             self.signals.add(part)  # math-verify splits a matrix at it: "x = 72 \\ 73" is 73
@@ -613,10 +622,15 @@ class _ValueScan:
             self.after_number = False
         else:
             self._other(part, kind)
-        if part in ("_", "^") and self.previous_kind == "num":
+        if part in ("_", "^") and self.base_number:
             self.script = "sub" if part == "_" else "sup"
         elif pending and part in _TEXT_COMMANDS:
             self.script = "suptext" if pending == "sup" else pending
+        # "72\limits_{73}", "72~_{73}", "72{}_{73}": the script is still the number's.
+        if kind == "num" or part == "}script":
+            self.base_number = True
+        elif not (part in _TRANSPARENT or kind == "other"):
+            self.base_number = False
         self.previous, self.previous_kind = part, kind
 
     def finish(self) -> set[str]:
@@ -650,13 +664,23 @@ class _ValueScan:
             kind = ("operand" if self.previous in _OPERAND_OPENERS
                     else "text" if self.previous in _TEXT_COMMANDS else "plain")
             script = pending or (self.groups[-1][1] if self.groups else "")
-            self.groups.append((kind, "suptext" if script == "sup" and kind == "text"
-                                else script))
-        else:
-            kind = self.groups.pop()[0] if self.groups else "plain"
-        self.text_depth += (kind == "text") * (1 if part == "{" else -1)
+            script = "suptext" if script == "sup" and kind == "text" else script
+            self.groups.append((kind, script, bool(pending), self.count, self.base_number))
+            self.text_depth += kind == "text"
+            self.after_number = self.after_number and kind != "operand"
+            return part
+        kind, _, numbers_script, opened, base = (self.groups.pop() if self.groups
+                                                 else ("plain", "", False, 0, False))
+        empty = opened == self.count - 1  # nothing between "{" and this "}"
+        self.text_depth -= kind == "text"
         self.after_number = self.after_number and kind != "operand"
-        return part if part == "{" else "}" + kind
+        if numbers_script:  # "72_{} 73": the number, script and all, is a value
+            self.after_number, self.gap = True, "}"
+            return "}script"
+        if empty and kind == "plain":
+            self.base_number = base  # "72{}_{73}": an empty group is nothing
+            return "}empty"
+        return "}" + kind
 
     def _number(self, part: str, pending: str) -> None:
         script = pending or (self.groups[-1][1] if self.groups else "")
@@ -673,8 +697,9 @@ class _ValueScan:
                 self.numerator = part  # "72 1/2" or "72 1": decided by the next tokens
             else:
                 self.signals.add("juxtaposed")
-        # A bare exponent or subscript belongs to its base: "\log_2 3" is one value.
-        self.after_number, self.gap = self.previous not in ("^", "_"), ""
+        # A bare exponent or subscript belongs to its base: "\log_2 3" is one value; a number's
+        # bare script is part of that number ("72_3 73" is two values).
+        self.after_number, self.gap = self.previous not in ("^", "_") or bool(pending), ""
 
     def _settle_mixed(self, part: str, kind: str) -> None:
         """After "72 1": "/" then a larger whole number is a mixed number, anything else is not."""

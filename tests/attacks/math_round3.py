@@ -69,6 +69,16 @@ HEDGE_ATTACKS = [
     (r"72^\text{73}", "72"),
     (r"72^{\mathrm{73}}", "72"),
     (r"72^{\textbf{73}}", "72"),
+    # ... also with tokens math-verify skips between the number and its script
+    (r"72_{}73", "72"),
+    (r"72^{}73", "72"),
+    (r"72{}_{73}", "72"),
+    (r"72_3 73", "72"),
+    (r"72\limits_{73}", "72"),
+    (r"72\nolimits^{\text{73}}", "72"),
+    (r"72\left._{73}\right.", "72"),
+    (r"72\quad_{73}", "72"),
+    (r"72~_{73}", "72"),
 ]
 
 # (answer, gold): one final value, however written; in \boxed{} each scores 1.
