@@ -16,6 +16,7 @@ import numpy as np
 
 from llm_gym.agents.base import EpisodeRecord, EpisodeRecorder
 from llm_gym.agents.factory import AgentEnvMismatch
+from llm_gym.agents.sb3_loading import safe_custom_objects
 
 SB3_ALGORITHMS = ("ppo", "a2c", "dqn", "maskable-ppo")
 
@@ -163,6 +164,8 @@ def load_sb3_agent(
     base = make_env(env, env_kwargs, wrappers)
     check_sb3_compatible(algo, base)
     recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
+    # SB3's own load would unpickle the zip's objects: decode them safely first (issue 19).
+    kwargs["custom_objects"] = {**safe_custom_objects(path), **kwargs.get("custom_objects", {})}
     model = cls.load(str(path), **kwargs)
     log: list[EpisodeRecord] = list(getattr(model, "episode_log", None) or [])
     recorder = recorder_cls(base, records=log)

@@ -27,6 +27,7 @@ from attacks.files_on_disk import (
     plant_legacy_checkpoint,
     plant_legacy_save,
     plant_pickle_in_tensors,
+    plant_sb3_payload,
     run_id_of,
 )
 
@@ -253,3 +254,21 @@ def test_a_planted_device_file_is_skipped_not_read(run, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         assert load_checkpoint(run)["counters"]["num_timesteps"] == 16
     assert f"skipping corrupt checkpoint {planted}" in caplog.text
+
+
+# ---------------------------------------------------------------------- SB3 model files
+def test_a_planted_sb3_model_never_runs_code(tmp_path, capsys) -> None:
+    from llm_gym.agents.sb3 import load_sb3_agent, make_sb3_agent
+
+    honest = tmp_path / "agent.zip"
+    make_sb3_agent("ppo", "llm_gym/LeftRight-v0", seed=0, n_steps=16, batch_size=16).save(honest)
+    assert load_sb3_agent("ppo", honest, "llm_gym/LeftRight-v0").num_timesteps == 0
+    marker = tmp_path / "ran"
+    planted = plant_sb3_payload(honest, tmp_path / "shared.zip", marker)
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        load_sb3_agent("ppo", planted, "llm_gym/LeftRight-v0")
+    assert main(["tournament", "--game", "tictactoe", "--agents",
+                 f"sb3-ppo:{planted},random"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be loaded safely" in err
+    assert not marker.exists()

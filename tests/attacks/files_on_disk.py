@@ -10,7 +10,10 @@ exports.
 
 from __future__ import annotations
 
+import base64
 import json
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -56,6 +59,20 @@ def plant_pickle_in_tensors(run: Path, marker: Path, run_id: str | None) -> Path
 def plant_foreign_run(run: Path, state: dict) -> Path:
     """A well-formed save of another run with the most updates (e.g. a copied-in folder)."""
     return save_checkpoint(run / "checkpoints", HUGE_UPDATE, state, keep=99, run_id="other-run")
+
+
+def plant_sb3_payload(honest: Path, out: Path, marker: Path) -> Path:
+    """A copy of an SB3 model zip whose cloudpickled ``lr_schedule`` runs code when unpickled."""
+    with zipfile.ZipFile(honest) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "data":
+                data = json.loads(content)
+                data["lr_schedule"] = {":type:": "<class 'function'>", ":serialized:":
+                                       base64.b64encode(pickle.dumps(Payload(marker))).decode()}
+                content = json.dumps(data).encode()
+            target.writestr(item, content)
+    return out
 
 
 def run_id_of(run: Path) -> str | None:
