@@ -192,6 +192,11 @@ _TRANSPARENT = frozenset({
     "\\limits", "\\nolimits", "\\left", "\\right", "\\quad", "\\qquad", "\\,", "\\;", "\\:",
     "\\!", "\\ ", "\\displaystyle", "\\textstyle", "\\scriptstyle", "}empty",
 })
+# Commands that write nothing by themselves: "#### \text{}" or "#### \quad" holds no answer.
+_LAYOUT_COMMANDS = _TEXT_COMMANDS | _TRANSPARENT | {
+    "\\boxed", "\\fbox", "\\hspace", "\\vspace", "\\phantom", "\\hphantom", "\\vphantom",
+    "\\(", "\\)", "\\[", "\\]", "\\{", "\\}", "\\\\", "\\newline",
+}
 _ENV_NAME_RE = re.compile(r"[ \t]*\{([A-Za-z]*\*?)\}")  # after \begin / \end
 # The environments math-verify reads as one matrix value; it flattens every other one.
 _MATRIX_ENVIRONMENTS = frozenset({"matrix", "pmatrix", "bmatrix", "array"})
@@ -649,7 +654,7 @@ class _ValueScan:
         elif part == "&":
             self.gap = (self.gap + "&")[:8]  # "72 & 73": two values side by side
         elif part != "\\hline":
-            self.row_broken = self.row_filled
+            self.row_broken = self.row_broken or self.row_filled  # "72 \\ \\ 73" too
             self.row_filled = False
             self._new_entry()
 
@@ -898,8 +903,10 @@ def format_reward(response: str, *, marker: str = "any", think: bool = False) ->
     r"""1.0 when the response has exactly one final-answer marker with an answer in it.
 
     A format is a marker *with an answer*: ``####`` followed by something on its line, or a
-    ``\boxed{}`` that is not empty (what :func:`extract_answer` would read from it, so
-    ``#### $`` or ``\boxed{ }`` are no answer either). ``think=True`` also needs exactly one
+    ``\boxed{}`` that is not empty. The answer is what :func:`extract_answer` would read there,
+    and it must write something — a digit, a letter, a symbol or a meaningful command — so
+    ``#### $``, ``#### -``, ``#### \text{}`` or ``\boxed{\quad}`` are no answer either (verdict
+    ``no_answer``). ``think=True`` also needs exactly one
     ``<think>...</think>`` block with something in it, before the answer. This is the one format
     rule of the project: the TRL function and :class:`~llm_gym.wrappers.FormatBonus` (with a
     ``marker``) call it.
@@ -933,7 +940,7 @@ def format_reward(response: str, *, marker: str = "any", think: bool = False) ->
     if counts[marker] > 1:
         return MathResult(0.0, None, "duplicate_tags", detail=f"{counts[marker]} answers")
     answer = _clean(_marked_span(response, marker, hashes))
-    if not answer:
+    if not _holds_answer(answer):
         return MathResult(0.0, None, "no_answer", detail="the marker holds no answer")
     if think:
         problem = _think_problem(response)
@@ -948,6 +955,19 @@ def _marked_span(response: str, marker: str, hashes: int) -> str:
         return _last_hash_line(response) or ""
     contents = boxed_contents(response, limit=2)
     return contents[0] if contents else ""  # an unclosed box holds nothing
+
+
+def _holds_answer(answer: str) -> bool:
+    r"""Whether ``answer`` writes anything: a digit, a letter, a symbol or a meaningful command.
+
+    Spacing, wrappers and ASCII punctuation alone (``\text{}``, ``\quad``, ``-``) are nothing.
+    """
+    for token in _MATH_TOKEN_RE.finditer(answer):
+        kind, part = token.lastgroup, token.group()
+        if kind in ("num", "word") or (kind == "cmd" and part not in _LAYOUT_COMMANDS) or (
+                kind is None and not part.isascii()):
+            return True
+    return False
 
 
 def _think_problem(response: str) -> tuple[str, str] | None:

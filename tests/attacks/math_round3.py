@@ -28,6 +28,12 @@ FORMAT_ATTACKS = [
     ("\\fbox{}", "boxed", False),
     ("\\boxed{$$}", "boxed", False),
     ("\\boxed{", "boxed", False),                     # never closed: holds nothing
+    ("#### \\text{}", "any", False),                 # wrappers, spacing, punctuation only
+    ("#### \\quad", "####", False),
+    ("#### -", "####", False),
+    ("#### {}", "####", False),
+    ("\\boxed{\\,}", "boxed", False),
+    ("\\boxed{\\text{ }}", "boxed", False),
     ("<think></think> #### 4", "any", True),          # an empty think block is no reasoning
     ("<think> \n </think> \\boxed{4}", "any", True),
 ]
@@ -40,6 +46,9 @@ FORMAT_HONEST = [
     ("#### \\boxed{72}", "any", False),
     ("<think>48 + 24 = 72</think>\n#### 72", "any", True),
     ("<think>48 + 24</think> \\boxed{\\frac{1}{2}}", "boxed", True),
+    ("\\boxed{\\pi}", "boxed", False),
+    ("\\boxed{\\text{(C)}}", "boxed", False),
+    ("#### ∞", "####", False),
 ]
 
 # ----------------------------------------------------------------- hedges inside LaTeX
@@ -53,6 +62,7 @@ HEDGE_ATTACKS = [
     *((rf"\begin{{{env}}} 72 \end{{{env}}} 73", "73") for env in ENVIRONMENTS),
     (r"\begin{cases} x = 72 \\ x = 73 \end{cases}", "73"),
     (r"\begin{cases} 72 \cr 73 \end{cases}", "73"),
+    (r"\begin{cases} 72 \\ \\ 73 \end{cases}", "73"),         # an empty row between
     (r"\begin{aligned} 72 \\ 73", "73"),                       # never closed
     (r"\begin{aligned} 72 \\ \begin{aligned} 73 \end{aligned} \end{aligned}", "73"),
     (r"\begin{aligned}72\end{aligned}\begin{aligned}73\end{aligned}", "73"),
