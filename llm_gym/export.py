@@ -1,17 +1,18 @@
 """Take a trained LLM agent out of llm_gym as an ordinary transformers model folder.
 
-``llm-gym train`` saves an agent as llm_gym's own ``state.pt`` (weights or LoRA adapter,
-optimizer, RNG, counters), which only llm_gym can read. :func:`export_model` turns the newest
-complete save of a run into what transformers, TRL, PEFT and vLLM load directly:
-``config.json``, ``model.safetensors``, ``generation_config.json`` (stopping at the end-of-turn
-token) and the tokenizer with its chat template. A LoRA run is merged into its base model by
-default, or written as a PEFT adapter (``adapter=True``).
+``llm-gym train`` saves an agent as llm_gym's own save folder (weights or LoRA adapter in
+safetensors, optimizer and RNG state, counters in JSON), laid out for llm_gym only.
+:func:`export_model` turns the newest complete save of a run into what transformers, TRL,
+PEFT and vLLM load directly: ``config.json``, ``model.safetensors``,
+``generation_config.json`` (stopping at the end-of-turn token) and the tokenizer with its chat
+template. A LoRA run is merged into its base model by default, or written as a PEFT adapter
+(``adapter=True``).
 
 Runs on the built-in byte-level tokenizer (``--model tiny``) get an exact Hugging Face twin of
 it (:func:`byte_tokenizer_as_hf`: same ids, special tokens and ChatML template), so every
 exported folder loads with ``AutoTokenizer.from_pretrained``.
 
-Only the policy leaves: PPO's value head, the optimizer and the RNG state stay in ``state.pt``.
+Only the policy leaves: PPO's value head, the optimizer and the RNG state stay in the save.
 """
 
 from __future__ import annotations

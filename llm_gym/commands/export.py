@@ -6,7 +6,7 @@ tokenizer with its chat template, for ``AutoModelForCausalLM`` / ``AutoTokenizer
 (:mod:`llm_gym.export`). A LoRA run is merged into its base unless ``--adapter`` is given.
 
 Example:
-    llm-gym export runs/grpo-Arithmetic-v0-s0 models/arithmetic
+    llm-gym export runs/grpo-Arithmetic-v0-s0-20260101-120000 models/arithmetic
     llm-gym export runs/grpo-lora RUN_OUT --adapter --push-to-hub me/arithmetic-lora
 """
 
