@@ -269,15 +269,16 @@ def boxed_contents(text: str, limit: int = MAX_BOXED + 1) -> list[str]:
 def _strip_trailing_words(span: str) -> str:
     """``"18 dollars"`` -> ``"18"``; keeps the words when they hold a hedge ("or 19").
 
-    A scale word right after the number stays: ``"1.2 million dollars"`` -> ``"1.2 million"``.
+    Scale words right after the number stay: ``"1.2 million dollars"`` -> ``"1.2 million"``.
     """
     words = _REVERSED_TRAILING_WORDS_RE.match(span[::-1])
     if words is None or _HEDGE_WORD_RE.search(span, len(span) - words.end()):
         return span
     cut = len(span) - words.end()
-    first = _FIRST_WORD_RE.match(span, cut)
-    if first is not None and first.group(1).lower() in _SCALE_WORDS:
-        cut = first.end()
+    word = _FIRST_WORD_RE.match(span, cut)
+    while word is not None and word.group(1).lower() in _SCALE_WORDS:
+        cut = word.end()
+        word = _FIRST_WORD_RE.match(span, cut)
     return span[:cut]
 
 
@@ -439,9 +440,11 @@ def _number_at(tokens: list[tuple[str, str]], i: int) -> tuple[Fraction | None, 
         if (numerator.isdigit() and denominator.isdigit() and value is not None
                 and _digits_below(numerator, denominator)):
             return value + Fraction(int(numerator), int(denominator)), i + 3
-    if kinds[:1] == ["word"] and tokens[i][1].lower() in _SCALE_WORDS and value is not None:
-        return value * 10 ** _SCALE_WORDS[tokens[i][1].lower()], i + 1
-    return value, i
+    scales = 0
+    while value is not None and i < len(tokens) and tokens[i][1].lower() in _SCALE_WORDS:
+        value, i = value * 10 ** _SCALE_WORDS[tokens[i][1].lower()], i + 1  # "5 hundred thousand"
+        scales += 1
+    return (value if scales <= 3 else None), i  # "1 million million ..." is no number
 
 
 def _lead(tokens: list[tuple[str, str]]) -> tuple[int, str] | None:
