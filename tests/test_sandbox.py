@@ -64,8 +64,7 @@ def test_isolated_view(box):
         "print(len(socket.if_nameindex()))\n"
     ).stdout.split("\n")
     uid, pid, tmp, secret = out[0].split(" ", 3)
-    # Its own pid namespace: 1 is the namespace's shell, 2 the run's watchdog, 3 the program.
-    assert int(uid) == box.uid and pid == "3" and tmp == "[]" and secret == "False"
+    assert int(uid) == box.uid and pid == "2" and tmp == "[]" and secret == "False"
     assert out[1] == "1"  # only the loopback device of its own network namespace
 
 
@@ -148,8 +147,7 @@ def test_empty_root_shows_only_the_interpreter(box):
     report = json.loads(result.stdout)
     assert report["found"] == [] and report["outside"] == [] and report["hidden"] == []
     assert report["stdlib"] is True
-    # Its own pid namespace: the init shell, the run's watchdog and itself.
-    assert report["pids"] == ["1", "2", "3"]
+    assert report["pids"] == ["1", "2"]  # its own pid namespace: the init shell and itself
 
 
 def test_root_view_from_a_virtualenv_binds_nothing_of_the_venv(tmp_path):

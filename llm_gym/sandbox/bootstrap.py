@@ -17,7 +17,7 @@ import resource
 import sys
 
 # Both stripped from the script: the confine and wire sources come before this one.
-from llm_gym.sandbox.confine import deny_user_namespaces, install_seccomp, watch
+from llm_gym.sandbox.confine import arm_wall, deny_user_namespaces, install_seccomp
 from llm_gym.sandbox.wire import Ref, from_wire, may_change, to_wire  # stripped too
 
 _LIMITS = {
@@ -112,7 +112,6 @@ def _isolate(setup):
     check(libc.umount2(b".", 2), "detach the old root")  # MNT_DETACH
     os.chdir("/")
     mount("", "/", "", _MS["remount"] | _MS["rdonly"] | tmpfs)
-    watch(setup["wall"])  # the parent stays behind, privileged, as the run's wall clock
     for cap in range(64):  # empty the bounding set; stops at the first unknown capability
         if libc.prctl(24, cap, 0, 0, 0):  # PR_CAPBSET_DROP
             break
@@ -224,6 +223,8 @@ def _main():
     config = json.loads(sys.argv[1])
     if config.get("setup"):
         _isolate(config["setup"])
+    if config.get("wall"):
+        arm_wall(config["wall"])
     if config.get("seccomp"):  # after the privilege drop, before anything of the model runs
         install_seccomp(bytes.fromhex(config["seccomp"]))
     _apply_limits(config["limits"])

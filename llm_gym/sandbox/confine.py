@@ -7,14 +7,13 @@ standard library. Three guards (issue 19):
 * :func:`deny_user_namespaces` — ``user.max_user_namespaces=0`` in the run's user namespace,
   written while the bootstrap is still root there: no nested user namespace even if the
   syscall filter is missing;
-* :func:`watch` — a watchdog process that outlives nothing: it waits for the program and, at
-  the run's wall limit, SIGKILLs every process of the run's pid namespace. The deadline then
-  holds even when the process that started the run was killed (``kill -9`` of a trainer);
+* :func:`arm_wall` — a SIGKILL timer on the program's own process at the run's wall limit;
+  its death ends the run's pid namespace. The deadline then holds even when the process that
+  started the run was killed (``kill -9`` of a trainer);
 * :func:`install_seccomp` — the syscall filter the trusted parent built with libseccomp.
 """
 
 import os
-import select
 import signal
 
 _PR_SET_NO_NEW_PRIVS = 38
@@ -32,25 +31,37 @@ def deny_user_namespaces():
     return True
 
 
-def watch(wall):
-    """Fork; return in the child (which goes on to run the program), never in the parent.
+def arm_wall(wall):
+    """SIGKILL this process ``wall`` seconds from now, whatever happens to its parent.
 
-    The parent must hold a capability over the child (it forks before the privilege drop): it
-    closes every descriptor (so the program's pipes reach EOF exactly when the program's side
-    closes them), waits for the child at most ``wall`` seconds, then kills every process it can
-    signal — all of the run's pid namespace but its init — and exits with the child's status
-    the way a shell reports it (128 + signal).
+    A POSIX timer (``timer_create`` with ``SIGEV_SIGNAL``) whose signal is SIGKILL: it cannot
+    be caught or ignored, and the syscall filter denies ``timer_settime``/``timer_delete``
+    (no disarming it) and ``execve`` (an exec would delete it). This process is the direct
+    child of the run's init shell: when it dies the shell exits and the kernel kills the rest
+    of the pid namespace. No extra process and no fork: two syscalls per run.
     """
-    child = os.fork()
-    if child == 0:
-        return
-    os.closerange(0, 1 << 16)
-    pidfd = os.pidfd_open(child)
-    if not select.select([pidfd], [], [], min(wall, 1 << 30))[0]:  # inf does not fit a timeval
-        os.kill(-1, signal.SIGKILL)
-    _, status = os.waitpid(child, 0)
-    code = os.waitstatus_to_exitcode(status)
-    os._exit(code if code >= 0 else 128 - code)
+    import ctypes
+
+    class SigEvent(ctypes.Structure):  # struct sigevent: 64 bytes on every Linux ABI
+        _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int),
+                    ("notify", ctypes.c_int), ("pad", ctypes.c_byte * (64 - 16))]
+
+    class TimeSpec(ctypes.Structure):
+        _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+    class ITimerSpec(ctypes.Structure):
+        _fields_ = [("interval", TimeSpec), ("value", TimeSpec)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    wall = min(wall, 1 << 30)
+    event = SigEvent(None, signal.SIGKILL, 0)  # SIGEV_SIGNAL
+    timer = ctypes.c_void_p()  # glibc's timer_t
+    spec = ITimerSpec(TimeSpec(0, 0), TimeSpec(int(wall), int(wall % 1 * 1e9)))
+    if libc.timer_create(1, ctypes.byref(event), ctypes.byref(timer)) or libc.timer_settime(
+            timer, 0, ctypes.byref(spec), None):  # CLOCK_MONOTONIC, relative
+        err = ctypes.get_errno()
+        os.write(2, f"sandbox: cannot arm the run's wall clock: {os.strerror(err)}\n".encode())
+        os._exit(74)
 
 
 def install_seccomp(program):

@@ -22,7 +22,7 @@ Model code runs under a seccomp filter (:mod:`llm_gym.sandbox.seccomp_policy`: n
 namespaces, io_uring, bpf, ptrace, mount ...). The deadline does not depend on this process
 staying alive: every process of a run dies with the thread that started it
 (:func:`~llm_gym.sandbox.isolation.tie_to_parent`), a watchdog inside the run enforces the wall
-limit (:func:`~llm_gym.sandbox.confine.watch`), and whoever opens the slot next kills what is
+limit (:func:`~llm_gym.sandbox.confine.arm_wall`), and whoever opens the slot next kills what is
 left of its cgroup and UID first.
 
 Example:
@@ -181,7 +181,7 @@ class Sandbox:
         self.cgroup: SlotCgroup | None = None
         if self.isolation.level == "root":
             self.cgroup = SlotCgroup.create(f"slot-{self.uid}", self.config.run_memory_mb << 20,
-                                            self.config.nproc + 3)  # + unshare, shell, watchdog
+                                            self.config.nproc + 2)  # + unshare and its shell
         # A run of a killed owner (kill -9 of a trainer) may still hold the slot: end it first.
         if self.isolation.per_slot_uid:
             reap_uid(self.uid)
@@ -240,9 +240,9 @@ class Sandbox:
 
 
 _BOOTSTRAP = stdlib_source("wire", "confine", "bootstrap")
-# The watchdog inside a run fires this long after the parent's deadline: only when the parent
+# The wall clock inside a run fires this long after the parent's deadline: only when the parent
 # is gone (or starved) does it decide how a run ends.
-WATCHDOG_GRACE = 1.0
+WALL_GRACE = 1.0
 
 
 @functools.cache
@@ -318,9 +318,9 @@ class _Run:
         program_filter = policy_bpf()
         if program_filter is not None:
             config["seccomp"] = program_filter.hex()
+        config["wall"] = timeout + WALL_GRACE
         if not iso.degraded:
             config["setup"] = empty_root_setup(iso.level, cfg.tmp_mb, cfg.tmp_inodes)
-            config["setup"]["wall"] = timeout + WATCHDOG_GRACE
         if iso.level == "root":
             ready_r, ready_w = os.pipe()
             go_r, go_w = os.pipe()
@@ -464,9 +464,12 @@ class _Run:
             except ProcessLookupError:
                 pass
             proc.wait()
-        if self.cgroup is not None:
-            self.cgroup.kill()
-        if self.iso.per_slot_uid:
+        # Every process of a run is born in the slot's cgroup (unshare and its shell join it
+        # before the go byte, and nothing inside can leave it): once the group is empty so is
+        # the slot UID, and the /proc walk of reap_uid (~3 ms a run) is only needed without a
+        # group, or when the group did not empty in time.
+        emptied = self.cgroup is not None and self.cgroup.kill()
+        if self.iso.per_slot_uid and not emptied:
             reap_uid(self.uid)
         if self.cgroup is not None:
             self.cgroup.release(self.cfg.run_memory_mb << 18)  # a quarter of the budget

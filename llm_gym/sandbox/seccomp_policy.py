@@ -18,6 +18,10 @@ Denied with ``EPERM`` (everything else is allowed):
   ``add_key``, ``request_key``);
 * ``ptrace`` and cross-process memory access, outright: every process a run can see is its own
   (private pid namespace), so nothing honest needs it;
+* ``timer_settime``, ``timer_delete``, ``execve`` and ``execveat``: the run's wall clock is a
+  SIGKILL timer the bootstrap arms on the program's process (:func:`~llm_gym.sandbox.confine.
+  arm_wall`), which disarming or an exec would remove. Python itself never uses POSIX timers
+  (``signal.setitimer`` is ``setitimer``), and the empty root holds nothing to execute;
 * the mount API (``mount``, ``umount2``, ``pivot_root``, ``move_mount``, ``open_tree``,
   ``fsopen`` ...), file handles (``open_by_handle_at``), modules, ``kexec``, ``reboot``, swap,
   clocks, accounting, quotas.
@@ -45,6 +49,7 @@ DENIED = (
     "io_uring_setup", "io_uring_enter", "io_uring_register",
     "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+    "timer_settime", "timer_delete", "execve", "execveat",
     "mount", "umount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
     "fsconfig", "fsmount", "fspick", "mount_setattr", "name_to_handle_at", "open_by_handle_at",
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot",
@@ -54,7 +59,7 @@ DENIED = (
 )
 MISSING_NOTE = ("no seccomp filter (pyseccomp or libseccomp is missing): nested namespaces, "
                 "io_uring, bpf, perf_event_open, userfaultfd, keyctl, ptrace and mount are not "
-                "denied")
+                "denied, and the program can disarm its in-run wall clock")
 
 
 @functools.cache

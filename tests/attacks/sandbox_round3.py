@@ -38,6 +38,10 @@ SYSCALL_ATTACKS = {
     "umount2": "attempt('umount2', 166, 0, 0)\n",
     "open_tree": "attempt('open_tree', 428, -100, 0, 0)\n",
     "fsopen": "attempt('fsopen', 430, 0, 0)\n",
+    # The run's wall clock is a SIGKILL timer on this process: no disarming it, no exec.
+    "timer_delete": "attempt('timer_delete', 226, 0)\n",
+    "timer_settime": "attempt('timer_settime', 223, 0, 0, 0, 0)\n",
+    "execve": "attempt('execve', 59, 0, 0, 0)\n",
 }
 EPERM, ENOSYS = 1, 38
 SYSCALL_DENIED = {name: EPERM for name in SYSCALL_ATTACKS} | {"clone3": ENOSYS}
