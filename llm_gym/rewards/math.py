@@ -53,17 +53,49 @@ Verdicts: ``correct``, ``wrong``, ``no_answer`` (nothing extractable, or an empt
 ``ambiguous`` (several different final answers), ``echo`` (only a copy of the prompt),
 ``rejected`` (failed a cheap safety pre-check: too long, NUL bytes, lone surrogates, deep brace
 nesting, too many ``\boxed``), ``timeout`` and ``error``. Only ``correct`` scores 1.
+
+The pieces live in private modules, each with one job: ``_limits`` (size limits and the
+pre-check), ``_answer_spans`` (where the answer is: ``####``, ``\boxed{}``, "the answer is",
+and its cleanup), ``_number_reader`` (a GSM8K answer read as one exact number),
+``_value_scan`` (LaTeX signs of several final values) and ``_grading_pool`` (the math-verify
+workers). This module holds the verdicts and the public scorers.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
+from llm_gym.rewards._answer_spans import (
+    _candidates,
+    _clean,
+    _last_hash_line,
+    boxed_contents,
+)
+
+# Not used here: reached through this module by the tests of each extraction step.
+from llm_gym.rewards._answer_spans import _stated_answer as _stated_answer
+from llm_gym.rewards._answer_spans import _strip_or_so as _strip_or_so
+from llm_gym.rewards._answer_spans import _strip_trailing_words as _strip_trailing_words
 from llm_gym.rewards._grading_pool import GradingPool, get_pool
+from llm_gym.rewards._limits import (
+    MAX_ANSWER_CHARS,
+    MAX_BOXED,
+    MAX_BRACE_DEPTH,
+    MAX_RESPONSE_CHARS,
+    _brace_depth,
+    _precheck,
+)
+from llm_gym.rewards._number_reader import _SEVERAL, _read_number
+from llm_gym.rewards._number_reader import MAX_EXPONENT as MAX_EXPONENT  # a public bound
+from llm_gym.rewards._value_scan import (
+    _MATH_TOKEN_RE,
+    _NUMBER_FORMS,
+    _TEXT_COMMANDS,
+    _TRANSPARENT,
+    _value_signals,
+)
 
 __all__ = [
     "GradingPool",
@@ -79,128 +111,20 @@ __all__ = [
     "check_golds",
 ]
 
-MAX_RESPONSE_CHARS = 100_000  # far above any honest response; keeps extraction cheap
-MAX_ANSWER_CHARS = 1_000      # MATH's longest gold answers are a few hundred characters
-MAX_BRACE_DEPTH = 32
-MAX_BOXED = 64
-
 # Every regex below is linear-time on any input: no nested or adjacent quantifiers that can
 # trade characters with each other on a failed match (issue 13; 1 MB inputs are tested).
+# The two marker patterns live here: extract_answer and format_reward count markers only
+# after the pre-check (tests swap these names out to prove it).
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_BOXED_OR_BRACE_RE = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
-_ANSWER_IS_RE = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
-_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)")
-_STARTS_NUMERIC_RE = re.compile(r"[-+\\$]?\d")
-# Unit words after a number, matched on the *reversed* answer so one anchored pass finds them all.
-_REVERSED_TRAILING_WORDS_RE = re.compile(r"(?:[.,;:!]?[A-Za-z]{2,}\s+)+")
-_HEDGE_WORD_RE = re.compile(r"\b(?:or|and)\b", re.IGNORECASE)
 _SPACE_RE = re.compile(r"\s+")
-_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
-# "72²" must not read as 72 (math-verify drops the superscript): written as LaTeX, it is 5184.
-_SUPERSCRIPT_RE = re.compile("⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
-_VULGAR_FRACTIONS = {  # "72½" is the mixed number "72 1/2"
-    "½": " 1/2", "⅓": " 1/3", "⅔": " 2/3", "¼": " 1/4", "¾": " 3/4", "⅕": " 1/5", "⅖": " 2/5",
-    "⅗": " 3/5", "⅘": " 4/5", "⅙": " 1/6", "⅚": " 5/6", "⅛": " 1/8", "⅜": " 3/8", "⅝": " 5/8",
-    "⅞": " 7/8",
-}
-_SUPERSCRIPT_DIGITS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
 # A plain decimal number always parses; golds like this skip the worker round trip at load.
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-
-# Tokens of a numeric answer ("$1 000.50 km/h (about)"); see _read_number.
-_NUMBER_TOKEN_RE = re.compile(
-    r"""(?P<num>(?:(?:\d{1,3}(?:(?:,|\{,\}|,?\\[,!]|[^\S\r\n]|~|')\d{3})+|\d+)(?:\.\d+)?(?!\d)
-            |\.\d+)(?:[eE][-+]?\d+)?)
-    |(?P<space>\s+|~|\\[,;:!\ ]|\\q?quad(?![A-Za-z]))
-    |(?P<sign>[-+])
-    |(?P<currency>\\?\$|[€£¥₹₩₽¢])
-    |(?P<about>\\approx(?![A-Za-z])|≈)
-    |(?P<percent>\\?%|percent(?![A-Za-z]))
-    |(?P<degree>\^\{?\\circ\}?|°)
-    |(?P<power>\^\{?-?\d+\}?)
-    |(?P<wrap>\\(?:text|textrm|textnormal|mathrm|mbox|textbf|textit|mathit|mathbf|operatorname)
-            \s*\{|[{}])
-    |(?P<word>[^\W\d_]+)
-    |(?P<slash>/)
-    |(?P<punct>[.,;:!?()\[\]'’"])""",
-    re.VERBOSE,
-)
-_SEVERAL = "several values"  # _read_number's answer for "72 73"
-_NOT_DIGITS_RE = re.compile(r"[^0-9.eE+-]")
-# Words that may come before the number: approximations and currency codes ("about 72",
-# "USD 72"). A closed list: "not 72", "over 72" or "between 70 and 72" are no plain value.
-_LEAD_WORDS = frozenset({
-    "about", "approximately", "approx", "around", "roughly", "circa", "ca", "exactly",
-    "precisely", "usd", "us", "eur", "gbp", "jpy", "cny", "rmb", "inr", "rs", "cad", "aud",
-    "chf", "nzd", "hkd", "sgd",
-})
-# Number words that scale the number before them ("1.2 million" is 1,200,000). "dozen" is not
-# one: GSM8K questions count in dozens ("6 dozen" answers "how many dozen").
-_SCALE_WORDS = {"hundred": 2, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
-MAX_EXPONENT = 100  # "1e3" is read; "1e999999" goes to math-verify's killable worker
-_FIRST_WORD_RE = re.compile(r"\s+([A-Za-z]+)")
-_OR_SO_RE = re.compile(r"\s+or\s+so\W*$", re.IGNORECASE)  # run on a 64-character tail only
-
-# Tokens for hedge detection: numbers, control sequences, letter runs, spaces, runs of symbols
-# that mean nothing to it ("$$", "##"), any other single character.
-_MATH_TOKEN_RE = re.compile(
-    r"(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<cmd>\\(?:[A-Za-z]+|.))|(?P<word>[^\W\d_]+)"
-    r"|(?P<space>\s+)"
-    r"|(?P<other>[$#@?'\"`~.]+)|.",
-    re.DOTALL,
-)
-# Several final values in one answer. math-verify grades the last of "5 \vee 6" / "5 \\ 6".
-_HEDGE_TOKENS = frozenset({
-    "or", "and", "\\pm", "\\mp", "±", "∓", "\\vee", "\\lor", "\\wedge", "\\land", "\\bigvee",
-    "\\bigwedge", "∨", "∧", ";", "\\newline", "\\linebreak", "\\par", "\\hspace", "\\hfill",
-})
-_ALIGNMENT_TOKENS = frozenset({"\\\\", "&", "\\cr", "\\hline"})  # fine inside \begin...\end
-_RELATIONS = frozenset({
-    "=", "\\approx", "\\sim", "\\simeq", "\\equiv", "\\cong", "\\doteq", "\\coloneqq",
-    "\\to", "\\rightarrow", "\\Rightarrow", "\\implies", "\\longrightarrow", "\\Longrightarrow",
-    "\\iff", "\\Leftrightarrow", "\\mapsto", "\\therefore", "≈", "≡", "→", "⇒",
-})
-# Between two numbers these make one value ("2 \cdot 3", "3\frac12"); anything else does not.
-# Braces are neither: only an operand group (after \frac, \sqrt, ^, _) separates two numbers.
-_OPERATOR_CHARS = frozenset("+-*/^_!%:<>()[],=×÷·")
-_OPERATOR_COMMANDS = frozenset({
-    "\\cdot", "\\times", "\\div", "\\frac", "\\dfrac", "\\tfrac", "\\cfrac", "\\sqrt",
-    "\\binom", "\\dbinom", "\\tbinom", "\\choose", "\\over", "\\pm", "\\mp", "\\log", "\\ln",
-    "\\lg", "\\exp", "\\sin", "\\cos", "\\tan", "\\cot", "\\sec", "\\csc", "\\arcsin",
-    "\\arccos", "\\arctan", "\\sinh", "\\cosh", "\\tanh", "\\left", "\\right", "\\le", "\\ge",
-    "\\leq", "\\geq", "\\lt", "\\gt", "\\ne", "\\neq", "\\deg", "\\bmod", "\\pmod", "\\mod",
-    "\\%", "\\{", "\\}", "\\lfloor", "\\rfloor", "\\lceil", "\\rceil", "\\langle", "\\rangle",
-})
-_OPERAND_OPENERS = frozenset({
-    "\\frac", "\\dfrac", "\\tfrac", "\\cfrac", "\\sqrt", "\\binom", "\\dbinom", "\\tbinom",
-    "\\overline", "^", "_", "}operand",
-})
-_TEXT_COMMANDS = frozenset({
-    "\\text", "\\textrm", "\\textnormal", "\\textbf", "\\textit", "\\textsf", "\\texttt",
-    "\\mathrm", "\\mathbf", "\\mathit", "\\mathsf", "\\mbox", "\\operatorname",
-})
-# Commands a constant side of an equation may hold ("\frac{144}{2} = 72" is two values); words
-# inside \text{} are units, not unknowns ("5\text{ cm} = 0.05\text{ m}" is two values too).
-_CONSTANT_COMMANDS = _OPERATOR_COMMANDS | _TEXT_COMMANDS | {
-    "\\pi", "\\infty", "\\circ", "\\,", "\\;", "\\!", "\\ ", "\\$",
-}
-# Notations math-verify misreads ("1 1/2" is 1/2, "1e3" is 3e): graded by their exact value.
-_NUMBER_FORMS = frozenset({"mixed number", "exponent"})
-# Tokens math-verify ignores between a number and its script ("72\limits_{73}" is 72).
-_TRANSPARENT = frozenset({
-    "\\limits", "\\nolimits", "\\left", "\\right", "\\quad", "\\qquad", "\\,", "\\;", "\\:",
-    "\\!", "\\ ", "\\displaystyle", "\\textstyle", "\\scriptstyle", "}empty",
-})
 # Commands that write nothing by themselves: "#### \text{}" or "#### \quad" holds no answer.
 _LAYOUT_COMMANDS = _TEXT_COMMANDS | _TRANSPARENT | {
     "\\boxed", "\\fbox", "\\hspace", "\\vspace", "\\phantom", "\\hphantom", "\\vphantom",
     "\\(", "\\)", "\\[", "\\]", "\\{", "\\}", "\\\\", "\\newline",
 }
-_ENV_NAME_RE = re.compile(r"[ \t]*\{([A-Za-z]*\*?)\}")  # after \begin / \end
-# The environments math-verify reads as one matrix value; it flattens every other one.
-_MATRIX_ENVIRONMENTS = frozenset({"matrix", "pmatrix", "bmatrix", "array"})
-_THOUSANDS_GAPS = frozenset({"", "\\,", "\\!", "~", "\\", "'"})  # "1 000", "1\,000" (stripped)
 
 
 @dataclass(frozen=True)
@@ -238,497 +162,6 @@ class Extraction:
 
 
 # --------------------------------------------------------------------------- extraction
-def boxed_contents(text: str, limit: int = MAX_BOXED + 1) -> list[str]:
-    r"""Contents of the first ``limit`` ``\boxed{...}`` in ``text`` (balanced braces, one pass).
-
-    The limit keeps nested boxes (``\boxed{\boxed{...}}``) from costing quadratic copies;
-    callers reject more than :data:`MAX_BOXED` boxes anyway.
-
-    Example:
-        >>> boxed_contents(r"so \boxed{\frac{1}{2}} and \boxed{3}")
-        ['\\frac{1}{2}', '3']
-    """
-    found: list[tuple[int, str]] = []
-    open_boxes: list[tuple[int, int]] = []  # (content start, brace depth inside the box)
-    depth = opened = 0
-    for match in _BOXED_OR_BRACE_RE.finditer(text):
-        if match.group() == "}":
-            if open_boxes and open_boxes[-1][1] == depth:
-                start = open_boxes.pop()[0]
-                found.append((start, text[start : match.start()]))
-            depth -= 1
-            continue
-        depth += 1
-        if match.group() != "{" and opened < limit:
-            opened += 1
-            open_boxes.append((match.end(), depth))
-    found.sort()  # inner boxes close first; report them in reading order
-    return [content for _, content in found]
-
-
-def _strip_trailing_words(span: str) -> str:
-    """``"18 dollars"`` -> ``"18"``; keeps the words when they hold a hedge ("or 19").
-
-    Scale words right after the number stay: ``"1.2 million dollars"`` -> ``"1.2 million"``.
-    """
-    words = _REVERSED_TRAILING_WORDS_RE.match(span[::-1])
-    if words is None or _HEDGE_WORD_RE.search(span, len(span) - words.end()):
-        return span
-    cut = len(span) - words.end()
-    word = _FIRST_WORD_RE.match(span, cut)
-    while word is not None and word.group(1).lower() in _SCALE_WORDS:
-        cut = word.end()
-        word = _FIRST_WORD_RE.match(span, cut)
-    return span[:cut]
-
-
-def _strip_or_so(span: str) -> str:
-    """``"72 or so"`` -> ``"72"``: "or so" rounds the value before it, it adds no second one."""
-    tail = span[-64:]  # a fixed window: the regex never scans a long answer
-    found = _OR_SO_RE.search(tail)
-    return span if found is None else span[: len(span) - len(tail) + found.start()]
-
-
-def _unwrap(span: str) -> str:
-    r"""Drop markdown bold and code, ``\(...\)`` and ``\[...\]`` around an answer."""
-    span = span.strip("*").strip().strip("`").strip()
-    for opener, closer in (("\\(", "\\)"), ("\\[", "\\]")):
-        if span.startswith(opener) and span.endswith(closer) and len(span) >= 4:
-            span = span[2:-2].strip()
-    return span
-
-
-def _clean(span: str) -> str:
-    span = span.strip()
-    inner = boxed_contents(span, limit=2)
-    if len(inner) == 1 and span.startswith(("\\boxed", "\\fbox")):
-        span = inner[0].strip()
-    span = _strip_or_so(_unwrap(span))
-    span = span.strip().strip("$").strip().rstrip(".").strip()
-    span = _SUPERSCRIPT_RE.sub(lambda m: f"^{{{m.group().translate(_SUPERSCRIPT_DIGITS)}}}", span)
-    if _STARTS_NUMERIC_RE.match(span):
-        # "18 dollars" -> "18": trailing unit words confuse the parser, never change the value
-        span = _strip_trailing_words(span)
-    return span
-
-
-def _precheck(text: str) -> str | None:
-    if len(text) > MAX_RESPONSE_CHARS:
-        return f"longer than {MAX_RESPONSE_CHARS} characters"
-    if "\x00" in text:
-        return "contains NUL bytes"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains lone surrogates"
-    return None
-
-
-def _brace_depth(text: str) -> int:
-    depth = deepest = 0
-    for char in text:
-        if char == "{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char == "}":
-            depth = max(depth - 1, 0)
-    return deepest
-
-
-def _last_hash_line(text: str) -> str | None:
-    """What follows the last ``####`` up to the end of its line, or ``None`` without one."""
-    at = text.rfind("####")
-    if at < 0:
-        return None
-    end = text.find("\n", at)
-    return text[at + 4 : end if end >= 0 else len(text)]
-
-
-def _stated_answer(text: str) -> str | None:
-    """What follows the last "answer is" / "answer:", up to the end of its sentence or line."""
-    last = previous = None
-    for match in _ANSWER_IS_RE.finditer(text):
-        previous, last = last, match
-    for match in (last, previous):  # "... is 5. That is my answer:" states 5
-        if match is None:
-            return None
-        rest = text[match.end() :].lstrip()
-        rest = rest[1:].lstrip() if rest.startswith(":") else rest
-        if rest:
-            end = rest.find("\n")
-            line = rest[: end if end >= 0 else len(rest)]
-            stop = _SENTENCE_END_RE.search(line, 1)
-            return line[: stop.start()] if stop else line
-    return None
-
-
-def _candidates(response: str, strict: bool) -> tuple[list[str], str | None]:
-    """Final-answer spans in ``response`` and the marker they came from."""
-    spans: list[str] = []
-    hashes = _last_hash_line(response)
-    if hashes is not None:
-        spans.append(hashes)  # with repeated "####" the last one counts, even on one line
-    boxed = boxed_contents(response)
-    spans.extend(boxed)
-    if spans:
-        return spans, "####" if hashes is not None else "boxed"
-    if not strict:
-        stated = _stated_answer(response)
-        if stated is not None:
-            return [stated], "answer is"
-    return [], None
-
-
-def _ascii_digits(text: str) -> str:
-    """Full-width forms (``７２``, ``＄``), other Unicode digits, ``−`` and ``½`` as ASCII."""
-    def ascii_char(match: re.Match[str]) -> str:
-        char = match.group()
-        if "\uff01" <= char <= "\uff5e":
-            return chr(ord(char) - 0xFEE0)
-        if char == "\u2212":
-            return "-"
-        if char in _VULGAR_FRACTIONS:
-            return _VULGAR_FRACTIONS[char]
-        digit = unicodedata.decimal(char, None)
-        return char if digit is None else str(digit)
-
-    return _NON_ASCII_RE.sub(ascii_char, text)
-
-
-def _number_tokens(text: str) -> list[tuple[str, str]] | None:
-    """``text`` as ``(kind, text)`` tokens of :data:`_NUMBER_TOKEN_RE`, spaces left out."""
-    tokens, pos = [], 0
-    while pos < len(text):
-        token = _NUMBER_TOKEN_RE.match(text, pos)
-        if token is None:
-            return None
-        pos = token.end()
-        if token.lastgroup != "space":
-            tokens.append((token.lastgroup or "", token.group()))
-    return tokens
-
-
-def _number_value(token: str) -> Fraction | None:
-    """The exact value of one number token (``"1 000.5"``, ``"1e3"``); ``None`` past the bounds."""
-    mantissa, _, exponent = _NOT_DIGITS_RE.sub("", token).lower().partition("e")
-    if len(exponent.lstrip("+-0")) > 3 or (exponent and abs(int(exponent)) > MAX_EXPONENT):
-        return None
-    return Fraction(mantissa) * Fraction(10) ** int(exponent or 0)
-
-
-def _kind_at(tokens: list[tuple[str, str]], i: int) -> str:
-    return tokens[i][0] if i < len(tokens) else ""
-
-
-def _digits_below(small: str, large: str) -> bool:
-    """``int(small) < int(large)`` for digit strings, without building big ints."""
-    small, large = small.lstrip("0"), large.lstrip("0")
-    return (len(small), small) < (len(large), large)
-
-
-def _number_at(tokens: list[tuple[str, str]], i: int) -> tuple[Fraction | None, int]:
-    """The value of the number starting at ``tokens[i]`` and the index after it.
-
-    Reads a mixed number (``72 1/2``: whole, then a proper fraction) and a scale word
-    (``1.2 million``) as part of the number.
-    """
-    value, i = _number_value(tokens[i][1]), i + 1
-    kinds = [kind for kind, _ in tokens[i : i + 3]]
-    # A mixed number's parts are plain digit runs: no separators, point or exponent.
-    if kinds == ["num", "slash", "num"] and tokens[i - 1][1].isdigit():
-        numerator, denominator = tokens[i][1], tokens[i + 2][1]
-        if (numerator.isdigit() and denominator.isdigit() and value is not None
-                and _digits_below(numerator, denominator)):
-            return value + Fraction(int(numerator), int(denominator)), i + 3
-    scales = 0
-    while value is not None and i < len(tokens) and tokens[i][1].lower() in _SCALE_WORDS:
-        value, i = value * 10 ** _SCALE_WORDS[tokens[i][1].lower()], i + 1  # "5 hundred thousand"
-        scales += 1
-    return (value if scales <= 3 else None), i  # "1 million million ..." is no number
-
-
-def _lead(tokens: list[tuple[str, str]]) -> tuple[int, str] | None:
-    """Where the number starts and its sign, past currency and approximation words."""
-    sign = ""
-    for i, (kind, text) in enumerate(tokens):
-        if kind == "num":
-            return i, sign
-        if kind == "sign" and not sign:
-            sign = text
-        elif not (kind in ("currency", "about")
-                  or (kind == "word" and text.lower() in _LEAD_WORDS)
-                  or (text == "." and i and tokens[i - 1][0] == "word")):  # "approx. 72"
-            return None
-    return None
-
-
-def _render(value: Fraction) -> str:
-    """``value`` as math-verify reads it exactly: ``"72"``, ``"72.5"`` or ``"217/3"``."""
-    if value.denominator == 1:
-        return str(value.numerator)
-    places = max(_factor_count(value.denominator, 2), _factor_count(value.denominator, 5))
-    scaled = value * 10**places
-    if scaled.denominator != 1:
-        return f"{value.numerator}/{value.denominator}"
-    digits = str(abs(scaled.numerator)).rjust(places + 1, "0")
-    sign = "-" if value < 0 else ""
-    return f"{sign}{digits[:-places]}.{digits[-places:]}"
-
-
-def _factor_count(number: int, factor: int) -> int:
-    count = 0
-    while number % factor == 0:
-        number, count = number // factor, count + 1
-    return count
-
-
-def _read_number(answer: str) -> str | None:
-    r"""``answer`` as one plain decimal number, ``_SEVERAL``, or ``None`` when it is no number.
-
-    One pass over tokens (see the module docstring for what is accepted around the number).
-    Arithmetic (``144/2``, ``72^2``, ``x = 72``) gives ``None``: math-verify's job. Answers
-    longer than :data:`MAX_ANSWER_CHARS` give ``None`` (the caller rejects them anyway).
-
-    Example:
-        >>> _read_number("$1,000.50 (about)"), _read_number("72 km/h"), _read_number("72 73")
-        ('1000.5', '72', 'several values')
-        >>> _read_number("about 1.2 million"), _read_number("72 1/3"), _read_number("1e3")
-        ('1200000', '217/3', '1000')
-    """
-    tokens = _number_tokens(_ascii_digits(answer)) if len(answer) <= MAX_ANSWER_CHARS else None
-    start = _lead(tokens) if tokens else None
-    if start is None:
-        return None
-    value, i = _number_at(tokens, start[0])
-    previous = "num"
-    while value is not None and i < len(tokens):
-        kind, text = tokens[i]
-        if kind == "num":
-            other, i = _number_at(tokens, i)
-            if other != value:
-                return _SEVERAL  # "72 (72 dollars)" repeats one value; "72 73" is two
-            previous = kind
-            continue
-        if kind == "sign" and (text != "-" or previous != "word"):
-            return None  # "72 - 1", "72+": arithmetic; "year-old" is a word
-        if kind == "power" and previous == "num":
-            return None  # "72^2"; "cm^2" is a unit
-        if kind == "slash" and previous == "num" and _kind_at(tokens, i + 1) != "word":
-            return None  # "144/2"; "72/hour" is a unit
-        previous, i = kind, i + 1
-    if value is None:
-        return None
-    return _render(-value if start[1] == "-" else value)
-
-
-def _value_signals(text: str) -> set[str]:
-    r"""Signs of several final values in ``text``: hedge tokens, "equation", "juxtaposed", ...
-
-    One pass (see :class:`_ValueScan`). ``\\`` and ``&`` count as hedges outside environments;
-    an equation counts when a side before the last is a constant (``30 = 72``, not ``x = 6``);
-    two numbers count as juxtaposed when no operator is between them (``5 \quad 6``,
-    ``5 \to 6``, ``\text{5} \text{6}``), unless the second is a thousands group (``1 000``).
-    A mixed number (``72 1/2``) and an exponent (``1e3``) are signs of their own
-    (:data:`_NUMBER_FORMS`): one value, which math-verify would misread.
-
-    Example:
-        >>> sorted(_value_signals(r"30 = 72")), sorted(_value_signals(r"5 \vee 6"))
-        (['equation'], ['\\vee', 'juxtaposed'])
-        >>> _value_signals(r"x = \frac{1}{2}") | _value_signals("1 000"), _value_signals("72 1/2")
-        (set(), {'mixed number'})
-        >>> sorted(_value_signals(r"\begin{cases} 72 \\ 73 \end{cases}")), _value_signals("72_{73}")
-        (['\\\\'], {'subscript'})
-    """
-    scan = _ValueScan()
-    pos = 0
-    while pos < len(text):
-        token = _MATH_TOKEN_RE.match(text, pos)
-        pos = token.end()
-        part, kind = token.group(), token.lastgroup or ""
-        if part in ("\\begin", "\\end"):
-            name = _ENV_NAME_RE.match(text, pos)
-            pos = name.end() if name else pos
-            scan.environment(part, name.group(1) if name else "")
-        else:
-            scan.feed(part.lower() if kind == "word" and part.lower() in ("or", "and") else part,
-                      kind)
-    return scan.finish()
-
-
-class _ValueScan:
-    r"""State of :func:`_value_signals`' pass over one answer's LaTeX tokens.
-
-    Environments: math-verify reads ``matrix``, ``pmatrix``, ``bmatrix`` and ``array`` as one
-    matrix; every other environment (``cases``, ``aligned``, ``vmatrix``, unknown ones) it
-    flattens to its last entry, so there each row (``\\``) and cell (``&``) holding a value
-    is a final value of its own. Scripts: math-verify drops a subscript of a number
-    (``72_{73}``, ``1011_2``) and a superscript written as text (``72^{\text{73}}``), so a
-    number inside one is a second value; ``72^{3}`` is a power, one value.
-    """
-
-    def __init__(self) -> None:
-        self.signals: set[str] = set()
-        self.envs: list[bool] = []       # open environments: True for a matrix
-        # open brace groups: (kind, script, holds a number's script, token count, base_number)
-        self.groups: list[tuple[str, str, bool, int, bool]] = []
-        self.count = 0  # tokens fed that are not space
-        self.text_depth = 0
-        self.side_value = self.side_name = False  # what the current side of an equation holds
-        self.after_number, self.gap = False, ""   # a number with no operator since; between
-        self.previous = self.previous_kind = ""   # the last token that is not space
-        self.script = ""        # "sub"/"sup"/"suptext": a number's script, before its operand
-        self.base_number = False  # a number came last, but for tokens math-verify ignores
-        self.numerator = ""     # "72 1": the numerator of a possible mixed number
-        self.mixed_slash = False  # "72 1/": its slash came
-        self.row_filled = self.row_broken = False  # the rows of a non-matrix environment
-
-    def environment(self, part: str, name: str) -> None:
-        r"""``\begin{name}`` or ``\end{name}``."""
-        self._settle_mixed("", "")
-        self.script = ""
-        if part == "\\begin":
-            if self.row_broken:
-                self.signals.add("\\\\")  # an environment is what the next row holds
-            self.envs.append(name in _MATRIX_ENVIRONMENTS)
-            self.row_filled = self.row_broken = False
-            if self.envs[-1]:
-                self._new_entry()  # "3 \begin{pmatrix}...": a scalar times a matrix
-            else:
-                self.gap = "\\begin"  # "72 \begin{cases} 73": the rows follow a value
-            return
-        if self.envs:
-            self.envs.pop()
-        self.row_filled, self.row_broken = True, False
-        # The environment is a value: a number right after it is a second one.
-        self.after_number, self.gap, self.previous, self.previous_kind = True, "\\end", "", ""
-
-    def feed(self, part: str, kind: str) -> None:
-        r"""One token of :data:`_MATH_TOKEN_RE` (not ``\begin``/``\end``)."""
-        if part in _HEDGE_TOKENS or (part in _ALIGNMENT_TOKENS and not self.envs):
-            self.signals.add(part)
-        if kind == "space":
-            self.gap = (self.gap + " ")[:8]
-            return
-        if self.envs and part in _ALIGNMENT_TOKENS:
-            self._separator(part)
-            return
-        if self.row_broken:
-            self.signals.add("\\\\")  # a second row of a non-matrix environment holds something
-        self.row_filled, self.row_broken = True, False
-        self._settle_mixed(part, kind)
-        self.count += 1
-        pending, self.script = self.script, ""
-        if part in _RELATIONS and self.envs and self.envs[-1]:
-            self.signals.add(part)  # math-verify splits a matrix at it: "x = 72 \\ 73" is 73
-        if part in _RELATIONS and not self.groups:
-            self._relation()
-        elif part in ("{", "}"):
-            part = self._brace(part, pending)
-        elif kind == "num":
-            self._number(part, pending)
-        elif part in _OPERATOR_CHARS or part in _OPERATOR_COMMANDS:
-            self.after_number = False
-        else:
-            self._other(part, kind)
-        if part in ("_", "^") and self.base_number:
-            self.script = "sub" if part == "_" else "sup"
-        elif pending and part in _TEXT_COMMANDS:
-            self.script = "suptext" if pending == "sup" else pending
-        # "72\limits_{73}", "72~_{73}", "72{}_{73}": the script is still the number's.
-        if kind == "num" or part == "}script":
-            self.base_number = True
-        elif not (part in _TRANSPARENT or kind == "other"):
-            self.base_number = False
-        self.previous, self.previous_kind = part, kind
-
-    def finish(self) -> set[str]:
-        """The signals found, once every token was fed."""
-        self._settle_mixed("", "")
-        return self.signals
-
-    def _new_entry(self) -> None:
-        self.side_value = self.side_name = self.after_number = False
-        self.gap = ""
-
-    def _separator(self, part: str) -> None:
-        r"""``&``, ``\\``, ``\cr`` or ``\hline`` inside an environment."""
-        if self.envs[-1]:
-            self._new_entry()  # the next matrix entry
-        elif part == "&":
-            self.gap = (self.gap + "&")[:8]  # "72 & 73": two values side by side
-        elif part != "\\hline":
-            self.row_broken = self.row_broken or self.row_filled  # "72 \\ \\ 73" too
-            self.row_filled = False
-            self._new_entry()
-
-    def _relation(self) -> None:
-        if self.side_value and not self.side_name:
-            self.signals.add("equation")
-        self.side_value = self.side_name = self.after_number = False
-
-    def _brace(self, part: str, pending: str) -> str:
-        """Open or close a brace group; returns what the next token sees as ``previous``."""
-        if part == "{":
-            kind = ("operand" if self.previous in _OPERAND_OPENERS
-                    else "text" if self.previous in _TEXT_COMMANDS else "plain")
-            script = pending or (self.groups[-1][1] if self.groups else "")
-            script = "suptext" if script == "sup" and kind == "text" else script
-            self.groups.append((kind, script, bool(pending), self.count, self.base_number))
-            self.text_depth += kind == "text"
-            self.after_number = self.after_number and kind != "operand"
-            return part
-        kind, _, numbers_script, opened, base = (self.groups.pop() if self.groups
-                                                 else ("plain", "", False, 0, False))
-        empty = opened == self.count - 1  # nothing between "{" and this "}"
-        self.text_depth -= kind == "text"
-        self.after_number = self.after_number and kind != "operand"
-        if numbers_script:  # "72_{} 73": the number, script and all, is a value
-            self.after_number, self.gap = True, "}"
-            return "}script"
-        if empty and kind == "plain":
-            self.base_number = base  # "72{}_{73}": an empty group is nothing
-            return "}empty"
-        return "}" + kind
-
-    def _number(self, part: str, pending: str) -> None:
-        script = pending or (self.groups[-1][1] if self.groups else "")
-        if script in ("sub", "suptext"):
-            self.signals.add("subscript" if script == "sub" else "superscript")
-        self.side_value = True
-        if "e" in part or "E" in part:
-            self.signals.add("exponent")
-        gap = self.gap.strip()
-        thousands = (gap in _THOUSANDS_GAPS and len(part) >= 3 and part[:3].isdigit()
-                     and part[3:4] in ("", "."))  # "1 000"
-        if self.after_number and not thousands:
-            if not gap and part.isdigit() and self.previous_kind == "num":
-                self.numerator = part  # "72 1/2" or "72 1": decided by the next tokens
-            else:
-                self.signals.add("juxtaposed")
-        # A bare exponent or subscript belongs to its base: "\log_2 3" is one value; a number's
-        # bare script is part of that number ("72_3 73" is two values).
-        self.after_number, self.gap = self.previous not in ("^", "_") or bool(pending), ""
-
-    def _settle_mixed(self, part: str, kind: str) -> None:
-        """After "72 1": "/" then a larger whole number is a mixed number, anything else is not."""
-        if not self.numerator:
-            return
-        if not self.mixed_slash and part == "/":
-            self.mixed_slash = True
-            return
-        proper = (self.mixed_slash and kind == "num" and part.isdigit()
-                  and _digits_below(self.numerator, part))
-        self.signals.add("mixed number" if proper else "juxtaposed")
-        self.numerator, self.mixed_slash = "", False
-
-    def _other(self, part: str, kind: str) -> None:
-        if (kind == "word" and not self.text_depth) or (
-                kind == "cmd" and part not in _CONSTANT_COMMANDS):
-            self.side_name = True
-        self.side_value = self.side_value or part in ("\\pi", "\\infty")
-        self.gap = (self.gap + part)[:8]
-
-
 def extract_answer(
     response: str, *, strict: bool = False, prompt: str | None = None, gold: str | None = None
 ) -> Extraction:
