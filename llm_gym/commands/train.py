@@ -73,6 +73,7 @@ from llm_gym.commands.output import output_lines, write_json
 from llm_gym.wrappers.stack import WRAPPER_NAMES, parse_wrappers
 
 DEFAULT_TIMESTEPS = 10_000
+RUNS = "runs"  # where default run folders go, relative to the working directory
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -129,6 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Train (or resume), save, evaluate and print the result table."""
     if args.timesteps is not None and args.timesteps < 1:
         raise ValueError(f"--timesteps must be at least 1, got {args.timesteps}")
+    new_parent = not (args.resume or args.log_dir or Path(RUNS).exists())
     run_dir = _run_dir(args)
     # The folder's lock for the whole command: a second writer is refused (issue 19).
     with lock_run_folder(run_dir) as lock:
@@ -136,7 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
             _claim(lock, args)
             return _train(args, run_dir)
         finally:
-            _discard_if_unused(run_dir)
+            _discard_if_unused(run_dir, new_parent)
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -147,7 +149,7 @@ def _run_dir(args: argparse.Namespace) -> Path:
         return Path(args.log_dir or args.resume)
     if not args.env or not args.agent:
         raise ValueError("train needs --env and --agent (or --resume DIR)")
-    return default_run_dir(f"runs/{args.agent}-{args.env.split('/')[-1]}-s{args.seed}")
+    return default_run_dir(f"{RUNS}/{args.agent}-{args.env.split('/')[-1]}-s{args.seed}")
 
 
 def _claim(lock: RunLock, args: argparse.Namespace) -> None:
@@ -161,11 +163,16 @@ def _claim(lock: RunLock, args: argparse.Namespace) -> None:
     clear_run(lock)
 
 
-def _discard_if_unused(run_dir: Path) -> None:
-    """Remove a run folder that a failed start left with nothing but its lock file."""
+def _discard_if_unused(run_dir: Path, new_parent: bool) -> None:
+    """Remove a run folder left with only its lock file by a failed start (``runs/`` too if new).
+
+    A mistake on the command line must leave nothing behind (tests/test_cli_errors.py).
+    """
     if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
         (run_dir / LOCK_FILE).unlink()
         run_dir.rmdir()
+        if new_parent and not any(run_dir.parent.iterdir()):
+            run_dir.parent.rmdir()
 
 
 def _train(args: argparse.Namespace, run_dir: Path) -> int:
