@@ -26,8 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.agents.base import EpisodeRecord
-from llm_gym.agents.factory import AgentEnvMismatch
+from llm_gym.agents.base import AgentEnvMismatch, EpisodeRecord
 from llm_gym.agents.tabular import EpisodicAgent
 
 

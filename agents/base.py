@@ -39,6 +39,10 @@ class Agent(Protocol):
         ...
 
 
+class AgentEnvMismatch(ValueError):
+    """The agent cannot act in the env (e.g. q-learning on a token env)."""
+
+
 @dataclass
 class EpisodeRecord:
     """One finished training episode, the unit of every learning curve.

@@ -18,6 +18,7 @@ corrupt one with a warning; :class:`CheckpointSchedule` says when to save.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -37,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as dump_safetensors
 
-from llm_gym.agents.run_folder import folder_run_id
+from llm_gym.agents.run_folder import RunLock, folder_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -446,3 +447,27 @@ class CheckpointSchedule:
             self._last = now
             return True
         return False
+
+
+def claim_run_folder(lock: RunLock, run_id: str) -> None:
+    """Refuse a locked folder whose checkpoints belong to another run; else record ``run_id``.
+
+    Raises:
+        FileExistsError: ``checkpoints/`` holds saves of another run (named, with the fix).
+    """
+    others = set()
+    for folder in list_checkpoints(lock.folder / "checkpoints"):
+        with contextlib.suppress(ValueError):  # unreadable: not a run we can name
+            others.add(save_info(folder).run_id)
+    others.discard(run_id)
+    if not others:
+        # Writes torn by a kill: no one else writes here while we hold the lock.
+        for torn in (lock.folder / "checkpoints").glob(".tmp-*"):
+            shutil.rmtree(torn, ignore_errors=True)
+    if others:
+        raise FileExistsError(
+            f"log_dir {lock.folder} holds checkpoints of another run (run id "
+            f"{', '.join(sorted(str(o) for o in others))}); continue that run with "
+            f"learn(..., resume_from={str(lock.folder)!r}) or load(), or pass another "
+            "log_dir")
+    lock.record(run_id)

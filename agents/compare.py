@@ -31,7 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.agents.base import EpisodeRecord
+from llm_gym.agents.base import AgentEnvMismatch, EpisodeRecord
 from llm_gym.agents.compare_plot import plot_learning_curves
 from llm_gym.agents.evaluation import (
     EvalResult,
@@ -42,7 +42,6 @@ from llm_gym.agents.factory import (
     AGENTS,
     BANDIT_AGENTS,
     LLM_AGENTS,
-    AgentEnvMismatch,
     check_agent_name,
     env_kind_mismatch,
     is_token_env_id,

@@ -24,6 +24,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.config import config_from_dict, read_config_file, rename_deprecated
 from llm_gym.wrappers.stack import is_token_env_id, parse_wrappers
 
@@ -95,10 +96,6 @@ SB3_DEFAULTS: dict[str, dict[str, Any]] = {
     "dqn": {"learning_starts": 500, "buffer_size": 50_000, "target_update_interval": 250,
             "exploration_fraction": 0.3},
 }
-
-
-class AgentEnvMismatch(ValueError):
-    """The agent cannot act in the env (e.g. q-learning on a token env)."""
 
 
 def check_agent_name(name: str) -> None:

@@ -47,31 +47,6 @@ class RunLock:
         os.pwrite(fd, json.dumps({"run_id": run_id, "pid": os.getpid()}).encode(), 0)
         os.fsync(fd)
 
-    def claim(self, run_id: str) -> None:
-        """Refuse a folder whose checkpoints belong to another run; else :meth:`record` ours.
-
-        Raises:
-            FileExistsError: ``checkpoints/`` holds saves of another run (named, with the fix).
-        """
-        from llm_gym.agents.checkpoints import list_checkpoints, save_info  # imports us
-
-        others = set()
-        for folder in list_checkpoints(self.folder / "checkpoints"):
-            with contextlib.suppress(ValueError):  # unreadable: not a run we can name
-                others.add(save_info(folder).run_id)
-        others.discard(run_id)
-        if not others:
-            # Writes torn by a kill: no one else writes here while we hold the lock.
-            for torn in (self.folder / "checkpoints").glob(".tmp-*"):
-                shutil.rmtree(torn, ignore_errors=True)
-        if others:
-            raise FileExistsError(
-                f"log_dir {self.folder} holds checkpoints of another run (run id "
-                f"{', '.join(sorted(str(o) for o in others))}); continue that run with "
-                f"learn(..., resume_from={str(self.folder)!r}) or load(), or pass another "
-                "log_dir")
-        self.record(run_id)
-
     def release(self) -> None:
         """Let go of the lock (the last holder in this process unlocks and closes it)."""
         if self._released:

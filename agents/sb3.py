@@ -14,8 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.agents.base import EpisodeRecord, EpisodeRecorder
-from llm_gym.agents.factory import AgentEnvMismatch
+from llm_gym.agents.base import AgentEnvMismatch, EpisodeRecord, EpisodeRecorder
 from llm_gym.agents.sb3_loading import safe_custom_objects
 
 SB3_ALGORITHMS = ("ppo", "a2c", "dqn", "maskable-ppo")

@@ -18,8 +18,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import trange
 
-from llm_gym.agents.base import EpisodeRecord, episode_success
-from llm_gym.agents.factory import AgentEnvMismatch
+from llm_gym.agents.base import AgentEnvMismatch, EpisodeRecord, episode_success
 
 
 def check_discrete(env: gym.Env, agent_name: str) -> None:

@@ -26,6 +26,7 @@ import torch
 from llm_gym.agents.base import EpisodeRecord
 from llm_gym.agents.checkpoints import (
     CheckpointSchedule,
+    claim_run_folder,
     load_checkpoint,
     save_checkpoint,
     write_state_dir,
@@ -188,7 +189,7 @@ class LLMTrainer(abc.ABC):
         with locked(self.log_dir) as lock:  # one writer per folder (issue 19)
             target = learn_target(self, total_timesteps, reset_num_timesteps, resume_from)
             if lock is not None:  # after resume_from's load, which makes this the saved run
-                lock.claim(self.run_id)
+                claim_run_folder(lock, self.run_id)
             saved = self._learn_to(target, callback, progress_bar)
         logger.info("learn took the run to %d env steps (target %d)", self.num_timesteps, target)
         if stop_requested():

@@ -15,8 +15,9 @@ from llm_gym.agents.bandits import (
     UCB1Agent,
     make_bandit_agent,
 )
+from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.compare import plan_runs, run_comparison
-from llm_gym.agents.factory import AgentEnvMismatch, load_agent, make_agent
+from llm_gym.agents.factory import load_agent, make_agent
 from llm_gym.agents.greedy import RandomAgent
 from llm_gym.agents.regret import RegretRecorder
 from llm_gym.cli import main

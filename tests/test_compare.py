@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.compare import RunSpec, plan_runs, run_comparison, run_one
-from llm_gym.agents.factory import AGENT_NAMES, AgentEnvMismatch, make_agent
+from llm_gym.agents.factory import AGENT_NAMES, make_agent
 from llm_gym.cli import main
 
 WALK, TEXT = "llm_gym/LeftRight-v0", "llm_gym/LeftRightText-v0"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from llm_gym.agents.factory import AgentEnvMismatch, make_agent
+from llm_gym.agents.base import AgentEnvMismatch
+from llm_gym.agents.factory import make_agent
 from llm_gym.agents.grpo import GRPOConfig
 from tests.test_grpo import letter_agent
 

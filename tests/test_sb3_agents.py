@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.evaluation import evaluate_agent
-from llm_gym.agents.factory import AgentEnvMismatch
 from llm_gym.agents.sb3 import load_sb3_agent, make_sb3_agent
 
 TEXT = "llm_gym/LeftRightText-v0"

@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.evaluation import evaluate_agent, success_threshold
-from llm_gym.agents.factory import AgentEnvMismatch
 from llm_gym.agents.greedy import GreedyAgent, RandomAgent
 from llm_gym.agents.tabular import QLearningAgent
 

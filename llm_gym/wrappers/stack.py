@@ -42,13 +42,15 @@ def wrapper_classes(name: str) -> tuple[type, type]:
         ['llm_gym.wrappers.shaping', 'llm_gym.wrappers.vector']
     """
     if name == "LearnedReward":  # its own modules: it loads a reward model (torch)
-        from llm_gym.wrappers import learned, learned_vector
+        from llm_gym.wrappers.learned import LearnedReward
+        from llm_gym.wrappers.learned_vector import LearnedReward as VectorLearnedReward
 
-        return learned.LearnedReward, learned_vector.LearnedReward
+        return LearnedReward, VectorLearnedReward
     if name in LLM_GYM_WRAPPERS:
-        from llm_gym.wrappers import shaping, vector
+        import llm_gym.wrappers.shaping
+        import llm_gym.wrappers.vector
 
-        return getattr(shaping, name), getattr(vector, name)
+        return getattr(llm_gym.wrappers.shaping, name), getattr(llm_gym.wrappers.vector, name)
     if name in GYMNASIUM_WRAPPERS:
         import gymnasium.wrappers
         import gymnasium.wrappers.vector

@@ -27,8 +27,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+import llm_gym.wrappers.shaping as shaping
 from llm_gym.vector import row_info
-from llm_gym.wrappers import shaping
 from llm_gym.wrappers.response import TOKEN_KEYS, last_response
 
 
