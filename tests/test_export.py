@@ -12,9 +12,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llm_gym.agents.checkpoints import save_checkpoint
+from llm_gym.agents.export import export_model, find_agent_state
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 from llm_gym.cli import main
-from llm_gym.export import byte_tokenizer_as_hf, export_model, find_agent_state
+from llm_gym.export import byte_tokenizer_as_hf
 from llm_gym.models import tiny_model
 from llm_gym.tokenizers import ByteTokenizer
 
@@ -215,10 +216,12 @@ def test_gguf_lora_run_exports_adapter_with_its_base_and_tokenizer(tmp_path) -> 
 def test_doc_examples_run() -> None:
     import doctest
 
+    import llm_gym.agents.export
     import llm_gym.export
 
-    result = doctest.testmod(llm_gym.export, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 4 and result.failed == 0
+    results = [doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+               for module in (llm_gym.export, llm_gym.agents.export)]
+    assert all(r.attempted >= 3 and r.failed == 0 for r in results)
 
 
 @needs_peft

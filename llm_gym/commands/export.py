@@ -3,7 +3,7 @@
 Reads the newest complete save of a run of ``llm-gym train --agent grpo|ppo`` and writes
 ``OUT_DIR`` with ``config.json``, ``model.safetensors``, ``generation_config.json`` and the
 tokenizer with its chat template, for ``AutoModelForCausalLM`` / ``AutoTokenizer``, TRL and vLLM
-(:mod:`llm_gym.export`). A LoRA run is merged into its base unless ``--adapter`` is given.
+(:mod:`llm_gym.agents.export`). A LoRA run is merged into its base unless ``--adapter`` is given.
 
 Example:
     llm-gym export runs/grpo-Arithmetic-v0-s0-20260101-120000 models/arithmetic
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export, then say what was written and how to load it."""
-    from llm_gym.export import export_model, find_agent_state
+    from llm_gym.agents.export import export_model, find_agent_state
 
     source = find_agent_state(args.run_dir)  # fails fast, before torch loads, on a bad folder
     out = export_model(args.run_dir, args.out_dir, adapter=args.adapter,
