@@ -9,14 +9,9 @@ import pytest
 import torch
 
 import llm_gym  # noqa: F401
+from llm_gym.agents.preferences import build_preferences, pair_by_reward
 from llm_gym.cli import main
-from llm_gym.preferences import (
-    build_preferences,
-    check_preferences,
-    load_preferences,
-    pair_by_reward,
-    write_preferences,
-)
+from llm_gym.preferences import check_preferences, load_preferences, write_preferences
 from llm_gym.tokenizers import ByteTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,7 +4,7 @@ Samples ``--n`` replies to each of ``--items`` task items with ``--model`` and p
 higher-scored reply with a lower-scored one by the env's verifiable reward; ties are dropped.
 The rows are conversational TRL rows (``prompt``, ``chosen``, ``rejected``, plus
 ``chosen_score``, ``rejected_score``, ``task_index``), ready for ``llm-gym train-rm`` or TRL's
-``RewardTrainer``/``DPOTrainer`` (:mod:`llm_gym.preferences`).
+``RewardTrainer``/``DPOTrainer`` (:mod:`llm_gym.agents.preferences`, :mod:`llm_gym.preferences`).
 
 Example:
     llm-gym preferences --env llm_gym/Arithmetic-v0 --model smollm2 --n 4 --items 64
@@ -48,8 +48,9 @@ def run_preferences(args: argparse.Namespace) -> int:
     """Sample, pair, write, and print the counts."""
     from pathlib import Path
 
+    from llm_gym.agents.preferences import build_preferences
     from llm_gym.commands.arguments import json_object
-    from llm_gym.preferences import OUTPUT_SUFFIXES, build_preferences, write_preferences
+    from llm_gym.preferences import OUTPUT_SUFFIXES, write_preferences
 
     if Path(args.out).suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"--out {args.out}: write .jsonl, .json (JSON lines) or .parquet")
