@@ -61,7 +61,7 @@ class GRPOAgent(CausalLMTrainer):
             see :mod:`llm_gym.wrappers.stack`) applied to the batch: GRPO learns from the shaped
             reward, and each term's episode mean is logged as ``reward/<term>``.
         rollout_workers: play each batch on this many Ray actors, each with a slice of the rows
-            and a copy of the policy (:mod:`llm_gym.distributed.rollout`); 0 plays it here.
+            and a copy of the policy (:mod:`llm_gym.agents.rollout_workers`); 0 plays it here.
             The results are those of the single-process run.
         scoring_workers: grade code and math on this many Ray actors
             (:mod:`llm_gym.distributed.scoring`), here and in the rollout workers.
@@ -110,8 +110,8 @@ class GRPOAgent(CausalLMTrainer):
 
     def _start_ray(self, rollout_workers: int, scoring_workers: int, address: str | None,
                    rows: int) -> None:
+        from llm_gym.agents.rollout_workers import RolloutWorkers, WorkerSpec
         from llm_gym.distributed import connect
-        from llm_gym.distributed.rollout import RolloutWorkers, WorkerSpec
 
         for name, value in (("rollout_workers", rollout_workers),
                             ("scoring_workers", scoring_workers)):

@@ -6,7 +6,7 @@ Scoring: sanitized MBPP reference solutions through the sandbox (``code_pass_rat
 
 Rollouts: GRPO batches of Arithmetic-v0 (the same item indices, seeds and generator state each
 time) played in this process by :func:`~llm_gym.agents.rollout.collect_rollouts` and by
-:class:`~llm_gym.distributed.rollout.RolloutWorkers` with N actors; agent tokens/s per batch, and
+:class:`~llm_gym.agents.rollout_workers.RolloutWorkers` with N actors; agent tokens/s per batch, and
 Ray's overhead per batch at one worker against the single-process run (the issue's goal: at most
 10%). The weights are sent once before the timed batches; that sync is reported on its own.
 
@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from llm_gym.agents.rollout import collect_rollouts  # noqa: E402
+from llm_gym.agents.rollout_workers import RolloutWorkers, WorkerSpec  # noqa: E402
 from llm_gym.distributed import connect  # noqa: E402
-from llm_gym.distributed.rollout import RolloutWorkers, WorkerSpec  # noqa: E402
 from llm_gym.distributed.scoring import ScoringWorkers  # noqa: E402
 from llm_gym.models import load_model  # noqa: E402
 from llm_gym.rewards.code import code_pass_rate  # noqa: E402

@@ -173,7 +173,7 @@ def test_workers_split_the_rows_and_score_on_the_scoring_actors(ray_local):
 
 def test_with_lora_only_the_adapter_travels_and_the_run_matches(ray_local, monkeypatch):
     pytest.importorskip("peft", reason="needs peft (pip install 'llm_gym[lora]')")
-    from llm_gym.distributed.rollout import RolloutWorkers
+    from llm_gym.agents.rollout_workers import RolloutWorkers
 
     lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 

@@ -1,4 +1,7 @@
-"""Scale-out on Ray: rollout workers and scoring workers as Ray actors, one learner.
+"""Scale-out on Ray: connecting to Ray, and the scoring workers as Ray actors.
+
+The rollout workers, which play a trainer's batch with a policy copy, are an agents part
+(:mod:`llm_gym.agents.rollout_workers`); they use :func:`connect` and :func:`require_ray`.
 
 Ray is an optional extra (``pip install 'llm_gym[ray]'``). Nothing here is imported by the
 single-process path; :func:`require_ray` gives the one-line message when Ray is missing and
