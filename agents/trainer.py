@@ -103,7 +103,7 @@ class Collected:
 class TrainerHook(Protocol):
     """Something that acts after each update and whose state rides in the trainer's checkpoints.
 
-    E.g. :class:`~llm_gym.multiagent.league.SelfPlayLeague`, which snapshots the learner and
+    E.g. :class:`~llm_gym.agents.league.SelfPlayLeague`, which snapshots the learner and
     picks the next opponent. A hook keeps its logic out of the trainers: the base only calls
     :meth:`on_update` after every update (before the checkpoint of that update) and saves and
     restores :meth:`state_dict` with the rest of the training state.

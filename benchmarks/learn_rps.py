@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from llm_gym.agents.factory import make_agent
+from llm_gym.agents.tournament import play_game
 from llm_gym.envs.multiagent.games import RPS
+from llm_gym.envs.multiagent.policies import AgentPolicy, Policy, Turn, random_policy
 from llm_gym.models import torch_threads
-from llm_gym.multiagent.policies import AgentPolicy, Policy, Turn, random_policy
-from llm_gym.multiagent.tournament import play_game
 
 ENV_ID = "llm_gym/RockPaperScissorsText-v0"
 BIAS = (0.5, 0.25, 0.25)  # rock, paper, scissors (PettingZoo's moves 0, 1, 2)

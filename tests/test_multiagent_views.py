@@ -11,8 +11,8 @@ from gymnasium.utils.env_checker import check_env
 
 import llm_gym  # noqa: F401 - registers the ids
 from llm_gym.envs.multiagent.games import TICTACTOE
-from llm_gym.multiagent.policies import Forfeit, MinimaxPolicy, make_policy, random_policy
-from llm_gym.multiagent.single_agent import SeatPlay
+from llm_gym.envs.multiagent.policies import Forfeit, MinimaxPolicy, make_policy, random_policy
+from llm_gym.envs.multiagent.single_agent import SeatPlay
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

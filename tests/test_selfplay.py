@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig, parameter_hash
+from llm_gym.agents.league import SelfPlayConfig, SelfPlayLeague
 from llm_gym.agents.training import latest_checkpoint, load_checkpoint
 from llm_gym.cli import main
-from llm_gym.multiagent.league import SelfPlayConfig, SelfPlayLeague
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

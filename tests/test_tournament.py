@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llm_gym.agents.tournament import PairResult, fit_elo, play_game, run_tournament
 from llm_gym.cli import main
 from llm_gym.envs.multiagent.games import CONNECT_FOUR, TICTACTOE
-from llm_gym.multiagent.policies import AgentPolicy, MinimaxPolicy, random_policy
-from llm_gym.multiagent.tournament import PairResult, fit_elo, play_game, run_tournament
+from llm_gym.envs.multiagent.policies import AgentPolicy, MinimaxPolicy, random_policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,7 +1,9 @@
 """Multi-agent games as PettingZoo envs with token-level faces.
 
-Each module follows PettingZoo's layout: ``env()`` (wrapped), ``raw_env``, and
+Each game module follows PettingZoo's layout: ``env()`` (wrapped), ``raw_env``, and
 ``parallel_env()`` for simultaneous games. The games step PettingZoo's own envs underneath.
+:mod:`~llm_gym.envs.multiagent.single_agent` turns a game into an ordinary env for one seat,
+the other seats played by the policies of :mod:`~llm_gym.envs.multiagent.policies`.
 
 Example:
     >>> from llm_gym.envs.multiagent import tictactoe_text_v0

@@ -15,8 +15,8 @@ from typing import Any
 from pettingzoo.utils import wrappers
 
 from llm_gym.envs.multiagent.games import CONNECT_FOUR
+from llm_gym.envs.multiagent.single_agent import GameSeatEnv, GameSeatTextEnv
 from llm_gym.envs.multiagent.token_aec import TokenTurnGame
-from llm_gym.multiagent.single_agent import GameSeatEnv, GameSeatTextEnv
 from llm_gym.tokenizers import Tokenizer
 
 
@@ -74,7 +74,7 @@ class ConnectFourSoloTextEnv(GameSeatTextEnv):
     `seat` is given), the other played by `opponent` (``"random"`` by default, ``"minimax"``,
     an SB3 model, an llm_gym agent or a callable). The conversation, rewards and invalid-move
     rule are the token face's; the episode ends with the game. See
-    :class:`~llm_gym.multiagent.single_agent.GameSeatTextEnv`.
+    :class:`~llm_gym.envs.multiagent.single_agent.GameSeatTextEnv`.
 
     Example:
         >>> import gymnasium as gym, llm_gym

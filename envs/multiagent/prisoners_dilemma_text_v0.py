@@ -20,8 +20,8 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from llm_gym.envs.multiagent.games import PRISONERS_DILEMMA
 from llm_gym.envs.multiagent.prisoners_dilemma import parallel_env as classic_parallel_env
+from llm_gym.envs.multiagent.single_agent import GameSeatEnv, GameSeatTextEnv
 from llm_gym.envs.multiagent.token_parallel import TokenSimultaneousGame
-from llm_gym.multiagent.single_agent import GameSeatEnv, GameSeatTextEnv
 from llm_gym.tokenizers import Tokenizer
 
 
@@ -87,7 +87,7 @@ class PrisonersDilemmaSoloTextEnv(GameSeatTextEnv):
 
     ``llm_gym/PrisonersDilemmaText-v0``: the moves only (no message turn: the opponents are
     policies, which do not talk). Rewards are Axelrod's payoffs per round. See
-    :class:`~llm_gym.multiagent.single_agent.GameSeatTextEnv`.
+    :class:`~llm_gym.envs.multiagent.single_agent.GameSeatTextEnv`.
 
     Example:
         >>> import gymnasium as gym, llm_gym

@@ -15,8 +15,8 @@ from typing import Any
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from llm_gym.envs.multiagent.games import RPS
+from llm_gym.envs.multiagent.single_agent import GameSeatEnv, GameSeatTextEnv
 from llm_gym.envs.multiagent.token_parallel import TokenSimultaneousGame
-from llm_gym.multiagent.single_agent import GameSeatEnv, GameSeatTextEnv
 from llm_gym.tokenizers import Tokenizer
 
 
@@ -89,7 +89,7 @@ class RockPaperScissorsSoloTextEnv(GameSeatTextEnv):
     game unless `seat` is given), the other played by `opponent` (``"random"`` by default,
     an SB3 model, an llm_gym agent or a callable). The conversation, rewards and invalid-move
     rule are the token face's; the episode ends with the game. See
-    :class:`~llm_gym.multiagent.single_agent.GameSeatTextEnv`.
+    :class:`~llm_gym.envs.multiagent.single_agent.GameSeatTextEnv`.
 
     Example:
         >>> import gymnasium as gym, llm_gym

@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def build_player(spec: str, game: str, seed: int, constrained: bool) -> Any:
     """The policy of one ``--agents`` entry."""
-    from llm_gym.multiagent.policies import POLICY_NAMES, AgentPolicy, make_policy
+    from llm_gym.envs.multiagent.policies import POLICY_NAMES, AgentPolicy, make_policy
 
     if spec in POLICY_NAMES:
         return make_policy(spec)
@@ -108,8 +108,8 @@ def opponent_for(env_id: str, spec: str) -> Any:
 
 def run_tournament_command(args: argparse.Namespace) -> int:
     """Play the tournament, print the tables, write the PNG if asked."""
+    from llm_gym.agents.tournament import format_tables, plot_elo, run_tournament
     from llm_gym.envs.multiagent.games import game_rules
-    from llm_gym.multiagent.tournament import format_tables, plot_elo, run_tournament
 
     specs = [s.strip() for s in args.agents.split(",") if s.strip()]
     if len(set(specs)) < 2 or len(set(specs)) != len(specs):

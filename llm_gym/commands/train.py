@@ -9,7 +9,7 @@ needs nothing else),
 a value that is not a number is ``null``); the end of the output lists them.
 
 ``--self-play JSON`` trains grpo/rloo/reinforce-pp/ppo on a game view against a league of its own
-past snapshots (:class:`~llm_gym.multiagent.league.SelfPlayLeague`; settings
+past snapshots (:class:`~llm_gym.agents.league.SelfPlayLeague`; settings
 ``snapshot_every``, ``pool_size``, ``latest_prob``, ``temperature``, ``seed``); run.json records
 them and the checkpoints hold the pool, so ``--resume`` continues with the same league.
 
@@ -361,7 +361,7 @@ def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
     if config is None:
         return None
     from llm_gym.agents.factory import GRPO_FAMILY
-    from llm_gym.multiagent.league import SelfPlayLeague
+    from llm_gym.agents.league import SelfPlayLeague
 
     players = (*GRPO_FAMILY, "ppo")  # the trainers that play the env (dpo reads a file)
     if agent not in players:
@@ -421,7 +421,7 @@ def _write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
 
 def _self_play_settings(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
     """``--self-play`` as run.json records it (every setting, defaults included)."""
-    from llm_gym.multiagent.league import SelfPlayConfig
+    from llm_gym.agents.league import SelfPlayConfig
 
     return None if config is None else SelfPlayConfig.from_json(config).to_dict()
 

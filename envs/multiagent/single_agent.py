@@ -15,8 +15,8 @@ import numpy as np
 from gymnasium import spaces
 
 from llm_gym.envs.multiagent.games import GameRules, legal_moves
+from llm_gym.envs.multiagent.policies import Forfeit, Turn, classic_observation, make_policy
 from llm_gym.envs.multiagent.seat import word_masks
-from llm_gym.multiagent.policies import Forfeit, Turn, classic_observation, make_policy
 from llm_gym.token_env import Task, TokenEnv, TurnResult, warn_unrenderable
 from llm_gym.tokenizers import Tokenizer
 
@@ -24,12 +24,12 @@ from llm_gym.tokenizers import Tokenizer
 class SeatPlay:
     """A PettingZoo AEC game seen from one seat: every other seat moves by ``opponent``.
 
-    An opponent that forfeits (:class:`~llm_gym.multiagent.policies.Forfeit`) or names an
+    An opponent that forfeits (:class:`~llm_gym.envs.multiagent.policies.Forfeit`) or names an
     illegal move loses the game: the learner gets +1 and the game is over.
 
     Args:
         rules: the game.
-        opponent: a policy spec for :func:`~llm_gym.multiagent.policies.make_policy`.
+        opponent: a policy spec for :func:`~llm_gym.envs.multiagent.policies.make_policy`.
         seat: the learner's seat (index into ``possible_agents``), or ``None`` to draw one per
             game (so the learner plays both first and second).
         game_kwargs: keyword arguments of the PettingZoo ``raw_env``.
@@ -136,7 +136,7 @@ class GameSeatTextEnv(TokenEnv):
 
     Args:
         opponent: ``"random"``, ``"minimax"``, an SB3 model, an llm_gym agent or a
-            callable(turn) -> move (see :func:`~llm_gym.multiagent.policies.make_policy`).
+            callable(turn) -> move (see :func:`~llm_gym.envs.multiagent.policies.make_policy`).
         seat: the learner's seat, or ``None`` to draw it each game.
         constrained: put an ``action_mask`` of legal move words in the observation.
         invalid_penalty: reward of a reply that names no legal move.

@@ -2,7 +2,7 @@
 
 All players play the real PettingZoo game: classic players (random, minimax, SB3 models) read
 its observation (the classic face), LLM agents play its token face through
-:class:`~llm_gym.multiagent.policies.AgentPolicy`. Ratings are the maximum-likelihood
+:class:`~llm_gym.envs.multiagent.policies.AgentPolicy`. Ratings are the maximum-likelihood
 Bradley-Terry fit on the Elo scale (draws count half a win), computed with Hunter's MM
 algorithm (Hunter 2004, "MM algorithms for generalized Bradley-Terry models"), with one
 virtual draw per pair as a prior so that a player who never loses keeps a finite rating (the
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from llm_gym.envs.multiagent.games import GameRules
-from llm_gym.multiagent.policies import Forfeit, Policy, Turn
+from llm_gym.envs.multiagent.policies import Forfeit, Policy, Turn
 
 ELO_SCALE = 400.0 / np.log(10.0)  # Elo points per natural-log unit of strength
 ELO_MEAN = 1000.0
@@ -61,7 +61,7 @@ def play_game(rules: GameRules, policies: Sequence[Policy], rng: np.random.Gener
 
     Example:
         >>> from llm_gym.envs.multiagent.games import TICTACTOE
-        >>> from llm_gym.multiagent.policies import MinimaxPolicy
+        >>> from llm_gym.envs.multiagent.policies import MinimaxPolicy
         >>> scores, _ = play_game(TICTACTOE, [MinimaxPolicy()] * 2, np.random.default_rng(0))
         >>> scores
         [0.0, 0.0]
@@ -94,7 +94,7 @@ def run_tournament(rules: GameRules, players: dict[str, Policy], games_per_pair:
 
     Example:
         >>> from llm_gym.envs.multiagent.games import TICTACTOE
-        >>> from llm_gym.multiagent.policies import MinimaxPolicy, random_policy
+        >>> from llm_gym.envs.multiagent.policies import MinimaxPolicy, random_policy
         >>> result = run_tournament(TICTACTOE, {"random": random_policy,
         ...                                     "minimax": MinimaxPolicy()}, 10)
         >>> result.pairs[0].wins, result.elo["minimax"] > result.elo["random"]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm_gym.multiagent.policies import AgentPolicy, random_policy
+from llm_gym.envs.multiagent.policies import AgentPolicy, random_policy
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ class SelfPlayLeague:
 def _game_seats(trainer: Any) -> list[Any]:
     """The single-agent game views of every row of ``trainer``'s batch, checked."""
     from llm_gym.agents.trainer import LLMTrainer
-    from llm_gym.multiagent.single_agent import GameSeatTextEnv
+    from llm_gym.envs.multiagent.single_agent import GameSeatTextEnv
 
     if not isinstance(trainer, LLMTrainer) or getattr(trainer, "tokenizer", None) is None:
         raise ValueError(f"self-play trains a language model: attach the league to a grpo, "
