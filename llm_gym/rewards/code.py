@@ -51,7 +51,8 @@ from typing import Any
 
 from llm_gym.sandbox import RunResult, SandboxPool, SandboxUnavailable, Status
 from llm_gym.sandbox.isolation import Isolation
-from llm_gym.sandbox.runner import detect_isolation, stdlib_source
+from llm_gym.sandbox.runner import detect_isolation
+from llm_gym.sandbox.scripts import PythonScript, stdlib_source
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ def _run(job: dict[str, Any], timeout: float, partial: bool,
     # The grader's own rlimits (issue 13: it ran without any); it sets them before anything else.
     limits = {"as": GRADER_MEMORY, "cpu": math.ceil(timeout) + 1, "fsize": 0, "nofile": 64}
     run = pool.run(job["code"], timeout=timeout, mode="serve",
-                   peer=[iso.python, "-I", "-S", "-c", _GRADER_SOURCE, json.dumps(limits)],
+                   peer=PythonScript(iso.python, _GRADER_SOURCE, (json.dumps(limits),)),
                    peer_input=json.dumps({**job, "candidate": None}).encode(
                        "utf-8", errors="surrogatepass"))
     return _score(job, run, partial)

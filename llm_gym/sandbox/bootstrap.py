@@ -1,8 +1,8 @@
 """What runs first inside the sandbox, before the untrusted program (stdlib only).
 
-The source of this module (after :mod:`llm_gym.sandbox.wire`) is passed to
-``python -I -S -c``; ``sys.argv[1]`` is a JSON object with the rlimits, the program's file
-descriptor and the mode:
+The source of this module (after :mod:`llm_gym.sandbox.wire`) runs in ``python -I -S``,
+precompiled (:mod:`llm_gym.sandbox.scripts`); ``sys.argv[1]`` is a JSON object with the rlimits,
+the program's file descriptor and the mode:
 
 * ``"main"`` runs the program as ``__main__`` — a plain untrusted script.
 * ``"serve"`` runs it as module ``solution`` and then serves calls: one JSON request line per

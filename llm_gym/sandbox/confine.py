@@ -1,7 +1,7 @@
 """Guards the bootstrap sets up inside the run itself (stdlib only: this source runs there).
 
 Its source is concatenated into the bootstrap script (see
-:func:`llm_gym.sandbox.runner.stdlib_source`), so it must not import anything outside the
+:func:`llm_gym.sandbox.scripts.stdlib_source`), so it must not import anything outside the
 standard library. Three guards (issue 19):
 
 * :func:`deny_user_namespaces` — ``user.max_user_namespaces=0`` in the run's user namespace,

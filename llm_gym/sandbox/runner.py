@@ -49,7 +49,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from llm_gym.sandbox.cgroup import SlotCgroup, children
 from llm_gym.sandbox.isolation import (
@@ -61,21 +60,14 @@ from llm_gym.sandbox.isolation import (
     map_ids,
     tie_to_parent,
 )
+from llm_gym.sandbox.scripts import PythonScript, stdlib_source
 from llm_gym.sandbox.seccomp_policy import MISSING_NOTE, policy_bpf
 
-_HERE = Path(__file__).parent
-_STRIP = re.compile(r"^(from __future__ import annotations|from llm_gym\.\S+ import .*)$", re.M)
 _CHILD_ENV = {"MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "MKL_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
               "LANG": "C.UTF-8"}
 _READ = 1 << 16
 _UID_RE = re.compile(rb"\nUid:\s+(\d+)\s+(\d+)\s+(\d+)")
-
-
-def stdlib_source(*modules: str) -> str:
-    """Concatenate stdlib-only modules of this package into one ``python -c`` script."""
-    parts = [_STRIP.sub("", (_HERE / f"{name}.py").read_text()) for name in modules]
-    return "from __future__ import annotations\n" + "\n".join(parts)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -207,7 +199,7 @@ class Sandbox:
         self.close()
 
     def run(self, program: str, *, timeout: float | None = None, bootstrap: str | None = None,
-            mode: str = "main", peer: list[str] | None = None,
+            mode: str = "main", peer: PythonScript | None = None,
             peer_input: bytes = b"") -> RunResult:
         """Run ``program`` and return within ``timeout`` (+ kill and cleanup time).
 
@@ -217,9 +209,9 @@ class Sandbox:
             bootstrap: sandbox-side script (default :mod:`llm_gym.sandbox.bootstrap`).
             mode: ``"main"`` runs the program as ``__main__``; ``"serve"`` runs it as a call
                 server for ``peer`` (see :mod:`llm_gym.rewards.code`).
-            peer: argv of a trusted process started next to the program; it gets the request
-                write end and the response read end as ``argv[-1]`` JSON ``{"req": fd, "resp":
-                fd}`` and ``peer_input`` on stdin. The run ends when the peer exits.
+            peer: a trusted script started next to the program; it gets the request write end
+                and the response read end as its last argument, JSON ``{"req": fd, "resp":
+                fd}``, and ``peer_input`` on stdin. The run ends when the peer exits.
             peer_input: bytes for the peer's stdin.
         """
         if self._lock_fd is None:
@@ -293,7 +285,7 @@ class _Run:
     """The processes and pipes of one run."""
 
     def __init__(self, iso: Isolation, uid: int, cfg: SandboxConfig, program: str,
-                 timeout: float, bootstrap: str, mode: str, peer: list[str] | None,
+                 timeout: float, bootstrap: str, mode: str, peer: PythonScript | None,
                  peer_input: bytes, cgroup: SlotCgroup | None = None) -> None:
         self.iso, self.uid, self.cfg, self.workdir = iso, uid, cfg, None
         self.peer, self.cgroup = None, cgroup
@@ -328,7 +320,9 @@ class _Run:
             sync = [ready_r, go_w]
             config["setup"].update(uid=uid, ready_fd=ready_w, go_fd=go_r)
             env.update(LLM_GYM_READY=str(ready_w), LLM_GYM_GO=str(go_r))
-        argv = iso.wrap([iso.python, "-I", "-S", "-c", bootstrap, json.dumps(config)])
+        argv, code_fd = PythonScript(iso.python, bootstrap).command(json.dumps(config))
+        own.append(code_fd)
+        argv = iso.wrap(argv)
         creds = {"user": uid, "group": uid, "extra_groups": []} \
             if iso.degraded and iso.per_slot_uid else {}
         try:
@@ -484,15 +478,17 @@ class _Run:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _start_peer(argv: list[str], fds: list[int], stdin: bytes) -> subprocess.Popen:
+def _start_peer(script: PythonScript, fds: list[int], stdin: bytes) -> subprocess.Popen:
     in_fd = _memfd(stdin)
+    argv, code_fd = script.command(json.dumps({"req": fds[0], "resp": fds[1]}))
     try:
         return subprocess.Popen(  # the grader runs as root: it must not outlive its scorer
-            [*tie_to_parent(), *argv, json.dumps({"req": fds[0], "resp": fds[1]})], stdin=in_fd,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
-            env={"LANG": "C.UTF-8"}, cwd="/", process_group=0)
+            [*tie_to_parent(), *argv], stdin=in_fd, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=[*fds, code_fd], env={"LANG": "C.UTF-8"}, cwd="/",
+            process_group=0)
     finally:
         os.close(in_fd)
+        os.close(code_fd)
 
 
 def _memfd(data: bytes) -> int:
