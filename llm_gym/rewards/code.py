@@ -78,7 +78,7 @@ _SUSPICIOUS = {
     "proc": r"/proc/", "channel_fd": r"os\.(write|fdopen|dup2)|/dev/fd",
 }
 _SUSPICIOUS_RE = {name: re.compile(pattern) for name, pattern in _SUSPICIOUS.items()}
-_GRADER_SOURCE = stdlib_source("wire", "grader")
+_GRADER_SOURCE = stdlib_source("wire_encode", "wire", "grader")
 GRADER_MEMORY = 1 << 30  # the grader's own address-space limit, in bytes
 
 

@@ -231,7 +231,7 @@ class Sandbox:
         return result
 
 
-_BOOTSTRAP = stdlib_source("wire", "confine", "bootstrap")
+_BOOTSTRAP = stdlib_source("wire_encode", "wire", "confine", "bootstrap")
 # The wall clock inside a run fires this long after the parent's deadline: only when the parent
 # is gone (or starved) does it decide how a run ends.
 WALL_GRACE = 1.0

@@ -31,8 +31,11 @@ test that calls ``set()`` on it grew the grader by ~1 GB/s), :data:`MAX_CHARS` c
 text and bytes, :data:`MAX_DEPTH` levels of nesting and ints of at most :data:`MAX_INT_BITS`
 bits; anything larger is malformed and raises ``ValueError``.
 
-This module is stdlib-only and self-contained: its source is also sent verbatim into the
-sandbox and the grader process (both start with ``python -I -S``).
+The encoding half (:func:`to_wire`, :func:`encode`, :class:`Ref`) is
+:mod:`llm_gym.sandbox.wire_encode`; this module holds the strict decoder and the in-place
+update, and every name of the channel is importable from here. Both modules are stdlib-only:
+their sources, the encoder's first, are also sent into the sandbox and the grader process (both
+start with ``python -I -S``).
 
 Example:
     >>> decode(encode({(1, 2): [3.5, None], "s": frozenset({7})}))
@@ -48,179 +51,23 @@ import collections
 import enum
 import json
 import keyword
-import math
 import operator
 import sys
 from typing import Any
 
-MAX_ITEMS = 1_000_000  # items one value may hold in all, range lengths included
+# stripped from the scripts, where the wire_encode source comes first
+from llm_gym.sandbox.wire_encode import _FACTORIES, MAX_ITEMS, Ref, encode, to_wire
+
+# The channel's names, importable from here: the encoding half is defined in wire_encode.
+__all__ = ["MAX_CHARS", "MAX_DEPTH", "MAX_INT_BITS", "MAX_ITEMS", "Ref", "decode", "encode",
+           "from_wire", "may_change", "to_wire", "update_in_place"]
+
+# MAX_ITEMS, the first limit, is set in wire_encode: a drained iterator is held to it too.
 MAX_CHARS = 8 << 20  # characters of str and bytes one decoded value may hold in all
 MAX_DEPTH = 100  # nesting levels of one decoded value
 MAX_INT_BITS = 1 << 16  # largest int magnitude, in bits
-# Ints wider than this cross as hex text: decimal text is capped at 4,300 digits (CPython's
-# int_max_str_digits), hex has no cap and converts in linear time.
-_HEX_INT_BITS = 1 << 10
 _MAX_NAME = 200  # characters of a class or field name on the channel
 _MAX_FIELDS = 255  # fields of one named tuple
-
-_VIEW_TYPES = {type({}.keys()): "keys", type({}.values()): "values", type({}.items()): "items",
-               type(collections.OrderedDict().keys()): "keys",
-               type(collections.OrderedDict().values()): "values",
-               type(collections.OrderedDict().items()): "items"}
-_ITER_TYPES = (type(iter([])), type(iter(())), type(iter("")), type(iter({})), type(iter(set())),
-               type(x for x in ()), map, filter, zip, enumerate, reversed)
-_DICT_KINDS = {dict: "dict", collections.Counter: "Counter",
-               collections.OrderedDict: "OrderedDict", collections.defaultdict: "defaultdict"}
-# A defaultdict's factory crosses only as one of these builtin types (or None).
-_FACTORIES = {"int": int, "float": float, "str": str, "list": list, "dict": dict, "set": set,
-              "tuple": tuple, "bool": bool, "frozenset": frozenset, "bytes": bytes}
-_TIMES = ("date", "datetime", "time", "timedelta")
-
-
-class Ref:
-    """An opaque handle to an object that lives on the other side of the channel.
-
-    It compares equal only to itself, so a forged object (an ``__eq__`` that always says yes,
-    an ``int`` subclass) can never satisfy a comparison. It is truthy, as any object without
-    ``__bool__`` is (a ``re.Match`` result passes ``assert f(x)``): that gains nothing over
-    returning ``True``, and a custom ``__bool__`` is never consulted.
-    """
-
-    __slots__ = ("ref_id",)
-
-    def __init__(self, ref_id: int) -> None:
-        self.ref_id = ref_id
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Ref) and other.ref_id == self.ref_id
-
-    def __hash__(self) -> int:
-        return hash(("Ref", self.ref_id))
-
-    def __repr__(self) -> str:
-        return f"<opaque candidate object #{self.ref_id}>"
-
-
-def _int_wire(value: int) -> Any:
-    if value.bit_length() <= _HEX_INT_BITS:
-        return value
-    return {"t": "int", "v": format(value, "x")}  # hex: linear, and no 4,300-digit cap
-
-
-def _stdlib_type(value: Any, module: str, name: str) -> bool:
-    # Only a module already imported can have made the value: never import one to check.
-    loaded = sys.modules.get(module)
-    return loaded is not None and type(value) is getattr(loaded, name, None)
-
-
-def to_wire(value: Any, refs: list[Any] | None = None) -> Any:
-    """Turn ``value`` into JSON-ready data; other objects go into ``refs`` (or raise)."""
-    kind = type(value)
-    if value is None or kind is bool or kind is str:
-        return value
-    if kind is int:
-        return _int_wire(value)
-    if kind is float:
-        if math.isfinite(value):
-            return value
-        return {"t": "float", "v": repr(value)}
-    if kind is list:
-        return [to_wire(v, refs) for v in value]
-    if kind is tuple or kind is set or kind is frozenset:
-        return {"t": kind.__name__, "v": [to_wire(v, refs) for v in value]}
-    if kind in _DICT_KINDS:
-        return _dict_wire(value, refs)
-    if kind is bytes or kind is bytearray:
-        return {"t": kind.__name__, "v": value.hex()}
-    if kind is complex:
-        return {"t": "complex", "v": [to_wire(value.real), to_wire(value.imag)]}
-    if kind is range:
-        return {"t": "range", "v": [_int_wire(value.start), _int_wire(value.stop),
-                                    _int_wire(value.step)]}
-    if kind is Ref:
-        return {"t": "ref", "v": value.ref_id}
-    if kind in _VIEW_TYPES:
-        return {"t": _VIEW_TYPES[kind], "v": [to_wire(v, refs) for v in value]}
-    if kind in _ITER_TYPES:
-        return {"t": "iter", "v": _drain(value, refs)}
-    wired = _stdlib_wire(value, refs)
-    if wired is not None:
-        return wired
-    if refs is None:
-        raise TypeError(f"cannot send a {kind.__name__!r} across the sandbox channel")
-    refs.append(value)
-    return {"t": "ref", "v": len(refs) - 1}
-
-
-def _drain(value: Any, refs: list[Any] | None) -> list[Any]:
-    items = []
-    for item in value:
-        if len(items) >= MAX_ITEMS:
-            raise ValueError(f"iterator longer than {MAX_ITEMS} items")
-        items.append(to_wire(item, refs))
-    return items
-
-
-def _dict_wire(value: dict[Any, Any], refs: list[Any] | None) -> Any:
-    data = {"t": "dict", "v": [[to_wire(k, refs), to_wire(v, refs)] for k, v in value.items()]}
-    kind = _DICT_KINDS[type(value)]
-    if kind != "dict":
-        data["k"] = kind
-    if kind == "defaultdict":
-        factory = value.default_factory
-        data["f"] = next((n for n, t in _FACTORIES.items() if factory is t), None)
-    return data
-
-
-def _stdlib_wire(value: Any, refs: list[Any] | None) -> Any:
-    """The standard-library types that cross as values (module doc), else ``None``."""
-    kind = type(value)
-    if _stdlib_type(value, "fractions", "Fraction"):
-        return {"t": "Fraction", "v": [to_wire(value.numerator), to_wire(value.denominator)]}
-    if _stdlib_type(value, "decimal", "Decimal"):
-        return {"t": "Decimal", "v": str(value)}
-    if kind is collections.deque:
-        return {"t": "deque", "v": [to_wire(v, refs) for v in value], "m": value.maxlen}
-    if kind.__name__ in _TIMES:
-        wired = _time_wire(value)
-        if wired is not None:
-            return wired
-    if isinstance(value, enum.Enum):
-        return _named_wire(value, "enum", to_wire(value._value_, refs), refs)
-    fields = getattr(kind, "_fields", None)
-    if isinstance(value, tuple) and type(fields) is tuple and len(fields) == len(value):
-        items = [to_wire(v, refs) for v in tuple.__iter__(value)]
-        return _named_wire(value, "namedtuple", [list(fields), items], refs)
-    return None
-
-
-def _time_wire(value: Any) -> Any:
-    dates = sys.modules.get("datetime")  # imported by whoever made the value, if it is one
-    kind = type(value)
-    if dates is None:
-        return None
-    if kind is dates.timedelta:
-        return {"t": "timedelta", "v": [value.days, value.seconds, value.microseconds]}
-    zone = getattr(value, "tzinfo", None)  # a fixed offset crosses; a zoneinfo zone does not
-    if kind in (dates.date, dates.datetime, dates.time) and (
-            zone is None or type(zone) is dates.timezone):
-        return {"t": kind.__name__, "v": value.isoformat()}
-    return None
-
-
-def _named_wire(value: Any, tag: str, body: Any, refs: list[Any] | None) -> Any:
-    # An enum member or named tuple: its class's module and qualname, so the receiver can use
-    # its own class of that name; whether a member equals its value (IntEnum, StrEnum); and a
-    # handle, for a member of a class the receiver does not have.
-    kind = type(value)
-    data = {"t": tag, "v": body, "c": [str(kind.__module__), str(kind.__qualname__)]}
-    if tag == "enum":
-        data["d"] = isinstance(value, (int, float, str, bytes))
-        if refs is not None:
-            refs.append(value)
-            data["r"] = len(refs) - 1
-    return data
-
 
 _MUTABLE = (list, dict, set, bytearray, collections.deque, collections.Counter,
             collections.OrderedDict, collections.defaultdict)
@@ -281,11 +128,6 @@ def update_in_place(old: Any, new: Any) -> Any:
         for key, item in items:
             old[key] = item
     return old
-
-
-def encode(value: Any, refs: list[Any] | None = None) -> str:
-    """One JSON line (no newline) for ``value``."""
-    return json.dumps(to_wire(value, refs), separators=(",", ":"), allow_nan=False)
 
 
 class _Budget:
