@@ -15,14 +15,17 @@ ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / "build" / "docs-src" / "llm_gym"
 
 
-def on_config(config):
-    """Rebuild the linked tree on every build (a fresh clone has none)."""
+def on_startup(command, dirty):
+    """Rebuild the linked tree before any plugin reads its config (a fresh clone has none).
+
+    ``on_startup``, not ``on_config``: mkdocstrings drops search paths that do not exist when
+    its own ``on_config`` runs, which is before a hook's.
+    """
     shutil.rmtree(TREE.parent, ignore_errors=True)
     TREE.mkdir(parents=True)
     _link_files(ROOT / "llm_gym", TREE)
     _link_files(ROOT / "envs", TREE / "envs")
     _link_files(ROOT / "agents", TREE / "agents")
-    return config
 
 
 def _link_files(source: Path, target: Path) -> None:
