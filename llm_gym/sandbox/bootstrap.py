@@ -1,8 +1,9 @@
 """What runs first inside the sandbox, before the untrusted program (stdlib only).
 
-The source of this module (after :mod:`llm_gym.sandbox.wire`) runs in ``python -I -S``,
-precompiled (:mod:`llm_gym.sandbox.scripts`); ``sys.argv[1]`` is a JSON object with the rlimits,
-the program's file descriptor and the mode:
+The source of this module, after the value channel's (:mod:`llm_gym.sandbox.wire_encode`,
+:mod:`llm_gym.sandbox.wire`), runs in ``python -I -S``, precompiled
+(:mod:`llm_gym.sandbox.scripts`); ``sys.argv[1]`` is a JSON object with the rlimits, the
+program's file descriptor and the mode:
 
 * ``"main"`` runs the program as ``__main__`` — a plain untrusted script.
 * ``"serve"`` runs it as module ``solution`` and then serves calls: one JSON request line per

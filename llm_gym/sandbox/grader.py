@@ -1,9 +1,10 @@
 """The trusted side of a call-server run: runs the tests and decides the verdict (stdlib only).
 
-Its source (after :mod:`llm_gym.sandbox.wire`) runs as ``python -I -S -c`` in its own process,
-outside the sandbox: ``sys.argv[1]`` holds its own rlimits (set before anything else), the job
-(program, task, tests) arrives on stdin, ``sys.argv[-1]`` names the request write fd and the
-response read fd, and one JSON verdict line goes to stdout.
+Its source, after the value channel's (:mod:`llm_gym.sandbox.wire_encode`,
+:mod:`llm_gym.sandbox.wire`), runs precompiled in a ``python -I -S`` process of its own (see
+:mod:`llm_gym.sandbox.scripts`), outside the sandbox: ``sys.argv[1]`` holds its own rlimits
+(set before anything else), the job (program, task, tests) arrives on stdin, ``sys.argv[-1]``
+names the request write fd and the response read fd, and one JSON verdict line goes to stdout.
 
 Nothing the model wrote runs here. The names the tests use come from the task first: its prompt
 (HumanEval's helpers such as ``poly`` or ``encode_cyclic``), test imports and setup code are

@@ -23,7 +23,7 @@ import llm_gym.sandbox.isolation as isolation
 from llm_gym.sandbox.cgroup import SlotCgroup, children
 from llm_gym.sandbox.isolation import Isolation, empty_root_setup, map_ids
 from llm_gym.sandbox.run_types import RunResult, SandboxConfig, Status
-from llm_gym.sandbox.scripts import PythonScript
+from llm_gym.sandbox.scripts import PythonScript, memfd
 from llm_gym.sandbox.seccomp_policy import policy_bpf
 from llm_gym.sandbox.slots import reap_uid
 
@@ -68,7 +68,7 @@ class _Run:
         self.iso, self.uid, self.cfg, self.workdir = iso, uid, cfg, None
         self.peer, self.cgroup = None, cgroup
         self.oom_before = cgroup.oom_kills() if cgroup else 0
-        prog_fd = _memfd(program.encode("utf-8", errors="surrogatepass"))
+        prog_fd = memfd(program.encode("utf-8", errors="surrogatepass"))
         own: list[int] = [prog_fd]
         config = {"limits": self.cfg.limits(timeout), "program_fd": prog_fd, "mode": mode}
         peer_fds: list[int] = []
@@ -257,7 +257,7 @@ class _Run:
 
 
 def _start_peer(script: PythonScript, fds: list[int], stdin: bytes) -> subprocess.Popen:
-    in_fd = _memfd(stdin)
+    in_fd = memfd(stdin)
     argv, code_fd = script.command(json.dumps({"req": fds[0], "resp": fds[1]}))
     try:
         return subprocess.Popen(  # the grader runs as root: it must not outlive its scorer
@@ -267,12 +267,3 @@ def _start_peer(script: PythonScript, fds: list[int], stdin: bytes) -> subproces
     finally:
         os.close(in_fd)
         os.close(code_fd)
-
-
-def _memfd(data: bytes) -> int:
-    fd = os.memfd_create("llm_gym_sandbox", 0)  # not CLOEXEC: the child inherits it
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd

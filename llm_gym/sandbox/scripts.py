@@ -69,8 +69,17 @@ def _bytecode(source: str) -> bytes:
 
 def code_memfd(source: str) -> int:
     """A memfd (inherited by children) holding ``source`` compiled to bytecode."""
-    fd = os.memfd_create("llm_gym_script", 0)  # not CLOEXEC: the child inherits it
-    view = memoryview(_bytecode(source))
+    return memfd(_bytecode(source))
+
+
+def memfd(data: bytes) -> int:
+    """A memfd holding ``data``, read from the start and inherited by children (no CLOEXEC).
+
+    Programs, bytecode and a peer's stdin reach a run this way: never through a shared place
+    on disk.
+    """
+    fd = os.memfd_create("llm_gym_sandbox", 0)
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
     os.lseek(fd, 0, os.SEEK_SET)
