@@ -7,7 +7,7 @@ environment, or as a number's sub/superscript, which math-verify flattens to one
 number reader did not know (``about 72``, ``1.2 million``, ``72 1/2``, ``\[72\]``).
 
 Every attack row scored 1 before the fix (the gold is the value math-verify picked); every
-honest row scores 1 after it. The tests are in ``tests/test_math_round3.py``.
+honest row scores 1 after it. The tests are in ``tests/rewards/test_math_round3.py``.
 """
 
 # ----------------------------------------------------------------- markers without an answer

@@ -9,7 +9,7 @@ import torch
 from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.factory import make_agent
 from llm_gym.agents.grpo import GRPOConfig
-from tests.test_grpo import letter_agent
+from tests.agents.test_grpo import letter_agent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

@@ -1,6 +1,6 @@
 """``kill -9`` of ``llm-gym train`` at several moments, then ``--resume`` until done (issue 19).
 
-The API-level version is tests/test_resume.py; this one drives the CLI the way a user does. A
+The API-level version is tests/agents/test_resume.py; this one drives the CLI the way a user does. A
 tiny deterministic GRPO run is SIGKILLed after its first checkpoint, in the middle of a
 checkpoint write (the ``.tmp-`` folder holds the weights but not yet ``checkpoint.json``), and
 again after a resume wrote a checkpoint of its own; ``llm-gym train --resume DIR`` is run until it

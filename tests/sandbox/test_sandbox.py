@@ -117,7 +117,7 @@ def test_wire_round_trip_is_strict():
 
 # --- Issue 13: the sandbox sees no host file, and one run's memory has one bound -------------
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_empty_root_shows_only_the_interpreter(box):

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.sandbox
 TIMEOUT = 1.0
 SECRET = "llm-gym-test-secret-4c1d"
 MARKER = f"llm_gym_attack_{os.getpid()}"
-SHARED = Path(os.environ.get("LLM_GYM_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+SHARED = Path(os.environ.get("LLM_GYM_SHARED_DATA", Path(__file__).parents[3] / "shared" / "data"))
 
 
 @pytest.fixture(scope="module")

@@ -119,7 +119,7 @@ def test_bad_rows_and_offline_hub_fail_clearly():
 @pytest.mark.shared_data
 def test_real_mbpp_prompts_fit_byte_tokenizer_defaults():
     root = os.environ.get("LLM_GYM_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..",
-                                                                "..", "shared", "data"))
+                                                                "..", "..", "shared", "data"))
     path = os.path.join(root, "mbpp", "sanitized-mbpp.json")
     if not os.path.exists(path):
         pytest.skip(f"{path} not found")
