@@ -2,7 +2,7 @@
 
 The token face holds the real PettingZoo env and steps *it* when a player's reply names a move,
 so the rules, the rewards and the end of the game are PettingZoo's own; the same moves give
-the same outcome in both faces (``tests/test_multiagent_envs.py`` checks it move by move).
+the same outcome in both faces (``tests/envs/test_multiagent_envs.py`` checks it move by move).
 """
 
 from __future__ import annotations

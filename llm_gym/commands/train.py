@@ -166,7 +166,7 @@ def _claim(lock: RunLock, args: argparse.Namespace) -> None:
 def _discard_if_unused(run_dir: Path, new_parent: bool) -> None:
     """Remove a run folder left with only its lock file by a failed start (``runs/`` too if new).
 
-    A mistake on the command line must leave nothing behind (tests/test_cli_errors.py).
+    A mistake on the command line must leave nothing behind (tests/commands/test_cli_errors.py).
     """
     if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
         (run_dir / LOCK_FILE).unlink()

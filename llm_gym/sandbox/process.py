@@ -18,7 +18,8 @@ import tempfile
 import time
 
 # The module, not the name: tie_to_parent is looked up at each call, as Isolation.wrap does, so
-# one switch (tests/test_sandbox_round3.py turns pdeathsig off) governs the sandbox and the peer.
+# one switch (tests/sandbox/test_sandbox_round3.py turns pdeathsig off) governs the sandbox and
+# the peer.
 import llm_gym.sandbox.isolation as isolation
 from llm_gym.sandbox.cgroup import SlotCgroup, children
 from llm_gym.sandbox.isolation import Isolation, empty_root_setup, map_ids

@@ -378,8 +378,8 @@ class FormatBonus(_ResponseShaping):
     ``re``: keep it linear. Avoid nested quantifiers (``(\d+)*``), and when searching, start
     with a literal (``<answer>\d+``, not ``\s*<answer>`` or ``.*answer``): the search retries
     the pattern at every position, and a leading repeat makes each try run to the end, which is
-    quadratic (minutes on a 1 MB reply). ``tests/test_text_linear_time.py`` checks the patterns
-    the docs and examples use.
+    quadratic (minutes on a 1 MB reply). ``tests/rewards/test_text_linear_time.py`` checks the
+    patterns the docs and examples use.
 
     Args:
         env: a token env.
