@@ -171,14 +171,13 @@ def docstring_sections(cls: type | None) -> dict[str, str]:
 
 
 def _entry_class(spec: gym.envs.registration.EnvSpec) -> type | None:
-    entry = spec.entry_point
-    if not isinstance(entry, str):
-        return entry if isinstance(entry, type) else None
-    module, _, name = entry.partition(":")
+    """The env class behind ``spec`` without building the env (Gymnasium's own loader)."""
     try:
-        return getattr(__import__(module, fromlist=[name]), name)
+        creator = gym.envs.registration.load_env_creator(spec.entry_point) if isinstance(
+            spec.entry_point, str) else spec.entry_point
     except (ImportError, AttributeError):
         return None
+    return creator if isinstance(creator, type) else None
 
 
 # ---------------------------------------------------------------------------- reference scores
@@ -286,14 +285,10 @@ def _command() -> str:
 
 
 def _machine() -> str:
-    return f"{os.cpu_count()} CPU cores, {platform.system()} {platform.machine()}, no GPU" if (
-        not _has_cuda()) else f"{os.cpu_count()} CPU cores and a CUDA GPU"
-
-
-def _has_cuda() -> bool:
-    if "torch" not in sys.modules:
-        return False
-    return bool(sys.modules["torch"].cuda.is_available())
+    # torch is imported only when a model was loaded; without one no GPU was used either way.
+    torch = sys.modules.get("torch")
+    gpu = "a CUDA GPU" if torch is not None and torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores, {platform.system()} {platform.machine()}, {gpu}"
 
 
 def _first_line(err: BaseException) -> str:
