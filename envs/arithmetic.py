@@ -236,9 +236,9 @@ class ArithmeticEnv(TokenEnv):
         # fit an int array) and products of many digits overflow int64.
         info = {"correct": correct, "success": correct,
                 "extracted": "" if extracted is None else str(extracted), "answer": str(answer)}
-        # A reply cut off at the token budget is not an answer: terminated=False makes the
-        # base class report truncated=True.
-        return TurnResult(reward=float(correct), terminated=finished, info=info)
+        # A reply cut off at the token budget is not an answer: the episode is truncated.
+        return TurnResult(reward=float(correct), terminated=finished, truncated=not finished,
+                          info=info)
 
 
 def make_vec(num_envs: int, **kwargs: Any):

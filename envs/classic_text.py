@@ -113,29 +113,17 @@ class ClassicTextEnv(TokenEnv):
         obs, reward, terminated, truncated, info = self.classic_env.step(action)
         self._classic_obs = obs
         info = {"valid_action": True, "classic_action": action, **info}
-        info["_classic_flags"] = (bool(terminated), bool(truncated))  # popped in apply_turn
-        return TurnResult(
-            reward=float(reward), terminated=bool(terminated or truncated),
-            reply=self.describe(obs), info=info,
-        )
-
-    def apply_turn(self, result: TurnResult, finished: bool):  # noqa: D102 - see TokenEnv
-        obs, reward, terminated, truncated, info = super().apply_turn(result, finished)
         # The classic env's flags are the episode's flags in both faces: its time limit is a
         # truncation, and reaching the goal on the last allowed step is both.
-        classic_terminated, classic_truncated = info.pop("_classic_flags", (False, False))
-        if classic_truncated:
-            terminated, truncated = classic_terminated, True
-        return obs, reward, terminated, truncated, info
+        return TurnResult(
+            reward=float(reward), terminated=bool(terminated), truncated=bool(truncated),
+            reply=self.describe(obs), info=info,
+        )
 
     # ------------------------------------------------------------------ constrained decoding
     def allowed_tokens(self) -> np.ndarray:
         """Ids of the tokens that keep the reply on an action word (then end-of-turn)."""
-        start = self._turn_start
-        written = self.tokenizer.decode(
-            self._buf.input_ids[self._row, start : self._length].tolist(), skip_special_tokens=True
-        )
-        allowed = self._allowed_after.get(written)
+        allowed = self._allowed_after.get(self.turn_text())
         if allowed is None:  # off every word already: only ending the turn is left
             return self._only_eos
         return allowed

@@ -215,7 +215,7 @@ class CodeEnv(TokenEnv):
         if not finished:
             info = {"verdict": "truncated", "per_test": [], "success": False,
                     "task_id": self.items[self.task.index]["task_id"]}
-            return TurnResult(0.0, terminated=False, info=info)
+            return TurnResult(0.0, terminated=False, truncated=True, info=info)
         reward, info = self.score(response)
         return TurnResult(reward, terminated=True, info=info)
 

@@ -241,10 +241,11 @@ class MathEnv(TokenEnv):
         for turn in turns:
             task = turn.env.task
             if not turn.finished:
-                # Cut off at the token budget: not an answer. terminated=False -> truncated=True.
+                # Cut off at the token budget: not an answer.
                 info = {"verdict": "truncated", "extracted": None, "gold": task.answer,
                         "correct": False, "success": False}
-                results.append(TurnResult(reward=0.0, terminated=False, info=info))
+                results.append(TurnResult(reward=0.0, terminated=False, truncated=True,
+                                          info=info))
                 continue
             result = next(graded)
             correct = result.verdict == "correct"

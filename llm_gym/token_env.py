@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,14 +72,20 @@ class TurnResult:
     Attributes:
         reward: reward for this step (the last token of the turn).
         terminated: the episode is over (task solved, failed, or answered).
-        reply: text the env answers with as the next user turn (multi-turn envs), or ``None``.
+        reply: text the env answers with as the next turn (multi-turn envs), or ``None``.
         info: extra entries for the step's ``info``. Never put timings here (determinism).
+        truncated: the episode is cut short (a time limit; with ``terminated`` too when the
+            goal is reached on the last allowed step, as Gymnasium allows). A turn cut off at
+            its token budget that does not terminate is truncated whatever this says.
+        reply_role: the chat role of ``reply`` (``"tool"`` for a tool's result).
     """
 
     reward: float
     terminated: bool = True
     reply: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    truncated: bool = False
+    reply_role: str = "user"
 
 
 @dataclass(frozen=True)
@@ -146,15 +152,44 @@ def _checked(result: Any) -> TurnResult:
 
 
 class TokenBuffers:
-    """Batched storage for ``num_rows`` token envs (a single env uses one row)."""
+    """The token conversations of ``num_rows`` envs, and the one rule for when a turn ends.
 
-    def __init__(self, num_rows: int, max_length: int, pad_token_id: int) -> None:
+    A single env uses one row; :class:`llm_gym.vector.TokenVectorEnv` owns one batch and lends a
+    row to each sub-env; a game seat keeps one row per player. All of them append the agent's
+    tokens with :meth:`write` (one token) or :meth:`write_batch` (one token for each of many
+    rows), and the env's turns (prompt, replies, tool results) with :meth:`append_env_turn`.
+
+    A turn ends on a stop token (finished), or unfinished when it reaches ``max_new_tokens``
+    tokens or the row is full. Nothing is ever re-tokenized: rows only grow until cleared.
+
+    Example:
+        >>> buf = TokenBuffers(2, max_length=8, pad_token_id=0, stop_token_ids={9},
+        ...                    max_new_tokens=3)
+        >>> buf.append_env_turn(0, [1, 2]), buf.append_env_turn(1, [1, 2])
+        (True, True)
+        >>> buf.write_batch(np.array([0, 1]), np.array([5, 9]))
+        [(1, True)]
+        >>> buf.turn_ids(0), buf.write(0, 6), buf.write(0, 7)
+        ([5], None, 'budget')
+    """
+
+    def __init__(self, num_rows: int, max_length: int, pad_token_id: int,
+                 stop_token_ids: Iterable[int] = (), max_new_tokens: int | None = None) -> None:
         self.input_ids = np.full((num_rows, max_length), pad_token_id, dtype=np.int64)
         self.attention_mask = np.zeros((num_rows, max_length), dtype=np.int8)
         self.agent_mask = np.zeros((num_rows, max_length), dtype=np.int8)
         self.length = np.zeros(num_rows, dtype=np.int64)       # tokens in the conversation
+        self.turn_start = np.zeros(num_rows, dtype=np.int64)   # where the agent's turn began
         self.turn_tokens = np.zeros(num_rows, dtype=np.int64)  # agent tokens in the current turn
         self.pad_token_id = pad_token_id
+        self.max_length = max_length
+        self.max_new_tokens = max_length if max_new_tokens is None else int(max_new_tokens)
+        self.stop_token_ids = frozenset(int(t) for t in stop_token_ids)
+        self._stop_ids = np.array(sorted(self.stop_token_ids), dtype=np.int64)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.length.shape[0])
 
     def clear(self, row: int) -> None:
         # Past ``length`` a row is always padding, so only the used prefix needs clearing.
@@ -162,16 +197,78 @@ class TokenBuffers:
         self.input_ids[row, :used] = self.pad_token_id
         self.attention_mask[row, :used] = 0
         self.agent_mask[row, :used] = 0
-        self.length[row] = 0
-        self.turn_tokens[row] = 0
+        self.length[row] = self.turn_start[row] = self.turn_tokens[row] = 0
 
-    def append(self, row: int, tokens: list[int], by_agent: bool) -> None:
+    def append(self, row: int, tokens: Sequence[int], by_agent: bool) -> None:
+        """Write ``tokens`` after row ``row``'s conversation (the caller checked they fit)."""
         start = int(self.length[row])
         end = start + len(tokens)
         self.input_ids[row, start:end] = tokens
         self.attention_mask[row, start:end] = 1
         self.agent_mask[row, start:end] = int(by_agent)
         self.length[row] = end
+
+    def append_env_turn(self, row: int, tokens: Sequence[int]) -> bool:
+        """Append the env's turn and open the agent's next one; False if it and a token won't fit.
+
+        When False nothing is appended: the caller ends the episode as truncated.
+        """
+        if int(self.length[row]) + len(tokens) + 1 > self.max_length:
+            return False
+        self.append(row, tokens, by_agent=False)
+        self.turn_start[row] = self.length[row]
+        self.turn_tokens[row] = 0
+        return True
+
+    def write(self, row: int, token: int) -> str | None:
+        """Append one agent token to ``row``: ``"stop"``/``"budget"`` if that ended the turn."""
+        self.append(row, (token,), by_agent=True)
+        self.turn_tokens[row] += 1
+        if token in self.stop_token_ids:
+            return "stop"
+        return "budget" if self._over_budget(self.turn_tokens[row], self.length[row]) else None
+
+    def write_batch(self, rows: np.ndarray, tokens: np.ndarray) -> list[tuple[int, bool]]:
+        """Append one agent token to each of ``rows``; ``(row, finished)`` for each turn that ended.
+
+        ``finished`` is True for a stop token and False for a turn cut off by its budget.
+        """
+        pos = self.length[rows]
+        self.input_ids[rows, pos] = tokens
+        self.attention_mask[rows, pos] = 1
+        self.agent_mask[rows, pos] = 1
+        self.length[rows] = pos + 1
+        self.turn_tokens[rows] += 1
+        stopped = np.isin(tokens, self._stop_ids)
+        ended = stopped | self._over_budget(self.turn_tokens[rows], pos + 1)
+        return [(int(rows[k]), bool(stopped[k])) for k in np.flatnonzero(ended)]
+
+    def _over_budget(self, turn_tokens: Any, length: Any) -> Any:
+        """The turn is cut off: its token budget is spent or the row is full (scalars or arrays)."""
+        return (turn_tokens >= self.max_new_tokens) | (length >= self.max_length)
+
+    def turn_ids(self, row: int) -> list[int]:
+        """The ids the agent wrote in ``row``'s current turn (its stop token included)."""
+        return self.input_ids[row, self.turn_start[row]:self.length[row]].tolist()
+
+    def conversation_ids(self, row: int) -> list[int]:
+        """Every id of ``row``'s conversation so far."""
+        return self.input_ids[row, :self.length[row]].tolist()
+
+    def observation(self, row: int) -> dict[str, np.ndarray]:
+        """Copies of ``row``'s three arrays, the observation every token env gives."""
+        return {"input_ids": self.input_ids[row].copy(),
+                "attention_mask": self.attention_mask[row].copy(),
+                "agent_mask": self.agent_mask[row].copy()}
+
+    def copy_row(self, row: int) -> TokenBuffers:
+        """A one-row copy of ``row`` (a pickled sub-env takes its row along)."""
+        own = TokenBuffers(1, self.max_length, self.pad_token_id, self.stop_token_ids,
+                           self.max_new_tokens)
+        for name in ("input_ids", "attention_mask", "agent_mask", "length", "turn_start",
+                     "turn_tokens"):
+            getattr(own, name)[0] = getattr(self, name)[row]
+        return own
 
 
 class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -202,9 +299,6 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         max_length: int = 512,
         max_new_tokens: int = 128,
         render_mode: str | None = None,
-        *,
-        _buffers: TokenBuffers | None = None,
-        _row: int = 0,
     ) -> None:
         if max_new_tokens < 1 or max_length <= max_new_tokens:
             raise ValueError(
@@ -216,9 +310,8 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         self.max_new_tokens = int(max_new_tokens)
         self.render_mode = render_mode
         self.vocab_size = self.tokenizer.vocab_size
-        self._stop_ids = np.array(sorted(self.tokenizer.stop_token_ids), dtype=np.int64)
-        self._buf = _buffers or TokenBuffers(1, self.max_length, self.tokenizer.pad_token_id)
-        self._row = _row
+        self._buf = self.new_buffers(1)
+        self._row = 0
         self._needs_reset = True
         # True inside a TokenVectorEnv, which builds the batch observation itself: the per-row
         # observation dicts of reset/finish_turn would be copied and thrown away.
@@ -276,6 +369,30 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         """How many distinct items ``options={'index': i}`` accepts (None: unbounded)."""
         return None
 
+    # ----------------------------------------------------------------- rows of a batch
+    def new_buffers(self, num_rows: int) -> TokenBuffers:
+        """Empty conversations for ``num_rows`` envs like this one (a vector env's batch)."""
+        return TokenBuffers(num_rows, self.max_length, self.tokenizer.pad_token_id,
+                            self.tokenizer.stop_token_ids, self.max_new_tokens)
+
+    def use_row(self, buffers: TokenBuffers, row: int) -> None:
+        """Keep the conversation in ``buffers`` row ``row``, whose owner builds observations.
+
+        :class:`~llm_gym.vector.TokenVectorEnv` lends each sub-env a row of its batch this way
+        (and points them back at the batch after unpickling). The env goes on from whatever
+        that row holds: a fresh batch row is empty, so ``reset`` comes next.
+        """
+        self._buf, self._row, self._batched = buffers, row, True
+
+    @property
+    def base_info(self) -> dict[str, int]:
+        """The keys every step's ``info`` repeats from ``reset`` (task_index, prompt_tokens)."""
+        return self._base_info
+
+    def turn_text(self) -> str:
+        """The text the agent has written so far in its current turn (special tokens dropped)."""
+        return self.tokenizer.decode(self._buf.turn_ids(self._row), skip_special_tokens=True)
+
     # ----------------------------------------------------------------- Gymnasium API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -290,8 +407,7 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         task, prompt = self._draw_task(seed, index)
         self.task = task
         self._buf.clear(self._row)
-        self._buf.append(self._row, prompt, by_agent=False)
-        self._turn_start = len(prompt)
+        self._buf.append_env_turn(self._row, prompt)  # fits: _draw_task checked
         self._needs_reset = False
         # -1 for envs that draw no pool item (the classic-text envs): clients that build an
         # info spec from reset (TorchRL) need one type, and step infos repeat these keys.
@@ -304,20 +420,16 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         token = self.validate_action(action)
         self._check_can_step()
-        row = self._row
-        self._buf.append(row, [token], by_agent=True)
-        self._buf.turn_tokens[row] += 1
-        if token in self.tokenizer.stop_token_ids:
-            return self.finish_turn(finished=True)
-        if self._buf.turn_tokens[row] >= self.max_new_tokens or self._length >= self.max_length:
-            return self.finish_turn(finished=False)
+        ended = self._buf.write(self._row, token)
+        if ended is not None:
+            return self.finish_turn(finished=ended == "stop")
         return self._observation(), 0.0, False, False, dict(self._base_info)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             warn_unrenderable(self)
             return None
-        return self.tokenizer.decode(self._buf.input_ids[self._row, : self._length].tolist())
+        return self.tokenizer.decode(self._buf.conversation_ids(self._row))
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask of allowed tokens, the hook sb3-contrib's MaskablePPO calls."""
@@ -386,7 +498,7 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
 
     def ended_turn(self, finished: bool) -> EndedTurn:
         """The turn that just ended, ready for :func:`score_turns`."""
-        ids = self._buf.input_ids[self._row, self._turn_start : self._length].tolist()
+        ids = self._buf.turn_ids(self._row)
         if finished:
             ids = ids[:-1]  # the end-of-turn token is a delimiter, not part of the reply
         return EndedTurn(self, self.tokenizer.decode(ids, skip_special_tokens=True), ids,
@@ -405,16 +517,12 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         self, result: TurnResult, finished: bool
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """End the turn with its (checked) score: set the flags, append the reply, if any."""
-        row = self._row
-        self._buf.turn_tokens[row] = 0
-        terminated, truncated = bool(result.terminated), not finished and not result.terminated
+        terminated = bool(result.terminated)
+        truncated = bool(result.truncated) or not (terminated or finished)
         if not (terminated or truncated) and result.reply is not None:
-            reply = self.tokenizer.reply_tokens(result.reply)
-            if self._length + len(reply) + 1 > self.max_length:
-                truncated = True  # no room left for the reply plus one agent token
-            else:
-                self._buf.append(row, reply, by_agent=False)
-                self._turn_start = self._length
+            reply = self.tokenizer.reply_tokens(result.reply, role=result.reply_role)
+            # No room left for the reply plus one agent token: the episode is cut short.
+            truncated = not self._buf.append_env_turn(self._row, reply)
         elif not (terminated or truncated):
             raise RuntimeError(f"{type(self).__name__}.end_turn continued without a reply")
         self._needs_reset = terminated or truncated
@@ -422,10 +530,6 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         if truncated and not finished:
             info.setdefault("truncated_reason", "turn_budget")
         return self._observation(), float(result.reward), terminated, truncated, info
-
-    @property
-    def _length(self) -> int:
-        return int(self._buf.length[self._row])
 
     def _check_can_step(self) -> None:
         if self.task is None:
@@ -461,12 +565,7 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
     def _observation(self) -> dict[str, np.ndarray]:
         if self._batched:
             return {}
-        row = self._row
-        obs = {
-            "input_ids": self._buf.input_ids[row].copy(),
-            "attention_mask": self._buf.attention_mask[row].copy(),
-            "agent_mask": self._buf.agent_mask[row].copy(),
-        }
+        obs = self._buf.observation(self._row)
         if self.constrains_vocabulary:
             obs["action_mask"] = self.action_mask()
         return obs
@@ -474,9 +573,6 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
     def __getstate__(self) -> dict[str, Any]:
         # A sub-env of a vector env shares its rows; a pickled copy gets its own single row.
         state = self.__dict__.copy()
-        if self._buf.length.shape[0] != 1:
-            own = TokenBuffers(1, self.max_length, self._buf.pad_token_id)
-            for name in ("input_ids", "attention_mask", "agent_mask", "length", "turn_tokens"):
-                getattr(own, name)[0] = getattr(self._buf, name)[self._row]
-            state["_buf"], state["_row"], state["_batched"] = own, 0, False
+        if self._buf.num_rows != 1:
+            state.update(_buf=self._buf.copy_row(self._row), _row=0, _batched=False)
         return state

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from llm_gym.token_env import TokenBuffers, TokenEnv, score_turns
+from llm_gym.token_env import TokenEnv, score_turns
 
 
 class TokenVectorEnv(VectorEnv):
@@ -62,14 +62,11 @@ class TokenVectorEnv(VectorEnv):
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError("TokenVectorEnv supports autoreset_mode NEXT_STEP or DISABLED")
         first = env_class(**env_kwargs)
-        self.buffers = TokenBuffers(num_envs, first.max_length, first.tokenizer.pad_token_id)
-        first._buf, first._row = self.buffers, 0
+        self.buffers = first.new_buffers(num_envs)
         shared = {**env_kwargs, **first.shared_kwargs()}
-        self.envs: list[TokenEnv] = [first] + [
-            env_class(**shared, _buffers=self.buffers, _row=i) for i in range(1, num_envs)
-        ]
-        for env in self.envs:
-            env._batched = True  # the batch builds observations; rows skip their own
+        self.envs: list[TokenEnv] = [first] + [env_class(**shared) for _ in range(1, num_envs)]
+        for row, env in enumerate(self.envs):
+            env.use_row(self.buffers, row)  # the batch builds observations; rows skip their own
         self.num_envs = num_envs
         self.copy = copy
         self.metadata = {**self.metadata, "autoreset_mode": mode}
@@ -79,9 +76,6 @@ class TokenVectorEnv(VectorEnv):
         self.single_action_space = first.action_space
         self.observation_space = batch_space(first.observation_space, num_envs)
         self.action_space = batch_space(first.action_space, num_envs)
-        self._stop_ids = np.array(sorted(first.tokenizer.stop_token_ids), dtype=np.int64)
-        self._max_new = first.max_new_tokens
-        self._max_length = first.max_length
         self._constrained = first.constrains_vocabulary
         self._dense_action_mask = True  # False inside compact_action_masks()
         self._started = np.zeros(num_envs, dtype=bool)
@@ -186,7 +180,7 @@ class TokenVectorEnv(VectorEnv):
         else:
             active = ~self._done
         rows = np.flatnonzero(active)
-        ended = self._append_tokens(rows, actions[rows])
+        ended = self.buffers.write_batch(rows, actions[rows])
         # All rows that ended a turn are scored in one call, so a pooled grader (math workers,
         # the sandbox) grades them in parallel; score_turns turns reward failures into verdicts.
         turns = [self.envs[i].ended_turn(finished) for i, finished in ended]
@@ -211,22 +205,8 @@ class TokenVectorEnv(VectorEnv):
             if key not in infos:
                 infos[key] = np.zeros(self.num_envs, dtype=int)
                 infos[f"_{key}"] = np.zeros(self.num_envs, dtype=bool)
-            infos[key][rows] = [self.envs[i]._base_info[key] for i in rows]
+            infos[key][rows] = [self.envs[i].base_info[key] for i in rows]
             infos[f"_{key}"][rows] = True
-
-    def _append_tokens(self, rows: np.ndarray, tokens: np.ndarray) -> list[tuple[int, bool]]:
-        """Write one token per active row; return the rows whose turn ended."""
-        buf = self.buffers
-        pos = buf.length[rows]
-        buf.input_ids[rows, pos] = tokens
-        buf.attention_mask[rows, pos] = 1
-        buf.agent_mask[rows, pos] = 1
-        buf.length[rows] = pos + 1
-        buf.turn_tokens[rows] += 1
-        stopped = np.isin(tokens, self._stop_ids)
-        over = (buf.turn_tokens[rows] >= self._max_new) | (pos + 1 >= self._max_length)
-        ended = np.flatnonzero(stopped | over)
-        return [(int(rows[k]), bool(stopped[k])) for k in ended]
 
     def _validate(self, actions: Any) -> np.ndarray:
         arr = np.asarray(actions)
@@ -295,6 +275,10 @@ class TokenVectorEnv(VectorEnv):
         finally:
             self._dense_action_mask = before
 
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """Each sub-env's attribute ``name``, as :class:`gymnasium.vector.SyncVectorEnv` gives."""
+        return tuple(getattr(env, name) for env in self.envs)
+
     def render(self) -> tuple[str | None, ...]:
         return tuple(env.render() for env in self.envs)
 
@@ -303,7 +287,7 @@ class TokenVectorEnv(VectorEnv):
         # batch must step the copied buffers, so point every sub-env back at its row of them.
         self.__dict__.update(state)
         for row, env in enumerate(self.envs):
-            env._buf, env._row, env._batched = self.buffers, row, True
+            env.use_row(self.buffers, row)
 
     def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:

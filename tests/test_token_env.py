@@ -158,7 +158,7 @@ def _env_state(env) -> dict:
         "input_ids": buf.input_ids[row].copy(), "attention_mask": buf.attention_mask[row].copy(),
         "agent_mask": buf.agent_mask[row].copy(), "length": int(buf.length[row]),
         "turn_tokens": int(buf.turn_tokens[row]), "task": repr(base.task),
-        "needs_reset": base._needs_reset, "turn_start": getattr(base, "_turn_start", None),
+        "needs_reset": base._needs_reset, "turn_start": int(buf.turn_start[row]),
         "rng": None if rng is None else rng.bit_generator.state, "rng_seed": base._np_random_seed,
     }
 

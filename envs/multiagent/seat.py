@@ -112,8 +112,8 @@ class SeatConversation:
         self.tokenizer, self.max_length = tokenizer, max_length
         self.max_new_tokens, self.constrained = max_new_tokens, constrained
         self.masks = word_masks(tokenizer, words) if constrained else None
-        self._buf = TokenBuffers(1, max_length, tokenizer.pad_token_id)
-        self.turn_start = 0
+        self._buf = TokenBuffers(1, max_length, tokenizer.pad_token_id,
+                                 tokenizer.stop_token_ids, max_new_tokens)
         self.legal = np.ones(len(words), dtype=bool)
 
     @property
@@ -126,7 +126,6 @@ class SeatConversation:
 
     def clear(self) -> None:
         self._buf.clear(0)
-        self.turn_start = 0
 
     def start(self, messages: list[Message], legal: np.ndarray) -> bool:
         """Open the conversation; False when the prompt leaves no room for a reply."""
@@ -136,52 +135,38 @@ class SeatConversation:
                 f"the game's prompt is {len(prompt)} tokens; with max_new_tokens="
                 f"{self.max_new_tokens} it does not fit max_length={self.max_length}. Raise "
                 "max_length")
-        self._buf.append(0, prompt, by_agent=False)
-        self.turn_start, self.legal = self.length, legal
+        self._buf.append_env_turn(0, prompt)
+        self.legal = legal
         return True
 
     def reply(self, text: str, legal: np.ndarray) -> bool:
         """Append the env's turn; False (nothing appended) when it and one token do not fit."""
-        tokens = self.tokenizer.reply_tokens(text)
-        if self.length + len(tokens) + 1 > self.max_length:
+        if not self._buf.append_env_turn(0, self.tokenizer.reply_tokens(text)):
             return False
-        self._buf.append(0, tokens, by_agent=False)
-        self.turn_start, self.legal = self.length, legal
-        self._buf.turn_tokens[0] = 0
+        self.legal = legal
         return True
 
     def write(self, token: int) -> str | None:
         """Append one agent token; ``"stop"``/``"budget"`` when the turn ended, else ``None``."""
-        self._buf.append(0, [token], by_agent=True)
-        self._buf.turn_tokens[0] += 1
-        if token in self.tokenizer.stop_token_ids:
-            return "stop"
-        if self._buf.turn_tokens[0] >= self.max_new_tokens or self.length >= self.max_length:
-            return "budget"
-        return None
+        return self._buf.write(0, token)
 
     def response(self) -> str:
         """The text of the current turn's reply (special tokens dropped)."""
-        ids = self._buf.input_ids[0, self.turn_start:self.length].tolist()
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.tokenizer.decode(self._buf.turn_ids(0), skip_special_tokens=True)
 
     def action_mask(self) -> np.ndarray:
         written = self.response()
         return self.masks.mask(written, self.legal)
 
     def observation(self) -> dict[str, np.ndarray]:
-        obs: dict[str, Any] = {
-            "input_ids": self._buf.input_ids[0].copy(),
-            "attention_mask": self._buf.attention_mask[0].copy(),
-            "agent_mask": self._buf.agent_mask[0].copy(),
-        }
+        obs: dict[str, Any] = self._buf.observation(0)
         if self.constrained:
             obs["action_mask"] = self.action_mask()
         return obs
 
     def text(self) -> str:
         """The decoded conversation (``render_mode="ansi"``)."""
-        return self.tokenizer.decode(self._buf.input_ids[0, :self.length].tolist())
+        return self.tokenizer.decode(self._buf.conversation_ids(0))
 
 
 class TokenSeats:

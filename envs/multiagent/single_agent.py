@@ -182,8 +182,7 @@ class GameSeatTextEnv(TokenEnv):
                           reply=self.rules.board(game.env, game.learner), info=info)
 
     def action_mask(self) -> np.ndarray:
-        ids = self._buf.input_ids[self._row, self._turn_start:self._length].tolist()
-        return self._masks.mask(self.tokenizer.decode(ids, skip_special_tokens=True), self._legal)
+        return self._masks.mask(self.turn_text(), self._legal)
 
 
 class GameSeatEnv(gym.Env):

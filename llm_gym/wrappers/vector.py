@@ -358,11 +358,8 @@ class FormatBonus(_VectorShaping):
 
 
 def _max_new_tokens(envs: VectorEnv) -> int:
-    base = envs.unwrapped
-    value = getattr(base, "_max_new", None)
-    if value is None:
-        value = base.get_attr("max_new_tokens")[0]
-    return int(value)
+    # Every vector env answers get_attr (TokenVectorEnv, Sync, Async); one value for all rows.
+    return int(envs.unwrapped.get_attr("max_new_tokens")[0])
 
 
 __all__ = ["FormatBonus", "LengthPenalty", "OverlongPenalty", "PotentialShaping",

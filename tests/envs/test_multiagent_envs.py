@@ -175,7 +175,7 @@ def test_rps_refuses_actions_of_the_wrong_agents_and_bad_tokens():
         game.step({"player_0": 1, "player_1": 1, "player_9": 1})
     with pytest.raises(TypeError):
         game.step({"player_0": 1.5, "player_1": 1})
-    assert all(seat.length == seat.turn_start for seat in game.seats.values())  # untouched
+    assert all(seat.response() == "" for seat in game.seats.values())  # untouched
     with pytest.raises(TypeError, match="dict"):
         game.step([1, 1])
 

@@ -146,7 +146,7 @@ class _ForgetsTheTurn(LeftRightTextEnv):
     def __deepcopy__(self, memo):
         clone = copy.copy(self)
         clone._buf = copy.deepcopy(self._buf, memo)
-        clone._turn_start = 0
+        clone._buf.turn_start[clone._row] = 0
         return clone
 
 
