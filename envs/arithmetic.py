@@ -136,7 +136,6 @@ class ArithmeticEnv(TokenEnv):
         max_length: int | None = None,
         max_new_tokens: int = 16,
         render_mode: str | None = None,
-        **buffer_kwargs: Any,
     ) -> None:
         self._check_config(digits, operations, num_terms, split, test_fraction, num_tasks)
         tokenizer = load_tokenizer(tokenizer)  # once: super() keeps the loaded object
@@ -144,7 +143,7 @@ class ArithmeticEnv(TokenEnv):
             longest = " + ".join(["9" * digits] * num_terms)
             prompt = tokenizer.prompt_tokens(self._messages(longest))
             max_length = len(prompt) + max_new_tokens
-        super().__init__(tokenizer, max_length, max_new_tokens, render_mode, **buffer_kwargs)
+        super().__init__(tokenizer, max_length, max_new_tokens, render_mode)
         self.digits = int(digits)
         self.operations = "".join(dict.fromkeys(operations))
         self.num_terms = int(num_terms)

@@ -71,7 +71,6 @@ class BanditTextEnv(ClassicTextEnv):
         max_length: int | None = None,
         max_new_tokens: int = 8,
         render_mode: str | None = None,
-        **buffer_kwargs: Any,
     ) -> None:
         classic = BanditEnv(num_arms, horizon, arm_type, drift)
         # Instance attribute before the base reads it: the words depend on num_arms.
@@ -81,7 +80,7 @@ class BanditTextEnv(ClassicTextEnv):
         if max_length is None:
             max_length = self._length_for_horizon(tokenizer, max_new_tokens)
         super().__init__(classic, tokenizer, constrained, invalid_penalty, max_length,
-                         max_new_tokens, render_mode, **buffer_kwargs)
+                         max_new_tokens, render_mode)
 
     def instructions(self) -> str:
         env = self.classic_env

@@ -45,14 +45,13 @@ class ClassicTextEnv(TokenEnv):
         render_mode: str | None = None,
         *,
         _allowed_after: dict[str, np.ndarray] | None = None,
-        **buffer_kwargs: Any,
     ) -> None:
         if not isinstance(classic_env.action_space, gym.spaces.Discrete):
             raise TypeError("ClassicTextEnv needs a classic env with a Discrete action space")
         if len(self.action_words) != classic_env.action_space.n:
             raise ValueError("action_words must name every action of the classic env")
         self.constrains_vocabulary = bool(constrained)
-        super().__init__(tokenizer, max_length, max_new_tokens, render_mode, **buffer_kwargs)
+        super().__init__(tokenizer, max_length, max_new_tokens, render_mode)
         self.classic_env = classic_env
         self.invalid_penalty = float(invalid_penalty)
         self._seed: int | None = None

@@ -154,7 +154,6 @@ class CodeEnv(TokenEnv):
         max_length: int | None = None,
         max_new_tokens: int = 512,
         render_mode: str | None = None,
-        **buffer_kwargs: Any,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -167,7 +166,7 @@ class CodeEnv(TokenEnv):
             longest = max(len(tokenizer.prompt_tokens(self.messages(i)))
                           for i in range(len(self.items)))
             max_length = longest + max_new_tokens
-        super().__init__(tokenizer, max_length, max_new_tokens, render_mode, **buffer_kwargs)
+        super().__init__(tokenizer, max_length, max_new_tokens, render_mode)
 
     def messages(self, index: int) -> list[dict[str, str]]:
         """The opening conversation of item ``index``."""

@@ -54,14 +54,13 @@ class FrozenLakeTextEnv(ClassicTextEnv):
         max_length: int = 8192,
         max_new_tokens: int = 8,
         render_mode: str | None = None,
-        **buffer_kwargs: Any,
     ) -> None:
         classic = gym.make("FrozenLake-v1", map_name=map_name, is_slippery=is_slippery,
                            desc=desc, disable_env_checker=True)
         self._map = ["".join(c.decode() for c in row) for row in classic.unwrapped.desc.tolist()]
         self.is_slippery = bool(is_slippery)
         super().__init__(classic, tokenizer, constrained, invalid_penalty, max_length,
-                         max_new_tokens, render_mode, **buffer_kwargs)
+                         max_new_tokens, render_mode)
 
     def instructions(self) -> str:
         slip = (" The ice is slippery: you may move in a direction other than the one you chose."

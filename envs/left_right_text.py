@@ -64,11 +64,10 @@ class LeftRightTextEnv(ClassicTextEnv):
         max_length: int = 1536,
         max_new_tokens: int = 8,
         render_mode: str | None = None,
-        **buffer_kwargs: Any,
     ) -> None:
         classic = LeftRightEnv(max_steps=MAX_EPISODE_STEPS)
         super().__init__(classic, tokenizer, constrained, invalid_penalty, max_length,
-                         max_new_tokens, render_mode, **buffer_kwargs)
+                         max_new_tokens, render_mode)
 
     def instructions(self) -> str:
         return (

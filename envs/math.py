@@ -141,7 +141,6 @@ class MathEnv(TokenEnv):
         max_length: int | None = None,
         max_new_tokens: int = 512,
         render_mode: str | None = None,
-        **buffer_kwargs: Any,
     ) -> None:
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"reward_mode must be 'strict' or 'lenient', got {reward_mode!r}")
@@ -156,7 +155,7 @@ class MathEnv(TokenEnv):
         tokenizer = load_tokenizer(tokenizer)
         if max_length is None:
             max_length = self._longest_prompt(tokenizer) + max_new_tokens
-        super().__init__(tokenizer, max_length, max_new_tokens, render_mode, **buffer_kwargs)
+        super().__init__(tokenizer, max_length, max_new_tokens, render_mode)
 
     # ------------------------------------------------------------------ data
     def _load(self, path: str | None, name: str | None, split: str | None, data_files: Any,

@@ -105,9 +105,9 @@ class RockPaperScissorsSoloTextEnv(GameSeatTextEnv):
                  tokenizer: str | Tokenizer | Any | None = None, constrained: bool = False,
                  invalid_penalty: float = -0.1, max_length: int = 2048,
                  max_new_tokens: int = 10, render_mode: str | None = None,
-                 game_kwargs: dict[str, Any] | None = None, **buffer_kwargs: Any) -> None:
+                 game_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(opponent, seat, tokenizer, constrained, invalid_penalty, max_length,
-                         max_new_tokens, render_mode, game_kwargs, **buffer_kwargs)
+                         max_new_tokens, render_mode, game_kwargs)
 
 
 class RockPaperScissorsSoloEnv(GameSeatEnv):

@@ -148,10 +148,9 @@ class GameSeatTextEnv(TokenEnv):
     def __init__(self, opponent: Any = "random", seat: int | None = None,
                  tokenizer: str | Tokenizer | Any | None = None, constrained: bool = False,
                  invalid_penalty: float = -0.1, max_length: int = 1024, max_new_tokens: int = 4,
-                 render_mode: str | None = None, game_kwargs: dict[str, Any] | None = None,
-                 **buffer_kwargs: Any) -> None:
+                 render_mode: str | None = None, game_kwargs: dict[str, Any] | None = None) -> None:
         self.constrains_vocabulary = bool(constrained)
-        super().__init__(tokenizer, max_length, max_new_tokens, render_mode, **buffer_kwargs)
+        super().__init__(tokenizer, max_length, max_new_tokens, render_mode)
         self.game = SeatPlay(self.rules, opponent, seat, game_kwargs)
         self.invalid_penalty = float(invalid_penalty)
         self._legal = np.ones(len(self.rules.move_words), dtype=bool)
