@@ -45,6 +45,15 @@ TOKEN_ENVS = {
     "PrisonersDilemmaText-v0":
         "llm_gym.envs.multiagent.prisoners_dilemma_text_v0:PrisonersDilemmaSoloTextEnv",
 }
+# Token envs whose agent may call tools (issue 22): the generic ToolEnv behind with_tools, and
+# registered tool tasks (module:class, default kwargs).
+TOOL_ENVS = {
+    "Tools-v0": ("llm_gym.tools.env:ToolEnv", {}),
+    # 5-digit sums and products: too large to do in the head of a small model.
+    "ArithmeticTool-v0": ("llm_gym.tools.env:ToolEnv", {
+        "env": "llm_gym/Arithmetic-v0", "tools": ("calculator",),
+        "env_kwargs": {"digits": 5, "operations": "+*"}}),
+}
 # Ids that need a dataset (hub download or data_files=) to build; every other id builds offline
 # with no arguments.
 DATASET_ENVS = frozenset({"GSM8K-v0", "Math-v0", "Code-v0"})
@@ -52,7 +61,7 @@ DATASET_ENVS = frozenset({"GSM8K-v0", "Math-v0", "Code-v0"})
 
 def env_ids() -> list[str]:
     """Every id llm_gym registers, e.g. ``llm_gym/LeftRight-v0``."""
-    return [f"{NAMESPACE}/{name}" for name in [*CLASSIC_ENVS, *TOKEN_ENVS]]
+    return [f"{NAMESPACE}/{name}" for name in [*CLASSIC_ENVS, *TOKEN_ENVS, *TOOL_ENVS]]
 
 
 def register_envs() -> None:
@@ -65,6 +74,10 @@ def register_envs() -> None:
         # the env, so a rejected first reset (a bad options["index"]) leaves it unable to step
         # (TypeError on None). The test suite runs the full check_env on every id instead.
         _register(name, entry_point, vector_entry_point=f"{module}:make_vec",
+                  disable_env_checker=True)
+    for name, (entry_point, kwargs) in TOOL_ENVS.items():
+        module = entry_point.split(":")[0]
+        _register(name, entry_point, kwargs=kwargs, vector_entry_point=f"{module}:make_vec",
                   disable_env_checker=True)
 
 

@@ -360,6 +360,10 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
             mask[self.allowed_tokens()] = 1
         return mask
 
+    def prompt_tokens(self, task: Task) -> list[int]:
+        """The token ids of ``task``'s opening conversation and the generation prompt."""
+        return self.tokenizer.prompt_tokens(task.messages)
+
     def shared_kwargs(self) -> dict[str, Any]:
         """Loaded objects sibling envs of a vector env can share instead of loading again."""
         return {"tokenizer": self.tokenizer}
@@ -546,7 +550,7 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         try:
             super().reset(seed=seed)
             task = self.sample_task(index)
-            prompt = self.tokenizer.prompt_tokens(task.messages)
+            prompt = self.prompt_tokens(task)
             if len(prompt) + self.max_new_tokens > self.max_length:
                 raise ValueError(
                     f"prompt of task {task.index} is {len(prompt)} tokens; with max_new_tokens="

@@ -60,6 +60,16 @@ class Tokenizer:
         """Token ids of a conversation followed by the assistant's generation prompt."""
         return self.encode(self.apply_chat_template(messages, add_generation_prompt=True))
 
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the chat template writes a tool list itself (``tools=`` in its variables)."""
+        return False
+
+    def tool_prompt_tokens(self, messages: Sequence[Message],
+                           tools: Sequence[dict[str, Any]]) -> list[int]:
+        """Like :meth:`prompt_tokens`, with the template's own tool list (:attr:`renders_tools`)."""
+        raise NotImplementedError(f"the chat template of {self.name!r} has no tool support")
+
     def reply_tokens(self, content: str, role: str = "user") -> list[int]:
         """Tokens to append after the agent's end-of-turn token for a new ``role`` turn.
 
@@ -227,6 +237,19 @@ class HFTokenizer(Tokenizer):
         return self.hf.apply_chat_template(
             list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
         )
+
+    @property
+    def renders_tools(self) -> bool:
+        # Templates with tool support (Qwen2.5, Llama 3.1, Hermes) read the ``tools`` variable.
+        template = self.hf.chat_template
+        texts = template.values() if isinstance(template, dict) else [template]
+        return any("tools" in str(text) for text in texts)
+
+    def tool_prompt_tokens(self, messages: Sequence[Message],
+                           tools: Sequence[dict[str, Any]]) -> list[int]:
+        text = self.hf.apply_chat_template(list(messages), tools=list(tools), tokenize=False,
+                                           add_generation_prompt=True)
+        return self.encode(text)
 
     def __repr__(self) -> str:
         return f"HFTokenizer({self.name!r})"
