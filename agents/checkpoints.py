@@ -49,9 +49,6 @@ WEIGHTS_SUFFIX = ".safetensors"
 LEGACY_FILE = "state.pt"  # the format before issue 19: one pickled dict, never loaded now
 STATE_FILE = META_FILE  # the file whose presence marks a complete save
 SAVE_FORMAT = "llm_gym.checkpoint/2"
-# Periodic checkpoints of the LLM agents: a kill loses at most this much work (issue 14).
-DEFAULT_CHECKPOINT_EVERY = 50  # updates
-DEFAULT_CHECKPOINT_MINUTES = 10.0
 # What reading a torn, truncated or tampered save raises (JSON, safetensors, torch's
 # weights-only unpickler, zip and stream errors).
 _CORRUPT_ERRORS = (RuntimeError, EOFError, ValueError, LookupError, TypeError, AttributeError,

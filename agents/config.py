@@ -1,20 +1,15 @@
-"""Config files and checks shared by the agents' config dataclasses (no torch import here)."""
+"""The agents' config dataclasses' shared base, config files and checks (no torch import here)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import tomllib
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 ConfigT = TypeVar("ConfigT")
-
-# Old names of settings the agents share, still accepted (with a DeprecationWarning) and mapped
-# onto the one name every agent now uses (issue 8).
-DEPRECATED_NAMES = {"beta": "kl_coef", "max_bad_reward_batches": "max_reward_failures"}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -36,13 +31,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
 
 
-def config_from_dict(cls: type[ConfigT], data: dict[str, Any], warn: bool = True) -> ConfigT:
+def config_from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
     """Build the dataclass ``cls`` from ``data``; unknown keys raise a ValueError naming them.
 
-    Deprecated names (:data:`DEPRECATED_NAMES`) are mapped onto the current ones, with a
-    DeprecationWarning unless ``warn`` is False (a checkpoint written before the rename).
+    Example:
+        >>> config_from_dict(TrainerConfig, {"lr": 0.1})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown TrainerConfig keys ['lr']; valid keys are [...]
     """
-    data = rename_deprecated(cls.__name__, data, warn)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -70,12 +67,68 @@ class FileConfig:
         return config_from_dict(cls, read_config_file(path))
 
     @classmethod
-    def from_dict(cls: type[ConfigT], data: dict[str, Any], warn: bool = True) -> ConfigT:
-        """Build a config from a dict; unknown keys raise a ValueError naming them.
+    def from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
+        """Build a config from a dict; unknown keys raise a ValueError naming them."""
+        return config_from_dict(cls, data)
 
-        Deprecated names are mapped, with a DeprecationWarning unless ``warn`` is False.
-        """
-        return config_from_dict(cls, data, warn)
+
+@dataclasses.dataclass(kw_only=True)
+class TrainerConfig(FileConfig):
+    """The settings every llm_gym trainer (GRPO, PPO, DPO) shares, under one name each.
+
+    The names are the ones TRL and CleanRL users know. The two RL trainers also share
+    ``update_epochs`` (CleanRL's passes over each rollout), ``num_minibatches`` and
+    ``clip_coef`` (CleanRL's ratio clip ε); :class:`~llm_gym.agents.grpo.GRPOConfig` and
+    :class:`~llm_gym.agents.ppo.PPOConfig` declare those, which DPO has no use for. A trainer
+    whose default differs (PPO's ``max_grad_norm`` of 0.5, DPO's ``kl_coef`` of 0.1) says so
+    in its own config.
+
+    Attributes:
+        learning_rate: AdamW step size.
+        weight_decay: AdamW weight decay.
+        max_grad_norm: global gradient-norm clip.
+        kl_coef: weight of the KL to a frozen reference model, the starting policy (0: no
+            reference is loaded). GRPO and RLOO add the k3 estimator to the loss, PPO and
+            REINFORCE++ put the k1 estimate into each token's reward; DPO's β.
+        temperature: sampling temperature of the policy.
+        checkpoint_every: with a ``log_dir``, save a checkpoint to ``<log_dir>/checkpoints``
+            every this many updates (0: none by count).
+        checkpoint_minutes: and every this many minutes of wall-clock (0: none by time); a
+            checkpoint is also written at the end of ``learn`` and on Ctrl-C/SIGTERM.
+        keep_checkpoints: how many of those checkpoints to keep (the newest is never deleted).
+        max_reward_failures: stop (cleanly, after a checkpoint) once this many collects in a
+            row had more than half of their rewards broken (NaN, None, an exception).
+        lora: ``peft.LoraConfig`` kwargs to train a LoRA adapter instead of all weights; the
+            KL reference is then the model with the adapter disabled.
+        dtype: model precision, ``"float32"``, ``"bfloat16"`` or ``"float16"``; ``None`` =
+            bfloat16 on a GPU, float32 on a CPU.
+
+    Example:
+        >>> TrainerConfig(checkpoint_every=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: checkpoint_every and checkpoint_minutes must be >= 0 (0 turns one off), ...
+    """
+
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    kl_coef: float = 0.0
+    temperature: float = 1.0
+    checkpoint_every: int = 50
+    checkpoint_minutes: float = 10.0
+    keep_checkpoints: int = 3
+    max_reward_failures: int = 3
+    lora: dict[str, Any] | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least_one(self, ("keep_checkpoints", "max_reward_failures"))
+        if self.checkpoint_every < 0 or self.checkpoint_minutes < 0:
+            raise ValueError(f"checkpoint_every and checkpoint_minutes must be >= 0 (0 turns "
+                             f"one off), got {self.checkpoint_every}, {self.checkpoint_minutes}")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0 (0: no KL term), got {self.kl_coef}")
 
 
 def require_at_least_one(config: Any, names: Iterable[str]) -> None:
@@ -83,32 +136,3 @@ def require_at_least_one(config: Any, names: Iterable[str]) -> None:
     for name in names:
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
-
-
-def rename_deprecated(owner: str, data: dict[str, Any], warn: bool = True) -> dict[str, Any]:
-    """``data`` with every deprecated key renamed (see :data:`DEPRECATED_NAMES`).
-
-    When the old and the new name are both given, one of them must be 0 or equal to the other.
-
-    Example:
-        >>> import warnings
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     rename_deprecated("GRPOConfig", {"beta": 0.1})
-        {'kl_coef': 0.1}
-    """
-    out = dict(data)
-    for old, new in DEPRECATED_NAMES.items():
-        if old not in out:
-            continue
-        value = out.pop(old)
-        if warn:
-            warnings.warn(f"{owner}: {old!r} is deprecated, use {new!r} (same meaning)",
-                          DeprecationWarning, stacklevel=3)
-        current = out.get(new)
-        if current not in (None, 0, value) and value not in (None, 0):
-            raise ValueError(f"{owner}: {old}={value!r} and {new}={current!r} both given; "
-                             f"give only {new} ({old} is its deprecated name)")
-        if value not in (None, 0) or current is None:
-            out[new] = value
-    return out

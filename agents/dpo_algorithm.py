@@ -10,8 +10,8 @@ implicit reward ``r(x, y) = β · (log π(y|x) − log π_ref(y|x))``:
   IPO uses log-probs averaged over the reply's tokens, so long replies do not dominate.
 
 β is the weight of the KL to the reference in the RLHF objective DPO solves in closed form (their
-Eq. 3), which is what ``kl_coef`` means for GRPO and PPO: the config calls it ``kl_coef`` (TRL's
-``beta`` is accepted, with the shared deprecation warning).
+Eq. 3), which is what ``kl_coef`` means for GRPO and PPO: the config calls it ``kl_coef``, the one
+name every llm_gym trainer uses (TRL's ``beta``).
 
 A pair is encoded as the policy meets it in a token env: the prompt is the env tokenizer's
 chat rendering with the generation prompt (``Tokenizer.prompt_tokens``), the reply is its text's
@@ -27,70 +27,56 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llm_gym.agents.checkpoints import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES
-from llm_gym.agents.config import FileConfig, require_at_least_one
+from llm_gym.agents.config import TrainerConfig, require_at_least_one
 
 LOSS_TYPES = ("sigmoid", "ipo")
 
 
-@dataclass
-class DPOConfig(FileConfig):
+@dataclass(kw_only=True)
+class DPOConfig(TrainerConfig):
     """DPO hyper-parameters (every field can come from a TOML/JSON file).
+
+    The settings every trainer shares (checkpoints, ``lora``, ``dtype``, ...) are
+    :class:`~llm_gym.agents.config.TrainerConfig`'s. Here ``kl_coef`` is DPO's β (TRL's
+    ``beta``), the KL weight of the objective DPO solves, default 0.1 and above 0;
+    ``learning_rate`` defaults to TRL's 1e-6; ``temperature`` is the sampling temperature of
+    ``predict``/``evaluate`` when not deterministic; with ``lora`` the reference is the
+    adapter-disabled base; ``max_reward_failures`` never triggers (DPO has no env reward).
 
     Attributes:
         data: the preference file(s) or hub dataset id, TRL's format
             (:func:`llm_gym.preferences.load_preferences`).
-        kl_coef: DPO's β, the KL weight of the objective DPO solves (TRL's ``beta``).
         loss_type: ``"sigmoid"`` (DPO) or ``"ipo"``.
-        learning_rate: AdamW learning rate (TRL's default).
-        weight_decay: AdamW weight decay.
         batch_size: preference pairs per optimizer step (one collect).
         micro_batch_size: pairs per forward/backward; gradients accumulate over a batch.
         num_train_epochs: passes over the pairs that ``llm-gym train`` runs when no
             ``--timesteps`` is given (``learn(n)`` itself trains on ``n`` pairs).
         max_length: longest prompt + reply in tokens; a longer pair is an error naming its
             row. ``None``: the model's context length.
-        max_grad_norm: gradient clipping norm.
-        temperature: sampling temperature of ``predict``/``evaluate`` when not deterministic.
         top_p: nucleus sampling threshold of ``predict``.
-        checkpoint_every: with a ``log_dir``, a checkpoint every N updates (0: none by count).
-        checkpoint_minutes: also one every M minutes of wall-clock (0: none by time).
-        keep_checkpoints: checkpoints kept (the newest is never deleted).
-        max_reward_failures: shared with the other trainers; DPO has no env reward to fail.
         deterministic: ``torch.use_deterministic_algorithms(True)`` (exact resume on CPU).
-        lora: ``peft.LoraConfig`` kwargs; the reference is then the adapter-disabled base.
-        dtype: model precision; ``None`` = bfloat16 on a GPU, float32 on a CPU.
     """
 
-    data: str | list[str] | None = None
-    kl_coef: float = 0.1
-    loss_type: str = "sigmoid"
     learning_rate: float = 1e-6
-    weight_decay: float = 0.0
+    kl_coef: float = 0.1
+    data: str | list[str] | None = None
+    loss_type: str = "sigmoid"
     batch_size: int = 8
     micro_batch_size: int = 8
     num_train_epochs: int = 1
     max_length: int | None = None
-    max_grad_norm: float = 1.0
-    temperature: float = 1.0
     top_p: float = 1.0
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
-    checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
-    keep_checkpoints: int = 3
-    max_reward_failures: int = 3
     deterministic: bool = False
-    lora: dict[str, Any] | None = None
-    dtype: str | None = None
 
     def __post_init__(self) -> None:
+        if not self.kl_coef > 0:  # before the shared check, which allows 0
+            raise ValueError(f"kl_coef (DPO's beta) must be above 0, got {self.kl_coef}")
+        super().__post_init__()
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if not self.kl_coef > 0:
-            raise ValueError(f"kl_coef (DPO's beta) must be above 0, got {self.kl_coef}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be above 0, got {self.learning_rate}")
-        require_at_least_one(self, ("batch_size", "micro_batch_size", "num_train_epochs",
-                                    "keep_checkpoints"))
+        require_at_least_one(self, ("batch_size", "micro_batch_size", "num_train_epochs"))
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}")
 

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llm_gym.agents.checkpoints import STATE_FILE, latest_checkpoint, load_checkpoint
 from llm_gym.agents.factory import LLM_AGENTS
-from llm_gym.agents.training import STATE_FILE, latest_checkpoint, load_checkpoint
 from llm_gym.export import TrainedModel, check_out_dir, upload_folder, write_model_folder
 from llm_gym.tokenizers import load_tokenizer
 

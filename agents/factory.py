@@ -25,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 
 from llm_gym.agents.base import AgentEnvMismatch
-from llm_gym.agents.config import config_from_dict, read_config_file, rename_deprecated
+from llm_gym.agents.config import config_from_dict, read_config_file
 from llm_gym.wrappers.stack import is_token_env_id, parse_wrappers
 
 
@@ -239,9 +239,8 @@ def _make_llm_agent(name: str, env_id: Any, model: Any, config: Any, seed: int, 
     preset = AGENTS[name].preset
     if config is None and preset:
         config = {}
-    if isinstance(config, dict):  # old names first, so that they meet the preset's new ones
-        config = config_from_dict(config_cls, {**preset, **rename_deprecated(
-            config_cls.__name__, config)})
+    if isinstance(config, dict):
+        config = config_from_dict(config_cls, {**preset, **config})
     elif isinstance(config, config_cls) and preset:  # the name fixes the estimator
         config = dataclasses.replace(config, advantage=preset["advantage"])
     elif config is not None and not isinstance(config, config_cls):

@@ -292,7 +292,7 @@ class GRPOAgent(CausalLMTrainer):
         self.model.train()
         sums: dict[str, float] = {}
         steps = 0
-        for _ in range(cfg.num_epochs):
+        for _ in range(cfg.update_epochs):
             order = torch.randperm(batch.num_rows, generator=self.generator)
             for part in torch.tensor_split(order, min(cfg.num_minibatches, batch.num_rows)):
                 stats = self._minibatch_step(batch, advantages, ref, part.to(self.device))

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from llm_gym.agents.config import config_from_dict
+from llm_gym.agents.config import TrainerConfig, config_from_dict
 from llm_gym.agents.evaluation import EvalResult
 from llm_gym.agents.sampling import device_generator, sample_tokens
 from llm_gym.agents.token_envs import build_token_envs, first_env, saved_stack
@@ -29,14 +29,14 @@ from llm_gym.models import load_model
 class CausalLMTrainer(LLMTrainer):
     """An :class:`LLMTrainer` whose policy is one causal LM (``self.model``).
 
-    Subclasses set :attr:`CONFIG_CLASS` (a dataclass with ``deterministic``, ``dtype``, ``lora``,
-    ``learning_rate``, ``weight_decay``, ``temperature`` and ``top_p``), call
+    Subclasses set :attr:`CONFIG_CLASS` (a :class:`~llm_gym.agents.config.TrainerConfig` that
+    adds ``deterministic`` and ``top_p``), call
     :meth:`_setup_policy` from ``__init__``, build ``self.sampler`` (a
     :class:`~llm_gym.agents.training.TaskSampler` over what they draw from) and call
     ``_init_run_state``.
     """
 
-    CONFIG_CLASS: ClassVar[type]
+    CONFIG_CLASS: ClassVar[type[TrainerConfig]]
 
     def _setup_policy(self, env: Any, model: str | torch.nn.Module, rows: int, *,
                       env_kwargs: dict[str, Any] | None, tokenizer: Any, seed: int,
@@ -92,8 +92,7 @@ class CausalLMTrainer(LLMTrainer):
         if model is None:
             raise ValueError(f"{path} was saved from an nn.Module; pass model=<the same "
                              "architecture> to load it")
-        # A checkpoint written before a config rename (GRPO's beta) maps it silently.
-        config = config_from_dict(cls.CONFIG_CLASS, state["config"], warn=False)
+        config = config_from_dict(cls.CONFIG_CLASS, state["config"])
         kwargs.setdefault("env_kwargs", state["env_kwargs"])
         kwargs["wrappers"] = saved_stack(state, kwargs.get("wrappers"), path)
         return cls(env, model, config, seed=state["seed"], **kwargs)

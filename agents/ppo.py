@@ -236,9 +236,8 @@ class PPOAgent(LLMTrainer):
                     kwargs: dict[str, Any]) -> PPOAgent:
         # Token-env runs resume exactly (weights, optimizer, RNG, data position, rollout seeds
         # from the update count); classic runs start fresh episodes.
-        # A checkpoint written before the renames says max_bad_reward_batches: map it silently.
         options: dict[str, Any] = {
-            "config": PPOConfig.from_dict(state["config"], warn=False),
+            "config": PPOConfig.from_dict(state["config"]),
             "env_kwargs": state["env_kwargs"], "seed": state["seed"], **kwargs,
         }
         options["wrappers"] = saved_stack(state, kwargs.get("wrappers"), path)

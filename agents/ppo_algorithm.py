@@ -21,28 +21,33 @@ implementation details of RLHF with PPO" (Huang et al. 2023):
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from llm_gym.agents.checkpoints import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES
-from llm_gym.agents.config import FileConfig, require_at_least_one
+from llm_gym.agents.config import TrainerConfig, require_at_least_one
 
 # ----------------------------------------------------------------------------- config
 
 
-@dataclass
-class PPOConfig(FileConfig):
+@dataclass(kw_only=True)
+class PPOConfig(TrainerConfig):
     """Hyperparameters of :class:`PPOAgent` (CleanRL names where they exist).
+
+    The settings every trainer shares (``kl_coef``, ``temperature``, checkpoints, ``lora``,
+    ``dtype``, ...) are :class:`~llm_gym.agents.config.TrainerConfig`'s; PPO's own defaults
+    for three of them follow CleanRL and the RLHF report: ``learning_rate`` ``None`` (3e-4
+    for the MLP policy, 1e-5 for an LLM policy), ``max_grad_norm`` 0.5, and ``kl_coef`` 0.05
+    (the weight of the per-token KL penalty to the reference model on token envs; 0 builds no
+    reference model). ``temperature`` divides the logits in the update too, so the ratio
+    compares the distributions that were sampled from. With ``lora`` the adapter and the value
+    head train, the rest of the LM stays frozen.
 
     Attributes:
         num_envs: parallel envs. For token envs, the episodes (conversations) per update.
         num_steps: steps per env per rollout, classic envs only (token envs play one whole
             episode per env per rollout).
-        learning_rate: AdamW step size; ``None`` picks 3e-4 for the MLP policy and 1e-5 for an
-            LLM policy.
         gamma: discount per env step (per agent token on token envs).
         gae_lambda: GAE's lambda (Schulman et al. 2016).
         update_epochs: passes over each rollout.
@@ -51,34 +56,18 @@ class PPOConfig(FileConfig):
         vf_clip_coef: clip of the value update around the rollout's values; ``None`` disables.
         vf_coef: weight of the value loss.
         ent_coef: weight of the entropy bonus.
-        kl_coef: weight of the per-token KL penalty to the reference model (token envs);
-            0 builds no reference model.
-        max_grad_norm: global gradient-norm clip.
         norm_adv: whiten advantages (mean 0, std 1) over the rollout's valid steps.
         target_kl: stop the epochs of an update early once the approximate KL of the policy
             change passes this; ``None`` never stops.
-        temperature: sampling temperature of the LLM policy; the update divides the logits by
-            it too, so the ratio compares the distributions that were sampled from.
         adam_eps: AdamW's epsilon (1e-5 as in CleanRL and the RLHF report).
-        weight_decay: AdamW's weight decay.
         hidden_size: width of the MLP policy's hidden layers (classic envs).
-        checkpoint_every: with a ``log_dir``, save a checkpoint to ``<log_dir>/checkpoints``
-            every this many updates (0: none by count).
-        checkpoint_minutes: and every this many minutes of wall-clock (0: none by time); a
-            checkpoint is also written at the end of ``learn`` and on Ctrl-C/SIGTERM.
-        keep_checkpoints: how many of those checkpoints to keep (the newest).
-        max_reward_failures: stop (cleanly, after a checkpoint) once this many rollouts in
-            a row had more than half of their rewards broken (NaN, None, an exception).
-            Formerly ``max_bad_reward_batches`` (still accepted, with a DeprecationWarning).
-        lora: ``peft.LoraConfig`` kwargs to train a LoRA adapter (and the value head) instead
-            of all LM weights; the KL reference is then the model with the adapter disabled.
-        dtype: LM precision (``"float32"``, ``"bfloat16"``, ``"float16"``; ``None`` = bfloat16
-            on a GPU, float32 on a CPU).
     """
 
+    learning_rate: float | None = None
+    max_grad_norm: float = 0.5
+    kl_coef: float = 0.05
     num_envs: int = 8
     num_steps: int = 128
-    learning_rate: float | None = None
     gamma: float = 0.99
     gae_lambda: float = 0.95
     update_epochs: int = 4
@@ -87,39 +76,21 @@ class PPOConfig(FileConfig):
     vf_clip_coef: float | None = 0.2
     vf_coef: float = 0.5
     ent_coef: float = 0.0
-    kl_coef: float = 0.05
-    max_grad_norm: float = 0.5
     norm_adv: bool = True
     target_kl: float | None = None
-    temperature: float = 1.0
     adam_eps: float = 1e-5
-    weight_decay: float = 0.0
     hidden_size: int = 64
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
-    checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
-    keep_checkpoints: int = 3
-    max_reward_failures: int = 3
-    lora: dict[str, Any] | None = None
-    dtype: str | None = None
-    max_bad_reward_batches: InitVar[int | None] = None  # deprecated name of max_reward_failures
 
-    def __post_init__(self, max_bad_reward_batches: int | None) -> None:
-        if max_bad_reward_batches is not None:
-            warnings.warn("PPOConfig: 'max_bad_reward_batches' is deprecated, use "
-                          "'max_reward_failures' (same meaning)", DeprecationWarning,
-                          stacklevel=3)
-            self.max_reward_failures = max_bad_reward_batches
+    def __post_init__(self) -> None:
+        super().__post_init__()
         require_at_least_one(self, (
-            "num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size",
-            "keep_checkpoints", "max_reward_failures"))
+            "num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size"))
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(
                 f"gamma and gae_lambda must lie in [0, 1], got {self.gamma}, {self.gae_lambda}"
             )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0 (0 disables the penalty), got {self.kl_coef}")
 
 
 # ----------------------------------------------------------------------------- advantages

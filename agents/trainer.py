@@ -31,6 +31,7 @@ from llm_gym.agents.checkpoints import (
     save_checkpoint,
     write_state_dir,
 )
+from llm_gym.agents.config import TrainerConfig
 from llm_gym.agents.evaluation import EvalResult, success_threshold
 from llm_gym.agents.metrics import (
     MetricsLogger,
@@ -123,8 +124,7 @@ class LLMTrainer(abc.ABC):
     """What GRPO and PPO share; subclasses implement the abstract hooks at the end of the class.
 
     A subclass's ``__init__`` calls :meth:`_init_run_state` (counters, episode log, log dir)
-    and sets ``config`` (with ``checkpoint_every``, ``checkpoint_minutes``,
-    ``keep_checkpoints``, ``max_reward_failures``, ``temperature``), ``seed``, ``env_id``,
+    and sets ``config`` (a :class:`~llm_gym.agents.config.TrainerConfig`), ``seed``, ``env_id``,
     ``env_kwargs``, ``wrappers``, ``envs``, ``tokenizer`` (None on classic envs),
     ``model_spec``, ``optimizer`` and ``generator``.
 
@@ -137,7 +137,7 @@ class LLMTrainer(abc.ABC):
 
     STATE_FORMAT = "llm_gym.trainer/1"
     EVAL_SEED = 0  # first evaluation seed, per agent (kept from before the base, issue 8)
-    config: Any
+    config: TrainerConfig
 
     def _init_run_state(self, log_dir: str | Path | None) -> None:
         self.num_timesteps = self.num_updates = self.num_tokens = 0

@@ -5,8 +5,7 @@
   say exactly where it is, so a resumed run neither replays nor skips a prompt.
 * Interruption: :func:`stop_on_signals` turns Ctrl-C/SIGTERM into a request that ``learn``
   honours after the current update, checkpointing and raising :class:`TrainingInterrupted`.
-* Checkpoints (:mod:`.checkpoints`) and metrics (:mod:`.metrics`) live in their own modules and
-  are re-exported here, the import path they had before the split.
+* Checkpoints (:mod:`.checkpoints`) and metrics (:mod:`.metrics`) live in their own modules.
 """
 
 from __future__ import annotations
@@ -23,36 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm_gym.agents.checkpoints import (
-    CHECKPOINT_PREFIX,
-    DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_CHECKPOINT_MINUTES,
-    STATE_FILE,
-    CheckpointSchedule,
-    checkpoint_candidates,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-    write_state_dir,
-)
-from llm_gym.agents.metrics import (
-    MetricsLogger,
-    RewardFailures,
-    drop_metrics_after,
-    plot_reward_curve,
-    progress_bar,
-    reward_counters,
-)
-
-__all__ = [
-    "CHECKPOINT_PREFIX", "DEFAULT_CHECKPOINT_EVERY", "DEFAULT_CHECKPOINT_MINUTES", "STATE_FILE",
-    "CheckpointSchedule", "MetricsLogger", "RewardFailures", "TaskSampler", "TrainingInterrupted",
-    "checkpoint_candidates", "drop_metrics_after", "latest_checkpoint", "learn_target",
-    "list_checkpoints", "load_checkpoint", "plot_reward_curve", "progress_bar",
-    "reward_counters", "rng_state", "save_checkpoint", "seed_everything", "set_rng_state",
-    "stop_on_signals", "stop_requested", "write_state_dir",
-]
+from llm_gym.agents.checkpoints import load_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import argparse
 import importlib
 import logging
 import sys
-import warnings
 from collections.abc import Sequence
 
 COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart", "export", "preferences",
@@ -43,9 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    # Python hides DeprecationWarnings outside __main__; a --config file with an old name
-    # (beta, max_bad_reward_batches) should say so on the command line too.
-    warnings.filterwarnings("default", category=DeprecationWarning, module=r"llm_gym(\.|$)")
     try:
         check_env_arguments(args)
         return int(args.func(args) or 0)

@@ -225,8 +225,9 @@ def _steps(agent: Any) -> int:
 def _save_interrupted(agent: Any, interrupt: KeyboardInterrupt, spec: Any, run_dir: Path,
                       args: argparse.Namespace, total: int) -> None:
     """Say what an interrupted run kept, and how to go on."""
+    from llm_gym.agents.checkpoints import latest_checkpoint
     from llm_gym.agents.factory import LLM_AGENTS, agent_file
-    from llm_gym.agents.training import TrainingInterrupted, latest_checkpoint
+    from llm_gym.agents.training import TrainingInterrupted
 
     if isinstance(interrupt, TrainingInterrupted):
         saved, steps = interrupt.checkpoint, interrupt.num_timesteps
@@ -384,7 +385,7 @@ def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any]
     distributed = distributed_options(name, distributed)  # Ray is a choice of this invocation
 
     if name in LLM_AGENTS:
-        from llm_gym.agents.training import latest_checkpoint
+        from llm_gym.agents.checkpoints import latest_checkpoint
 
         if latest_checkpoint(folder) is None:
             raise FileNotFoundError(f"--resume {folder}: no checkpoint there yet (the run was "

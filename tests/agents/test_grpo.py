@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from llm_gym.agents.checkpoints import latest_checkpoint, load_checkpoint
 from llm_gym.agents.grpo import (
     GRPOAgent,
     GRPOConfig,
@@ -15,7 +16,6 @@ from llm_gym.agents.grpo import (
     grpo_loss,
     parameter_hash,
 )
-from llm_gym.agents.training import latest_checkpoint, load_checkpoint
 from llm_gym.models import tiny_model
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.vector import TokenVectorEnv
@@ -119,7 +119,7 @@ def test_loss_aggregations_differ_only_in_normalisation() -> None:
 
 def test_dapo_clip_higher_and_dynamic_sampling_defaults() -> None:
     config = GRPOConfig(loss_type="dapo")
-    assert config.eps_high == 0.28 and config.uses_dynamic_sampling
+    assert config.effective_clip_coef_high == 0.28 and config.uses_dynamic_sampling
     assert not GRPOConfig().uses_dynamic_sampling
     assert not GRPOConfig(loss_type="dr_grpo").scales_rewards
 
@@ -159,7 +159,7 @@ def test_broken_reward_is_dropped_counted_and_stops_cleanly(monkeypatch, tmp_pat
 
 
 def test_smoke_learn_predict_evaluate_save_load(tmp_path) -> None:
-    config = GRPOConfig(group_size=2, prompts_per_batch=2, kl_coef=0.1, num_epochs=2,
+    config = GRPOConfig(group_size=2, prompts_per_batch=2, kl_coef=0.1, update_epochs=2,
                         num_minibatches=2, micro_batch_size=1)
     agent = GRPOAgent("llm_gym/Arithmetic-v0", "tiny", config,
                       env_kwargs={"max_new_tokens": 3}, log_dir=tmp_path / "run")

@@ -16,8 +16,13 @@ import time
 import pytest
 
 from llm_gym.agents import training
+from llm_gym.agents.checkpoints import (
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    write_state_dir,
+)
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
-from llm_gym.agents.training import list_checkpoints, load_checkpoint, save_checkpoint
 from llm_gym.cli import main
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.vector import TokenVectorEnv
@@ -135,7 +140,7 @@ def test_corrupt_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
 
 def test_resume_takes_the_save_with_most_updates_of_agent_and_checkpoints(tmp_path):
     save_checkpoint(tmp_path / "checkpoints", 5, {"step": 5})
-    training.write_state_dir(tmp_path / "agent", {"step": 6}, updates=6)
+    write_state_dir(tmp_path / "agent", {"step": 6}, updates=6)
     assert load_checkpoint(tmp_path)["step"] == 6
     save_checkpoint(tmp_path / "checkpoints", 7, {"step": 7})
     assert load_checkpoint(tmp_path)["step"] == 7

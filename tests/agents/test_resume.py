@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from llm_gym.agents import training
-from llm_gym.agents.grpo import GRPOAgent, GRPOConfig, parameter_hash
-from llm_gym.agents.training import (
-    TaskSampler,
+from llm_gym.agents.checkpoints import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
+from llm_gym.agents.grpo import GRPOAgent, GRPOConfig, parameter_hash
+from llm_gym.agents.training import TaskSampler
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.vector import TokenVectorEnv
 
@@ -54,7 +54,7 @@ class FirstLetterEnv(TokenEnv):
 
 
 CONFIG = GRPOConfig(group_size=4, prompts_per_batch=2, learning_rate=2e-2, kl_coef=0.05,
-                    num_epochs=2, num_minibatches=2, checkpoint_every=1, keep_checkpoints=2,
+                    update_epochs=2, num_minibatches=2, checkpoint_every=1, keep_checkpoints=2,
                     deterministic=True)
 
 

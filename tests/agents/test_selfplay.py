@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from llm_gym.agents.checkpoints import latest_checkpoint, load_checkpoint
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig, parameter_hash
 from llm_gym.agents.league import SelfPlayConfig, SelfPlayLeague
-from llm_gym.agents.training import latest_checkpoint, load_checkpoint
 from llm_gym.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,14 +4,15 @@ one agent table, one set of config names."""
 from __future__ import annotations
 
 import argparse
-import warnings
+import dataclasses
 
 import gymnasium as gym
 import pytest
 
 import llm_gym  # noqa: F401  (registers the envs)
 from llm_gym.agents.compare import mismatch_reason
-from llm_gym.agents.config import config_from_dict
+from llm_gym.agents.config import TrainerConfig
+from llm_gym.agents.dpo import DPOConfig
 from llm_gym.agents.evaluation import evaluate_agent
 from llm_gym.agents.factory import AGENT_NAMES, AGENTS, GRPO_FAMILY, LLM_AGENTS, make_agent
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
@@ -117,22 +118,24 @@ def test_mismatch_check_reads_the_table() -> None:
     assert "classic" in mismatch_reason("sb3-dqn", TEXT)
 
 
-def test_deprecated_config_names_warn_and_map(tmp_path) -> None:
-    with pytest.warns(DeprecationWarning, match="'beta' is deprecated, use 'kl_coef'"):
-        assert GRPOConfig(beta=0.1).kl_coef == 0.1
-    path = tmp_path / "grpo.toml"
-    path.write_text("beta = 0.2\n")
-    with pytest.warns(DeprecationWarning, match="beta"):
-        assert GRPOConfig.from_file(path).kl_coef == 0.2
-    with pytest.warns(DeprecationWarning, match="max_bad_reward_batches"):
-        assert PPOConfig(max_bad_reward_batches=2).max_reward_failures == 2
-    with pytest.warns(DeprecationWarning, match="max_bad_reward_batches"):
-        assert PPOConfig.from_dict({"max_bad_reward_batches": 5}).max_reward_failures == 5
-    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="give only kl_coef"):
-        GRPOConfig(beta=0.1, kl_coef=0.2)
-    with warnings.catch_warnings():  # a checkpoint written before the rename loads silently
-        warnings.simplefilter("error")
-        assert config_from_dict(GRPOConfig, {"beta": 0.3}, warn=False).kl_coef == 0.3
+def test_configs_share_one_base_with_one_name_per_concept(tmp_path) -> None:
+    configs = (GRPOConfig, PPOConfig, DPOConfig)
+    assert all(issubclass(cls, TrainerConfig) for cls in configs)
+    shared = {f.name for f in dataclasses.fields(TrainerConfig)}
+    names = [{f.name for f in dataclasses.fields(cls)} for cls in configs]
+    assert set.intersection(*names) == shared
+    assert {"update_epochs", "num_minibatches", "clip_coef"} <= names[0] & names[1]
+    # The package was never released: an old name is an unknown key, not a renamed one.
+    for old, cls in (("num_epochs", GRPOConfig), ("clip_eps_low", GRPOConfig),
+                     ("beta", GRPOConfig), ("max_bad_reward_batches", PPOConfig)):
+        path = tmp_path / f"{old}.toml"
+        path.write_text(f"{old} = 1\n")
+        with pytest.raises(ValueError, match=rf"unknown {cls.__name__} keys \['{old}'\]"):
+            cls.from_file(path)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        DPOConfig(checkpoint_every=-1)  # the shared checks run for every trainer
+    with pytest.raises(TypeError):
+        GRPOConfig(4)  # keyword-only: a field's position is no part of the API
 
 
 def test_kl_coef_goes_to_the_loss_or_the_reward_by_estimator() -> None:
@@ -140,8 +143,7 @@ def test_kl_coef_goes_to_the_loss_or_the_reward_by_estimator() -> None:
     assert (group.kl_loss_coef, group.kl_reward_coef) == (0.1, 0.0)
     reinforce = GRPOConfig(kl_coef=0.1, advantage="reinforce_pp")
     assert (reinforce.kl_loss_coef, reinforce.kl_reward_coef) == (0.0, 0.1)
-    with pytest.warns(DeprecationWarning):
-        agent = make_agent("reinforce-pp", TEXT, model="tiny",
-                           config={"beta": 0.05, "group_size": 2, "prompts_per_batch": 1})
+    agent = make_agent("reinforce-pp", TEXT, model="tiny",
+                       config={"kl_coef": 0.05, "group_size": 2, "prompts_per_batch": 1})
     assert agent.config.kl_coef == 0.05
     agent.close()
