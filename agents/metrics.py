@@ -23,6 +23,8 @@ import numpy as np
 def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> dict[str, float]:
     """``reward/...`` metrics of one batch: dropped samples, verdicts and reward terms.
 
+    With :func:`tool_counters`' ``tools/...`` metrics when the episodes called tools.
+
     Dropped samples are counted by cause, env verdicts by name, and every named reward term
     (``info["reward_components"]`` of shaping wrappers) as its mean episode sum,
     ``reward/<term>``.
@@ -32,6 +34,7 @@ def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> d
         ...                  {"reward_error": "nan"}], [True, False])["reward/length"]
         -0.5
     """
+    infos = list(infos)
     counts: dict[str, float] = {"reward/dropped": 0.0}
     terms: dict[str, list[float]] = {}
     for info, ok in zip(infos, valid, strict=True):
@@ -49,7 +52,28 @@ def reward_counters(infos: Iterable[dict[str, Any]], valid: Iterable[bool]) -> d
             counts[key] = counts.get(key, 0.0) + 1
     for name, values in terms.items():
         counts[f"reward/{name}"] = float(np.mean(values))
-    return counts
+    return {**counts, **tool_counters(infos)}
+
+
+def tool_counters(infos: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """``tools/...`` metrics of one batch of tool-env episodes (empty for envs without tools).
+
+    Means per episode of the counts :class:`~llm_gym.tools.env.ToolEnv` keeps in
+    ``info["tools"]`` (calls, errors, parse_failures, latency_s), and ``tools/call_rate``, the
+    share of episodes that made at least one call.
+
+    Example:
+        >>> tool_counters([{"tools": {"calls": 2, "errors": 1}}, {"tools": {"calls": 0}}])
+        {'tools/calls': 1.0, 'tools/errors': 0.5, 'tools/call_rate': 0.5}
+    """
+    episodes = [info["tools"] for info in infos if isinstance(info.get("tools"), dict)]
+    if not episodes:
+        return {}
+    keys = dict.fromkeys(key for counts in episodes for key in counts)
+    out = {f"tools/{key}": float(np.mean([float(c.get(key, 0.0)) for c in episodes]))
+           for key in keys}
+    out["tools/call_rate"] = float(np.mean([float(c.get("calls", 0) > 0) for c in episodes]))
+    return out
 
 
 class RewardFailures:

@@ -24,7 +24,7 @@ trainers log as ``tools/*``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -121,7 +121,7 @@ class ToolEnv(TokenEnv):
                              f"{max_calls} and {max_result_tokens}")
         self.env_id, self.env_kwargs = env, dict(env_kwargs or {})
         self.inner = self._make_inner(env, tokenizer, self.env_kwargs)
-        self.tools_given = list(tools)
+        self.tools_given = _as_list(tools)
         flat, self._toolsets = collect_tools(resolve_tools(self.tools_given))
         if not flat:
             raise ValueError("with_tools needs at least one tool")
@@ -135,7 +135,8 @@ class ToolEnv(TokenEnv):
 
     @staticmethod
     def _make_inner(env: str, tokenizer: Any, env_kwargs: dict[str, Any]) -> TokenEnv:
-        inner = gym.make(env, tokenizer=tokenizer, **env_kwargs).unwrapped
+        given = {} if tokenizer is None else {"tokenizer": tokenizer}
+        inner = gym.make(env, **given, **env_kwargs).unwrapped
         if not isinstance(inner, TokenEnv):
             raise TypeError(f"with_tools needs a token env id (one token per step), got {env!r} "
                             f"({type(inner).__name__})")
@@ -255,6 +256,13 @@ class ToolEnv(TokenEnv):
         super().close()
 
 
+def _as_list(tools: Any) -> list[Any]:
+    """``tools`` as a list: one tool, function, name or toolset is a list of one."""
+    if isinstance(tools, (str, Tool, Toolset)) or callable(tools):
+        return [tools]
+    return list(tools)
+
+
 def _episode_counts() -> dict[str, Any]:
     return {"calls": 0, "errors": 0, "parse_failures": 0, "latency_s": 0.0}
 
@@ -267,12 +275,14 @@ def _with_system(messages: list[Message], text: str) -> list[Message]:
     return [{"role": "system", "content": text}, *messages]
 
 
-def with_tools(env: str, tools: Sequence[Tool | Callable[..., Any] | Toolset | str],
+def with_tools(env: str, tools: Any,
                *, max_calls: int = 4, max_result_tokens: int = 128,
                **kwargs: Any) -> gym.Env:
-    """``gym.make`` the task env ``env`` with ``tools`` the agent may call (a :class:`ToolEnv`).
+    r"""``gym.make`` the task env ``env`` with ``tools`` the agent may call (a :class:`ToolEnv`).
 
-    Keyword arguments other than ``tokenizer``, ``max_length``, ``max_new_tokens`` and
+    ``tools`` is one or a list of: functions, :class:`~llm_gym.tools.base.Tool`\ s, toolsets
+    (:func:`~llm_gym.tools.mcp_tools`) and names from :data:`NAMED_TOOLS`. Keyword arguments
+    other than ``tokenizer``, ``max_length``, ``max_new_tokens`` and
     ``render_mode`` go to the task env. The result is a registered env (``llm_gym/Tools-v0``),
     so trainers rebuild it as a batch from its spec like any id.
 
@@ -285,7 +295,7 @@ def with_tools(env: str, tools: Sequence[Tool | Callable[..., Any] | Toolset | s
     """
     own = {k: kwargs.pop(k) for k in ("tokenizer", "max_length", "max_new_tokens", "render_mode")
            if k in kwargs}
-    return gym.make("llm_gym/Tools-v0", env=env, tools=list(tools), env_kwargs=kwargs,
+    return gym.make("llm_gym/Tools-v0", env=env, tools=_as_list(tools), env_kwargs=kwargs,
                     max_calls=max_calls, max_result_tokens=max_result_tokens, **own)
 
 
