@@ -52,8 +52,13 @@ class BanditAgent(EpisodicAgent):
 
     name = "bandit"
 
+    @classmethod
+    def check_env(cls, env: gym.Env) -> None:
+        """Raise :class:`AgentEnvMismatch` unless ``env`` is a bandit env."""
+        check_bandit(env, cls.name)
+
     def __init__(self, env: gym.Env, seed: int = 0) -> None:
-        check_bandit(env, self.name)
+        self.check_env(env)
         super().__init__(env, seed)
         self.num_arms = int(env.action_space.n)
 
@@ -246,35 +251,3 @@ class ThompsonAgent(BanditAgent):
         else:
             samples = self.rng.normal(sums / (counts + 1.0), 1.0 / np.sqrt(counts + 1.0))
         return self._argmax(samples)
-
-
-# The agent names of llm_gym.agents.factory.BANDIT_AGENTS: class and preset keyword arguments.
-BANDIT_AGENT_CLASSES: dict[str, tuple[type[BanditAgent], dict[str, Any]]] = {
-    "epsilon-greedy": (EpsilonGreedyAgent, {}),
-    "epsilon-greedy-decay": (EpsilonGreedyAgent, {"decay_c": 1.0}),
-    "ucb1": (UCB1Agent, {}),
-    "thompson": (ThompsonAgent, {}),
-}
-
-
-def make_bandit_agent(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> BanditAgent:
-    """Bandit agent ``name`` on ``env``; ``kwargs`` override the name's preset.
-
-    Example:
-        >>> import gymnasium as gym, llm_gym
-        >>> make_bandit_agent("epsilon-greedy-decay", gym.make("llm_gym/Bandit-v0")).decay_c
-        1.0
-    """
-    if name not in BANDIT_AGENT_CLASSES:
-        raise ValueError(f"unknown bandit agent {name!r}; choose one of: "
-                         f"{', '.join(BANDIT_AGENT_CLASSES)}")
-    cls, preset = BANDIT_AGENT_CLASSES[name]
-    return cls(env, **{**preset, **kwargs}, seed=seed)
-
-
-def load_bandit_agent(name: str, path: str | Path, env: gym.Env) -> BanditAgent:
-    """Load bandit agent ``name`` saved at ``path`` onto ``env``."""
-    if name not in BANDIT_AGENT_CLASSES:
-        raise ValueError(f"unknown bandit agent {name!r}; choose one of: "
-                         f"{', '.join(BANDIT_AGENT_CLASSES)}")
-    return BANDIT_AGENT_CLASSES[name][0].load(path, env=env)

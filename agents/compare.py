@@ -40,16 +40,14 @@ from llm_gym.agents.evaluation import (
 )
 from llm_gym.agents.factory import (
     AGENTS,
-    BANDIT_AGENTS,
     LLM_AGENTS,
     check_agent_name,
     env_kind_mismatch,
-    is_token_env_id,
     make_agent,
 )
 from llm_gym.agents.regret import plot_regret, regret_columns, regret_training_env
 from llm_gym.models import torch_threads
-from llm_gym.wrappers.stack import make_env, parse_wrappers
+from llm_gym.wrappers.stack import is_token_env_id, make_env, parse_wrappers
 
 logger = logging.getLogger(__name__)
 
@@ -155,24 +153,21 @@ def mismatch_reason(
 
     The env kind (token or classic) is checked against the agent table
     (:data:`~llm_gym.agents.factory.AGENTS`); SB3 and tabular agents then check the env's
-    spaces (which builds the env).
+    spaces (which builds the env): the SB3 classes through
+    :func:`~llm_gym.agents.sb3.check_sb3_compatible`, the others through their ``check_env``.
     """
     reason = env_kind_mismatch(agent, env_id)
-    if reason is not None or AGENTS[agent].family == "llm":
+    entry = AGENTS[agent]
+    if reason is not None or entry.family == "llm":
         return reason
     from llm_gym.agents.sb3 import check_sb3_compatible, make_env
-    from llm_gym.agents.tabular import check_discrete
 
     env = make_env(env_id, env_kwargs)
     try:
-        if agent.startswith("sb3-"):
-            check_sb3_compatible(agent.removeprefix("sb3-"), env)
-        elif agent in ("q-learning", "greedy"):
-            check_discrete(env, agent)
-        elif agent in BANDIT_AGENTS:
-            from llm_gym.agents.bandits import check_bandit
-
-            check_bandit(env, agent)
+        if entry.family == "sb3":
+            check_sb3_compatible(entry.agent_class(), env)
+        else:
+            entry.agent_class().check_env(env)
     except AgentEnvMismatch as err:
         return str(err).split(". Use")[0]
     finally:

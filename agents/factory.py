@@ -1,14 +1,16 @@
 """Build any llm_gym agent by name: ``make_agent("sb3-ppo", "CartPole-v1")``.
 
-Every name is a row of :data:`AGENTS` (name → family, env kinds, summary, config preset), from
-which :data:`AGENT_NAMES`, :data:`LLM_AGENTS`, the CLI's ``--agent`` choices, ``llm-gym list
---agents`` and ``llm-gym compare``'s mismatch check are derived. Names: ``grpo``, ``rloo``,
-``reinforce-pp``, ``ppo`` and ``dpo`` (llm_gym's own trainers; ``ppo`` also runs classic envs
-with an MLP; ``dpo`` trains from a preference file, ``config={"data": FILE}``), ``sb3-ppo``,
-``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 / sb3-contrib),
-``q-learning``, ``greedy`` (one-step, γ = 0), ``random``, and the bandit baselines
-``epsilon-greedy``, ``epsilon-greedy-decay``, ``ucb1`` and ``thompson``. Every agent has SB3's
-interface plus ``episode_log`` (the training curve).
+Every name is a row of :data:`AGENTS` (name → family, env kinds, the ``"module:Class"`` entry
+points of its class and config, preset, saved file), from which :data:`AGENT_NAMES`,
+:data:`LLM_AGENTS`, the CLI's ``--agent`` choices, ``llm-gym list --agents`` and ``llm-gym
+compare``'s mismatch check are derived; :func:`make_agent` and :func:`load_agent` look a name
+up and import its class only then (Gymnasium's ``register(entry_point=...)`` style). Names:
+``grpo``, ``rloo``, ``reinforce-pp``, ``ppo`` and ``dpo`` (llm_gym's own trainers; ``ppo`` also
+runs classic envs with an MLP; ``dpo`` trains from a preference file, ``config={"data":
+FILE}``), ``sb3-ppo``, ``sb3-a2c``, ``sb3-dqn``, ``sb3-maskable-ppo`` (Stable-Baselines3 /
+sb3-contrib), ``q-learning``, ``greedy`` (one-step, γ = 0), ``random``, and the bandit
+baselines ``epsilon-greedy``, ``epsilon-greedy-decay``, ``ucb1`` and ``thompson``. Every agent
+has SB3's interface plus ``episode_log`` (the training curve).
 
 SB3 agents get compact defaults that learn within the small budgets of ``llm-gym compare`` and
 ``quickstart`` (PPO rollouts of 256 steps instead of 2048, DQN learning from step 500 with a
@@ -18,6 +20,7 @@ SB3 agents get compact defaults that learn within the small budgets of ``llm-gym
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,79 +32,140 @@ from llm_gym.agents.config import config_from_dict, read_config_file
 from llm_gym.wrappers.stack import is_token_env_id, parse_wrappers
 
 
+def load_entry_point(entry_point: str) -> Any:
+    """The object a ``"package.module:Name"`` string names, imported on first use.
+
+    Gymnasium's ``register(entry_point=...)`` style: the table names classes by string, so
+    reading it imports neither torch nor Stable-Baselines3.
+
+    Example:
+        >>> load_entry_point("llm_gym.agents.tabular:QLearningAgent").__name__
+        'QLearningAgent'
+    """
+    module, sep, name = entry_point.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"an entry point is 'package.module:Name', got {entry_point!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class AgentEntry:
     """One row of the agent table: what a name builds and where it can act.
 
     Attributes:
         name: the agent's name (``make_agent``, ``--agent``, ``llm-gym list --agents``).
-        family: ``"llm"`` (llm_gym's trainers, :class:`~llm_gym.agents.trainer.LLMTrainer`),
-            ``"sb3"`` (Stable-Baselines3 / sb3-contrib), ``"simple"`` (tabular, greedy,
-            random) or ``"bandit"`` (the bandit baselines of :mod:`llm_gym.agents.bandits`).
+        family: how it is built and loaded: ``"llm"`` (llm_gym's trainers,
+            :class:`~llm_gym.agents.trainer.LLMTrainer`, with a config dataclass), ``"sb3"``
+            (Stable-Baselines3 / sb3-contrib, through :func:`~llm_gym.agents.sb3.make_sb3_agent`),
+            ``"simple"`` (tabular, greedy, random) or ``"bandit"`` (the bandit baselines of
+            :mod:`llm_gym.agents.bandits`); the last two are built as ``cls(env, seed=...)``.
         env_kinds: the env kinds it can act in, ``"token"`` and/or ``"classic"``; a finer
             check (action and observation spaces) runs on the env itself.
+        entry_point: the agent's class, ``"package.module:Class"``.
         summary: one line for ``llm-gym list --agents``.
-        preset: config fields the name fixes (RLOO and REINFORCE++ are GRPO with another
-            advantage estimator).
+        config_entry_point: an ``"llm"`` agent's config dataclass, ``"package.module:Class"``.
+        preset: settings the name gives (config fields or keyword arguments; the user's
+            override them): RLOO and REINFORCE++ are GRPO with another advantage estimator,
+            SB3 agents get compact defaults that learn within ``llm-gym compare``'s budgets.
+        saved_file: what ``llm-gym train`` saves the agent to inside its run folder;
+            ``None`` when there is nothing to save (loading builds a fresh agent).
     """
 
     name: str
     family: str
     env_kinds: frozenset[str]
+    entry_point: str
     summary: str
+    config_entry_point: str | None = None
     preset: dict[str, Any] = field(default_factory=dict)
+    saved_file: str | None = "agent"
+
+    def agent_class(self) -> Any:
+        """The class :attr:`entry_point` names (imported now)."""
+        return load_entry_point(self.entry_point)
+
+    def config_class(self) -> Any:
+        """The config dataclass :attr:`config_entry_point` names (imported now)."""
+        if self.config_entry_point is None:
+            raise ValueError(f"{self.name} takes keyword arguments, not a config dataclass")
+        return load_entry_point(self.config_entry_point)
 
 
 _BOTH = frozenset({"token", "classic"})
 _TOKEN = frozenset({"token"})
 _CLASSIC = frozenset({"classic"})
-# The one table of agents; every list of names below is derived from it (issue 8).
+_GRPO = ("llm_gym.agents.grpo:GRPOAgent", "llm_gym.agents.grpo_algorithm:GRPOConfig")
+_SB3_PPO = {"n_steps": 256, "batch_size": 64}  # SB3 default: 2048 steps per rollout
+# The one table of agents; every list of names below is derived from it (issue 8), and
+# make_agent / load_agent read it instead of testing names (issue 20).
 AGENTS: dict[str, AgentEntry] = {entry.name: entry for entry in (
-    AgentEntry("grpo", "llm", _TOKEN, "GRPO / Dr. GRPO / DAPO on a causal LM (GRPOAgent)"),
-    AgentEntry("rloo", "llm", _TOKEN, "RLOO: GRPOAgent with the leave-one-out baseline",
+    AgentEntry("grpo", "llm", _TOKEN, _GRPO[0],
+               "GRPO / Dr. GRPO / DAPO on a causal LM (GRPOAgent)", _GRPO[1]),
+    AgentEntry("rloo", "llm", _TOKEN, _GRPO[0],
+               "RLOO: GRPOAgent with the leave-one-out baseline", _GRPO[1],
                {"advantage": "rloo"}),
-    AgentEntry("reinforce-pp", "llm", _TOKEN,
-               "REINFORCE++: GRPOAgent with batch-normalised, KL-penalised returns",
+    AgentEntry("reinforce-pp", "llm", _TOKEN, _GRPO[0],
+               "REINFORCE++: GRPOAgent with batch-normalised, KL-penalised returns", _GRPO[1],
                {"advantage": "reinforce_pp", "kl_coef": 0.01}),
-    AgentEntry("ppo", "llm", _BOTH, "PPO with a value head (token) or an MLP (classic)"),
-    AgentEntry("dpo", "llm", _TOKEN, "DPO / IPO from a preference file (config data=FILE) "
-               "against a frozen reference (DPOAgent)"),
-    AgentEntry("sb3-ppo", "sb3", _BOTH, "Stable-Baselines3 PPO"),
-    AgentEntry("sb3-a2c", "sb3", _BOTH, "Stable-Baselines3 A2C"),
-    AgentEntry("sb3-dqn", "sb3", _CLASSIC, "Stable-Baselines3 DQN (Discrete actions; its "
-               "replay buffer would hold whole conversations on a token env)"),
-    AgentEntry("sb3-maskable-ppo", "sb3", _BOTH, "sb3-contrib MaskablePPO (needs action_masks)"),
-    AgentEntry("q-learning", "simple", _CLASSIC, "tabular Q-learning (Discrete spaces)"),
-    AgentEntry("greedy", "simple", _CLASSIC, "one-step greedy, gamma = 0 (Discrete spaces)"),
-    AgentEntry("random", "simple", _BOTH, "uniform random actions (masked when the env says)"),
-    AgentEntry("epsilon-greedy", "bandit", _CLASSIC, "bandit baseline: epsilon-greedy, fixed "
-               "epsilon (Bandit-v0)"),
-    AgentEntry("epsilon-greedy-decay", "bandit", _CLASSIC, "bandit baseline: epsilon-greedy, "
-               "epsilon_t = min(1, k/t) (Bandit-v0)"),
-    AgentEntry("ucb1", "bandit", _CLASSIC, "bandit baseline: UCB1, Auer et al. 2002 (Bandit-v0)"),
-    AgentEntry("thompson", "bandit", _CLASSIC, "bandit baseline: Thompson sampling (Bandit-v0)"),
+    AgentEntry("ppo", "llm", _BOTH, "llm_gym.agents.ppo:PPOAgent",
+               "PPO with a value head (token) or an MLP (classic)",
+               "llm_gym.agents.ppo_algorithm:PPOConfig"),
+    AgentEntry("dpo", "llm", _TOKEN, "llm_gym.agents.dpo:DPOAgent",
+               "DPO / IPO from a preference file (config data=FILE) against a frozen "
+               "reference (DPOAgent)", "llm_gym.agents.dpo_algorithm:DPOConfig"),
+    AgentEntry("sb3-ppo", "sb3", _BOTH, "stable_baselines3:PPO", "Stable-Baselines3 PPO",
+               preset=_SB3_PPO, saved_file="agent.zip"),
+    AgentEntry("sb3-a2c", "sb3", _BOTH, "stable_baselines3:A2C", "Stable-Baselines3 A2C",
+               saved_file="agent.zip"),
+    AgentEntry("sb3-dqn", "sb3", _CLASSIC, "stable_baselines3:DQN",
+               "Stable-Baselines3 DQN (Discrete actions; its replay buffer would hold whole "
+               "conversations on a token env)",
+               preset={"learning_starts": 500, "buffer_size": 50_000,
+                       "target_update_interval": 250, "exploration_fraction": 0.3},
+               saved_file="agent.zip"),
+    AgentEntry("sb3-maskable-ppo", "sb3", _BOTH, "sb3_contrib:MaskablePPO",
+               "sb3-contrib MaskablePPO (needs action_masks)", preset=_SB3_PPO,
+               saved_file="agent.zip"),
+    AgentEntry("q-learning", "simple", _CLASSIC, "llm_gym.agents.tabular:QLearningAgent",
+               "tabular Q-learning (Discrete spaces)", saved_file="agent.npz"),
+    AgentEntry("greedy", "simple", _CLASSIC, "llm_gym.agents.greedy:GreedyAgent",
+               "one-step greedy, gamma = 0 (Discrete spaces)", saved_file="agent.npz"),
+    AgentEntry("random", "simple", _BOTH, "llm_gym.agents.greedy:RandomAgent",
+               "uniform random actions (masked when the env says)", saved_file=None),
+    AgentEntry("epsilon-greedy", "bandit", _CLASSIC, "llm_gym.agents.bandits:EpsilonGreedyAgent",
+               "bandit baseline: epsilon-greedy, fixed epsilon (Bandit-v0)",
+               saved_file="agent.json"),
+    AgentEntry("epsilon-greedy-decay", "bandit", _CLASSIC,
+               "llm_gym.agents.bandits:EpsilonGreedyAgent",
+               "bandit baseline: epsilon-greedy, epsilon_t = min(1, k/t) (Bandit-v0)",
+               preset={"decay_c": 1.0}, saved_file="agent.json"),
+    AgentEntry("ucb1", "bandit", _CLASSIC, "llm_gym.agents.bandits:UCB1Agent",
+               "bandit baseline: UCB1, Auer et al. 2002 (Bandit-v0)", saved_file="agent.json"),
+    AgentEntry("thompson", "bandit", _CLASSIC, "llm_gym.agents.bandits:ThompsonAgent",
+               "bandit baseline: Thompson sampling (Bandit-v0)", saved_file="agent.json"),
 )}
 AGENT_NAMES = tuple(AGENTS)
 LLM_AGENTS = tuple(name for name, entry in AGENTS.items() if entry.family == "llm")
 # The GRPO trainer and the algorithms that are it with another advantage estimator.
 GRPO_FAMILY: dict[str, dict[str, Any]] = {
-    name: dict(entry.preset) for name, entry in AGENTS.items()
-    if entry.family == "llm" and name not in ("ppo", "dpo")}
-# Bandit baselines (llm_gym.agents.bandits), for llm_gym/Bandit-v0.
-BANDIT_AGENTS = tuple(name for name, entry in AGENTS.items() if entry.family == "bandit")
-SB3_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ppo": {"n_steps": 256, "batch_size": 64},
-    "maskable-ppo": {"n_steps": 256, "batch_size": 64},
-    "a2c": {},
-    "dqn": {"learning_starts": 500, "buffer_size": 50_000, "target_update_interval": 250,
-            "exploration_fraction": 0.3},
-}
+    name: dict(entry.preset) for name, entry in AGENTS.items() if entry.entry_point == _GRPO[0]}
+
+
+def agent_entry(name: str) -> AgentEntry:
+    """The table row of agent ``name``; ``ValueError`` listing the valid names for another.
+
+    Example:
+        >>> agent_entry("rloo").preset
+        {'advantage': 'rloo'}
+    """
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    return AGENTS[name]
 
 
 def check_agent_name(name: str) -> None:
     """Raise ``ValueError`` listing the valid names unless ``name`` is one of them."""
-    if name not in AGENT_NAMES:
-        raise ValueError(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    agent_entry(name)
 
 
 def load_config(config: Any) -> Any:
@@ -146,44 +210,28 @@ def make_agent(
         >>> len(agent.learn(500).episode_log) > 0
         True
     """
-    check_agent_name(name)
+    entry = agent_entry(name)
     config = load_config(config)
     wrappers = parse_wrappers(wrappers)
     distributed = distributed_options(name, distributed)
-    if name in LLM_AGENTS:
-        return _make_llm_agent(name, env_id, model, config, seed, log_dir, env_kwargs, wrappers,
+    if entry.family == "llm":
+        return _make_llm_agent(entry, env_id, model, config, seed, log_dir, env_kwargs, wrappers,
                                distributed)
     if model is not None:
         raise ValueError(f"model= only applies to grpo and ppo, not to {name}")
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"config of {name} must be a dict or a TOML/JSON file, "
                         f"got {type(config).__name__}")
-    kwargs = dict(config or {})
-    from llm_gym.agents.sb3 import make_env
+    from llm_gym.agents.sb3 import make_env, make_sb3_agent
 
     if isinstance(env_id, gym.vector.VectorEnv):
         raise TypeError(f"{name} takes an env id or a single env, got the vector env {env_id}; "
                         "pass the id (and wrappers=) instead")
     env = make_env(env_id, env_kwargs, wrappers)
-    return _make_env_agent(name, env, kwargs, seed, log_dir)
-
-
-def _make_env_agent(name: str, env: gym.Env, kwargs: dict, seed: int, log_dir: Any) -> Any:
-    if name.startswith("sb3-"):
-        from llm_gym.agents.sb3 import make_sb3_agent
-
-        algo = name.removeprefix("sb3-")
-        return make_sb3_agent(algo, env, seed=seed, log_dir=log_dir,
-                              **{**SB3_DEFAULTS[algo], **kwargs})
-    if name in BANDIT_AGENTS:
-        from llm_gym.agents.bandits import make_bandit_agent
-
-        return make_bandit_agent(name, env, seed=seed, **kwargs)
-    from llm_gym.agents.greedy import GreedyAgent, RandomAgent
-    from llm_gym.agents.tabular import QLearningAgent
-
-    cls = {"q-learning": QLearningAgent, "greedy": GreedyAgent, "random": RandomAgent}[name]
-    return cls(env, seed=seed, **kwargs)
+    kwargs = {**entry.preset, **(config or {})}
+    if entry.family == "sb3":
+        return make_sb3_agent(entry.agent_class(), env, seed=seed, log_dir=log_dir, **kwargs)
+    return entry.agent_class()(env, seed=seed, **kwargs)
 
 
 def _is_token(env: Any) -> bool:
@@ -202,11 +250,11 @@ def env_kind_mismatch(name: str, env: Any) -> str | None:
         >>> env_kind_mismatch("grpo", "CartPole-v1")
         'grpo needs a token env; CartPole-v1 is classic'
     """
-    check_agent_name(name)
+    entry = agent_entry(name)
     kind = "token" if _is_token(env) else "classic"
-    if kind in AGENTS[name].env_kinds:
+    if kind in entry.env_kinds:
         return None
-    wanted = " or ".join(sorted(AGENTS[name].env_kinds))
+    wanted = " or ".join(sorted(entry.env_kinds))
     return f"{name} needs a {wanted} env; {env} is {kind}"
 
 
@@ -217,26 +265,24 @@ def distributed_options(name: str, options: dict[str, Any] | None) -> dict[str, 
         ValueError: an option for an agent that runs in one process only.
     """
     options = {k: v for k, v in (options or {}).items() if v}
-    if options and (name not in LLM_AGENTS or name in ("ppo", "dpo")):
+    if options and name not in GRPO_FAMILY:
         flags = ", ".join("--" + k.replace("_", "-") for k in options)
         raise ValueError(f"{flags}: Ray workers run the GRPO-family trainers ("
-                         f"{', '.join(n for n in LLM_AGENTS if n not in ('ppo', 'dpo'))}); "
-                         f"{name} runs in one process, leave them out")
+                         f"{', '.join(GRPO_FAMILY)}); {name} runs in one process, leave them out")
     return options
 
 
-def _make_llm_agent(name: str, env_id: Any, model: Any, config: Any, seed: int, log_dir: Any,
-                    env_kwargs: dict[str, Any] | None, wrappers: list[dict[str, Any]],
-                    distributed: dict[str, Any]) -> Any:
-    token_env = _is_token(env_id)
+def _make_llm_agent(entry: AgentEntry, env_id: Any, model: Any, config: Any, seed: int,
+                    log_dir: Any, env_kwargs: dict[str, Any] | None,
+                    wrappers: list[dict[str, Any]], distributed: dict[str, Any]) -> Any:
+    name, token_env = entry.name, _is_token(env_id)
     if env_kind_mismatch(name, env_id) is not None:
         raise AgentEnvMismatch(
             f"{name} trains a language model and needs a token env; {env_id} is classic. Use a "
             "token env (llm_gym/LeftRightText-v0 is LeftRight-v0's text twin) or ppo")
     if model is not None and not token_env:
         raise ValueError(f"model= applies to token envs; {env_id} is classic (ppo uses an MLP)")
-    agent_cls, config_cls = llm_agent_classes(name)
-    preset = AGENTS[name].preset
+    config_cls, preset = entry.config_class(), entry.preset
     if config is None and preset:
         config = {}
     if isinstance(config, dict):
@@ -250,64 +296,37 @@ def _make_llm_agent(name: str, env_id: Any, model: Any, config: Any, seed: int, 
                               "log_dir": log_dir, "wrappers": wrappers, **distributed}
     if model is not None:
         kwargs["model"] = model
-    return agent_cls(env_id, **kwargs)
-
-
-def llm_agent_classes(name: str) -> tuple[type, type]:
-    """(agent class, config class) of an LLM agent, imported on first use (torch)."""
-    if name not in LLM_AGENTS:
-        raise ValueError(f"{name!r} is not one of llm_gym's LLM trainers ({', '.join(LLM_AGENTS)})")
-    if name == "dpo":
-        from llm_gym.agents.dpo import DPOAgent, DPOConfig
-
-        return DPOAgent, DPOConfig
-    if name != "ppo":
-        from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
-
-        return GRPOAgent, GRPOConfig
-    from llm_gym.agents.ppo import PPOAgent, PPOConfig
-
-    return PPOAgent, PPOConfig
+    return entry.agent_class()(env_id, **kwargs)
 
 
 def agent_file(name: str, directory: str | Path) -> Path:
     """Where ``llm-gym train`` saves agent ``name`` inside ``directory``."""
-    directory = Path(directory)
-    if name.startswith("sb3-"):
-        return directory / "agent.zip"
-    if name in ("q-learning", "greedy"):
-        return directory / "agent.npz"
-    if name in BANDIT_AGENTS:
-        return directory / "agent.json"
-    return directory / "agent"
+    return Path(directory) / (agent_entry(name).saved_file or "agent")
 
 
 def load_agent(
     name: str, path: str | Path, env_id: str, *, env_kwargs: dict[str, Any] | None = None,
     seed: int = 0, log_dir: str | Path | None = None, wrappers: Any = None,
+    distributed: dict[str, Any] | None = None,
 ) -> Any:
     """Load an agent saved with ``agent.save(path)`` so that ``learn`` continues its run.
 
-    ``wrappers`` rebuilds the run's wrapper stack (``llm-gym train`` records it in run.json).
+    ``wrappers`` rebuilds the run's wrapper stack (``llm-gym train`` records it in run.json);
+    ``distributed`` are a GRPO-family agent's Ray options (see :func:`make_agent`).
     """
-    check_agent_name(name)
-    if name.startswith("sb3-"):
+    entry = agent_entry(name)
+    distributed = distributed_options(name, distributed)
+    cls = entry.agent_class()
+    if entry.family == "llm":
+        return cls.load(path, log_dir=log_dir, wrappers=wrappers, **distributed)
+    if entry.family == "sb3":
         from llm_gym.agents.sb3 import load_sb3_agent
 
-        return load_sb3_agent(name.removeprefix("sb3-"), path, env_id, env_kwargs=env_kwargs,
-                              wrappers=wrappers,
+        return load_sb3_agent(cls, path, env_id, env_kwargs=env_kwargs, wrappers=wrappers,
                               tensorboard_log=str(log_dir) if log_dir else None)
-    if name in LLM_AGENTS:
-        agent_cls, _ = llm_agent_classes(name)
-        return agent_cls.load(path, wrappers=wrappers)
-    from llm_gym.agents.greedy import GreedyAgent, RandomAgent
     from llm_gym.agents.sb3 import make_env
-    from llm_gym.agents.tabular import QLearningAgent
 
-    if name in BANDIT_AGENTS:
-        from llm_gym.agents.bandits import load_bandit_agent
-
-        return load_bandit_agent(name, path, make_env(env_id, env_kwargs, wrappers))
-    cls = {"q-learning": QLearningAgent, "greedy": GreedyAgent, "random": RandomAgent}[name]
     env = make_env(env_id, env_kwargs, wrappers)
-    return cls.load(path, env=env) if name != "random" else cls(env, seed=seed)
+    if entry.saved_file is None:  # nothing was saved: a fresh agent with the run's seed
+        return cls(env, seed=seed)
+    return cls.load(path, env=env)

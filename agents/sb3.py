@@ -1,7 +1,8 @@
 """Stable-Baselines3 agents (PPO, A2C, DQN; sb3-contrib MaskablePPO) on llm_gym envs.
 
-SB3 models already have llm_gym's agent interface; :func:`make_sb3_agent` only builds one with
-the right policy for the env (``MultiInputPolicy`` for token envs, whose observation is a Dict),
+SB3 models already have llm_gym's agent interface; :func:`make_sb3_agent` only builds one (of
+the SB3 class an ``sb3-*`` row of :data:`~llm_gym.agents.factory.AGENTS` names) with the right
+policy for the env (``MultiInputPolicy`` for token envs, whose observation is a Dict),
 wraps the env in :class:`~llm_gym.agents.base.EpisodeRecorder` and hangs the records on the model
 as ``model.episode_log`` so every SB3 run has a learning curve like the llm_gym agents.
 """
@@ -17,7 +18,8 @@ import numpy as np
 from llm_gym.agents.base import AgentEnvMismatch, EpisodeRecord, EpisodeRecorder
 from llm_gym.agents.sb3_loading import safe_custom_objects
 
-SB3_ALGORITHMS = ("ppo", "a2c", "dqn", "maskable-ppo")
+# SB3 classes that act only on Discrete action spaces (by class name: sb3-contrib is optional).
+DISCRETE_ONLY = frozenset({"DQN", "MaskablePPO"})
 
 
 class TokenEpisodeRecorder(EpisodeRecorder):
@@ -40,46 +42,37 @@ class TokenEpisodeRecorder(EpisodeRecorder):
         return result
 
 
-def algorithm_class(algo: str) -> type:
-    """The SB3 class of ``algo`` (one of :data:`SB3_ALGORITHMS`)."""
-    if algo == "maskable-ppo":
-        from sb3_contrib import MaskablePPO
-
-        return MaskablePPO
-    import stable_baselines3
-
-    classes = {"ppo": stable_baselines3.PPO, "a2c": stable_baselines3.A2C,
-               "dqn": stable_baselines3.DQN}
-    if algo not in classes:
-        raise ValueError(
-            f"unknown SB3 algorithm {algo!r}; choose one of {', '.join(SB3_ALGORITHMS)}")
-    return classes[algo]
-
-
 def is_token_env(env: gym.Env) -> bool:
     """Whether ``env`` is a token env (a Dict observation with ``input_ids``)."""
     space = env.observation_space
     return isinstance(space, gym.spaces.Dict) and "input_ids" in space.spaces
 
 
-def check_sb3_compatible(algo: str, env: gym.Env) -> None:
-    """Raise :class:`AgentEnvMismatch` (a ``ValueError``) when SB3 ``algo`` can't act in ``env``."""
+def check_sb3_compatible(model_class: type, env: gym.Env) -> None:
+    """Raise :class:`AgentEnvMismatch` (a ``ValueError``) when ``model_class`` can't act in ``env``.
+
+    Example:
+        >>> from stable_baselines3 import DQN
+        >>> check_sb3_compatible(DQN, gym.make("CartPole-v1"))
+    """
     env_id = env.spec.id if env.spec else type(env.unwrapped).__name__
-    if not isinstance(env.action_space, gym.spaces.Discrete) and algo in ("dqn", "maskable-ppo"):
-        raise AgentEnvMismatch(f"sb3-{algo} needs a Discrete action space; {env_id} has "
-                         f"{env.action_space}. Use sb3-ppo or sb3-a2c")
-    if algo == "dqn" and isinstance(env.observation_space, gym.spaces.Dict):
+    names = {c.__name__ for c in model_class.__mro__}
+    algo = model_class.__name__
+    if not isinstance(env.action_space, gym.spaces.Discrete) and names & DISCRETE_ONLY:
+        raise AgentEnvMismatch(f"{algo} needs a Discrete action space; {env_id} has "
+                               f"{env.action_space}. Use sb3-ppo or sb3-a2c")
+    if "DQN" in names and isinstance(env.observation_space, gym.spaces.Dict):
         # SB3's DQN accepts Dict observations, but its replay buffer (1M transitions by
         # default) would hold two full conversations per transition: tens of GB on a token env.
         raise AgentEnvMismatch(
-            f"sb3-dqn is not offered on {env_id} (a Dict/token observation): its replay buffer "
+            f"{algo} is not offered on {env_id} (a Dict/token observation): its replay buffer "
             "would store whole conversations. Use sb3-ppo, sb3-a2c or sb3-maskable-ppo")
-    if algo == "maskable-ppo":
+    if "MaskablePPO" in names:
         try:
             env.get_wrapper_attr("action_masks")
         except AttributeError:
             raise AgentEnvMismatch(
-                f"sb3-maskable-ppo needs an env with action_masks(); {env_id} has none. Use a "
+                f"{algo} needs an env with action_masks(); {env_id} has none. Use a "
                 "token env (e.g. llm_gym/LeftRightText-v0 with constrained=True) or sb3-ppo"
             ) from None
 
@@ -101,13 +94,14 @@ def make_env(env: str | gym.Env, env_kwargs: dict[str, Any] | None = None,
 
 
 def make_sb3_agent(
-    algo: str, env: str | gym.Env, *, seed: int = 0, log_dir: str | Path | None = None,
+    model_class: type, env: str | gym.Env, *, seed: int = 0, log_dir: str | Path | None = None,
     env_kwargs: dict[str, Any] | None = None, wrappers: Any = None, **kwargs: Any,
 ) -> Any:
     """Build an SB3 model for ``env`` whose training episodes land in ``model.episode_log``.
 
     Args:
-        algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or ``"maskable-ppo"``.
+        model_class: the SB3 algorithm (``stable_baselines3.PPO``, ``A2C``, ``DQN`` or
+            ``sb3_contrib.MaskablePPO``).
         env: an env id or a single env.
         seed: the model's seed (policy init, sampling, env resets).
         log_dir: TensorBoard log folder (SB3's ``tensorboard_log``), or ``None``.
@@ -118,18 +112,18 @@ def make_sb3_agent(
 
     Example:
         >>> import llm_gym
-        >>> model = make_sb3_agent("ppo", "llm_gym/LeftRight-v0", n_steps=64, batch_size=32)
+        >>> from stable_baselines3 import PPO
+        >>> model = make_sb3_agent(PPO, "llm_gym/LeftRight-v0", n_steps=64, batch_size=32)
         >>> len(model.learn(128).episode_log) > 0
         True
     """
-    cls = algorithm_class(algo)
     base = make_env(env, env_kwargs, wrappers)
-    check_sb3_compatible(algo, base)
+    check_sb3_compatible(model_class, base)
     recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
     recorder = recorder_cls(base)
     policy = kwargs.pop("policy", None) or (
         "MultiInputPolicy" if isinstance(base.observation_space, gym.spaces.Dict) else "MlpPolicy")
-    model = cls(policy, sb3_env(recorder), seed=seed, verbose=0,
+    model = model_class(policy, sb3_env(recorder), seed=seed, verbose=0,
                 tensorboard_log=str(log_dir) if log_dir else None, **kwargs)
     model.episode_log = recorder.records
     return model
@@ -151,21 +145,20 @@ def sb3_env(recorder: gym.Env) -> Any:
 
 
 def load_sb3_agent(
-    algo: str, path: str | Path, env: str | gym.Env, *, env_kwargs: dict[str, Any] | None = None,
-    wrappers: Any = None, **kwargs: Any,
+    model_class: type, path: str | Path, env: str | gym.Env, *,
+    env_kwargs: dict[str, Any] | None = None, wrappers: Any = None, **kwargs: Any,
 ) -> Any:
-    """Load a model saved by ``model.save(path)`` to keep training on ``env``.
+    """Load a ``model_class`` model saved by ``model.save(path)`` to keep training on ``env``.
 
     The episode log saved with the model continues: new episodes are appended after the old
     ones, with env steps counted on from the model's ``num_timesteps``.
     """
-    cls = algorithm_class(algo)
     base = make_env(env, env_kwargs, wrappers)
-    check_sb3_compatible(algo, base)
+    check_sb3_compatible(model_class, base)
     recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
     # SB3's own load would unpickle the zip's objects: decode them safely first (issue 19).
     kwargs["custom_objects"] = {**safe_custom_objects(path), **kwargs.get("custom_objects", {})}
-    model = cls.load(str(path), **kwargs)
+    model = model_class.load(str(path), **kwargs)
     log: list[EpisodeRecord] = list(getattr(model, "episode_log", None) or [])
     recorder = recorder_cls(base, records=log)
     recorder.env_steps = int(model.num_timesteps)

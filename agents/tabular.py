@@ -49,6 +49,10 @@ class EpisodicAgent:
 
     name = "agent"
 
+    @classmethod
+    def check_env(cls, env: gym.Env) -> None:
+        """Raise :class:`AgentEnvMismatch` when the agent cannot act in ``env`` (here: never)."""
+
     def __init__(self, env: gym.Env, seed: int = 0) -> None:
         self.env = env
         self.seed = int(seed)
@@ -137,12 +141,17 @@ class QLearningAgent(EpisodicAgent):
 
     name = "q-learning"
 
+    @classmethod
+    def check_env(cls, env: gym.Env) -> None:
+        """Raise :class:`AgentEnvMismatch` unless ``env`` has Discrete spaces."""
+        check_discrete(env, cls.name)
+
     def __init__(
         self, env: gym.Env, learning_rate: float = 0.5, gamma: float = 0.99,
         exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.05,
         exploration_fraction: float = 0.5, seed: int = 0,
     ) -> None:
-        check_discrete(env, self.name)
+        self.check_env(env)
         if not 0.0 < learning_rate <= 1.0:
             raise ValueError(f"learning_rate must be in (0, 1], got {learning_rate}")
         if not 0.0 <= gamma <= 1.0:

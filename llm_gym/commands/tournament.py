@@ -54,11 +54,11 @@ def build_player(spec: str, game: str, seed: int, constrained: bool) -> Any:
         raise ValueError(f"unknown agent {spec!r}; use random, minimax, lm:MODEL, NAME:PATH "
                          "(an llm_gym LLM agent) or sb3-ALGO:PATH")
     if kind.startswith("sb3-"):
-        from llm_gym.agents.sb3 import algorithm_class
+        from llm_gym.agents.factory import agent_entry
         from llm_gym.agents.sb3_loading import safe_custom_objects
 
         # A shared model file is input: its objects are decoded without unpickling (issue 19).
-        model_cls = algorithm_class(kind.removeprefix("sb3-"))
+        model_cls = agent_entry(kind).agent_class()
         return make_policy(model_cls.load(target, custom_objects=safe_custom_objects(target)))
     env_id = TOKEN_VIEWS[game]
     if kind == "lm":

@@ -374,31 +374,26 @@ def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
 def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any], seed: int,
                 run_dir: Path, wrappers: list[dict[str, Any]], distributed: dict[str, Any]
                 ) -> Any:
-    from llm_gym.agents.factory import (
-        LLM_AGENTS,
-        agent_file,
-        distributed_options,
-        llm_agent_classes,
-        load_agent,
-    )
+    from llm_gym.agents.factory import AGENTS, agent_file, distributed_options, load_agent
 
     distributed = distributed_options(name, distributed)  # Ray is a choice of this invocation
-
-    if name in LLM_AGENTS:
+    entry = AGENTS[name]
+    if entry.family == "llm":
         from llm_gym.agents.checkpoints import latest_checkpoint
 
         if latest_checkpoint(folder) is None:
             raise FileNotFoundError(f"--resume {folder}: no checkpoint there yet (the run was "
                                     "stopped before its first); start it again")
-        # The newest intact save of the run: a checkpoint or the final agent/ (training.py).
-        agent_cls, _ = llm_agent_classes(name)
-        return agent_cls.load(folder, log_dir=run_dir, wrappers=wrappers, **distributed)
-    path = agent_file(name, folder)
-    if not _saved_path(path).exists() and name != "random":
-        raise FileNotFoundError(f"--resume {folder}: no saved agent ({path.name}) there; the "
-                                "run was stopped before anything was saved, start it again")
+        # The newest intact save of the run: a checkpoint or the final agent/ (checkpoints.py).
+        path = folder
+    else:
+        path = agent_file(name, folder)
+        if not _saved_path(path).exists() and entry.saved_file is not None:
+            raise FileNotFoundError(f"--resume {folder}: no saved agent ({path.name}) there; "
+                                    "the run was stopped before anything was saved, start it "
+                                    "again")
     return load_agent(name, path, env_id, env_kwargs=env_kwargs, seed=seed, log_dir=run_dir,
-                      wrappers=wrappers)
+                      wrappers=wrappers, distributed=distributed)
 
 
 def _read_run(directory: Path) -> dict[str, Any]:

@@ -9,12 +9,7 @@ import numpy as np
 import pytest
 
 import llm_gym  # noqa: F401  (registers the ids)
-from llm_gym.agents.bandits import (
-    EpsilonGreedyAgent,
-    ThompsonAgent,
-    UCB1Agent,
-    make_bandit_agent,
-)
+from llm_gym.agents.bandits import EpsilonGreedyAgent, ThompsonAgent, UCB1Agent
 from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.compare import plan_runs, run_comparison
 from llm_gym.agents.factory import load_agent, make_agent
@@ -39,7 +34,7 @@ def regrets(make, horizon: int = 500, **env_kwargs) -> np.ndarray:
 def test_every_baseline_beats_random_and_ucb_and_thompson_flatten_out():
     random = regrets(lambda env, seed: RandomAgent(env, seed=seed)).sum(axis=1).mean()
     for name in ("epsilon-greedy", "epsilon-greedy-decay", "ucb1", "thompson"):
-        per_pull = regrets(lambda env, seed, name=name: make_bandit_agent(name, env, seed))
+        per_pull = regrets(lambda env, seed, name=name: make_agent(name, env, seed=seed))
         total = per_pull.sum(axis=1).mean()
         assert total < random / 2, f"{name}: regret {total:.1f} vs random {random:.1f}"
         if name in ("ucb1", "thompson"):  # logarithmic: the second half costs far less

@@ -258,15 +258,17 @@ def test_a_planted_device_file_is_skipped_not_read(run, caplog) -> None:
 
 # ---------------------------------------------------------------------- SB3 model files
 def test_a_planted_sb3_model_never_runs_code(tmp_path, capsys) -> None:
+    from stable_baselines3 import PPO
+
     from llm_gym.agents.sb3 import load_sb3_agent, make_sb3_agent
 
     honest = tmp_path / "agent.zip"
-    make_sb3_agent("ppo", "llm_gym/LeftRight-v0", seed=0, n_steps=16, batch_size=16).save(honest)
-    assert load_sb3_agent("ppo", honest, "llm_gym/LeftRight-v0").num_timesteps == 0
+    make_sb3_agent(PPO, "llm_gym/LeftRight-v0", seed=0, n_steps=16, batch_size=16).save(honest)
+    assert load_sb3_agent(PPO, honest, "llm_gym/LeftRight-v0").num_timesteps == 0
     marker = tmp_path / "ran"
     planted = plant_sb3_payload(honest, tmp_path / "shared.zip", marker)
     with pytest.raises(ValueError, match="cannot be loaded safely"):
-        load_sb3_agent("ppo", planted, "llm_gym/LeftRight-v0")
+        load_sb3_agent(PPO, planted, "llm_gym/LeftRight-v0")
     assert main(["tournament", "--game", "tictactoe", "--agents",
                  f"sb3-ppo:{planted},random"]) == 2
     err = capsys.readouterr().err.strip()

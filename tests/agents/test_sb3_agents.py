@@ -5,14 +5,17 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import A2C, DQN, PPO
 
 from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.evaluation import evaluate_agent
+from llm_gym.agents.factory import make_agent
 from llm_gym.agents.sb3 import load_sb3_agent, make_sb3_agent
 
 TEXT = "llm_gym/LeftRightText-v0"
-SMALL = {"ppo": {"n_steps": 64, "batch_size": 32}, "a2c": {"n_steps": 8},
-         "dqn": {"learning_starts": 32, "buffer_size": 1_000, "train_freq": 4}}
+SMALL = {PPO: {"n_steps": 64, "batch_size": 32}, A2C: {"n_steps": 8},
+         DQN: {"learning_starts": 32, "buffer_size": 1_000, "train_freq": 4}}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -20,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 @pytest.mark.parametrize("env_id", ["llm_gym/LeftRight-v0", "FrozenLake-v1", "CartPole-v1",
                                     "LunarLander-v3"])
-@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
+@pytest.mark.parametrize("algo", [PPO, A2C, DQN], ids=["ppo", "a2c", "dqn"])
 def test_learn_save_load_round_trip_on_classic_envs(algo, env_id, tmp_path):
     model = make_sb3_agent(algo, env_id, seed=0, **SMALL[algo])
     model.learn(128)
@@ -47,7 +50,7 @@ def test_learn_save_load_round_trip_on_classic_envs(algo, env_id, tmp_path):
 
 
 def test_maskable_ppo_on_the_text_walk_only_writes_action_words(tmp_path):
-    model = make_sb3_agent("maskable-ppo", TEXT, env_kwargs={"constrained": True}, seed=0,
+    model = make_sb3_agent(MaskablePPO, TEXT, env_kwargs={"constrained": True}, seed=0,
                            n_steps=128, batch_size=64)
     assert type(model.get_env()).__name__ == "SB3VecEnv"  # the token env's own SB3 adapter
     model.learn(384)
@@ -65,14 +68,14 @@ def test_maskable_ppo_on_the_text_walk_only_writes_action_words(tmp_path):
             valid.append(info["valid_action"])
     assert valid and all(valid)
     model.save(tmp_path / "mppo")
-    loaded = load_sb3_agent("maskable-ppo", tmp_path / "mppo.zip", TEXT,
+    loaded = load_sb3_agent(MaskablePPO, tmp_path / "mppo.zip", TEXT,
                             env_kwargs={"constrained": True})
     assert loaded.num_timesteps == model.num_timesteps
     result = evaluate_agent(loaded, gym.make(TEXT, constrained=True), num_episodes=1)
     assert result.success_rate is not None
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", [PPO, A2C], ids=["ppo", "a2c"])
 def test_ppo_and_a2c_act_on_token_envs_with_multi_input_policy(algo):
     model = make_sb3_agent(algo, TEXT, seed=0, **SMALL[algo])
     assert type(model.policy).__name__ == "MultiInputActorCriticPolicy"
@@ -82,8 +85,8 @@ def test_ppo_and_a2c_act_on_token_envs_with_multi_input_policy(algo):
 
 def test_dqn_on_a_token_env_and_maskable_ppo_without_masks_are_refused():
     with pytest.raises(AgentEnvMismatch, match="replay buffer"):
-        make_sb3_agent("dqn", TEXT)
+        make_sb3_agent(DQN, TEXT)
     with pytest.raises(AgentEnvMismatch, match="action_masks"):
-        make_sb3_agent("maskable-ppo", "CartPole-v1")
-    with pytest.raises(ValueError, match="unknown SB3 algorithm"):
-        make_sb3_agent("sac", "CartPole-v1")
+        make_agent("sb3-maskable-ppo", "CartPole-v1")
+    with pytest.raises(ValueError, match="unknown agent 'sb3-sac'; choose one of: grpo, "):
+        make_agent("sb3-sac", "CartPole-v1")

@@ -14,7 +14,16 @@ from llm_gym.agents.compare import mismatch_reason
 from llm_gym.agents.config import TrainerConfig
 from llm_gym.agents.dpo import DPOConfig
 from llm_gym.agents.evaluation import evaluate_agent
-from llm_gym.agents.factory import AGENT_NAMES, AGENTS, GRPO_FAMILY, LLM_AGENTS, make_agent
+from llm_gym.agents.factory import (
+    AGENT_NAMES,
+    AGENTS,
+    GRPO_FAMILY,
+    LLM_AGENTS,
+    agent_entry,
+    agent_file,
+    load_entry_point,
+    make_agent,
+)
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 from llm_gym.agents.ppo import PPOAgent, PPOConfig
 from llm_gym.agents.trainer import Collected, LLMTrainer
@@ -112,10 +121,32 @@ def test_agent_table_drives_names_cli_choices_and_list(capsys) -> None:
     assert listed == list(AGENT_NAMES)
 
 
+def test_every_entry_point_of_the_table_resolves_and_names_are_looked_up() -> None:
+    for entry in AGENTS.values():
+        cls = entry.agent_class()
+        assert isinstance(cls, type) and callable(cls.learn), entry.name
+        if entry.family == "llm":
+            assert issubclass(entry.config_class(), TrainerConfig), entry.name
+        else:
+            with pytest.raises(ValueError, match="keyword arguments"):
+                entry.config_class()
+    assert AGENTS["rloo"].agent_class() is GRPOAgent
+    assert GRPOAgent.CONFIG_CLASS is AGENTS["grpo"].config_class()
+    with pytest.raises(ValueError, match="package.module:Name"):
+        load_entry_point("llm_gym.agents.grpo.GRPOAgent")
+    with pytest.raises(ValueError, match="unknown agent 'sb3-sac'; choose one of: grpo, rloo"):
+        agent_entry("sb3-sac")
+    assert agent_file("sb3-ppo", "run").name == "agent.zip"
+    assert agent_file("ucb1", "run").name == "agent.json"
+
+
 def test_mismatch_check_reads_the_table() -> None:
     assert mismatch_reason("grpo", WALK) == f"grpo needs a token env; {WALK} is classic"
     assert mismatch_reason("ppo", WALK) is None and mismatch_reason("ppo", TEXT) is None
     assert "classic" in mismatch_reason("sb3-dqn", TEXT)
+    assert "Discrete" in mismatch_reason("q-learning", "CartPole-v1")
+    assert "bandit" in mismatch_reason("epsilon-greedy-decay", "FrozenLake-v1")
+    assert mismatch_reason("random", "CartPole-v1") is None
 
 
 def test_configs_share_one_base_with_one_name_per_concept(tmp_path) -> None:
