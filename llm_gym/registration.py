@@ -53,10 +53,14 @@ TOOL_ENVS = {
     "ArithmeticTool-v0": ("llm_gym.tools.env:ToolEnv", {
         "env": "llm_gym/Arithmetic-v0", "tools": ("calculator",),
         "env_kwargs": {"digits": 5, "operations": "+*"}}),
+    # GSM8K with a sandboxed python tool; code tasks with run_tests on the visible test, graded
+    # on the hidden ones. Their one make_vec picks the class from "env", so it stays given here.
+    "GSM8KTool-v0": ("llm_gym.envs.tool_tasks:GSM8KToolEnv", {"env": "llm_gym/GSM8K-v0"}),
+    "CodeTool-v0": ("llm_gym.envs.tool_tasks:CodeToolEnv", {"env": "llm_gym/Code-v0"}),
 }
 # Ids that need a dataset (hub download or data_files=) to build; every other id builds offline
 # with no arguments.
-DATASET_ENVS = frozenset({"GSM8K-v0", "Math-v0", "Code-v0"})
+DATASET_ENVS = frozenset({"GSM8K-v0", "Math-v0", "Code-v0", "GSM8KTool-v0", "CodeTool-v0"})
 
 
 def env_ids() -> list[str]:
