@@ -7,6 +7,7 @@ same return in both faces.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -43,8 +44,6 @@ class ClassicTextEnv(TokenEnv):
         max_length: int = 1024,
         max_new_tokens: int = 8,
         render_mode: str | None = None,
-        *,
-        _allowed_after: dict[str, np.ndarray] | None = None,
     ) -> None:
         if not isinstance(classic_env.action_space, gym.spaces.Discrete):
             raise TypeError("ClassicTextEnv needs a classic env with a Discrete action space")
@@ -57,16 +56,10 @@ class ClassicTextEnv(TokenEnv):
         self._seed: int | None = None
         self._classic_obs: Any = None
         if self.constrains_vocabulary:
-            # Decoding the whole vocabulary once per batch, not per row (a vector env passes the
-            # first row's table to the others through shared_kwargs).
-            self._allowed_after = _allowed_after or self._build_allowed_tokens()
+            # Decoding the whole vocabulary once per tokenizer and word list, not per row: a
+            # vector env's rows share the tokenizer object, so they share the cached table.
+            self._allowed_after = allowed_after_prefixes(self.tokenizer, tuple(self.action_words))
             self._only_eos = np.array([self.tokenizer.eos_token_id], dtype=np.int64)
-
-    def shared_kwargs(self) -> dict[str, Any]:
-        shared = super().shared_kwargs()
-        if self.constrains_vocabulary:
-            shared["_allowed_after"] = self._allowed_after
-        return shared
 
     # ------------------------------------------------------------------ subclass hooks
     def describe(self, observation: Any) -> str:
@@ -127,17 +120,19 @@ class ClassicTextEnv(TokenEnv):
             return self._only_eos
         return allowed
 
-    def _build_allowed_tokens(self) -> dict[str, np.ndarray]:
-        """For each prefix of an action word, the tokens that keep the reply on a word."""
-        texts = [self.tokenizer.decode([t]) for t in range(self.vocab_size)]
-        special = set(self.tokenizer.stop_token_ids) | {self.tokenizer.pad_token_id}
-        prefixes = {w[:i] for w in self.action_words for i in range(len(w) + 1)}
-        allowed: dict[str, np.ndarray] = {}
-        for prefix in prefixes:
-            ok = [t for t, text in enumerate(texts) if text and t not in special
-                  and any(w.startswith(prefix + text) for w in self.action_words)]
-            if prefix in self.action_words:
-                ok.append(self.tokenizer.eos_token_id)
-            allowed[prefix] = np.array(sorted(ok), dtype=np.int64)
-            allowed[prefix].flags.writeable = False  # handed out by allowed_tokens, not copied
-        return allowed
+
+@functools.lru_cache(maxsize=16)
+def allowed_after_prefixes(tokenizer: Tokenizer, words: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """For each prefix of an action word, the tokens that keep the reply on a word (cached)."""
+    texts = [tokenizer.decode([t]) for t in range(tokenizer.vocab_size)]
+    special = set(tokenizer.stop_token_ids) | {tokenizer.pad_token_id}
+    prefixes = {w[:i] for w in words for i in range(len(w) + 1)}
+    allowed: dict[str, np.ndarray] = {}
+    for prefix in prefixes:
+        ok = [t for t, text in enumerate(texts) if text and t not in special
+              and any(w.startswith(prefix + text) for w in words)]
+        if prefix in words:
+            ok.append(tokenizer.eos_token_id)
+        allowed[prefix] = np.array(sorted(ok), dtype=np.int64)
+        allowed[prefix].flags.writeable = False  # handed out by allowed_tokens, not copied
+    return allowed

@@ -21,7 +21,7 @@ import gymnasium as gym  # noqa: E402
 import pytest  # noqa: E402
 
 import llm_gym  # noqa: E402
-from llm_gym.registration import DATASET_ENVS, NAMESPACE, TOKEN_ENVS  # noqa: E402
+from llm_gym.registration import DATASET_ENVS, NAMESPACE, TOKEN_ENVS, TOOL_ENVS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,8 @@ def write_fixture_data(folder: Path) -> dict[str, Path]:
 
 def dataset_env_kwargs(name: str, data: dict[str, Path]) -> dict[str, Any]:
     """``gym.make`` kwargs that build dataset env ``name`` (e.g. ``"GSM8K-v0"``) offline."""
-    files = {"GSM8K-v0": data["gsm8k"], "Math-v0": data["math"], "Code-v0": data["mbpp"]}
+    files = {"GSM8K-v0": data["gsm8k"], "Math-v0": data["math"], "Code-v0": data["mbpp"],
+             "GSM8KTool-v0": data["gsm8k"], "CodeTool-v0": data["mbpp"]}
     return {"data_files": str(files[name])} if name in files else {}
 
 
@@ -81,7 +82,7 @@ def _params(token_only: bool) -> list[Any]:
     """Every id of ``llm_gym.env_ids()`` (only token envs when ``token_only``)."""
     names = [env_id.split("/", 1)[1] for env_id in llm_gym.env_ids()]
     if token_only:
-        names = [name for name in names if name in TOKEN_ENVS]
+        names = [name for name in names if name in TOKEN_ENVS or name in TOOL_ENVS]
     return [pytest.param(f"{NAMESPACE}/{name}", id=name) for name in names]
 
 

@@ -87,7 +87,8 @@ class ToolEnv(TokenEnv):
     * `env` ("llm_gym/Arithmetic-v0"): id of the task env (a token env).
     * `tools` (("calculator",)): functions, :class:`~llm_gym.tools.base.Tool`s, toolsets
       (:func:`~llm_gym.tools.mcp_tools`) or names from :data:`NAMED_TOOLS`.
-    * `env_kwargs` (None): keyword arguments of the task env.
+    * `env_kwargs` (None): keyword arguments of the task env; any other keyword argument goes
+      to the task env too (added to `env_kwargs`).
     * `max_calls` (4): tool calls per episode (malformed ones count).
     * `max_result_tokens` (128): tokens of one tool result before it is cut.
     * `tokenizer`, `render_mode`; `max_new_tokens` (128) per turn; `max_length` (None: the
@@ -115,11 +116,14 @@ class ToolEnv(TokenEnv):
         max_length: int | None = None,
         max_new_tokens: int = 128,
         render_mode: str | None = None,
+        **task_kwargs: Any,
     ) -> None:
         if max_calls < 1 or max_result_tokens < 8:
             raise ValueError(f"need max_calls >= 1 and max_result_tokens >= 8, got "
                              f"{max_calls} and {max_result_tokens}")
-        self.env_id, self.env_kwargs = env, dict(env_kwargs or {})
+        # Other keyword arguments are the task env's too: gym.make("llm_gym/ArithmeticTool-v0",
+        # split="test") changes the task's split and keeps the registered env_kwargs.
+        self.env_id, self.env_kwargs = env, {**(env_kwargs or {}), **task_kwargs}
         self.inner = self._make_inner(env, tokenizer, self.env_kwargs)
         self.tools_given = _as_list(tools)
         flat, self._toolsets = collect_tools(resolve_tools(self.tools_given))
@@ -293,10 +297,8 @@ def with_tools(env: str, tools: Any,
         >>> env.unwrapped.max_calls
         2
     """
-    own = {k: kwargs.pop(k) for k in ("tokenizer", "max_length", "max_new_tokens", "render_mode")
-           if k in kwargs}
-    return gym.make("llm_gym/Tools-v0", env=env, tools=_as_list(tools), env_kwargs=kwargs,
-                    max_calls=max_calls, max_result_tokens=max_result_tokens, **own)
+    return gym.make("llm_gym/Tools-v0", env=env, tools=_as_list(tools), max_calls=max_calls,
+                    max_result_tokens=max_result_tokens, **kwargs)
 
 
 def make_vec(num_envs: int, **kwargs: Any) -> Any:
