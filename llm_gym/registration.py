@@ -52,7 +52,8 @@ TOOL_ENVS = {
     # 5-digit sums and products: too large to do in the head of a small model.
     "ArithmeticTool-v0": ("llm_gym.tools.env:ToolEnv", {
         "env": "llm_gym/Arithmetic-v0", "tools": ("calculator",),
-        "env_kwargs": {"digits": 5, "operations": "+*"}}),
+        "env_kwargs": {"digits": 5, "operations": "+*"},
+        "value_chars": "0123456789+-*/() "}),  # with constrained=True: expression characters
     # GSM8K with a sandboxed python tool; code tasks with run_tests on the visible test, graded
     # on the hidden ones. Their one make_vec picks the class from "env", so it stays given here.
     "GSM8KTool-v0": ("llm_gym.envs.tool_tasks:GSM8KToolEnv", {"env": "llm_gym/GSM8K-v0"}),

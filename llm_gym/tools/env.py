@@ -41,6 +41,7 @@ from llm_gym.tools.calls import (
     format_tool_call,
     tool_prompt,
 )
+from llm_gym.tools.grammar import call_grammar
 
 #: Tools a config file or the CLI can name as strings (``{"tools": ["calculator"]}``).
 NAMED_TOOLS = {
@@ -93,6 +94,12 @@ class ToolEnv(TokenEnv):
     * `max_result_tokens` (128): tokens of one tool result before it is cut.
     * `tokenizer`, `render_mode`; `max_new_tokens` (128) per turn; `max_length` (None: the
       task env's plus room for `max_calls` calls and results).
+    * `constrained` (False): the action mask admits only tokens that keep each reply a prefix
+      of a final answer (1-24 of `answer_chars`, a sign only first) or of exactly one
+      well-formed call of a tool with one string argument whose value uses `value_chars`
+      (default: printable ASCII but the double quote and the backslash); see
+      :class:`~llm_gym.tools.grammar.CallGrammar`.
+      The agent still chooses whether to call and what to pass.
 
     Example:
         >>> env = ToolEnv("llm_gym/Arithmetic-v0", tools=["calculator"])
@@ -116,6 +123,9 @@ class ToolEnv(TokenEnv):
         max_length: int | None = None,
         max_new_tokens: int = 128,
         render_mode: str | None = None,
+        constrained: bool = False,
+        answer_chars: str = "0123456789-",
+        value_chars: str | None = None,
         **task_kwargs: Any,
     ) -> None:
         if max_calls < 1 or max_result_tokens < 8:
@@ -134,8 +144,12 @@ class ToolEnv(TokenEnv):
         if max_length is None:
             room = max_calls * (max_result_tokens + max_new_tokens + 32)
             max_length = self.inner.max_length + 512 + room
+        self.constrains_vocabulary = bool(constrained)
         super().__init__(self.inner.tokenizer, max_length, max_new_tokens, render_mode)
         self._counts = _episode_counts()
+        # Built once per tokenizer and arguments and shared by the rows of a batch.
+        self.grammar = (call_grammar(self.tokenizer, flat, answer_chars=answer_chars,
+                                     value_chars=value_chars) if constrained else None)
 
     @staticmethod
     def _make_inner(env: str, tokenizer: Any, env_kwargs: dict[str, Any]) -> TokenEnv:
@@ -185,6 +199,10 @@ class ToolEnv(TokenEnv):
     def format_tool_call(self, name: str, arguments: Mapping[str, Any]) -> str:
         """The exact text of a well-formed call (scripted agents, tests, people)."""
         return format_tool_call(name, arguments)
+
+    def allowed_tokens(self) -> np.ndarray:
+        """The tokens that keep the current reply an answer or a well-formed call."""
+        return self.grammar.allowed(self.turn_text())
 
     # ----------------------------------------------------------------- turns
     def end_turn(self, response: str, response_ids: list[int], finished: bool) -> TurnResult:

@@ -264,3 +264,27 @@ def test_an_mcp_server_as_tools_answers_dies_and_is_stopped_with_the_env(tmp_pat
         assert info["tool_call"]["ok"]  # restarted
     finally:
         env.close()
+
+
+def test_constrained_masks_admit_a_scripted_call_and_walks_only_write_calls_or_answers():
+    env = gym.make("llm_gym/ArithmeticTool-v0", constrained=True)
+    obs, _ = env.reset(seed=0)
+    u = env.unwrapped
+    tok = u.tokenizer
+    call = u.format_tool_call("calculator", {"expression": _question(env)})
+    for t in tok.encode(call) + [tok.eos_token_id]:
+        assert obs["action_mask"][t] == 1, tok.decode([t])
+        obs, *_, info = env.step(t)
+    assert info["tool_call"]["ok"]
+    assert obs["action_mask"][tok.encode("<")[0]] == 1  # a new turn: call again or answer
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            allowed = np.flatnonzero(obs["action_mask"])
+            first = tok.encode("<")[0]  # favour calling, so that walks make calls
+            t = first if first in allowed and rng.random() < 0.5 else rng.choice(allowed)
+            obs, _, terminated, truncated, info = env.step(int(t))
+            done = terminated or truncated
+            assert info.get("tool_error", "").split(":")[0] != "parse"
