@@ -26,7 +26,6 @@ from typing import Any
 import torch
 
 from llm_gym.agents.dpo_algorithm import (
-    LOSS_TYPES,
     DPOConfig,
     EncodedPair,
     dpo_loss,
@@ -266,4 +265,4 @@ def pairs_hash(pairs: list[EncodedPair]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-__all__ = ["LOSS_TYPES", "DPOAgent", "DPOConfig", "dpo_loss", "pairs_hash"]
+__all__ = ["DPOAgent", "DPOConfig", "pairs_hash"]

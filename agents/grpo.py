@@ -30,9 +30,8 @@ from llm_gym.agents.advantages import (
     rloo_advantages,
 )
 from llm_gym.agents.base import episode_success
-from llm_gym.agents.checkpoints import latest_checkpoint
-from llm_gym.agents.grpo_algorithm import ADVANTAGES, LOSS_TYPES, GRPOConfig, grpo_loss
-from llm_gym.agents.lm_trainer import CausalLMTrainer, parameter_hash
+from llm_gym.agents.grpo_algorithm import GRPOConfig, grpo_loss
+from llm_gym.agents.lm_trainer import CausalLMTrainer
 from llm_gym.agents.metrics import reward_counters
 from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logprobs
 from llm_gym.agents.token_envs import first_env
@@ -405,5 +404,4 @@ def _finished_episodes(batches: list[RolloutBatch]) -> tuple[list[FinishedEpisod
     return episodes, steps, tokens
 
 
-__all__ = ["ADVANTAGES", "LOSS_TYPES", "GRPOAgent", "GRPOConfig", "group_advantages",
-           "grpo_loss", "latest_checkpoint", "parameter_hash"]
+__all__ = ["GRPOAgent", "GRPOConfig"]

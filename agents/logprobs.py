@@ -46,7 +46,7 @@ def chosen_logprobs(
         vocab_size: ignore logits at or beyond it (the env's action space).
         temperature: divide the logits by it, as sampling did (0 is treated as 1).
         return_entropy: also return the ``(B, T)`` entropy of each scored prediction.
-        masks: an :class:`~llm_gym.agents.rollout.ActionMasks`: forbidden tokens get -inf at
+        masks: an :class:`~llm_gym.agents.action_masks.ActionMasks`: forbidden tokens get -inf at
             its positions, as in the masked distribution the rollout sampled from.
         chunk_size: positions per LM-head chunk (bounds peak memory); default
             :data:`CHUNK_ELEMENTS` divided by the vocabulary size.

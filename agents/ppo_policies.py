@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from llm_gym.agents.action_masks import ActionMasks
 from llm_gym.agents.base import episode_success
 from llm_gym.agents.metrics import reward_counters
 from llm_gym.agents.ppo_algorithm import (
@@ -27,7 +28,7 @@ from llm_gym.agents.ppo_algorithm import (
     kl_penalized_rewards,
     token_gae,
 )
-from llm_gym.agents.rollout import ActionMasks, collect_rollouts, sequence_logprobs
+from llm_gym.agents.rollout import collect_rollouts, sequence_logprobs
 from llm_gym.agents.sampling import device_generator, sample_tokens
 from llm_gym.agents.token_envs import first_env
 from llm_gym.agents.trainer import Collected, FinishedEpisode

@@ -24,12 +24,11 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from llm_gym.agents.action_masks import ActionMasks
-from llm_gym.agents.policy import Policy, as_policy, cache_argument
+from llm_gym.agents.policy import Policy, as_policy
 from llm_gym.agents.sampling import mask_from_token_ids, row_uniforms, sample_tokens
 from llm_gym.vector import row_info
 
-__all__ = ["ActionMasks", "RolloutBatch", "cache_argument", "collect_rollouts",
-           "sequence_logprobs", "stream_seed"]
+__all__ = ["RolloutBatch", "collect_rollouts", "sequence_logprobs", "stream_seed"]
 
 
 @dataclass

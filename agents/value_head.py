@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from llm_gym.agents.action_masks import ActionMasks
 from llm_gym.agents.logprobs import final_states, states_logprobs
-from llm_gym.agents.rollout import ActionMasks
 
 
 class ValueHead(nn.Module):

@@ -69,7 +69,7 @@ def run_lm(seed: int, horizon: int, model: Any, tokenizer: Any,
     import torch
     from transformers import DynamicCache
 
-    from llm_gym.agents.rollout import cache_argument
+    from llm_gym.agents.policy import cache_argument
 
     env = gym.make(TEXT, horizon=horizon, tokenizer=tokenizer, constrained=True)
     obs, _ = env.reset(seed=seed)

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from llm_gym.agents.dpo import DPOAgent, DPOConfig, dpo_loss
-from llm_gym.agents.dpo_algorithm import encode_preference_pairs
+from llm_gym.agents.dpo import DPOAgent, DPOConfig
+from llm_gym.agents.dpo_algorithm import dpo_loss, encode_preference_pairs
 from llm_gym.agents.factory import make_agent
-from llm_gym.agents.grpo import parameter_hash
+from llm_gym.agents.lm_trainer import parameter_hash
 from llm_gym.cli import main
 from llm_gym.tokenizers import ByteTokenizer
 

@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from llm_gym.agents.advantages import group_advantages
 from llm_gym.agents.checkpoints import latest_checkpoint, load_checkpoint
-from llm_gym.agents.grpo import (
-    GRPOAgent,
-    GRPOConfig,
-    group_advantages,
-    grpo_loss,
-    parameter_hash,
-)
+from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
+from llm_gym.agents.grpo_algorithm import grpo_loss
+from llm_gym.agents.lm_trainer import parameter_hash
 from llm_gym.models import tiny_model
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.vector import TokenVectorEnv

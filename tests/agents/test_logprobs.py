@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llm_gym.agents.action_masks import ActionMasks
 from llm_gym.agents.logprobs import chosen_logprobs
-from llm_gym.agents.rollout import ActionMasks
 from llm_gym.models import tiny_model
 
 

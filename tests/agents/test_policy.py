@@ -97,7 +97,7 @@ def test_allowed_tokens_are_the_dense_mask_and_the_observation_contract_holds():
 
 
 def test_action_masks_select_repeats_and_reorders_rows():
-    from llm_gym.agents.rollout import ActionMasks
+    from llm_gym.agents.action_masks import ActionMasks
 
     allowed = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=torch.bool)
     masks = ActionMasks.from_dense(torch.tensor([0, 1, 1]), torch.tensor([4, 5, 6]), allowed)

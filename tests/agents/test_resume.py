@@ -17,7 +17,8 @@ from llm_gym.agents.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from llm_gym.agents.grpo import GRPOAgent, GRPOConfig, parameter_hash
+from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
+from llm_gym.agents.lm_trainer import parameter_hash
 from llm_gym.agents.training import TaskSampler
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.vector import TokenVectorEnv

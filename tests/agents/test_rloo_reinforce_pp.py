@@ -59,7 +59,7 @@ def test_bad_estimator_configs_say_what_to_do(kwargs) -> None:
 
 
 def test_grpo_loss_takes_token_advantages() -> None:
-    from llm_gym.agents.grpo import grpo_loss
+    from llm_gym.agents.grpo_algorithm import grpo_loss
 
     logp = torch.zeros(2, 3)
     mask = torch.ones(2, 3)

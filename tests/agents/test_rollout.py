@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import llm_gym  # noqa: F401
-from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, row_info, sequence_logprobs
+from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logprobs
 from llm_gym.models import tiny_model
+from llm_gym.vector import row_info
 
 
 @pytest.fixture(scope="module")

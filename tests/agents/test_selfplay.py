@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from llm_gym.agents.checkpoints import latest_checkpoint, load_checkpoint
-from llm_gym.agents.grpo import GRPOAgent, GRPOConfig, parameter_hash
+from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 from llm_gym.agents.league import SelfPlayConfig, SelfPlayLeague
+from llm_gym.agents.lm_trainer import parameter_hash
 from llm_gym.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
