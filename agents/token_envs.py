@@ -3,14 +3,17 @@
 Both trainers take an env id plus a wrapper stack, a (wrapped) vector env, or a wrapped single
 env, and train on what the wrappers return (DESIGN.md, Wrappers): :func:`build_token_envs` turns
 any of those into one DISABLED-autoreset batch through :func:`llm_gym.wrappers.stack.make_env`.
-:func:`evaluate_policy` plays greedy episodes on such a batch and reports the shaped return
-beside the unshaped task metrics (the ``env`` reward term, success, response length), because a
-shaped return alone hides reward hacking.
+:func:`play_items` plays one episode per given task item on such a batch, in slices of its rows
+(the trainers' evaluation and ``llm-gym eval`` both sample through it); :func:`evaluate_policy`
+plays greedy episodes with it and reports the shaped return beside the unshaped task metrics (the
+``env`` reward term, success, response length), because a shaped return alone hides reward
+hacking.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -20,7 +23,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from llm_gym.agents.base import episode_success
 from llm_gym.agents.evaluation import EvalResult
-from llm_gym.agents.rollout import collect_rollouts
+from llm_gym.agents.rollout import RolloutBatch, collect_rollouts
 from llm_gym.vector import TokenVectorEnv
 from llm_gym.wrappers.stack import (
     apply_wrappers,
@@ -111,6 +114,45 @@ def saved_stack(state: dict[str, Any], given: Any, path: Any) -> Any:
     return state.get("wrappers")
 
 
+def play_items(
+    model: torch.nn.Module, envs: VectorEnv, indices: Sequence[int], *,
+    temperature: float = 0.0, seed: int = 0,
+) -> Iterator[RolloutBatch]:
+    """One episode per entry of ``indices`` (task items), ``envs.num_envs`` rows at a time.
+
+    Entry r is reset with seed ``seed + r`` and samples from its own stream of draws (row r of
+    one long batch: :func:`~llm_gym.agents.rollout.collect_rollouts`' ``first_row``), so what
+    an episode samples does not depend on how many rows the vector env holds. The last batch is
+    filled up by repeating its last index; the extra rows are dropped from what is yielded.
+
+    Args:
+        model: the causal LM (or a :class:`~llm_gym.agents.policy.Policy`).
+        envs: a DISABLED-autoreset batched token env (:func:`build_token_envs`).
+        indices: task item of each episode; repeat an item to sample it several times.
+        temperature: sampling temperature; ``0`` is greedy.
+        seed: reset seed of the first episode and seed of the sampling streams.
+
+    Yields:
+        A :class:`~llm_gym.agents.rollout.RolloutBatch` per slice of ``indices``, in order.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> from llm_gym.models import tiny_model
+        >>> envs = gym.make_vec("llm_gym/Arithmetic-v0", 2,
+        ...     vectorization_mode="vector_entry_point", autoreset_mode="Disabled")
+        >>> [b.task_index.tolist() for b in play_items(tiny_model()[0], envs, [3, 3, 5])]
+        [[3, 3], [5]]
+    """
+    rows = envs.num_envs
+    for start in range(0, len(indices), rows):
+        chunk = [int(i) for i in indices[start:start + rows]]
+        real = len(chunk)
+        chunk += chunk[-1:] * (rows - real)
+        batch = collect_rollouts(model, envs, indices=chunk, seed=seed, temperature=temperature,
+                                 generator=torch.Generator().manual_seed(seed), first_row=start)
+        yield batch if real == rows else batch.select(list(range(real)))
+
+
 @torch.no_grad()
 def evaluate_policy(
     model: torch.nn.Module, envs: VectorEnv, num_episodes: int, *, temperature: float = 0.0,
@@ -126,17 +168,14 @@ def evaluate_policy(
         ``None`` when neither says), ``mean_length`` (agent tokens per episode),
         ``episodes``, ``returns`` and ``env_returns``.
     """
-    rows, limit = envs.num_envs, first_env(envs).num_tasks
+    limit = first_env(envs).num_tasks
+    indices = [i % limit if limit else i for i in range(num_episodes)]
     returns: list[float] = []
     env_returns: list[float] = []
     lengths: list[int] = []
     successes: list[bool | None] = []
-    for start in range(0, num_episodes, rows):
-        indices = [(start + i) % limit if limit else start + i for i in range(rows)]
-        batch = collect_rollouts(model, envs, indices=indices, seed=seed + start,
-                                 temperature=temperature,
-                                 generator=torch.Generator().manual_seed(seed + start))
-        for i in range(min(rows, num_episodes - start)):
+    for batch in play_items(model, envs, indices, temperature=temperature, seed=seed):
+        for i in range(batch.num_rows):
             info = batch.infos[i]
             returns.append(float(batch.returns[i]))
             terms = info.get("episode_reward_components", {})

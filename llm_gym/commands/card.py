@@ -8,7 +8,8 @@ Rewards, Episode End, Arguments), and reference scores measured when the card wa
   own planning, so agents that cannot act in the env are left out with the reason);
 * a model prompted as it is (``--model``, token envs): accuracy, pass@k over ``--n`` samples per
   item, and the share of items whose samples all scored the same — the groups in which GRPO
-  finds no signal — through ``llm-gym eval``'s generation and scoring.
+  finds no signal — through ``llm-gym eval``'s sampling, the trainers' rollout engine (whole
+  episodes: on multi-turn envs the episode's return and verdict, not only the first turn's).
 
 Each card ends with the command that wrote it, the date and the machine. ``--all`` writes a card
 for every registered ``llm_gym/`` id plus an index; the manual includes them (``docs/cards``).
@@ -209,21 +210,18 @@ def classic_scores(env_id: str, env_kwargs: dict[str, Any],
 
 def model_scores(env_id: str, env_kwargs: dict[str, Any], args: argparse.Namespace,
                  model: tuple[Any, Any]) -> dict[str, Any]:
-    """The model as it is, ``--n`` samples at temperature 1 on the first ``--limit`` items."""
-    from llm_gym.commands.eval import generate, score, summarize
+    """The model as it is: ``--n`` episodes at temperature 1 on each of the first ``--limit``."""
+    from llm_gym.commands.eval import sample_model, summarize
 
     lm, tokenizer = model
-    env = gym.make(env_id, **{**env_kwargs, "tokenizer": tokenizer}).unwrapped
-    limit = args.limit if env.num_tasks is None else min(args.limit, env.num_tasks)
-    generated = generate(lm, env, list(range(limit)), args.n, env.max_new_tokens, 1.0, 0)
-    samples = score(env, generated)
+    samples = sample_model(lm, env_id, {**env_kwargs, "tokenizer": tokenizer}, limit=args.limit,
+                           n=args.n, temperature=1.0)
     metrics = summarize(samples, sorted({1, args.n}))
     by_item: dict[int, set[float]] = {}
     for sample in samples:
         by_item.setdefault(sample.index, set()).add(sample.reward)
     equal = sum(len(rewards) == 1 for rewards in by_item.values()) / len(by_item)
-    env.close()
-    return {"policy": f"{args.model} prompted (first turn, T=1)", "episodes": len(samples),
+    return {"policy": f"{args.model} prompted (T=1)", "episodes": len(samples),
             "mean_return": metrics["mean_reward"], "success_rate": metrics["accuracy"],
             "mean_length": metrics["mean_length"], "pass@1": metrics["pass@1"],
             f"pass@{args.n}": metrics[f"pass@{args.n}"], "all-equal groups": equal}

@@ -1,11 +1,22 @@
 r"""``llm-gym eval``: accuracy, pass@k, mean length and format-error rate of a model on an env.
 
 Completions come from a model (``--model``: hub id, directory, GGUF file, or a name
-:func:`llm_gym.models.load_model` knows) sampled ``--n`` times per item on the env's own rendered
-prompt, or from a JSON-lines file (``--completions``: ``{"index": i, "completion": "..."}`` or
-``{"index": i, "completions": [...]}`` per line). Each completion is scored by the env itself
-(its batch scorer ``score_responses`` when it has one, else its ``end_turn`` hook), so eval and
-training reward agree by construction. Only the first agent turn is evaluated.
+:func:`llm_gym.models.load_model` knows) or from a JSON-lines file (``--completions``:
+``{"index": i, "completion": "..."}`` or ``{"index": i, "completions": [...]}`` per line).
+
+A model is evaluated through the rollout engine the trainers sample with
+(:func:`llm_gym.agents.token_envs.play_items` over
+:func:`~llm_gym.agents.rollout.collect_rollouts`: a batched token vector env, a KV cache, the one
+sampler): each of the first ``--limit`` items is pinned ``--n`` times in the batch (like a GRPO
+group), ``--batch-size`` episodes at a time, and each sample's reward and verdict are what the
+env's ``info`` says when its episode ends, scored inside the vector env exactly as in training.
+Whole episodes are evaluated: on the single-turn tasks (GSM8K, MATH, Arithmetic, Code) that is
+the one reply; on multi-turn envs the sample is the episode (its return, the final verdict, the
+agent's tokens of every turn), as a trainer sees it. ``--max-new-tokens`` sets the env's own
+per-turn budget.
+
+A completions file is scored by the env (its batch scorer ``score_responses`` when it has one,
+else its ``end_turn`` hook) as one first-turn reply per line, without generation.
 
 Example:
     $ llm-gym eval --env llm_gym/GSM8K-v0 --env-kwargs '{"data_files": "test.jsonl"}' \
@@ -21,14 +32,19 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
+import numpy as np
 
 from llm_gym.commands.arguments import json_object
 from llm_gym.commands.output import write_json
 from llm_gym.rewards.passk import mean_pass_at_k
 from llm_gym.token_env import TokenEnv
+from llm_gym.wrappers.stack import is_token_env_id, make_env
+
+if TYPE_CHECKING:
+    from llm_gym.agents.rollout import RolloutBatch
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +67,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--k", default="1", help="comma-separated pass@k budgets (default 1)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first L items only")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="generation budget (default: the env's max_new_tokens)")
+                   help="tokens per reply: the env's max_new_tokens (default: the env's own)")
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature (default: greedy for --n 1, else 1.0)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--batch-size", type=int, default=32, metavar="ROWS",
+                   help="episodes sampled together with --model (default 32)")
     p.add_argument("--out", type=Path, default=None, help="write metrics and samples as JSON")
     p.set_defaults(func=run_eval)
 
@@ -88,22 +106,27 @@ def run_eval(args: argparse.Namespace) -> int:
     """Run ``llm-gym eval``; prints the table, writes ``--out``; returns the exit code."""
     ks = _parse_ks(args.k)
     env_kwargs = json_object(args.env_kwargs)
-    if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}")
-    model = None
+    if args.n < 1 or args.batch_size < 1:
+        raise ValueError(f"--n and --batch-size must be at least 1, got {args.n} and "
+                         f"{args.batch_size}")
     if args.model is not None:
+        if not is_token_env_id(args.env):
+            raise ValueError(f"{args.env} is not a token env; eval scores text replies of LLM "
+                             "envs")
+        from llm_gym.models import load_model
+
         model, tokenizer = load_model(args.model)
         env_kwargs.setdefault("tokenizer", tokenizer)
-    env = _make_env(args.env, env_kwargs)
-    if model is not None:
-        indices = _indices(env, args.limit)
-        budget = args.max_new_tokens or env.max_new_tokens
+        if args.max_new_tokens is not None:
+            env_kwargs["max_new_tokens"] = args.max_new_tokens
         temperature = args.temperature if args.temperature is not None else (
             0.0 if args.n == 1 else 1.0)
-        generated = generate(model, env, indices, args.n, budget, temperature, args.seed)
+        samples = sample_model(model, args.env, env_kwargs, limit=args.limit, n=args.n,
+                               temperature=temperature, seed=args.seed,
+                               batch_size=args.batch_size)
     else:
-        generated = read_completions(args.completions, env, args.limit)
-    samples = score(env, generated)
+        env = _make_env(args.env, env_kwargs)
+        samples = score(env, read_completions(args.completions, env, args.limit))
     report = Report(args.env, args.model or str(args.completions), summarize(samples, ks),
                     samples)
     print(format_table(report))
@@ -130,34 +153,17 @@ def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> TokenEnv:
     return env
 
 
-def _indices(env: TokenEnv, limit: int | None) -> list[int]:
-    total = env.num_tasks
-    if total is None and limit is None:
-        raise ValueError(f"{type(env).__name__} has unbounded items; pass --limit")
-    count = total if limit is None else min(limit, total) if total is not None else limit
+def _indices(num_tasks: int | None, limit: int | None, name: str) -> list[int]:
+    if num_tasks is None and limit is None:
+        raise ValueError(f"{name} has unbounded items; pass --limit")
+    count = num_tasks if limit is None else (
+        min(limit, num_tasks) if num_tasks is not None else limit)
     if count < 1:
-        raise ValueError(f"nothing to evaluate (--limit {limit}, {total} items)")
+        raise ValueError(f"nothing to evaluate (--limit {limit}, {num_tasks} items)")
     return list(range(count))
 
 
 # ---------------------------------------------------------------------------- completions
-def load_model(name_or_path: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` via :func:`llm_gym.models.load_model`, else transformers."""
-    try:
-        from llm_gym.models import load_model as project_loader
-    except ImportError:
-        project_loader = None
-    if project_loader is not None:
-        return project_loader(name_or_path)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path, gguf = Path(name_or_path), {}
-    if path.suffix == ".gguf":
-        gguf, name_or_path = {"gguf_file": path.name}, str(path.parent)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, **gguf).eval()
-    return model, AutoTokenizer.from_pretrained(name_or_path, **gguf)
-
-
 def read_completions(path: Path, env: TokenEnv, limit: int | None) -> dict[int, list[str]]:
     """``{index: [completion, ...]}`` from a JSON-lines file, validated against the env."""
     by_index: dict[int, list[str]] = defaultdict(list)
@@ -181,36 +187,90 @@ def read_completions(path: Path, env: TokenEnv, limit: int | None) -> dict[int, 
     return {i: by_index[i] for i in keep}
 
 
-def generate(model: Any, env: TokenEnv, indices: list[int], n: int, max_new_tokens: int,
-             temperature: float, seed: int) -> dict[int, list[tuple[list[int], bool]]]:
-    """Sample ``n`` replies per item on the env's rendered prompt: ``(token ids, finished)``."""
-    import torch
+def sample_model(model: Any, env_id: str, env_kwargs: dict[str, Any], *, limit: int | None,
+                 n: int, temperature: float, seed: int = 0, batch_size: int = 32) -> list[Sample]:
+    """Sample ``n`` episodes on each of the first ``limit`` items through the rollout engine.
+
+    The env is built as the trainers build theirs (the batched token env of ``env_id``,
+    autoreset disabled) and played by :func:`llm_gym.agents.token_envs.play_items`; each
+    sample is read from the env's final ``info`` of its episode.
+
+    Args:
+        model: the causal LM; ``env_kwargs`` must carry its ``tokenizer``.
+        env_id: a registered token env id.
+        env_kwargs: its ``gym.make_vec`` keyword arguments.
+        limit: evaluate items ``0 .. limit-1`` (default every item).
+        n: samples per item.
+        temperature: sampling temperature; ``0`` is greedy.
+        seed: reset and sampling seed.
+        batch_size: most episodes played together.
+    """
     from tqdm import tqdm
 
-    torch.manual_seed(seed)
-    device = next(model.parameters()).device
-    stops = sorted(env.tokenizer.stop_token_ids)
-    out: dict[int, list[tuple[list[int], bool]]] = {}
-    for index in tqdm(indices, desc="generating", unit="item", file=sys.stderr):
-        obs, info = env.reset(options={"index": index})
-        prompt = torch.as_tensor(obs["input_ids"][: info["prompt_tokens"]], device=device)[None]
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if (
-            temperature > 0) else {"do_sample": False}
-        with torch.no_grad():
-            tokens = model.generate(
-                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
-                num_return_sequences=n, eos_token_id=stops, pad_token_id=env.tokenizer.pad_token_id,
-                **sampling,
-            )[:, prompt.shape[1]:].tolist()
-        out[index] = [_cut_at_stop(row, env.tokenizer.stop_token_ids) for row in tokens]
-    return out
+    from llm_gym.agents.token_envs import first_env, play_items
+
+    num_tasks, name = _task_count(env_id, env_kwargs)
+    rows = [index for index in _indices(num_tasks, limit, name) for _ in range(n)]
+    batches = -(-len(rows) // batch_size)  # as few batches as --batch-size allows, even sizes
+    envs = make_env(env_id, -(-len(rows) // batches), env_kwargs=env_kwargs,
+                    autoreset_mode="Disabled")
+    samples: list[Sample] = []
+    failed = 0
+    try:
+        tokenizer = first_env(envs).tokenizer
+        stops = np.array(sorted(tokenizer.stop_token_ids), dtype=np.int64)
+        with tqdm(total=len(rows), desc="sampling", unit="episode", file=sys.stderr) as bar:
+            for batch in play_items(model, envs, rows, temperature=temperature, seed=seed):
+                done = len(samples)
+                samples += [_episode(batch, row, rows[done + row], tokenizer, stops)
+                            for row in range(batch.num_rows)]
+                failed += int((~batch.valid).sum())
+                bar.update(batch.num_rows)
+    finally:
+        envs.close()
+    if failed:
+        logger.warning("the env's scorer failed on %d of %d episodes (info['reward_error']); "
+                       "they score 0", failed, len(samples))
+    return samples
 
 
-def _cut_at_stop(ids: list[int], stops: frozenset[int]) -> tuple[list[int], bool]:
-    for position, token in enumerate(ids):
-        if token in stops:
-            return ids[:position], True
-    return ids, False
+def _task_count(env_id: str, env_kwargs: dict[str, Any]) -> tuple[int | None, str]:
+    """The env's number of items (``None``: unbounded) and its class name."""
+    env = _make_env(env_id, env_kwargs)
+    try:
+        return env.num_tasks, type(env).__name__
+    finally:
+        env.close()
+
+
+def _episode(batch: RolloutBatch, row: int, index: int, tokenizer: Any,
+             stops: np.ndarray) -> Sample:
+    """Row ``row`` of a rollout as a :class:`Sample`: what the agent wrote, scored by the env."""
+    info = batch.infos[row]
+    length = int(batch.attention_mask[row].sum())
+    ids = batch.input_ids[row, :length].numpy()
+    agent = batch.agent_mask[row, :length].numpy().astype(bool)
+    # The text after the prompt (the reply; on multi-turn envs the env's replies between the
+    # agent's turns too). Finished: the agent's last reply ended with a stop token, which is left
+    # out as the env leaves it out of the reply it scores.
+    first, last = int(agent.argmax()), length - 1 - int(agent[::-1].argmax())
+    finished = bool(ids[last] in stops)
+    tail = ids[first:last] if finished else ids[first:last + 1]
+    reward = float(batch.returns[row])
+    correct = bool(info.get("correct", info.get("success", reward > 0)))
+    return Sample(
+        index=index,
+        completion=tokenizer.decode(tail.tolist(), skip_special_tokens=True),
+        tokens=int((agent & ~np.isin(ids, stops)).sum()), reward=reward,
+        correct=correct and finished,
+        verdict=_plain(info.get("verdict")) or (None if finished else "truncated"),
+        extracted=_plain(info.get("extracted")), finished=finished,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar from a vector env's ``info`` as the Python value the env gave."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 # ---------------------------------------------------------------------------- scoring

@@ -1,4 +1,4 @@
-"""pass@k estimator and ``llm-gym eval`` on completions files and a tiny random model."""
+"""pass@k estimator and ``llm-gym eval`` on completions files, a scripted policy, a tiny model."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ import math
 import random
 from itertools import combinations
 
+import gymnasium as gym
+import numpy as np
 import pytest
+import torch
 from conftest import GSM8K_ROWS
 
+from llm_gym.agents.policy import Policy
 from llm_gym.cli import main
+from llm_gym.commands.eval import read_completions, sample_model, score
 from llm_gym.rewards.passk import mean_pass_at_k, pass_at_k
+from llm_gym.tokenizers import ByteTokenizer
 
 
 # ---------------------------------------------------------------------------- pass@k
@@ -122,6 +128,58 @@ def test_eval_works_on_a_non_math_token_env(tmp_path, capsys):
     assert "format_error_rate  n/a" in capsys.readouterr().out
 
 
+class ScriptedPolicy(Policy):
+    """A policy (the rollout's model seam) that writes the given replies, one per batch row."""
+
+    def __init__(self, replies, tokenizer):
+        stop = min(tokenizer.stop_token_ids)
+        self.scripts = [tokenizer.encode(reply) + [stop] for reply in replies]
+        self.prompt = None
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def start(self, num_rows, vocab_size):
+        self.prompt = None
+        return vocab_size
+
+    def next_token_logits(self, vocab_size, input_ids, fed, lengths, done):
+        if self.prompt is None:
+            self.prompt = lengths.copy()
+        logits = torch.zeros((len(lengths), vocab_size))
+        for row, position in enumerate(lengths - self.prompt):
+            script = self.scripts[row]
+            logits[row, script[min(position, len(script) - 1)]] = 50.0
+        return logits
+
+    def score(self, input_ids, attention_mask, **kwargs):
+        raise NotImplementedError("eval only samples")
+
+
+def test_model_samples_are_scored_by_the_env_as_in_training(tmp_path, gsm8k_kwargs):
+    # A model is sampled through the trainers' rollout (a batched vector env, pinned items, n
+    # per item) and each sample's score is the env's, read from the info its episode ends with:
+    # the same reward and verdict as the env's scorer gives the same text as a completion.
+    replies = ["7\n#### 7", "no idea", "#### 42", "#### 42.0", "#### 749",
+               "#### 1 or #### 2"]
+    kwargs = {**json.loads(gsm8k_kwargs), "max_new_tokens": 12}  # the last reply is cut off
+    sampled = sample_model(ScriptedPolicy(replies, ByteTokenizer()), "llm_gym/GSM8K-v0", kwargs,
+                           limit=3, n=2, temperature=0.0)
+    assert [s.index for s in sampled] == [0, 0, 1, 1, 2, 2]
+    assert [s.completion for s in sampled[:5]] == replies[:5]
+    assert [s.finished for s in sampled] == [True] * 5 + [False]
+    cut = sampled[5]
+    assert (cut.verdict, cut.reward, cut.correct, cut.tokens) == ("truncated", 0.0, False, 12)
+    file = write_jsonl(tmp_path / "c.jsonl", [{"index": s.index, "completion": s.completion}
+                                              for s in sampled[:5]])
+    env = gym.make("llm_gym/GSM8K-v0", **kwargs).unwrapped
+    scored = score(env, read_completions(file, env, None))
+    assert [vars(s) for s in sampled[:5]] == [vars(s) for s in scored]
+    assert [s.verdict for s in sampled] == ["correct", "no_answer", "correct", "correct",
+                                            "wrong", "truncated"]
+
+
 @pytest.mark.slow
 def test_eval_with_a_tiny_random_model(tmp_path, gsm8k_kwargs):
     pytest.importorskip("transformers")
@@ -138,6 +196,30 @@ def test_eval_with_a_tiny_random_model(tmp_path, gsm8k_kwargs):
     assert all(s["tokens"] <= 8 for s in report["samples"])
     assert all(s["verdict"] == "truncated" for s in report["samples"] if not s["finished"])
     assert report["metrics"]["accuracy"] == 0.0
+
+
+@pytest.mark.slow
+def test_eval_of_a_model_goes_through_the_rollout_in_batches(tmp_path):
+    # --n 2 --limit 3: six episodes, each item pinned twice. Each episode samples from its own
+    # stream, so sampling 4 rows at a time (two batches, the last filled up and trimmed) gives
+    # the samples that one batch of 6 gives; --max-new-tokens is the env's own turn budget.
+    pytest.importorskip("transformers")
+    reports = []
+    for batch_size in ("32", "4"):
+        out = tmp_path / f"tiny{batch_size}.json"
+        assert main(["eval", "--env", "llm_gym/Arithmetic-v0", "--model", "tiny", "--n", "2",
+                     "--k", "1,2", "--limit", "3", "--max-new-tokens", "24", "--batch-size",
+                     batch_size, "--out", str(out)]) == 0
+        reports.append(json.loads(out.read_text()))
+    samples = reports[0]["samples"]
+    assert [s["index"] for s in samples] == [0, 0, 1, 1, 2, 2]
+    assert reports[0] == reports[1]
+    assert all(s["tokens"] <= 24 for s in samples) and max(s["tokens"] for s in samples) > 16
+    assert all(s["verdict"] == "truncated" and s["reward"] == 0 for s in samples
+               if not s["finished"])
+    assert len({s["completion"] for s in samples}) == 6  # temperature 1 for --n 2
+    assert reports[0]["metrics"]["mean_length"] == pytest.approx(
+        np.mean([s["tokens"] for s in samples]))
 
 
 def test_fixture_rows_unchanged():
