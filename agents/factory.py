@@ -113,6 +113,10 @@ AGENTS: dict[str, AgentEntry] = {entry.name: entry for entry in (
     AgentEntry("dpo", "llm", _TOKEN, "llm_gym.agents.dpo:DPOAgent",
                "DPO / IPO from a preference file (config data=FILE) against a frozen "
                "reference (DPOAgent)", "llm_gym.agents.dpo_algorithm:DPOConfig"),
+    AgentEntry("sft", "llm", _TOKEN, "llm_gym.agents.sft:SFTAgent",
+               "supervised fine-tuning on conversations in TRL's SFT format (config "
+               "data=FILE), the warm start before RL (SFTAgent)",
+               "llm_gym.agents.sft_algorithm:SFTConfig"),
     AgentEntry("sb3-ppo", "sb3", _BOTH, "stable_baselines3:PPO", "Stable-Baselines3 PPO",
                preset=_SB3_PPO, saved_file="agent.zip"),
     AgentEntry("sb3-a2c", "sb3", _BOTH, "stable_baselines3:A2C", "Stable-Baselines3 A2C",

@@ -37,6 +37,7 @@ ends within half a rollout batch of it; the output says how many steps were take
 
 ``--agent dpo --data FILE`` trains from preference pairs instead of env rollouts; its
 ``--timesteps`` counts pairs (default: one pass over the file) and the evaluation is the env's.
+``--agent sft --data FILE`` does the same with conversations in TRL's SFT format (examples).
 
 Example:
     llm-gym train --env llm_gym/LeftRight-v0 --agent q-learning --timesteps 2000
@@ -86,8 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="agent config, TOML or JSON")
     parser.add_argument("--data", metavar="FILE",
                         help="dpo: preference pairs in TRL's format (prompt, chosen, rejected), "
-                             "e.g. from llm-gym preferences; --timesteps counts pairs (default: "
-                             "one pass over them)")
+                             "e.g. from llm-gym preferences; sft: conversations in TRL's SFT "
+                             "format (messages, or prompt and completion); --timesteps counts "
+                             "pairs or examples (default: one pass over them)")
     parser.add_argument("--timesteps", type=int, default=None,
                         help="the run's total env steps (tokens on token envs); with --resume "
                              "the run trains up to this total, not this much more (default "
@@ -301,12 +303,12 @@ def _distributed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    """``--config`` with ``--data`` set in it (dpo only); a misplaced ``--data`` is an error."""
+    """``--config`` with ``--data`` set in it (dpo, sft); a misplaced ``--data`` is an error."""
     if args.data is None:
         return args.config
-    if args.agent != "dpo":
-        raise ValueError(f"--data is the preference file of dpo; {args.agent} learns from the "
-                         "env's reward, leave --data out")
+    if args.agent not in ("dpo", "sft"):
+        raise ValueError(f"--data is the preference file of dpo or the SFT data of sft; "
+                         f"{args.agent} learns from the env's reward, leave --data out")
     from llm_gym.agents.factory import load_config
 
     return {**(load_config(args.config) or {}), "data": args.data}
