@@ -288,3 +288,32 @@ def test_constrained_masks_admit_a_scripted_call_and_walks_only_write_calls_or_a
             obs, _, terminated, truncated, info = env.step(int(t))
             done = terminated or truncated
             assert info.get("tool_error", "").split(":")[0] != "parse"
+
+
+def test_a_person_or_prompted_model_plays_a_tool_env_through_text_interface():
+    from llm_gym.wrappers import TextInterface
+
+    env = TextInterface(gym.make("llm_gym/ArithmeticTool-v0"))
+    env.reset(seed=0)
+    u = env.unwrapped
+    call = u.format_tool_call("calculator", {"expression": _question(env)})
+    obs, reward, terminated, _, info = env.step(call)
+    assert info["tool_call"]["ok"] and not terminated
+    assert obs.endswith(f"<|im_start|>tool\n{u.inner.task.answer}<|im_end|>\n"
+                        "<|im_start|>assistant\n")
+    _, reward, terminated, _, _ = env.step(str(u.inner.task.answer))
+    assert (reward, terminated) == (1.0, True)
+
+
+def test_llm_gym_train_on_a_tool_env_writes_tools_metrics(tmp_path):
+    import csv
+
+    from llm_gym.cli import main
+
+    code = main(["train", "--env", "llm_gym/ArithmeticTool-v0", "--agent", "grpo", "--model",
+                 "tiny", "--timesteps", "600", "--log-dir", str(tmp_path / "run"),
+                 "--eval-episodes", "1", "--no-progress"])
+    assert code == 0
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert {"tools/calls", "tools/call_rate", "tools/parse_failures"} <= set(header)
