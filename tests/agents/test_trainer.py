@@ -108,7 +108,7 @@ def test_checkpoint_without_log_dir_raises_the_same_way(agent) -> None:
 def test_agent_table_drives_names_cli_choices_and_list(capsys) -> None:
     assert AGENT_NAMES == tuple(AGENTS)
     assert LLM_AGENTS == tuple(n for n, e in AGENTS.items() if e.family == "llm")
-    assert set(GRPO_FAMILY) == set(LLM_AGENTS) - {"ppo", "dpo"}
+    assert set(GRPO_FAMILY) == set(LLM_AGENTS) - {"ppo", "dpo", "sft"}
     from llm_gym.commands import train
 
     parser = argparse.ArgumentParser()
