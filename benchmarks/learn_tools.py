@@ -2,12 +2,15 @@
 
 Arm ``tools``: ``llm_gym/ArithmeticTool-v0`` (5-digit sums and products, a calculator tool);
 arm ``plain``: the same questions in ``llm_gym/Arithmetic-v0`` with no tool, the control. Both
-train for the same wall-clock budget and are evaluated greedily on held-out questions
+train GRPO for the same wall-clock budget and are evaluated greedily on held-out questions
 (``split="test"``, never rewarded in training) before and after: accuracy, tool-call rate,
-parse failures. Writes ``result.json`` and ``curve.png`` to ``--out-dir``.
+parse failures. The tools arm can start with a supervised warm start on traces the env's oracle
+writes (``--sft-examples``: call the calculator on the question, copy its result), measured
+after SFT and again after GRPO. Writes ``result.json`` and ``curve.png`` to ``--out-dir``.
 
-    nice -n 5 python benchmarks/learn_tools.py --arm tools --minutes 30 --constrained --bonus 0.2
-    nice -n 5 python benchmarks/learn_tools.py --arm plain --minutes 30
+    nice -n 5 python benchmarks/learn_tools.py --arm tools --minutes 20 --constrained --bonus 0.2
+    nice -n 5 python benchmarks/learn_tools.py --arm tools --minutes 20 --sft-examples 256
+    nice -n 5 python benchmarks/learn_tools.py --arm plain --minutes 20
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,11 +34,16 @@ import llm_gym  # noqa: E402, F401
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig  # noqa: E402
 from llm_gym.agents.metrics import tool_counters  # noqa: E402
 from llm_gym.agents.rollout import collect_rollouts  # noqa: E402
+from llm_gym.agents.sft import SFTAgent  # noqa: E402
+from llm_gym.agents.sft_algorithm import SFTConfig  # noqa: E402
+from llm_gym.models import load_model  # noqa: E402
+from llm_gym.tools.calculator import calculator  # noqa: E402
+from llm_gym.tools.calls import format_tool_call  # noqa: E402
 
 TASK = {"digits": 5, "operations": "+*"}
 
 
-def held_out(agent: GRPOAgent, env_id: str, env_kwargs: dict, episodes: int) -> dict:
+def held_out(agent: Any, env_id: str, env_kwargs: dict, episodes: int) -> dict:
     """Greedy accuracy, tool counters and reply length on ``episodes`` test-split questions."""
     rows = 32
     envs = gym.make_vec(env_id, rows, vectorization_mode="vector_entry_point",
@@ -51,6 +60,43 @@ def held_out(agent: GRPOAgent, env_id: str, env_kwargs: dict, episodes: int) -> 
             "mean_agent_tokens": float(np.mean(lengths)), **tool_counters(infos)}
 
 
+def oracle_traces(env_id: str, env_kwargs: dict, tokenizer: Any, count: int) -> list[dict]:
+    """``count`` conversations the env's oracle writes (TRL's SFT format): call, result, answer.
+
+    Training-split items ``0..count-1``; the prompt is the env's own (tool list included), the
+    call passes the question's expression to the calculator, the answer copies its result.
+    """
+    env = gym.make(env_id, tokenizer=tokenizer, **{**env_kwargs, "constrained": False}).unwrapped
+    rows = []
+    for index in range(count):
+        env.reset(options={"index": index})
+        question = env.inner.item(index)["question"]
+        result = calculator(question)
+        rows.append({"messages": [
+            *env.task.messages,
+            {"role": "assistant", "content": format_tool_call("calculator",
+                                                              {"expression": question})},
+            {"role": "tool", "content": result},
+            {"role": "assistant", "content": str(env.inner.task.answer)}]})
+    env.close()
+    return rows
+
+
+def warm_start(env_id: str, env_kwargs: dict, args: argparse.Namespace, out: Path) -> SFTAgent:
+    """SFT on the oracle's traces (the usual SFT -> RL recipe); the trained agent."""
+    model, tokenizer = load_model(args.model)
+    rows = oracle_traces(env_id, env_kwargs, tokenizer, args.sft_examples)
+    config = SFTConfig(learning_rate=args.sft_lr, batch_size=8,
+                       num_train_epochs=args.sft_epochs)
+    sft = SFTAgent(env_id, model, config, data=rows, env_kwargs=env_kwargs, tokenizer=tokenizer,
+                   seed=args.seed, log_dir=out / "sft")
+    start = time.perf_counter()
+    sft.learn(args.sft_examples * args.sft_epochs)
+    print(f"sft: {args.sft_examples} traces x {args.sft_epochs} epochs in "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    return sft
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm", choices=("tools", "plain"), default="tools")
@@ -60,6 +106,10 @@ def main() -> None:
                         help="tools arm: answer-or-call grammar masks")
     parser.add_argument("--bonus", type=float, default=0.0,
                         help="tools arm: weight of llm_gym.tools.shaping:first_tool_call")
+    parser.add_argument("--sft-examples", type=int, default=0,
+                        help="tools arm: warm start on this many oracle traces first (0: none)")
+    parser.add_argument("--sft-epochs", type=int, default=2)
+    parser.add_argument("--sft-lr", type=float, default=5e-5)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--eval-episodes", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
@@ -86,11 +136,19 @@ def main() -> None:
     config = GRPOConfig(group_size=args.group_size, prompts_per_batch=args.prompts_per_batch,
                         learning_rate=args.lr, micro_batch_size=8,
                         temperature=args.temperature)
-    agent = GRPOAgent(env_id, args.model, config, env_kwargs=env_kwargs, seed=args.seed,
-                      log_dir=out, wrappers=wrappers)
     t0 = time.perf_counter()
-    before = held_out(agent, env_id, env_kwargs, args.eval_episodes)
+    model, tokenizer = load_model(args.model)
+    before = held_out(argparse.Namespace(model=model, tokenizer=tokenizer), env_id, env_kwargs,
+                      args.eval_episodes)
     print(f"before: {before} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    after_sft = None
+    if args.sft_examples:
+        sft = warm_start(env_id, env_kwargs, args, out)
+        model, tokenizer = sft.model, sft.tokenizer
+        after_sft = held_out(sft, env_id, env_kwargs, args.eval_episodes)
+        print(f"after sft: {after_sft}", flush=True)
+    agent = GRPOAgent(env_id, model, config, env_kwargs=env_kwargs, tokenizer=tokenizer,
+                      seed=args.seed, log_dir=out, wrappers=wrappers)
     deadline = time.perf_counter() + args.minutes * 60
     curve: list[dict] = []
 
@@ -112,7 +170,8 @@ def main() -> None:
     print(f"after: {after}", flush=True)
     result = {
         "args": vars(args), "env": env_id, "env_kwargs": env_kwargs, "before": before,
-        "after": after, "train_seconds": train_s, "updates": agent.num_updates,
+        "after_sft": after_sft, "after": after, "train_seconds": train_s,
+        "updates": agent.num_updates,
         "seconds_per_update": train_s / max(agent.num_updates, 1),
         "env_steps": agent.num_timesteps, "curve": curve, "machine": platform.platform(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
