@@ -4,7 +4,8 @@ This is how a learned reward enters RL in llm_gym (DESIGN.md, Preferences): as o
 wrapper, so GRPO, PPO, RLOO or any agent trains on it with nothing else changed. With PPO and
 its per-token KL penalty to the reference model it is the classic RLHF setup (Ouyang et al.
 2022). The vector twin (:mod:`llm_gym.wrappers.learned_vector`) scores every row whose turn
-ended in one batched forward pass on the reward model's device.
+ended in one batched forward pass on the reward model's device. Both twins hold a
+:class:`RewardModelTerm` (the scorer and its weights; its state is the row's task messages).
 
 The reward model reads the task's opening messages and the reply *text* (decoded with the
 policy's tokenizer, re-encoded with the reward model's own tokenizer and chat template), so a
@@ -30,8 +31,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.wrappers.response import Response
-from llm_gym.wrappers.shaping import _ResponseShaping
+from llm_gym.wrappers.response import ReplyTerm, Scored, Step, require_token_env
+from llm_gym.wrappers.shaping import _Shaping
 
 
 def task_messages(envs: Any, row: int = 0) -> list[dict[str, str]] | None:
@@ -47,12 +48,17 @@ def task_messages(envs: Any, row: int = 0) -> list[dict[str, str]] | None:
     return None if task is None else [dict(m) for m in task.messages]
 
 
-class RewardModelTerm:
-    """The reward-model term (checks, scorer, scores), shared by both ``LearnedReward`` twins."""
+class RewardModelTerm(ReplyTerm):
+    """``weight *`` the reward model's score of a finished reply; the state is the task's messages.
 
-    def configure(self, reward_model: str | Path, weight: float, env_weight: float, name: str,
-                  device: str | None, dtype: str | None, batch_size: int) -> None:
-        """Check the arguments and load (or reuse) the reward model."""
+    The wrappers set each episode's state with :func:`task_messages` (the env knows its task,
+    the observation only its tokens).
+    """
+
+    keeps_state = True
+
+    def __init__(self, reward_model: str | Path, weight: float, env_weight: float, name: str,
+                 device: str | None, dtype: str | None, batch_size: int) -> None:
         from llm_gym.reward_model import load_reward_scorer
 
         if not isinstance(reward_model, (str, Path)):
@@ -63,19 +69,42 @@ class RewardModelTerm:
                 raise ValueError(f"{label} must be a finite number, got {value}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        super().__init__(name)
         folder = str(Path(reward_model).expanduser().resolve())
         self.scorer = load_reward_scorer(folder, device, dtype, int(batch_size))
-        self.weight, self.scale, self.name = float(weight), float(env_weight), name
+        self.weight, self.scale = float(weight), float(env_weight)
 
-    def raw_scores(self, prompts: list[Any], texts: list[str]) -> np.ndarray:
-        """The reward model's scores; a non-finite one raises (the sample is dropped)."""
-        scores = self.scorer.score(prompts, texts)
-        if not np.isfinite(scores).all():
-            raise ValueError(f"the reward model returned non-finite scores {scores.tolist()}")
-        return scores
+    def __call__(self, state: Any, step: Step) -> Scored:  # noqa: D102
+        (scored,) = self.rows([state], [step])
+        if isinstance(scored, Exception):
+            raise scored
+        return scored
+
+    def rows(self, states: list[Any], steps: list[Step]) -> list[Scored | Exception]:
+        """Every finished reply scored in one reward-model call (``batch_size`` per pass).
+
+        ``info`` gets the raw score and the reward below (unscaled), so both can be logged
+        (Gao et al. 2022). A failed call fails every row it scored.
+        """
+        out: list[Scored | Exception] = [Scored({self.name: 0.0}, s) for s in states]
+        live = [k for k, step in enumerate(steps) if step.reply is not None]
+        if not live:
+            return out
+        try:
+            scores = self.scorer.score([states[k] for k in live],
+                                       [steps[k].reply.text for k in live])
+            if not np.isfinite(scores).all():
+                raise ValueError(f"the reward model returned non-finite scores "
+                                 f"{scores.tolist()}")
+        except Exception as err:  # noqa: BLE001 - a broken reward model is a counted failure
+            return [err if k in live else scored for k, scored in enumerate(out)]
+        for k, score in zip(live, scores, strict=True):
+            info = {"rm_score": float(score), "verifiable_reward": float(steps[k].reward)}
+            out[k] = Scored({self.name: self.weight * float(score)}, states[k], info)
+        return out
 
 
-class LearnedReward(RewardModelTerm, _ResponseShaping):
+class LearnedReward(_Shaping):
     """``weight *`` a reward model's score of each finished reply, plus ``env_weight *`` the env's.
 
     Args:
@@ -108,27 +137,9 @@ class LearnedReward(RewardModelTerm, _ResponseShaping):
         gym.utils.RecordConstructorArgs.__init__(
             self, reward_model=str(reward_model), weight=weight, env_weight=env_weight,
             name=name, device=device, dtype=dtype, batch_size=batch_size)
-        _ResponseShaping.__init__(self, env)
-        self.configure(reward_model, weight, env_weight, name, device, dtype, batch_size)
-        self._prompt: list[dict[str, str]] | None = None
-        self._scored: tuple[float, float] | None = None
+        require_token_env(env, "LearnedReward")  # before loading the reward model
+        super().__init__(env, RewardModelTerm(reward_model, weight, env_weight, name, device,
+                                              dtype, batch_size))
 
-    def reset_row(self, row: int, obs: Any) -> None:  # noqa: D102
-        self._prompt = task_messages(self.env)
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        self._scored = None
-        obs, reward, terminated, truncated, info = super().step(action)
-        if self._scored is not None:
-            score, below = self._scored
-            info = {**info, "rm_score": score, "verifiable_reward": below}
-        return obs, reward, terminated, truncated, info
-
-    def terms(self, obs, action, reward, terminated, truncated, info):  # noqa: D102
-        self._below = float(reward)
-        return super().terms(obs, action, reward, terminated, truncated, info)
-
-    def score(self, response: Response) -> float:  # noqa: D102
-        score = float(self.raw_scores([self._prompt], [response.text])[0])
-        self._scored = (score, self._below)
-        return self.weight * score
+    def _start(self, obs: Any) -> list[dict[str, str]] | None:
+        return task_messages(self.env)

@@ -10,6 +10,12 @@ Gymnasium already has the rest; use its wrappers instead of rewriting them:
 ``RecordEpisodeStatistics`` (put it *below* the shaping wrappers to log the unshaped return) and
 ``TimeLimit``. Those do not update ``reward_components``.
 
+Each rule is one term object (``LengthPenaltyTerm``, ``PotentialTerm``, ``WeightedTerms`` here,
+the reply rules in :mod:`llm_gym.wrappers.response`; see its ``Term``): its checked config and a
+per-row function. A wrapper here holds its term and applies it to its env; the vector twin of
+the same name in :mod:`llm_gym.wrappers.vector` holds the same term and applies it to each row,
+so the twins give the same rewards step by step.
+
 Wrappers that read the agent's reply (``FormatBonus``, ``OverlongPenalty``, response terms of
 ``RewardTerms``) need a token env: stack them on the token env, then ``TextInterface`` on top if
 you want a text face (it sums the rewards and components of the tokens it feeds).
@@ -24,11 +30,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
-import numpy as np
 
-from llm_gym.rewards import math as math_rewards
 from llm_gym.wrappers.response import (
-    Response,
+    FormatBonusTerm,
+    OverlongPenaltyTerm,
+    Scored,
+    Step,
+    Term,
     add_reward_components,
     last_response,
     require_token_env,
@@ -41,13 +49,6 @@ StepTerm = Callable[[Any, Any, SupportsFloat, bool, bool, dict], SupportsFloat]
 ResponseTerm = Callable[[str], SupportsFloat]
 
 
-def _answer_of(match: re.Match[str]) -> str:
-    """The answer a format match holds: its group ``answer``, else the whole match."""
-    if "answer" in match.re.groupindex:
-        return match.group("answer") or ""
-    return match.group()
-
-
 def _finite(name: str, value: SupportsFloat) -> float:
     value = float(value)
     if not math.isfinite(value):
@@ -55,59 +56,146 @@ def _finite(name: str, value: SupportsFloat) -> float:
     return value
 
 
-class _Shaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Shared step: compute the terms, add them to the reward, record the components.
+# ---------------------------------------------------------------- the rules, one term each
+class LengthPenaltyTerm(Term):
+    """``-coef`` per agent step (see :class:`LengthPenalty`)."""
 
-    A term is computed by :meth:`row_terms` (step terms) or :meth:`response_terms` (once per
-    finished agent turn); the vector twins in :mod:`llm_gym.wrappers.vector` call the same
-    methods per row, so each reward term has one implementation. Single envs use row 0 of
-    per-row state. A term that raises ends the episode (``terminated``) with the env's reward
-    alone and ``info["reward_error"] = "wrapper:<Name>:<error>"``: rollouts drop and count it.
+    constant = True  # the vector twin's hot path stays numpy-only
+
+    def __init__(self, coef: float = 0.001, name: str = "length_penalty") -> None:
+        if coef < 0:
+            raise ValueError(f"coef is the penalty per token and must be >= 0, got {coef}")
+        self.coef, self.name, self.names = float(coef), name, (name,)
+
+    def __call__(self, state: Any, step: Step | None) -> Scored:  # noqa: D102
+        return Scored({self.name: -self.coef})
+
+
+class PotentialTerm(Term):
+    """``gamma * Phi(s') - Phi(s)``; the state is ``Phi(s)`` (see :class:`PotentialShaping`)."""
+
+    keeps_state = True
+
+    def __init__(self, potential: Callable[[Any], SupportsFloat], gamma: float = 0.99,
+                 name: str = "potential") -> None:
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+        if not callable(potential):
+            raise TypeError(f"potential must be a function of an observation, got "
+                            f"{type(potential).__name__} {potential!r}")
+        self.potential, self.gamma, self.name, self.names = potential, float(gamma), name, (name,)
+
+    def fits(self, wrapper: str, env: Any, space: gym.Space) -> None:  # noqa: D102
+        try:
+            _finite("potential", self.potential(space.sample()))
+        except Exception as err:  # noqa: BLE001 - any failure means the function does not fit
+            raise TypeError(
+                f"{wrapper}: the potential {getattr(self.potential, '__name__', self.potential)!r}"
+                f" fails on an observation of {env} ({space}): {type(err).__name__}: {err}. Give "
+                "a potential of this env's observations (a token env observes a dict of "
+                "token-id arrays)") from err
+
+    def start(self, obs: Any) -> float:  # noqa: D102
+        return _finite(self.name, self.potential(obs))
+
+    def check(self, state: float | None) -> None:  # noqa: D102
+        if state is None:  # the episode has not started, or it ended
+            raise RuntimeError(
+                "PotentialShaping.step() before reset() or after the episode ended; call reset()")
+
+    def __call__(self, state: float | None, step: Step) -> Scored:  # noqa: D102
+        self.check(state)
+        # Phi of a terminal state is 0; a truncated one is not terminal, so it keeps its Phi.
+        phi = 0.0 if step.terminated else _finite(self.name, self.potential(step.obs))
+        ended = step.terminated or step.truncated
+        return Scored({self.name: self.gamma * phi - state}, None if ended else phi)
+
+
+class WeightedTerms(Term):
+    """Weighted named step and response terms (see :class:`RewardTerms`)."""
+
+    def __init__(self, terms: Mapping[str, StepTerm] | None = None,
+                 response_terms: Mapping[str, ResponseTerm] | None = None,
+                 weights: Mapping[str, float] | None = None, name_prefix: str = "") -> None:
+        self.step_terms, self.response_terms = dict(terms or {}), dict(response_terms or {})
+        names = [*self.step_terms, *self.response_terms]
+        if len(set(names)) != len(names) or "env" in names:
+            raise ValueError(f"term names must be unique and not 'env', got {names}")
+        weights = dict(weights or {})
+        unknown = set(weights) - {"env", *names}
+        if unknown:
+            raise ValueError(f"weights name unknown terms {sorted(unknown)}; terms are {names}")
+        self.scale = float(weights.pop("env", 1.0))
+        self.weights = {name: float(weights.get(name, 1.0)) for name in names}
+        self.name_prefix = name_prefix
+        self.names = tuple(name_prefix + name for name in names)
+        self.reads_reply = bool(self.response_terms)
+        self.replies_only = self.reads_reply and not self.step_terms
+
+    def __call__(self, state: Any, step: Step) -> Scored:  # noqa: D102
+        values = {name: fn(step.obs, step.action, step.reward, step.terminated, step.truncated,
+                           step.info) for name, fn in self.step_terms.items()}
+        for name, fn in self.response_terms.items():
+            values[name] = 0.0 if step.reply is None else fn(step.reply.text)
+        return Scored({self.name_prefix + name: self.weights[name] * _finite(name, value)
+                       for name, value in values.items()})
+
+
+# ---------------------------------------------------------------- the single-env wrappers
+class _Shaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Holds one term and applies it to each step: adds its components to the reward.
+
+    A term that raises ends the episode (``terminated``) with the env's reward alone and
+    ``info["reward_error"] = "wrapper:<Name>:<error>"``: rollouts drop and count it.
     """
 
-    scale = 1.0
-    uses_responses = False  # response_terms is called when an agent turn ends
+    def __init__(self, env: gym.Env, term: Term, label: str | None = None) -> None:
+        gym.Wrapper.__init__(self, env)
+        self.term = term
+        term.fits(type(self).__name__, env, env.observation_space)
+        self._tokenizer = (require_token_env(env, label or type(self).__name__)
+                           if term.reads_reply else None)
+        self._state: Any = None  # the term's per-episode state (term.keeps_state)
+        self._failed = False
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
         self._failed = False
-        self.reset_row(0, obs)
+        self._state = self._start(obs)
         return obs, info
 
+    def _start(self, obs: Any) -> Any:
+        return self.term.start(obs)
+
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        if getattr(self, "_failed", False):
+        if self._failed:
             raise RuntimeError(f"{type(self).__name__} ended the episode after a failed reward "
                                "term; call reset()")
+        self.term.check(self._state)  # before the env moves: e.g. a step after the episode
         obs, reward, terminated, truncated, info = self.env.step(action)
         try:
-            terms = self.terms(obs, action, reward, terminated, truncated, info)
+            scored = self._score(obs, action, reward, terminated, truncated, info)
         except Exception as err:  # noqa: BLE001 - a broken term is a counted failure
             self._failed = True
             return obs, float(reward), True, truncated, term_failure(self, err, info)
-        total, info = add_reward_components(info, float(reward), terms, self.scale)
-        return obs, total, terminated, truncated, info
+        total, info = add_reward_components(info, float(reward), scored.terms, self.term.scale)
+        return obs, total, terminated, truncated, {**info, **(scored.info or {})}
 
     def terms(self, obs: Any, action: Any, reward: SupportsFloat, terminated: bool,
               truncated: bool, info: dict[str, Any]) -> dict[str, float]:
-        """Every term of one step: the step terms, and the response terms when a turn ended."""
-        terms = self.row_terms(0, obs, action, reward, terminated, truncated, info)
-        if self.uses_responses:
-            ended = turn_ended(obs, terminated, truncated)
-            response = last_response(obs, self._tokenizer) if ended else None
-            terms.update(self.response_terms(response))
-        return terms
+        """The term's components of one step (its state moves on, as in :meth:`step`)."""
+        return self._score(obs, action, reward, terminated, truncated, info).terms
 
-    def reset_row(self, row: int, obs: Any) -> None:
-        """Start row ``row``'s episode at ``obs`` (per-row state; most terms have none)."""
-
-    def row_terms(self, row: int, obs: Any, action: Any, reward: SupportsFloat,
-                  terminated: bool, truncated: bool, info: dict[str, Any]) -> dict[str, float]:
-        """The step terms of row ``row`` (every step)."""
-        return {}
-
-    def response_terms(self, response: Response | None) -> dict[str, float]:
-        """The response terms of a finished turn (``None``: no turn ended this step)."""
-        return {}
+    def _score(self, obs: Any, action: Any, reward: SupportsFloat, terminated: bool,
+               truncated: bool, info: dict[str, Any]) -> Scored:
+        term = self.term
+        ended = term.reads_reply and turn_ended(obs, terminated, truncated)
+        if term.replies_only and not ended:
+            return Scored(dict.fromkeys(term.names, 0.0))
+        reply = last_response(obs, self._tokenizer) if ended else None
+        scored = term(self._state, Step(obs, action, reward, terminated, truncated, info, reply))
+        self._state = scored.state
+        return scored
 
 
 def term_failure(wrapper: Any, err: Exception, info: dict[str, Any]) -> dict[str, Any]:
@@ -116,37 +204,6 @@ def term_failure(wrapper: Any, err: Exception, info: dict[str, Any]) -> dict[str
     logger.warning("%s raised %s: %s; episode ended, sample dropped", name,
                    type(err).__name__, err)
     return {**info, "reward_error": f"wrapper:{name}:{type(err).__name__}"}
-
-
-def check_fits(wrapper: str, env: Any, potential: Callable[[Any], SupportsFloat],
-               space: gym.Space) -> None:
-    """Raise a TypeError naming ``wrapper`` and ``env`` if ``potential`` fails on ``space``."""
-    try:
-        _finite("potential", potential(space.sample()))
-    except Exception as err:  # noqa: BLE001 - any failure means the function does not fit
-        raise TypeError(
-            f"{wrapper}: the potential {getattr(potential, '__name__', potential)!r} fails on an "
-            f"observation of {env} ({space}): {type(err).__name__}: {err}. Give a potential "
-            "of this env's observations (a token env observes a dict of token-id arrays)"
-        ) from err
-
-
-class _ResponseShaping(_Shaping):
-    """A term computed once per finished agent turn of a token env, 0 on other steps."""
-
-    name = "response"
-    uses_responses = True
-
-    def __init__(self, env: gym.Env) -> None:
-        gym.Wrapper.__init__(self, env)
-        self._tokenizer = require_token_env(env, type(self).__name__)
-
-    def response_terms(self, response: Response | None) -> dict[str, float]:  # noqa: D102
-        return {self.name: 0.0 if response is None else self.score(response)}
-
-    def score(self, response: Response) -> float:
-        """The term of one finished reply."""
-        raise NotImplementedError
 
 
 class RewardTerms(_Shaping):
@@ -184,42 +241,8 @@ class RewardTerms(_Shaping):
         gym.utils.RecordConstructorArgs.__init__(
             self, terms=terms, response_terms=response_terms, weights=weights,
             name_prefix=name_prefix, _disable_deepcopy=True)
-        gym.Wrapper.__init__(self, env)
-        self.configure(terms, response_terms, weights, name_prefix)
-        self.uses_responses = bool(self._response_terms)
-        self._tokenizer = (require_token_env(env, "RewardTerms(response_terms=...)")
-                           if self._response_terms else None)
-
-    def configure(self, terms: Mapping[str, StepTerm] | None,
-                  response_terms: Mapping[str, ResponseTerm] | None,
-                  weights: Mapping[str, float] | None, name_prefix: str) -> None:
-        """Check and set the terms and weights (shared with the vector twin)."""
-        self._step_terms = dict(terms or {})
-        self._response_terms = dict(response_terms or {})
-        names = [*self._step_terms, *self._response_terms]
-        if len(set(names)) != len(names) or "env" in names:
-            raise ValueError(f"term names must be unique and not 'env', got {names}")
-        weights = dict(weights or {})
-        unknown = set(weights) - {"env", *names}
-        if unknown:
-            raise ValueError(f"weights name unknown terms {sorted(unknown)}; terms are {names}")
-        self.scale = float(weights.pop("env", 1.0))
-        self.weights = {name: float(weights.get(name, 1.0)) for name in names}
-        self.name_prefix = name_prefix
-
-    def row_terms(self, row, obs, action, reward, terminated, truncated, info):  # noqa: D102
-        out = {}
-        for name, fn in self._step_terms.items():
-            value = _finite(name, fn(obs, action, reward, terminated, truncated, info))
-            out[self.name_prefix + name] = self.weights[name] * value
-        return out
-
-    def response_terms(self, response):  # noqa: D102
-        out = {}
-        for name, fn in self._response_terms.items():
-            value = 0.0 if response is None else _finite(name, fn(response.text))
-            out[self.name_prefix + name] = self.weights[name] * value
-        return out
+        super().__init__(env, WeightedTerms(terms, response_terms, weights, name_prefix),
+                         "RewardTerms(response_terms=...)")
 
 
 class PotentialShaping(_Shaping):
@@ -249,40 +272,7 @@ class PotentialShaping(_Shaping):
                  gamma: float = 0.99, name: str = "potential") -> None:
         gym.utils.RecordConstructorArgs.__init__(self, potential=potential, gamma=gamma,
                                                  name=name, _disable_deepcopy=True)
-        gym.Wrapper.__init__(self, env)
-        self.configure(potential, gamma, name, 1, env, env.observation_space)
-
-    def configure(self, potential: Callable[[Any], SupportsFloat], gamma: float, name: str,
-                  num_rows: int, env: Any, space: gym.Space) -> None:
-        """Check the arguments against the env and set up ``num_rows`` rows of state."""
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
-        if not callable(potential):
-            raise TypeError(f"potential must be a function of an observation, got "
-                            f"{type(potential).__name__} {potential!r}")
-        check_fits(type(self).__name__, env, potential, space)
-        self.potential, self.gamma, self.name = potential, float(gamma), name
-        self._phi = np.full(num_rows, np.nan)  # NaN: the row's episode has not started
-
-    def reset_row(self, row: int, obs: Any) -> None:  # noqa: D102
-        self._phi[row] = _finite(self.name, self.potential(obs))
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        if np.isnan(self._phi[0]) and not getattr(self, "_failed", False):
-            raise RuntimeError(
-                "PotentialShaping.step() before reset() or after the episode ended; call reset()"
-            )
-        return super().step(action)
-
-    def row_terms(self, row, obs, action, reward, terminated, truncated, info):  # noqa: D102
-        phi = self._phi[row]
-        if np.isnan(phi):
-            raise RuntimeError(
-                "PotentialShaping.step() before reset() or after the episode ended; call reset()"
-            )
-        phi_next = 0.0 if terminated else _finite(self.name, self.potential(obs))
-        self._phi[row] = np.nan if (terminated or truncated) else phi_next
-        return {self.name: self.gamma * phi_next - phi}
+        super().__init__(env, PotentialTerm(potential, gamma, name))
 
 
 class LengthPenalty(_Shaping):
@@ -301,20 +291,10 @@ class LengthPenalty(_Shaping):
 
     def __init__(self, env: gym.Env, coef: float = 0.001, name: str = "length_penalty") -> None:
         gym.utils.RecordConstructorArgs.__init__(self, coef=coef, name=name)
-        gym.Wrapper.__init__(self, env)
-        self.configure(coef, name)
-
-    def configure(self, coef: float, name: str) -> None:
-        """Check and set the arguments (shared with the vector twin)."""
-        if coef < 0:
-            raise ValueError(f"coef is the penalty per token and must be >= 0, got {coef}")
-        self.coef, self.name = float(coef), name
-
-    def row_terms(self, row, obs, action, reward, terminated, truncated, info):  # noqa: D102
-        return {self.name: -self.coef}
+        super().__init__(env, LengthPenaltyTerm(coef, name))
 
 
-class OverlongPenalty(_ResponseShaping):
+class OverlongPenalty(_Shaping):
     """DAPO's soft overlong punishment (Yu et al., 2025), on each finished turn.
 
     With ``n`` generated tokens (end-of-turn included), ``L = max_tokens`` and
@@ -335,32 +315,16 @@ class OverlongPenalty(_ResponseShaping):
         gym.utils.RecordConstructorArgs.__init__(self, max_tokens=max_tokens,
                                                  cache_tokens=cache_tokens, weight=weight,
                                                  name=name)
-        super().__init__(env)
-        self.configure(max_tokens, cache_tokens, weight, name, env.unwrapped.max_new_tokens)
-
-    def configure(self, max_tokens: int | None, cache_tokens: int | None, weight: float,
-                  name: str, budget: int) -> None:
-        """Check and set the arguments (``budget``: the env's ``max_new_tokens``)."""
-        limit = max_tokens if max_tokens is not None else budget
-        cache = cache_tokens if cache_tokens is not None else max(1, limit // 4)
-        if not 1 <= cache <= limit:
-            raise ValueError(f"need 1 <= cache_tokens <= max_tokens, got cache_tokens={cache}, "
-                             f"max_tokens={limit}")
-        self.max_tokens, self.cache_tokens = int(limit), int(cache)
-        self.weight, self.name = float(weight), name
+        require_token_env(env, "OverlongPenalty")  # before reading its token budget
+        super().__init__(env, OverlongPenaltyTerm(max_tokens, cache_tokens, weight, name,
+                                                  env.unwrapped.max_new_tokens))
 
     def penalty(self, num_tokens: int) -> float:
         """The unweighted penalty of a reply of ``num_tokens`` tokens, in ``[-1, 0]``."""
-        free = self.max_tokens - self.cache_tokens
-        if num_tokens <= free:
-            return 0.0
-        return max(-1.0, (free - num_tokens) / self.cache_tokens)
-
-    def score(self, response: Response) -> float:  # noqa: D102
-        return self.weight * self.penalty(response.num_generated)
+        return self.term.penalty(num_tokens)
 
 
-class FormatBonus(_ResponseShaping):
+class FormatBonus(_Shaping):
     r"""``bonus`` when a finished reply is well formatted: one marker with an answer in it.
 
     With ``marker`` (``"####"``, ``"boxed"`` or ``"any"``) the reply is judged by the project's
@@ -405,38 +369,8 @@ class FormatBonus(_ResponseShaping):
                  marker: str | None = None, think: bool = False) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, pattern=pattern, bonus=bonus, whole=whole,
                                                  name=name, marker=marker, think=think)
-        super().__init__(env)
-        self.configure(pattern, bonus, whole, name, marker, think)
-
-    def configure(self, pattern: str | re.Pattern[str] | None, bonus: float, whole: bool,
-                  name: str, marker: str | None = None, think: bool = False) -> None:
-        """Check, compile and set the arguments (shared with the vector twin)."""
-        if (pattern is None) == (marker is None):
-            raise ValueError("FormatBonus needs a pattern or a marker ('####', 'boxed' or "
-                             f"'any'), exactly one of them; got pattern={pattern!r}, "
-                             f"marker={marker!r}")
-        if marker is not None and marker not in math_rewards.MARKERS:
-            raise ValueError(f"marker must be one of {math_rewards.MARKERS}, got {marker!r}")
-        if think and marker is None:
-            raise ValueError("think=True needs a marker (the math format rule); a pattern "
-                             "can require the think block itself")
-        self.pattern = None if pattern is None else re.compile(pattern)
-        self.marker, self.think = marker, bool(think)
-        self.bonus, self.whole, self.name = float(bonus), bool(whole), name
+        super().__init__(env, FormatBonusTerm(pattern, bonus, whole, name, marker, think))
 
     def matches(self, text: str) -> bool:
         """Whether ``text`` earns the bonus."""
-        if self.pattern is None:
-            return math_rewards.format_reward(text, marker=self.marker,
-                                              think=self.think).reward == 1.0
-        if self.whole:
-            found = self.pattern.fullmatch(text.strip())
-        else:
-            matches = self.pattern.finditer(text)
-            found = next(matches, None)
-            if next(matches, None) is not None:
-                return False  # duplicated tags earn nothing
-        return found is not None and bool(_answer_of(found).strip())
-
-    def score(self, response: Response) -> float:  # noqa: D102
-        return self.bonus if self.matches(response.text) else 0.0
+        return self.term.matches(text)

@@ -1,10 +1,11 @@
 """The shaping wrappers for vector envs, like ``gymnasium.wrappers.vector``.
 
 Each class here is the batched twin of the wrapper of the same name in
-:mod:`llm_gym.wrappers.shaping` and gives the same rewards step by step: it borrows that
-wrapper's ``configure``, ``reset_row``, ``row_terms`` and ``response_terms`` and applies them per
-row, so every reward term has one implementation. They work on the batched token env of
-``gym.make_vec(id, n, vectorization_mode="vector_entry_point")`` and on Gymnasium's
+:mod:`llm_gym.wrappers.shaping` and gives the same rewards step by step: both hold the same term
+object (the rule: its config and a per-row function, see
+:class:`~llm_gym.wrappers.response.Term`), which this one applies to each row, as Gymnasium's
+vector ``TransformReward`` holds the single wrapper's function. They work on the batched token
+env of ``gym.make_vec(id, n, vectorization_mode="vector_entry_point")`` and on Gymnasium's
 ``SyncVectorEnv`` / ``AsyncVectorEnv``, in every autoreset mode: a row that did not step (frozen
 after its episode with ``autoreset_mode="Disabled"``, or being reset under ``NextStep``) gets no
 term. ``info["reward_components"]`` holds one array per term with Gymnasium's ``_name`` masks,
@@ -15,8 +16,8 @@ A term that raises for a row records ``info["reward_error"] = "wrapper:<Name>:<e
 trainers' mode) it also ends the row's episode (``terminated``) and keeps the row silent until
 it is reset.
 
-``LengthPenalty`` stays numpy-only (the trainers' hot path); the response terms call Python only
-for the rows whose turn ended.
+A constant term (``LengthPenalty``) stays numpy-only (the trainers' hot path); a reply term calls
+Python only for the rows whose turn ended.
 """
 
 from __future__ import annotations
@@ -27,9 +28,16 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
-import llm_gym.wrappers.shaping as shaping
 from llm_gym.vector import row_info
-from llm_gym.wrappers.response import TOKEN_KEYS, last_response
+from llm_gym.wrappers.response import (
+    TOKEN_KEYS,
+    FormatBonusTerm,
+    OverlongPenaltyTerm,
+    Step,
+    Term,
+    last_response,
+)
+from llm_gym.wrappers.shaping import LengthPenaltyTerm, PotentialTerm, WeightedTerms, term_failure
 
 
 def vector_tokenizer(envs: VectorEnv, wrapper: str) -> Any:
@@ -60,16 +68,16 @@ def _row(obs: Any, i: int) -> Any:
 
 
 class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
-    """Tracks which rows stepped, computes their terms, adds them and records components."""
+    """Holds one term: tracks which rows stepped, applies it to them, records the components."""
 
-    scale = 1.0
-    uses_responses = False
-    needs_rows = True  # row_terms must be called per row (False: vector_terms is numpy-only)
-    keeps_row_state = False  # reset_row must see every new episode's first observation
-
-    def __init__(self, env: VectorEnv) -> None:
+    def __init__(self, env: VectorEnv, term: Term, label: str | None = None) -> None:
         VectorWrapper.__init__(self, env)
+        self.term = term
+        term.fits(type(self).__name__, env.unwrapped, env.single_observation_space)
+        self._tokenizer = (vector_tokenizer(env, label or type(self).__name__)
+                           if term.reads_reply else None)
         self._mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+        self._states: list[Any] = [None] * self.num_envs  # the term's state, per row
         self._done = np.zeros(self.num_envs, dtype=bool)  # ended last step (or frozen)
         self._silent = np.zeros(self.num_envs, dtype=bool)  # ended by a failed term (Disabled)
 
@@ -81,10 +89,17 @@ class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
         rows = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, bool)
         self._done[rows] = False
         self._silent[rows] = False
-        if self.keeps_row_state:
-            for i in np.flatnonzero(rows):
-                self.reset_row(int(i), _row(obs, int(i)))
+        self._start_rows(rows, obs)
         return obs, info
+
+    def _start_rows(self, rows: np.ndarray, obs: Any) -> None:
+        """Start the term's episode state of ``rows``, whose episodes begin at ``obs``."""
+        if self.term.keeps_state:
+            for i in map(int, np.flatnonzero(rows)):
+                self._states[i] = self._start(i, _row(obs, i))
+
+    def _start(self, row: int, obs: Any) -> Any:
+        return self.term.start(obs)
 
     # ------------------------------------------------------------------ step
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -93,9 +108,7 @@ class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
         if self._mode == AutoresetMode.NEXT_STEP:
             restarted, stepped = self._done.copy(), ~self._done
             self._done = ended.copy()
-            if self.keeps_row_state:
-                for i in np.flatnonzero(restarted):
-                    self.reset_row(int(i), _row(obs, int(i)))
+            self._start_rows(restarted, obs)
         elif self._mode == AutoresetMode.DISABLED:
             stepped = ~self._done
             self._done = self._done | ended
@@ -105,59 +118,61 @@ class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
             rewards, terminated, truncated, infos = self._quiet(rewards, terminated, truncated,
                                                                infos)
             stepped = stepped & ~self._silent
-        values, failed = self.vector_terms(obs, actions, rewards, terminated, truncated, infos,
-                                           stepped)
+        values, failed, extras = self._apply(obs, actions, rewards, terminated, truncated, infos,
+                                             stepped)
+        if self._mode == AutoresetMode.SAME_STEP:
+            self._start_rows(ended, obs)  # obs already starts a finished row's next episode
         if failed:
             terminated, infos = self._fail(failed, terminated, infos)
             stepped = stepped.copy()
             stepped[[i for i, _ in failed]] = False
         rewards, infos = self._add_components(infos, rewards, values, stepped,
                                               terminated | truncated)
+        for i, extra in extras.items():  # after the components, which may move into final_info
+            if self._mode == AutoresetMode.SAME_STEP and ended[i] and "final_info" in infos:
+                infos = {**infos, "final_info": self._add_info(infos["final_info"], extra, i)}
+            else:
+                infos = self._add_info(infos, extra, i)
         return obs, rewards, terminated, truncated, infos
 
-    def vector_terms(self, obs: Any, actions: Any, rewards: np.ndarray, terminated: np.ndarray,
-                     truncated: np.ndarray, infos: dict[str, Any], stepped: np.ndarray
-                     ) -> tuple[dict[str, np.ndarray], list[tuple[int, Exception]]]:
-        """Every term as one array over rows (0 where a row did not step), and the failures."""
-        values: dict[str, np.ndarray] = {}
-        failed: list[tuple[int, Exception]] = []
-        ended = self._turn_ended(obs, terminated, truncated) if self.uses_responses else None
-        rows = stepped
-        if not self.needs_rows:
-            if not self.uses_responses:
-                return values, failed
-            # Response terms only: a row whose turn goes on gets 0, so Python runs only for the
-            # rows whose turn ended (the names come from the no-response call).
-            values = {name: np.zeros(self.num_envs) for name in self.response_terms(None)}
-            rows = stepped & ended
-        for i in map(int, np.flatnonzero(rows)):
-            try:
-                terms = self._row_terms(i, obs, actions, rewards, terminated, truncated, infos,
-                                        ended)
-            except Exception as err:  # noqa: BLE001 - a broken term is a counted failure
-                failed.append((i, err))
+    def _apply(self, obs: Any, actions: Any, rewards: np.ndarray, terminated: np.ndarray,
+               truncated: np.ndarray, infos: dict[str, Any], stepped: np.ndarray
+               ) -> tuple[dict[str, np.ndarray], list[tuple[int, Exception]], dict[int, dict]]:
+        """The term as one array per name (0 where a row did not step), failures, extra infos."""
+        term = self.term
+        if term.constant:  # the same value for every row: numpy only (the trainers' hot path)
+            return {name: np.where(stepped, value, 0.0)
+                    for name, value in term(None, None).terms.items()}, [], {}
+        values = {name: np.zeros(self.num_envs) for name in term.names}
+        turn_ended = self._turn_ended(obs, terminated, truncated) if term.reads_reply else None
+        rows = [int(i) for i in np.flatnonzero(stepped & turn_ended if term.replies_only
+                                               else stepped)]
+        steps = [self._step_of(i, obs, actions, rewards, terminated, truncated, infos,
+                               turn_ended is not None and turn_ended[i]) for i in rows]
+        failed, extras = [], {}
+        for i, scored in zip(rows, term.rows([self._states[i] for i in rows], steps),
+                             strict=True):
+            if isinstance(scored, Exception):
+                failed.append((i, scored))
                 continue
-            for name, value in terms.items():
-                values.setdefault(name, np.zeros(self.num_envs))[i] = value
-        return values, failed
+            self._states[i] = scored.state
+            for name, value in scored.terms.items():
+                values[name][i] = value
+            if scored.info:
+                extras[i] = scored.info
+        return values, failed, extras
 
-    def _row_terms(self, i: int, obs: Any, actions: Any, rewards: np.ndarray,
-                   terminated: np.ndarray, truncated: np.ndarray, infos: dict[str, Any],
-                   ended: np.ndarray | None) -> dict[str, float]:
+    def _step_of(self, i: int, obs: Any, actions: Any, rewards: np.ndarray,
+                 terminated: np.ndarray, truncated: np.ndarray, infos: dict[str, Any],
+                 turn_ended: bool) -> Step:
+        """Row ``i``'s step as the single wrapper would see it."""
         final = (self._mode == AutoresetMode.SAME_STEP and (terminated[i] or truncated[i])
                  and "final_obs" in infos)
         row_obs = infos["final_obs"][i] if final else _row(obs, i)
-        terms: dict[str, float] = {}
-        if self.needs_rows:
-            info = row_info(infos.get("final_info", {}) if final else infos, i)
-            terms.update(self.row_terms(i, row_obs, actions[i], rewards[i], bool(terminated[i]),
-                                        bool(truncated[i]), info))
-        if self.uses_responses:
-            response = last_response(row_obs, self._tokenizer) if ended[i] else None
-            terms.update(self.response_terms(response))
-        if final and self.keeps_row_state:
-            self.reset_row(i, _row(obs, i))  # SAME_STEP: obs already starts the next episode
-        return terms
+        info = row_info(infos.get("final_info", {}) if final else infos, i)
+        reply = last_response(row_obs, self._tokenizer) if turn_ended else None
+        return Step(row_obs, actions[i], rewards[i], bool(terminated[i]), bool(truncated[i]),
+                    info, reply)
 
     def _turn_ended(self, obs: dict[str, np.ndarray], terminated: np.ndarray,
                     truncated: np.ndarray) -> np.ndarray:
@@ -171,7 +186,7 @@ class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
     def _add_components(self, infos: dict[str, Any], rewards: np.ndarray,
                         values: dict[str, np.ndarray], stepped: np.ndarray,
                         ended: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        total = self.scale * np.asarray(rewards, dtype=np.float64)
+        total = self.term.scale * np.asarray(rewards, dtype=np.float64)
         for value in values.values():
             total = total + value
         final = self._mode == AutoresetMode.SAME_STEP and ended.any() and "final_info" in infos
@@ -188,12 +203,12 @@ class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
         """``infos`` with this wrapper's terms added to ``reward_components`` in ``rows``."""
         if not rows.any():
             return infos
-        below = infos.get("reward_components")
+        below, scale = infos.get("reward_components"), self.term.scale
         if below is None:
-            components = {"env": self.scale * np.where(rows, rewards, 0.0).astype(np.float64),
+            components = {"env": scale * np.where(rows, rewards, 0.0).astype(np.float64),
                           "_env": rows.copy()}
         else:
-            components = {k: (v if k.startswith("_") else self.scale * np.asarray(v))
+            components = {k: (v if k.startswith("_") else scale * np.asarray(v))
                           for k, v in below.items()}
         for name, value in values.items():
             components[name] = components.get(name, 0.0) + np.where(rows, value, 0.0)
@@ -205,7 +220,7 @@ class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
               infos: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         infos = dict(infos)
         for i, err in failed:
-            error = shaping.term_failure(self, err, {})["reward_error"]
+            error = term_failure(self, err, {})["reward_error"]
             infos = self._add_info(infos, {"reward_error": error}, i)
         if self._mode == AutoresetMode.DISABLED:
             rows = [i for i, _ in failed]
@@ -220,16 +235,6 @@ class _VectorShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
         keep = ~self._silent
         return (np.where(keep, rewards, 0.0), terminated & keep, truncated & keep,
                 _mask_rows(infos, keep))
-
-    # The row hooks of the single-env wrappers (overridden by borrowing theirs).
-    def reset_row(self, row: int, obs: Any) -> None:  # noqa: D102
-        pass
-
-    def row_terms(self, row, obs, action, reward, terminated, truncated, info):  # noqa: D102
-        return {}
-
-    def response_terms(self, response):  # noqa: D102
-        return {}
 
 
 def _mask_rows(infos: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
@@ -256,20 +261,10 @@ class LengthPenalty(_VectorShaping):
         [-0.01, -0.01]
     """
 
-    needs_rows = False
-    configure = shaping.LengthPenalty.configure
-    row_terms = shaping.LengthPenalty.row_terms
-
     def __init__(self, env: VectorEnv, coef: float = 0.001, name: str = "length_penalty"
                  ) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, coef=coef, name=name)
-        super().__init__(env)
-        self.configure(coef, name)
-
-    def vector_terms(self, obs, actions, rewards, terminated, truncated, infos, stepped):
-        # The same term as row_terms, for all rows at once (numpy only: the hot path).
-        (name, value), = self.row_terms(0, None, None, 0.0, False, False, {}).items()
-        return {name: np.where(stepped, value, 0.0)}, []
+        super().__init__(env, LengthPenaltyTerm(coef, name))
 
 
 class PotentialShaping(_VectorShaping):
@@ -283,48 +278,27 @@ class PotentialShaping(_VectorShaping):
         ['_env', '_potential', 'env', 'potential']
     """
 
-    keeps_row_state = True
-    configure = shaping.PotentialShaping.configure
-    reset_row = shaping.PotentialShaping.reset_row
-    row_terms = shaping.PotentialShaping.row_terms
-
     def __init__(self, env: VectorEnv, potential: Any, gamma: float = 0.99,
                  name: str = "potential") -> None:
         gym.utils.RecordConstructorArgs.__init__(self, potential=potential, gamma=gamma,
                                                  name=name, _disable_deepcopy=True)
-        super().__init__(env)
-        self.configure(potential, gamma, name, self.num_envs, env.unwrapped,
-                       env.single_observation_space)
+        super().__init__(env, PotentialTerm(potential, gamma, name))
 
 
 class RewardTerms(_VectorShaping):
     """Weighted named terms per row (see the single-env ``RewardTerms``)."""
-
-    row_terms = shaping.RewardTerms.row_terms
-    response_terms = shaping.RewardTerms.response_terms
 
     def __init__(self, env: VectorEnv, terms: Any = None, response_terms: Any = None,
                  weights: Any = None, name_prefix: str = "") -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self, terms=terms, response_terms=response_terms, weights=weights,
             name_prefix=name_prefix, _disable_deepcopy=True)
-        super().__init__(env)
-        shaping.RewardTerms.configure(self, terms, response_terms, weights, name_prefix)
-        self.needs_rows = bool(self._step_terms)
-        self.uses_responses = bool(self._response_terms)
-        self._tokenizer = (vector_tokenizer(env, "RewardTerms(response_terms=...)")
-                           if self.uses_responses else None)
+        super().__init__(env, WeightedTerms(terms, response_terms, weights, name_prefix),
+                         "RewardTerms(response_terms=...)")
 
 
 class OverlongPenalty(_VectorShaping):
     """DAPO's soft overlong punishment on each row's finished turns (see the single-env one)."""
-
-    needs_rows = False
-    uses_responses = True
-    configure = shaping.OverlongPenalty.configure
-    penalty = shaping.OverlongPenalty.penalty
-    score = shaping.OverlongPenalty.score
-    response_terms = shaping.OverlongPenalty.response_terms
 
     def __init__(self, env: VectorEnv, max_tokens: int | None = None,
                  cache_tokens: int | None = None, weight: float = 1.0,
@@ -332,34 +306,29 @@ class OverlongPenalty(_VectorShaping):
         gym.utils.RecordConstructorArgs.__init__(self, max_tokens=max_tokens,
                                                  cache_tokens=cache_tokens, weight=weight,
                                                  name=name)
-        super().__init__(env)
-        self._tokenizer = vector_tokenizer(env, "OverlongPenalty")
-        self.configure(max_tokens, cache_tokens, weight, name, _max_new_tokens(env))
+        vector_tokenizer(env, "OverlongPenalty")  # before reading its token budget
+        # Every vector env answers get_attr (TokenVectorEnv, Sync, Async); one value for all rows.
+        budget = int(env.unwrapped.get_attr("max_new_tokens")[0])
+        super().__init__(env, OverlongPenaltyTerm(max_tokens, cache_tokens, weight, name, budget))
+
+    def penalty(self, num_tokens: int) -> float:
+        """The unweighted penalty of a reply of ``num_tokens`` tokens, in ``[-1, 0]``."""
+        return self.term.penalty(num_tokens)
 
 
 class FormatBonus(_VectorShaping):
     """``bonus`` per row whose finished reply is well formatted (see the single-env one)."""
-
-    needs_rows = False
-    uses_responses = True
-    configure = shaping.FormatBonus.configure
-    matches = shaping.FormatBonus.matches
-    score = shaping.FormatBonus.score
-    response_terms = shaping.FormatBonus.response_terms
 
     def __init__(self, env: VectorEnv, pattern: Any = None, bonus: float = 0.1,
                  whole: bool = False, name: str = "format_bonus", *, marker: str | None = None,
                  think: bool = False) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, pattern=pattern, bonus=bonus, whole=whole,
                                                  name=name, marker=marker, think=think)
-        super().__init__(env)
-        self._tokenizer = vector_tokenizer(env, "FormatBonus")
-        self.configure(pattern, bonus, whole, name, marker, think)
+        super().__init__(env, FormatBonusTerm(pattern, bonus, whole, name, marker, think))
 
-
-def _max_new_tokens(envs: VectorEnv) -> int:
-    # Every vector env answers get_attr (TokenVectorEnv, Sync, Async); one value for all rows.
-    return int(envs.unwrapped.get_attr("max_new_tokens")[0])
+    def matches(self, text: str) -> bool:
+        """Whether ``text`` earns the bonus."""
+        return self.term.matches(text)
 
 
 __all__ = ["FormatBonus", "LengthPenalty", "OverlongPenalty", "PotentialShaping",
