@@ -89,6 +89,7 @@ class Sample:
     verdict: str | None = None
     extracted: Any = None
     finished: bool = True
+    tools: dict[str, float] | None = None  # a tool env's episode counts (info["tools"])
 
 
 @dataclass
@@ -265,6 +266,8 @@ def _episode(batch: RolloutBatch, row: int, index: int, tokenizer: Any,
         correct=correct and finished,
         verdict=_plain(info.get("verdict")) or (None if finished else "truncated"),
         extracted=_plain(info.get("extracted")), finished=finished,
+        tools=({k: float(_plain(v)) for k, v in info["tools"].items()}
+               if isinstance(info.get("tools"), dict) else None),
     )
 
 
@@ -339,6 +342,11 @@ def summarize(samples: list[Sample], ks: list[int]) -> dict[str, float | None]:
     verdicts = [s.verdict for s in samples]
     metrics["format_error_rate"] = (sum(v in FORMAT_ERRORS for v in verdicts) / len(samples)
                                     if all(v is not None for v in verdicts) else None)
+    tools = [s.tools for s in samples if s.tools is not None]
+    if tools:  # a tool env: how often the model called, and how well, beside its accuracy
+        metrics["tool_call_rate"] = sum(t.get("calls", 0) > 0 for t in tools) / len(tools)
+        for key in ("calls", "errors", "parse_failures"):
+            metrics[f"tool_{key}"] = sum(t.get(key, 0.0) for t in tools) / len(tools)
     return metrics
 
 

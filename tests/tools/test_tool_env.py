@@ -317,3 +317,20 @@ def test_llm_gym_train_on_a_tool_env_writes_tools_metrics(tmp_path):
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
         header = next(csv.reader(f))
     assert {"tools/calls", "tools/call_rate", "tools/parse_failures"} <= set(header)
+
+
+def test_llm_gym_eval_reports_the_tool_call_rate_beside_accuracy(tmp_path):
+    import json as jsonlib
+
+    from llm_gym.cli import main
+    from llm_gym.commands.eval import Sample, summarize
+
+    samples = [Sample(0, "", 3, 1.0, True, tools={"calls": 2, "errors": 1, "parse_failures": 0}),
+               Sample(0, "", 3, 0.0, False, tools={"calls": 0, "errors": 0, "parse_failures": 0})]
+    metrics = summarize(samples, [1])
+    assert metrics["tool_call_rate"] == 0.5 and metrics["tool_calls"] == 1.0
+    assert metrics["accuracy"] == 0.5
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--env", "llm_gym/ArithmeticTool-v0", "--model", "tiny", "--n", "1",
+                 "--limit", "2", "--out", str(out)]) == 0
+    assert "tool_call_rate" in jsonlib.loads(out.read_text())["metrics"]
