@@ -69,6 +69,15 @@ def resolve_tools(tools: Sequence[Any]) -> list[Any]:
 class ToolEnv(TokenEnv):
     """A token env whose agent may call tools before it answers.
 
+    ## Description
+    A task env (any token env id) whose agent may call tools over several turns before its
+    final answer. A finished turn that holds a `<tool_call>{"name": ..., "arguments": {...}}
+    </tool_call>` runs the tool; its result is appended as the chat template's tool turn and
+    the agent goes on. A turn without a call is the answer, scored by the task env. The tool
+    list reaches the prompt through the template when it renders tools, else as a short system
+    prompt (:func:`~llm_gym.tools.calls.tool_prompt`). `llm_gym/ArithmeticTool-v0` is this env
+    with 5-digit sums and products and a calculator.
+
     ## Action Space
     `Discrete(vocab_size)`: one token per step, as every token env.
 
@@ -100,6 +109,9 @@ class ToolEnv(TokenEnv):
       (default: printable ASCII but the double quote and the backslash); see
       :class:`~llm_gym.tools.grammar.CallGrammar`.
       The agent still chooses whether to call and what to pass.
+
+    ## Version History
+    * v0: first version (issue 22).
 
     Example:
         >>> env = ToolEnv("llm_gym/Arithmetic-v0", tools=["calculator"])
