@@ -222,24 +222,20 @@ class MCPTools:
         task = asyncio.current_task()
         self._calls.add(task)
         try:
-            connection = await self._connect()
-            try:
-                return await request(connection.ready.result())
-            except Exception as err:
-                if not _connection_lost(err):
-                    raise
-                logger.warning("MCP server %s is gone (%s during %s); starting it again",
-                               self.command, err, what)
-            await self._disconnect(connection)
-            connection = await self._connect()
-            try:
-                return await request(connection.ready.result())
-            except Exception as err:
-                if not _connection_lost(err):
-                    raise
-                await self._disconnect(connection)  # the next call starts afresh
-                raise ConnectionError(f"MCP server {self.command} exited during {what}, and "
-                                      "again after a restart") from err
+            for attempt in (1, 2):  # the first try, then once more on a restarted server
+                connection = await self._connect()
+                try:
+                    return await request(connection.ready.result())
+                except Exception as err:
+                    if not _connection_lost(err):
+                        raise
+                    await self._disconnect(connection)  # the next connect starts afresh
+                    if attempt == 2:
+                        raise ConnectionError(f"MCP server {self.command} exited during {what}, "
+                                              "and again after a restart") from err
+                    logger.warning("MCP server %s is gone (%s during %s); starting it again",
+                                   self.command, err, what)
+            raise AssertionError("unreachable: the second attempt returns or raises")
         finally:
             self._calls.discard(task)
 
