@@ -1,6 +1,6 @@
 """A batched vector env for token envs: one numpy array for the whole batch.
 
-:class:`TokenVectorEnv` owns a :class:`~llm_gym.token_env.TokenBuffers` of ``num_envs`` rows and
+:class:`TokenVectorEnv` owns a :class:`~llm_gym.token_buffers.TokenBuffers` of ``num_envs`` rows and
 hands one row to each sub-env. A step appends every agent's token with a few array operations;
 only the rows whose turn ended call into Python (scored together in one call, then each appends
 its reply), so the env adds microseconds per env-step and never becomes the bottleneck next to a

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from llm_gym.token_env import TokenBuffers
+from llm_gym.token_buffers import TokenBuffers
 from llm_gym.tokenizers import Message, Tokenizer, load_tokenizer, strip_added_tokens
 
 
