@@ -27,46 +27,33 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llm_gym.agents.config import TrainerConfig, require_at_least_one
+from llm_gym.agents.dataset_trainer import DatasetConfig
 
 LOSS_TYPES = ("sigmoid", "ipo")
 
 
 @dataclass(kw_only=True)
-class DPOConfig(TrainerConfig):
+class DPOConfig(DatasetConfig):
     """DPO hyper-parameters (every field can come from a TOML/JSON file).
 
-    The settings every trainer shares (checkpoints, ``lora``, ``dtype``, ...) are
-    :class:`~llm_gym.agents.config.TrainerConfig`'s. Here ``kl_coef`` is DPO's β (TRL's
-    ``beta``), the KL weight of the objective DPO solves, default 0.1 and above 0;
-    ``learning_rate`` defaults to TRL's 1e-6; ``temperature`` is the sampling temperature of
-    ``predict``/``evaluate`` when not deterministic; with ``lora`` the reference is the
-    adapter-disabled base; ``max_reward_failures`` never triggers (DPO has no env reward).
+    The rest are :class:`~llm_gym.agents.dataset_trainer.DatasetConfig`'s (batches and passes
+    of preference pairs, ``max_length``, ...) and every trainer's (checkpoints, ``lora``). Here
+    ``kl_coef`` is DPO's β (TRL's ``beta``), the KL weight of the objective DPO solves, default
+    0.1 and above 0; ``learning_rate`` defaults to TRL's 1e-6; ``temperature`` is the sampling
+    temperature of ``predict``/``evaluate`` when not deterministic; with ``lora`` the reference
+    is the adapter-disabled base; ``max_reward_failures`` never triggers (DPO has no env reward).
 
     Attributes:
         data: the preference file(s) or hub dataset id, TRL's format
             (:func:`llm_gym.preferences.load_preferences`).
         loss_type: ``"sigmoid"`` (DPO) or ``"ipo"``.
-        batch_size: preference pairs per optimizer step (one collect).
-        micro_batch_size: pairs per forward/backward; gradients accumulate over a batch.
-        num_train_epochs: passes over the pairs that ``llm-gym train`` runs when no
-            ``--timesteps`` is given (``learn(n)`` itself trains on ``n`` pairs).
         max_length: longest prompt + reply in tokens; a longer pair is an error naming its
             row. ``None``: the model's context length.
-        top_p: nucleus sampling threshold of ``predict``.
-        deterministic: ``torch.use_deterministic_algorithms(True)`` (exact resume on CPU).
     """
 
     learning_rate: float = 1e-6
     kl_coef: float = 0.1
-    data: str | list[str] | None = None
     loss_type: str = "sigmoid"
-    batch_size: int = 8
-    micro_batch_size: int = 8
-    num_train_epochs: int = 1
-    max_length: int | None = None
-    top_p: float = 1.0
-    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if not self.kl_coef > 0:  # before the shared check, which allows 0
@@ -74,11 +61,6 @@ class DPOConfig(TrainerConfig):
         super().__post_init__()
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be above 0, got {self.learning_rate}")
-        require_at_least_one(self, ("batch_size", "micro_batch_size", "num_train_epochs"))
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}")
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,

@@ -30,33 +30,28 @@ from typing import Any
 
 import torch
 
-from llm_gym.agents.config import TrainerConfig, require_at_least_one
+from llm_gym.agents.dataset_trainer import DatasetConfig
 
 ROLES = ("system", "user", "assistant", "tool")
 Messages = list[dict[str, str]]
 
 
 @dataclass(kw_only=True)
-class SFTConfig(TrainerConfig):
+class SFTConfig(DatasetConfig):
     """SFT hyper-parameters (every field can come from a TOML/JSON file).
 
-    The settings every trainer shares (checkpoints, ``lora``, ``dtype``, ...) are
-    :class:`~llm_gym.agents.config.TrainerConfig`'s. ``learning_rate`` defaults to TRL's
-    ``SFTConfig`` 2e-5; ``kl_coef`` must stay 0 (SFT has no reference model);
-    ``temperature`` is the sampling temperature of ``predict``/``evaluate`` when not
-    deterministic; ``max_reward_failures`` never triggers (SFT reads no env reward).
+    Batches and passes of examples, ``max_length`` and the like are
+    :class:`~llm_gym.agents.dataset_trainer.DatasetConfig`'s, checkpoints and ``lora`` every
+    trainer's. ``learning_rate`` defaults to TRL's ``SFTConfig`` 2e-5; ``kl_coef`` must
+    stay 0 (SFT has no reference model); ``temperature`` is the sampling temperature of
+    ``predict``/``evaluate`` when not deterministic; ``max_reward_failures`` never triggers
+    (SFT reads no env reward).
 
     Attributes:
         data: the SFT file(s) (``.jsonl``, ``.json``, ``.parquet``, ``.csv``) or hub dataset id,
             TRL's format (module doc).
-        batch_size: examples (rows) per optimizer step (one collect).
-        micro_batch_size: examples per forward/backward; gradients accumulate over a batch.
-        num_train_epochs: passes over the data that ``llm-gym train`` runs when no
-            ``--timesteps`` is given (``learn(n)`` itself trains on ``n`` examples).
         max_length: longest example in tokens; a longer one is an error naming its row.
             ``None``: the env's ``max_length`` (and the model's context).
-        top_p: nucleus sampling threshold of ``predict``.
-        deterministic: ``torch.use_deterministic_algorithms(True)`` (exact resume on CPU).
 
     Example:
         >>> SFTConfig(kl_coef=0.1)
@@ -66,23 +61,11 @@ class SFTConfig(TrainerConfig):
     """
 
     learning_rate: float = 2e-5
-    data: str | list[str] | None = None
-    batch_size: int = 8
-    micro_batch_size: int = 8
-    num_train_epochs: int = 1
-    max_length: int | None = None
-    top_p: float = 1.0
-    deterministic: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.kl_coef != 0:
             raise ValueError(f"SFT has no reference model: kl_coef must be 0, got {self.kl_coef}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be above 0, got {self.learning_rate}")
-        require_at_least_one(self, ("batch_size", "micro_batch_size", "num_train_epochs"))
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}")
 
 
 # ------------------------------------------------------------------------------ data

@@ -151,3 +151,9 @@ def test_bad_data_is_one_line_before_training(tmp_path, capsys, rows, extra, mes
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and __import__("re").search(message, err[0])
     assert not (tmp_path / "run").exists()  # nothing was trained or written
+
+
+def test_a_missing_file_in_a_list_of_files_is_named(tmp_path) -> None:
+    data = write_pairs(tmp_path / "pairs.jsonl", pair_rows(2))
+    with pytest.raises(FileNotFoundError, match="preference file .*gone.jsonl does not exist"):
+        DPOAgent(ENV, "tiny", data=[data, str(tmp_path / "gone.jsonl")])
