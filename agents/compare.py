@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,13 @@ from llm_gym.agents.factory import (
 )
 from llm_gym.agents.regret import plot_regret, regret_columns, regret_training_env
 from llm_gym.models import torch_threads
-from llm_gym.wrappers.stack import is_token_env_id, make_env, parse_wrappers
+from llm_gym.wrappers.stack import (
+    WrappersLike,
+    WrapperStack,
+    is_token_env,
+    make_env,
+    parse_wrappers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +79,8 @@ class RunSpec:
         config: agent config (see :func:`~llm_gym.agents.factory.make_agent`).
         model: grpo/ppo model name or module.
         label: name in the table (default: ``agent``).
-        wrappers: the wrapper stack the agent trains and is evaluated on.
+        wrappers: the wrapper stack the agent trains and is evaluated on (a list or JSON
+            text is checked into a :class:`~llm_gym.wrappers.stack.WrapperStack`).
         variant: name of the reward variant (``llm-gym compare --variants``), or ``None``.
     """
 
@@ -85,8 +92,11 @@ class RunSpec:
     config: Any = None
     model: Any = None
     label: str | None = None
-    wrappers: list[dict[str, Any]] = field(default_factory=list)
+    wrappers: WrapperStack = field(default_factory=WrapperStack)
     variant: str | None = None
+
+    def __post_init__(self) -> None:
+        self.wrappers = parse_wrappers(self.wrappers)  # a hand-built spec is an edge too
 
     @property
     def name(self) -> str:
@@ -115,9 +125,12 @@ class RunResult:
     regret: list[float] | None = None  # per training pull, on bandit envs (agents/regret.py)
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict for JSON (the config and model as text)."""
+        """A plain dict for JSON (the config and model as text, the wrapper stack as JSON)."""
+        plain = asdict(replace(self.spec, wrappers=WrapperStack()))
         spec = {k: v if isinstance(v, (str, int, float, dict, type(None))) else repr(v)
-                for k, v in asdict(self.spec).items()}
+                for k, v in plain.items()}
+        stack = self.spec.wrappers.portable()  # JSON, unless it holds Python functions
+        spec["wrappers"] = stack if stack is not None else repr(self.spec.wrappers.to_json())
         return {"spec": spec, "evaluation": self.evaluation.to_dict(),
                 "env_steps": self.env_steps, "tokens": self.tokens,
                 "wall_clock_s": self.wall_clock_s, "steps_to_solve": self.steps_to_solve,
@@ -160,9 +173,9 @@ def mismatch_reason(
     entry = AGENTS[agent]
     if reason is not None or entry.family == "llm":
         return reason
-    from llm_gym.agents.sb3 import check_sb3_compatible, make_env
+    from llm_gym.agents.sb3 import check_sb3_compatible
 
-    env = make_env(env_id, env_kwargs)
+    env = make_env(env_id, env_kwargs=env_kwargs)
     try:
         if entry.family == "sb3":
             check_sb3_compatible(entry.agent_class(), env)
@@ -177,8 +190,8 @@ def mismatch_reason(
 
 def plan_runs(
     envs: Sequence[str], agents: Sequence[str], timesteps: int, seeds: Sequence[int] = (0,),
-    env_kwargs: dict[str, dict[str, Any]] | None = None, *, wrappers: Any = None,
-    variants: dict[str, Any] | None = None,
+    env_kwargs: dict[str, dict[str, Any]] | None = None, *, wrappers: WrappersLike = None,
+    variants: dict[str, WrappersLike] | None = None,
 ) -> tuple[list[RunSpec], list[str]]:
     """Every (env, agent, seed, variant) run an agent can act in, and a note for each it can't.
 
@@ -217,7 +230,7 @@ def plan_runs(
     return runs, skipped
 
 
-def _check_stack(env_id: str, kwargs: dict[str, Any], stack: list[dict[str, Any]],
+def _check_stack(env_id: str, kwargs: dict[str, Any], stack: WrapperStack,
                  variant: str | None) -> None:
     if not stack:
         return
@@ -284,7 +297,7 @@ def train_and_evaluate(
         tracker.record(int(getattr(agent, "num_timesteps", 0)), evaluation.success_rate)
     episodes = list(getattr(agent, "episode_log", []))
     env_steps = int(getattr(agent, "num_timesteps", episodes[-1].env_steps if episodes else 0))
-    token_env = is_token_env_id(spec.env_id)
+    token_env = is_token_env(spec.env_id)
     tokens = int(getattr(agent, "num_tokens", 0) or (episodes[-1].tokens if episodes else 0))
     return RunResult(spec, evaluation, env_steps, tokens if token_env else 0, wall, episodes,
                      tracker.solved_at, initial, tracker.history)

@@ -29,7 +29,13 @@ import gymnasium as gym
 
 from llm_gym.agents.base import AgentEnvMismatch
 from llm_gym.agents.config import config_from_dict, read_config_file
-from llm_gym.wrappers.stack import is_token_env_id, parse_wrappers
+from llm_gym.wrappers.stack import (
+    WrappersLike,
+    WrapperStack,
+    is_token_env,
+    make_env,
+    parse_wrappers,
+)
 
 
 def load_entry_point(entry_point: str) -> Any:
@@ -183,7 +189,7 @@ def make_agent(
     name: str, env_id: str | gym.Env | gym.vector.VectorEnv, *, model: Any = None,
     config: Any = None, seed: int = 0,
     log_dir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
-    wrappers: Any = None, distributed: dict[str, Any] | None = None,
+    wrappers: WrappersLike = None, distributed: dict[str, Any] | None = None,
 ) -> Any:
     """Build agent ``name`` for the registered env ``env_id``, wrapped in ``wrappers``.
 
@@ -216,7 +222,7 @@ def make_agent(
     """
     entry = agent_entry(name)
     config = load_config(config)
-    wrappers = parse_wrappers(wrappers)
+    wrappers = parse_wrappers(wrappers)  # the edge: checked once, taken as is below
     distributed = distributed_options(name, distributed)
     if entry.family == "llm":
         return _make_llm_agent(entry, env_id, model, config, seed, log_dir, env_kwargs, wrappers,
@@ -226,25 +232,16 @@ def make_agent(
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"config of {name} must be a dict or a TOML/JSON file, "
                         f"got {type(config).__name__}")
-    from llm_gym.agents.sb3 import make_env, make_sb3_agent
+    from llm_gym.agents.sb3 import make_sb3_agent
 
     if isinstance(env_id, gym.vector.VectorEnv):
         raise TypeError(f"{name} takes an env id or a single env, got the vector env {env_id}; "
                         "pass the id (and wrappers=) instead")
-    env = make_env(env_id, env_kwargs, wrappers)
+    env = make_env(env_id, env_kwargs=env_kwargs, wrappers=wrappers)
     kwargs = {**entry.preset, **(config or {})}
     if entry.family == "sb3":
         return make_sb3_agent(entry.agent_class(), env, seed=seed, log_dir=log_dir, **kwargs)
     return entry.agent_class()(env, seed=seed, **kwargs)
-
-
-def _is_token(env: Any) -> bool:
-    if isinstance(env, str):
-        return is_token_env_id(env)
-    from llm_gym.token_env import TokenEnv
-    from llm_gym.vector import TokenVectorEnv
-
-    return isinstance(env.unwrapped, (TokenEnv, TokenVectorEnv))
 
 
 def env_kind_mismatch(name: str, env: Any) -> str | None:
@@ -255,7 +252,7 @@ def env_kind_mismatch(name: str, env: Any) -> str | None:
         'grpo needs a token env; CartPole-v1 is classic'
     """
     entry = agent_entry(name)
-    kind = "token" if _is_token(env) else "classic"
+    kind = "token" if is_token_env(env) else "classic"
     if kind in entry.env_kinds:
         return None
     wanted = " or ".join(sorted(entry.env_kinds))
@@ -278,8 +275,8 @@ def distributed_options(name: str, options: dict[str, Any] | None) -> dict[str, 
 
 def _make_llm_agent(entry: AgentEntry, env_id: Any, model: Any, config: Any, seed: int,
                     log_dir: Any, env_kwargs: dict[str, Any] | None,
-                    wrappers: list[dict[str, Any]], distributed: dict[str, Any]) -> Any:
-    name, token_env = entry.name, _is_token(env_id)
+                    wrappers: WrapperStack, distributed: dict[str, Any]) -> Any:
+    name, token_env = entry.name, is_token_env(env_id)
     if env_kind_mismatch(name, env_id) is not None:
         raise AgentEnvMismatch(
             f"{name} trains a language model and needs a token env; {env_id} is classic. Use a "
@@ -310,7 +307,7 @@ def agent_file(name: str, directory: str | Path) -> Path:
 
 def load_agent(
     name: str, path: str | Path, env_id: str, *, env_kwargs: dict[str, Any] | None = None,
-    seed: int = 0, log_dir: str | Path | None = None, wrappers: Any = None,
+    seed: int = 0, log_dir: str | Path | None = None, wrappers: WrappersLike = None,
     distributed: dict[str, Any] | None = None,
 ) -> Any:
     """Load an agent saved with ``agent.save(path)`` so that ``learn`` continues its run.
@@ -319,6 +316,8 @@ def load_agent(
     ``distributed`` are a GRPO-family agent's Ray options (see :func:`make_agent`).
     """
     entry = agent_entry(name)
+    if wrappers is not None:  # the edge, as in make_agent; None: the stack the save recorded
+        wrappers = parse_wrappers(wrappers)
     distributed = distributed_options(name, distributed)
     cls = entry.agent_class()
     if entry.family == "llm":
@@ -328,9 +327,7 @@ def load_agent(
 
         return load_sb3_agent(cls, path, env_id, env_kwargs=env_kwargs, wrappers=wrappers,
                               tensorboard_log=str(log_dir) if log_dir else None)
-    from llm_gym.agents.sb3 import make_env
-
-    env = make_env(env_id, env_kwargs, wrappers)
+    env = make_env(env_id, env_kwargs=env_kwargs, wrappers=wrappers)
     if entry.saved_file is None:  # nothing was saved: a fresh agent with the run's seed
         return cls(env, seed=seed)
     return cls.load(path, env=env)

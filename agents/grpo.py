@@ -37,6 +37,7 @@ from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logp
 from llm_gym.agents.token_envs import first_env
 from llm_gym.agents.trainer import Collected, FinishedEpisode
 from llm_gym.agents.training import TaskSampler
+from llm_gym.wrappers.stack import WrappersLike
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class GRPOAgent(CausalLMTrainer):
         self, env: str | Any, model: str | torch.nn.Module = "tiny",
         config: GRPOConfig | None = None, *, env_kwargs: dict[str, Any] | None = None,
         tokenizer: Any = None, seed: int = 0, log_dir: str | Path | None = None,
-        device: str | None = None, wrappers: Any = None, rollout_workers: int = 0,
+        device: str | None = None, wrappers: WrappersLike = None, rollout_workers: int = 0,
         scoring_workers: int = 0, ray_address: str | None = None,
     ) -> None:
         if config is not None and not isinstance(config, GRPOConfig):

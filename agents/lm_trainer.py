@@ -24,6 +24,7 @@ from llm_gym.agents.token_envs import build_token_envs, first_env, saved_stack
 from llm_gym.agents.trainer import LLMTrainer
 from llm_gym.agents.training import seed_everything
 from llm_gym.models import load_model
+from llm_gym.wrappers.stack import WrappersLike, parse_wrappers
 
 
 class CausalLMTrainer(LLMTrainer):
@@ -40,7 +41,7 @@ class CausalLMTrainer(LLMTrainer):
 
     def _setup_policy(self, env: Any, model: str | torch.nn.Module, rows: int, *,
                       env_kwargs: dict[str, Any] | None, tokenizer: Any, seed: int,
-                      device: str | None, wrappers: Any) -> None:
+                      device: str | None, wrappers: WrappersLike) -> None:
         """Seed, load the model, build ``rows`` token envs with its tokenizer, the optimizer."""
         self.seed = int(seed)
         seed_everything(self.seed, self.config.deterministic)
@@ -54,8 +55,9 @@ class CausalLMTrainer(LLMTrainer):
         kwargs = dict(env_kwargs or {})
         if tokenizer is not None:
             kwargs.setdefault("tokenizer", tokenizer)
-        self.envs, self.env_id, kwargs, self.wrappers = build_token_envs(env, rows, kwargs,
-                                                                         wrappers)
+        # The trainers' wrappers= is an edge: the stack is checked here, once.
+        self.envs, self.env_id, kwargs, self.wrappers = build_token_envs(
+            env, rows, kwargs, parse_wrappers(wrappers))
         self.env_kwargs = {k: v for k, v in kwargs.items() if k != "tokenizer"}
         self.tokenizer = first_env(self.envs).tokenizer
         self.vocab_size = int(self.envs.single_action_space.n)

@@ -21,7 +21,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode
 
 from llm_gym.agents.evaluation import EvalResult, evaluate_agent
@@ -29,28 +28,23 @@ from llm_gym.agents.ppo_algorithm import PPOConfig, ppo_update
 from llm_gym.agents.ppo_policies import ClassicPolicy, TokenPolicy, build_model
 from llm_gym.agents.token_envs import build_token_envs, first_env, saved_stack
 from llm_gym.agents.trainer import Collected, LLMTrainer
-from llm_gym.token_env import TokenEnv
 from llm_gym.tokenizers import ByteTokenizer, load_tokenizer
-from llm_gym.vector import TokenVectorEnv
-from llm_gym.wrappers.stack import apply_wrappers, make_env, parse_wrappers, wrappers_of
+from llm_gym.wrappers.stack import (
+    WrappersLike,
+    WrapperStack,
+    apply_wrappers,
+    is_token_env,
+    make_env,
+    parse_wrappers,
+    wrappers_of,
+)
 
-__all__ = ["PPOAgent", "PPOConfig", "is_token_env"]
+__all__ = ["PPOAgent", "PPOConfig"]
 
 logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- agent
-
-
-def is_token_env(env: str | gym.Env | gym.vector.VectorEnv) -> bool:
-    """Whether ``env`` (an id, an env or a vector env, wrapped or not) is an llm_gym token env."""
-    if isinstance(env, (gym.Env, gym.vector.VectorEnv)):
-        return isinstance(env.unwrapped, (TokenVectorEnv, TokenEnv))
-    if not isinstance(env, str):
-        return False
-    entry = gym.spec(env).entry_point
-    creator = load_env_creator(entry) if isinstance(entry, str) else entry
-    return isinstance(creator, type) and issubclass(creator, TokenEnv)
 
 
 class PPOAgent(LLMTrainer):
@@ -85,11 +79,12 @@ class PPOAgent(LLMTrainer):
         self, env: str | gym.vector.VectorEnv, model: str | torch.nn.Module = "tiny",
         config: PPOConfig | None = None, *, env_kwargs: dict[str, Any] | None = None,
         tokenizer: Any = None, seed: int = 0, log_dir: str | Path | None = None,
-        device: str | None = None, wrappers: Any = None,
+        device: str | None = None, wrappers: WrappersLike = None,
     ) -> None:
         if config is not None and not isinstance(config, PPOConfig):
             raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
         self.config = cfg = config or PPOConfig()
+        stack = parse_wrappers(wrappers)  # the edge: checked once, taken as is below
         self._init_run_state(log_dir)
         self.seed, self.env_kwargs = int(seed), dict(env_kwargs or {})
         self.model_spec = model if isinstance(model, str) and is_token_env(env) else None
@@ -104,13 +99,13 @@ class PPOAgent(LLMTrainer):
             lm, tokenizer = self._resolve_model(env, model, tokenizer, device, cfg)
             self.tokenizer = tokenizer
             envs, env_id, _, self.wrappers = build_token_envs(
-                env, cfg.num_envs, {"tokenizer": tokenizer, **self.env_kwargs}, wrappers)
+                env, cfg.num_envs, {"tokenizer": tokenizer, **self.env_kwargs}, stack)
             self.env_id = self.env_id or env_id
             self.policy = TokenPolicy(envs, lm, cfg, self.seed)
             lr = 1e-5 if cfg.learning_rate is None else cfg.learning_rate
         else:
             self.tokenizer = None
-            envs, self.wrappers = self._classic_envs(env, wrappers)
+            envs, self.wrappers = self._classic_envs(env, stack)
             self.policy = ClassicPolicy(envs, cfg, self.seed)
             # A 64-unit MLP does microseconds of work per call: intra-op threads only add
             # synchronisation (25 s instead of 0.5 s for 1280 LeftRight steps on 2 busy cores).
@@ -121,8 +116,8 @@ class PPOAgent(LLMTrainer):
             [p for p in self.policy.parameters() if p.requires_grad], lr=lr, eps=cfg.adam_eps,
             weight_decay=cfg.weight_decay)
 
-    def _classic_envs(self, env: Any, wrappers: Any) -> tuple[gym.vector.VectorEnv, list]:
-        stack = parse_wrappers(wrappers)
+    def _classic_envs(self, env: Any, stack: WrapperStack
+                      ) -> tuple[gym.vector.VectorEnv, WrapperStack]:
         if isinstance(env, gym.vector.VectorEnv):
             return apply_wrappers(env, stack), stack
         if isinstance(env, gym.Env):

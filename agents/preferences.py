@@ -164,9 +164,9 @@ def _policy(model: Any, tokenizer: Any, device: str | None) -> tuple[Any, Any]:
 
 
 def _sampling_envs(env_id: str, rows: int, env_kwargs: dict[str, Any]) -> Any:
-    from llm_gym.wrappers.stack import is_token_env_id, make_env
+    from llm_gym.wrappers.stack import is_token_env, make_env
 
-    if not is_token_env_id(env_id):
+    if not is_token_env(env_id):
         raise ValueError(f"{env_id} is not an llm_gym token env; preferences are built from "
                          "token envs with a verifiable reward, e.g. llm_gym/Arithmetic-v0")
     return make_env(env_id, rows, env_kwargs=env_kwargs, autoreset_mode="Disabled")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from llm_gym.distributed import require_ray
+from llm_gym.wrappers.stack import WrapperStack
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class WorkerSpec:
     Attributes:
         env_id: the registered env id (the worker builds its own batched env).
         env_kwargs: the env's kwargs, without the tokenizer.
-        wrappers: the trainer's wrapper stack.
+        wrappers: the trainer's checked wrapper stack.
         tokenizer: the trainer's tokenizer.
         model: a :func:`llm_gym.models.load_model` name, or a CPU copy of the module.
         dtype: the trainer's model precision (``None``: the device's default).
@@ -45,7 +46,7 @@ class WorkerSpec:
 
     env_id: str
     env_kwargs: dict[str, Any]
-    wrappers: Any
+    wrappers: WrapperStack
     tokenizer: Any
     model: Any
     dtype: Any = None

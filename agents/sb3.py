@@ -17,6 +17,7 @@ import numpy as np
 
 from llm_gym.agents.base import AgentEnvMismatch, EpisodeRecord, EpisodeRecorder
 from llm_gym.agents.sb3_loading import safe_custom_objects
+from llm_gym.wrappers.stack import WrappersLike, is_token_env, make_env
 
 # SB3 classes that act only on Discrete action spaces (by class name: sb3-contrib is optional).
 DISCRETE_ONLY = frozenset({"DQN", "MaskablePPO"})
@@ -42,12 +43,6 @@ class TokenEpisodeRecorder(EpisodeRecorder):
         return result
 
 
-def is_token_env(env: gym.Env) -> bool:
-    """Whether ``env`` is a token env (a Dict observation with ``input_ids``)."""
-    space = env.observation_space
-    return isinstance(space, gym.spaces.Dict) and "input_ids" in space.spaces
-
-
 def check_sb3_compatible(model_class: type, env: gym.Env) -> None:
     """Raise :class:`AgentEnvMismatch` (a ``ValueError``) when ``model_class`` can't act in ``env``.
 
@@ -61,6 +56,11 @@ def check_sb3_compatible(model_class: type, env: gym.Env) -> None:
     if not isinstance(env.action_space, gym.spaces.Discrete) and names & DISCRETE_ONLY:
         raise AgentEnvMismatch(f"{algo} needs a Discrete action space; {env_id} has "
                                f"{env.action_space}. Use sb3-ppo or sb3-a2c")
+    if is_token_env(env) and not isinstance(env.observation_space, gym.spaces.Dict):
+        # e.g. a TextInterface: SB3 policies act on the token ids, not on text.
+        raise AgentEnvMismatch(
+            f"{algo} acts on a token env's token ids; {env_id} is wrapped to observe "
+            f"{env.observation_space}. Leave the text face out")
     if "DQN" in names and isinstance(env.observation_space, gym.spaces.Dict):
         # SB3's DQN accepts Dict observations, but its replay buffer (1M transitions by
         # default) would hold two full conversations per transition: tens of GB on a token env.
@@ -77,25 +77,9 @@ def check_sb3_compatible(model_class: type, env: gym.Env) -> None:
             ) from None
 
 
-def make_env(env: str | gym.Env, env_kwargs: dict[str, Any] | None = None,
-             wrappers: Any = None) -> gym.Env:
-    """An env id built with ``env_kwargs`` and ``wrappers``, or an env with the stack on top.
-
-    See :func:`llm_gym.wrappers.stack.make_env` for the stack.
-    """
-    from llm_gym.wrappers.stack import apply_wrappers
-    from llm_gym.wrappers.stack import make_env as make_wrapped
-
-    if isinstance(env, str):
-        return make_wrapped(env, env_kwargs=env_kwargs, wrappers=wrappers)
-    if env_kwargs:
-        raise ValueError("env_kwargs only apply to an env id, not to an env instance")
-    return apply_wrappers(env, wrappers)
-
-
 def make_sb3_agent(
     model_class: type, env: str | gym.Env, *, seed: int = 0, log_dir: str | Path | None = None,
-    env_kwargs: dict[str, Any] | None = None, wrappers: Any = None, **kwargs: Any,
+    env_kwargs: dict[str, Any] | None = None, wrappers: WrappersLike = None, **kwargs: Any,
 ) -> Any:
     """Build an SB3 model for ``env`` whose training episodes land in ``model.episode_log``.
 
@@ -117,7 +101,7 @@ def make_sb3_agent(
         >>> len(model.learn(128).episode_log) > 0
         True
     """
-    base = make_env(env, env_kwargs, wrappers)
+    base = make_env(env, env_kwargs=env_kwargs, wrappers=wrappers)
     check_sb3_compatible(model_class, base)
     recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
     recorder = recorder_cls(base)
@@ -146,14 +130,14 @@ def sb3_env(recorder: gym.Env) -> Any:
 
 def load_sb3_agent(
     model_class: type, path: str | Path, env: str | gym.Env, *,
-    env_kwargs: dict[str, Any] | None = None, wrappers: Any = None, **kwargs: Any,
+    env_kwargs: dict[str, Any] | None = None, wrappers: WrappersLike = None, **kwargs: Any,
 ) -> Any:
     """Load a ``model_class`` model saved by ``model.save(path)`` to keep training on ``env``.
 
     The episode log saved with the model continues: new episodes are appended after the old
     ones, with env steps counted on from the model's ``num_timesteps``.
     """
-    base = make_env(env, env_kwargs, wrappers)
+    base = make_env(env, env_kwargs=env_kwargs, wrappers=wrappers)
     check_sb3_compatible(model_class, base)
     recorder_cls = TokenEpisodeRecorder if is_token_env(base) else EpisodeRecorder
     # SB3's own load would unpickle the zip's objects: decode them safely first (issue 19).

@@ -205,9 +205,9 @@ def make_sb3_vec_env(env_id: str, num_envs: int, *, env_kwargs: dict[str, Any] |
         >>> venv.reset()["input_ids"].shape[0]
         4
     """
-    from llm_gym.wrappers.stack import is_token_env_id, make_env
+    from llm_gym.wrappers.stack import is_token_env, make_env
 
-    mode = AutoresetMode.DISABLED if is_token_env_id(env_id) else AutoresetMode.SAME_STEP
+    mode = AutoresetMode.DISABLED if is_token_env(env_id) else AutoresetMode.SAME_STEP
     venv = SB3VecEnv(make_env(env_id, num_envs, env_kwargs=env_kwargs, wrappers=wrappers,
                               autoreset_mode=mode))
     if seed is not None:

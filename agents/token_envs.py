@@ -12,7 +12,6 @@ hacking.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,9 +25,9 @@ from llm_gym.agents.evaluation import EvalResult
 from llm_gym.agents.rollout import RolloutBatch, collect_rollouts
 from llm_gym.vector import TokenVectorEnv
 from llm_gym.wrappers.stack import (
+    WrapperStack,
     apply_wrappers,
     make_env,
-    parse_wrappers,
     vector_wrappers_of,
     wrappers_of,
 )
@@ -52,8 +51,8 @@ def first_env(envs: VectorEnv) -> Any:
 
 def build_token_envs(
     env: str | gym.Env | VectorEnv, rows: int, env_kwargs: dict[str, Any] | None,
-    wrappers: Any = None,
-) -> tuple[VectorEnv, str | None, dict[str, Any], list[dict[str, Any]]]:
+    stack: WrapperStack,
+) -> tuple[VectorEnv, str | None, dict[str, Any], WrapperStack]:
     """(batch of ``rows`` envs, env id, env kwargs, wrapper stack) for an LLM trainer.
 
     Args:
@@ -62,9 +61,8 @@ def build_token_envs(
             batched token env (wrapped or not) with ``autoreset_mode="Disabled"``.
         rows: batch size.
         env_kwargs: kwargs of the env (ids and single envs).
-        wrappers: a stack for :func:`~llm_gym.wrappers.stack.apply_wrappers`, applied on top.
+        stack: a checked stack (:func:`~llm_gym.wrappers.stack.parse_wrappers`), applied on top.
     """
-    stack = parse_wrappers(wrappers)
     kwargs = dict(env_kwargs or {})
     if isinstance(env, VectorEnv) and not isinstance(env.unwrapped, TokenVectorEnv):
         # A SyncVectorEnv of single envs: rebuild it, wrappers and all, as the batched token
@@ -87,20 +85,11 @@ def build_token_envs(
     return _from_id(env, rows, kwargs, stack)
 
 
-def _from_id(env_id: str, rows: int, kwargs: dict[str, Any], stack: list[dict[str, Any]]
-             ) -> tuple[VectorEnv, str, dict[str, Any], list[dict[str, Any]]]:
+def _from_id(env_id: str, rows: int, kwargs: dict[str, Any], stack: WrapperStack
+             ) -> tuple[VectorEnv, str, dict[str, Any], WrapperStack]:
     envs = make_env(env_id, rows, env_kwargs=kwargs, wrappers=stack,
                     autoreset_mode=AutoresetMode.DISABLED)
     return envs, env_id, kwargs, stack
-
-
-def portable(stack: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """``stack`` if a checkpoint can record it as JSON, else ``None`` (it holds functions)."""
-    try:
-        json.dumps(stack)
-    except TypeError:
-        return None
-    return stack
 
 
 def saved_stack(state: dict[str, Any], given: Any, path: Any) -> Any:

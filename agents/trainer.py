@@ -41,7 +41,6 @@ from llm_gym.agents.metrics import (
 )
 from llm_gym.agents.metrics import progress_bar as make_progress_bar
 from llm_gym.agents.run_folder import locked
-from llm_gym.agents.token_envs import portable
 from llm_gym.agents.training import (
     TrainingInterrupted,
     learn_target,
@@ -125,7 +124,8 @@ class LLMTrainer(abc.ABC):
 
     A subclass's ``__init__`` calls :meth:`_init_run_state` (counters, episode log, log dir)
     and sets ``config`` (a :class:`~llm_gym.agents.config.TrainerConfig`), ``seed``, ``env_id``,
-    ``env_kwargs``, ``wrappers``, ``envs``, ``tokenizer`` (None on classic envs),
+    ``env_kwargs``, ``wrappers`` (a :class:`~llm_gym.wrappers.stack.WrapperStack`), ``envs``,
+    ``tokenizer`` (None on classic envs),
     ``model_spec``, ``optimizer`` and ``generator``.
 
     Example:
@@ -296,7 +296,7 @@ class LLMTrainer(abc.ABC):
         return {
             "format": self.STATE_FORMAT, "run_id": self.run_id, "config": asdict(self.config),
             "model_spec": self.model_spec, "env_id": self.env_id, "env_kwargs": self.env_kwargs,
-            "wrappers": portable(self.wrappers), "wrapped": bool(self.wrappers),
+            "wrappers": self.wrappers.portable(), "wrapped": bool(self.wrappers),
             "seed": self.seed, **self._model_state(),
             "optimizer": self.optimizer.state_dict(), "rng": rng_state(self._generators()),
             "counters": self._counters(),

@@ -191,7 +191,7 @@ def test_rlhf_ppo_on_the_learned_reward_runs_end_to_end(trained_rm):
     agent = PPOAgent(ARITH, "tiny", config, env_kwargs={"max_new_tokens": 4}, wrappers=stack)
     seen = []
     agent.learn(24, callback=lambda m: seen.append(m) or True)
-    assert len(seen) >= 3 and agent.wrappers == stack
+    assert len(seen) >= 3 and agent.wrappers.to_json() == stack
     # The first update's window is its own batch: the shaped return is the RM's share alone
     # (env_weight 0), and the env's verifiable reward is still logged beside it.
     assert seen[0]["rollout/ep_rew_mean"] == pytest.approx(seen[0]["reward/learned_reward"],

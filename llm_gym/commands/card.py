@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 
 from llm_gym.commands.arguments import json_object
-from llm_gym.token_env import TokenEnv
+from llm_gym.wrappers.stack import is_token_env
 
 # Docstring sections a card shows (Gymnasium's env docstring layout).
 SECTIONS = ("Description", "Rewards", "Episode End", "Arguments")
@@ -125,7 +125,7 @@ def build_card(env_id: str, env_kwargs: dict[str, Any], args: argparse.Namespace
     card = Card(env_id, describe(env, spec, env_kwargs), docstring_sections(type(env.unwrapped)))
     card.scores.append(random_scores(env, args.episodes))
     env.close()
-    if not isinstance(env.unwrapped, TokenEnv):
+    if not is_token_env(env):
         card.scores.extend(classic_scores(env_id, env_kwargs, args))
     elif model is not None:
         card.scores.append(model_scores(env_id, env_kwargs, args, model))
@@ -136,7 +136,7 @@ def describe(env: gym.Env, spec: gym.envs.registration.EnvSpec,
              env_kwargs: dict[str, Any]) -> list[tuple[str, str]]:
     """The card's facts: entry point, face, spaces, budgets and data."""
     inner = env.unwrapped
-    face = "token" if isinstance(inner, TokenEnv) else "classic"
+    face = "token" if is_token_env(env) else "classic"
     facts = [("entry point", f"`{spec.entry_point}`"), ("face", face),
              ("action space", f"`{env.action_space}`"),
              ("observation space", f"`{_space_text(env.observation_space)}`")]

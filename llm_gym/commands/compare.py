@@ -20,7 +20,7 @@ from typing import Any
 
 from llm_gym.agents.factory import LLM_AGENTS
 from llm_gym.commands.arguments import json_object
-from llm_gym.wrappers.stack import parse_wrappers
+from llm_gym.wrappers.stack import WrapperStack, parse_wrappers
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -83,12 +83,12 @@ def per_env_kwargs(text: str, envs: list[str]) -> dict[str, dict[str, Any]]:
     return value
 
 
-def parse_variants(text: str) -> dict[str, list[dict[str, Any]]]:
-    """The ``--variants`` JSON: variant name -> wrapper list (``{}`` or ``[]``: unshaped).
+def parse_variants(text: str) -> dict[str, WrapperStack]:
+    """The ``--variants`` JSON: variant name -> wrapper stack (``{}`` or ``[]``: unshaped).
 
     Example:
         >>> parse_variants('{"plain": {}, "short": [{"name": "LengthPenalty"}]}')["plain"]
-        []
+        WrapperStack([])
     """
     value = json_object(text, "--variants")
     if not value:

@@ -71,7 +71,7 @@ from llm_gym.agents.run_folder import (
 )
 from llm_gym.commands.arguments import json_object
 from llm_gym.commands.output import output_lines, write_json
-from llm_gym.wrappers.stack import WRAPPER_NAMES, parse_wrappers
+from llm_gym.wrappers.stack import WRAPPER_NAMES, WrapperStack, parse_wrappers
 
 DEFAULT_TIMESTEPS = 10_000
 RUNS = "runs"  # where default run folders go, relative to the working directory
@@ -324,10 +324,10 @@ def _resumed(args: argparse.Namespace, run_dir: Path
         if given is not None and given != saved[key]:
             raise ValueError(f"--{key} {given} differs from the resumed run's {saved[key]}; "
                              "leave it out when resuming")
-    wrappers = saved.get("wrappers") or []
+    wrappers = parse_wrappers(saved.get("wrappers"), f"--resume {args.resume}: run.json wrappers")
     if args.wrappers is not None and parse_wrappers(args.wrappers) != wrappers:
-        raise ValueError(f"--wrappers differs from the resumed run's {json.dumps(wrappers)}; "
-                         "leave it out when resuming")
+        raise ValueError(f"--wrappers differs from the resumed run's "
+                         f"{json.dumps(wrappers.to_json())}; leave it out when resuming")
     self_play = saved.get("self_play")
     if args.self_play is not None and _self_play(args.self_play, saved["agent"]).config.to_dict(
             ) != self_play:
@@ -374,7 +374,7 @@ def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
 
 
 def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any], seed: int,
-                run_dir: Path, wrappers: list[dict[str, Any]], distributed: dict[str, Any]
+                run_dir: Path, wrappers: WrapperStack, distributed: dict[str, Any]
                 ) -> Any:
     from llm_gym.agents.factory import AGENTS, agent_file, distributed_options, load_agent
 
@@ -411,8 +411,8 @@ def _write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "run.json", {
         "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
-        "wrappers": spec.wrappers, "seed": spec.seed, "model": args.model, "config": args.config,
-        "data": getattr(args, "data", None),
+        "wrappers": spec.wrappers.to_json(), "seed": spec.seed, "model": args.model,
+        "config": args.config, "data": getattr(args, "data", None),
         "timesteps": total, "num_timesteps": done, "run_id": getattr(args, "run_id", None),
         "self_play": _self_play_settings(args.self_play)})
 

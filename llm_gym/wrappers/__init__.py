@@ -3,7 +3,8 @@
 Like Gymnasium (``gymnasium.wrappers`` and ``gymnasium.wrappers.vector``), every shaping wrapper
 exists at both levels: here for a single env, in :mod:`llm_gym.wrappers.vector` for a vector env
 (the batched token env the trainers use, or a Sync/AsyncVectorEnv), with the same rewards step by
-step. :func:`~llm_gym.wrappers.stack.make_env` builds an env id wrapped in a stack given by name.
+step. :func:`~llm_gym.wrappers.stack.make_env` builds an env id wrapped in a stack given by name
+(checked once into a :class:`~llm_gym.wrappers.stack.WrapperStack`).
 Reuse Gymnasium's own ``TransformReward``, ``ClipReward``, ``RecordEpisodeStatistics`` and
 ``TimeLimit`` alongside these.
 """

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm_gym.agents.ppo import PPOAgent, PPOConfig, is_token_env
+from llm_gym.agents.ppo import PPOAgent, PPOConfig
 from llm_gym.agents.ppo_algorithm import (
     agent_token_index,
     compute_gae,
@@ -158,12 +158,6 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         PPOConfig(num_envs=0)
     with pytest.raises(ValueError, match=".toml or .json"):
         PPOConfig.from_file(tmp_path / "ppo.yaml")
-
-
-def test_is_token_env():
-    assert is_token_env("llm_gym/LeftRightText-v0")
-    assert not is_token_env("llm_gym/LeftRight-v0")
-    assert not is_token_env("CartPole-v1")
 
 
 # ----------------------------------------------------------------------------- classic face

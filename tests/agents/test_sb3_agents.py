@@ -90,3 +90,10 @@ def test_dqn_on_a_token_env_and_maskable_ppo_without_masks_are_refused():
         make_agent("sb3-maskable-ppo", "CartPole-v1")
     with pytest.raises(ValueError, match="unknown agent 'sb3-sac'; choose one of: grpo, "):
         make_agent("sb3-sac", "CartPole-v1")
+
+
+def test_the_text_face_of_a_token_env_is_refused_with_a_clear_error():
+    from llm_gym.wrappers import TextInterface
+
+    with pytest.raises(AgentEnvMismatch, match="token ids.*AnyText.*Leave the text face out"):
+        make_agent("sb3-ppo", TextInterface(gym.make(TEXT)))

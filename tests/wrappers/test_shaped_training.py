@@ -45,7 +45,7 @@ def test_grpo_takes_wrapped_single_envs_and_sync_vector_envs(form):
     env = make() if form == "single" else gym.vector.SyncVectorEnv(
         [make] * 2, autoreset_mode="Disabled")
     agent = GRPOAgent(env, "tiny", SMALL_GRPO)
-    assert agent.wrappers[0]["name"] == "LengthPenalty" and agent.envs.num_envs == 4
+    assert agent.wrappers[0].name == "LengthPenalty" and agent.envs.num_envs == 4
     _assert_shaped(_first_metrics(agent))
 
 
@@ -87,11 +87,11 @@ def test_the_stack_is_saved_and_rebuilt_on_load(tmp_path):
     agent = GRPOAgent(ARITH, "tiny", SMALL_GRPO, env_kwargs=KWARGS, wrappers=LENGTH)
     agent.save(tmp_path / "grpo")
     loaded = GRPOAgent.load(tmp_path / "grpo")
-    assert loaded.wrappers == LENGTH and type(loaded.envs).__name__ == "LengthPenalty"
+    assert loaded.wrappers.to_json() == LENGTH and type(loaded.envs).__name__ == "LengthPenalty"
     ppo = PPOAgent(ARITH, "tiny", PPOConfig(num_envs=2, num_steps=8), env_kwargs=KWARGS,
                    wrappers=LENGTH)
     ppo.save(tmp_path / "ppo")
-    assert PPOAgent.load(tmp_path / "ppo").wrappers == LENGTH
+    assert PPOAgent.load(tmp_path / "ppo").wrappers.to_json() == LENGTH
 
 
 def test_a_wrapper_that_raises_is_counted_and_stops_the_run_cleanly(tmp_path):
