@@ -41,7 +41,7 @@ from llm_gym.commands.arguments import json_object
 from llm_gym.commands.output import write_json
 from llm_gym.rewards.passk import mean_pass_at_k
 from llm_gym.token_env import TokenEnv
-from llm_gym.wrappers.stack import is_token_env_id, make_env
+from llm_gym.wrappers.stack import is_token_env, make_env
 
 if TYPE_CHECKING:
     from llm_gym.agents.rollout import RolloutBatch
@@ -111,7 +111,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--n and --batch-size must be at least 1, got {args.n} and "
                          f"{args.batch_size}")
     if args.model is not None:
-        if not is_token_env_id(args.env):
+        if not is_token_env(args.env):
             raise ValueError(f"{args.env} is not a token env; eval scores text replies of LLM "
                              "envs")
         from llm_gym.models import load_model

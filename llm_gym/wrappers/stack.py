@@ -285,9 +285,6 @@ def is_token_env(env: str | gym.Env | VectorEnv) -> bool:
     return isinstance(creator, type) and issubclass(creator, TokenEnv)
 
 
-# The name llm_gym/commands/eval.py imports; the same function.
-is_token_env_id = is_token_env
-
 
 def make_env(env: str | gym.Env, num_envs: int | None = None, *,
              env_kwargs: Mapping[str, Any] | None = None, wrappers: WrappersLike = None,
