@@ -305,12 +305,13 @@ def test_a_person_or_prompted_model_plays_a_tool_env_through_text_interface():
     assert (reward, terminated) == (1.0, True)
 
 
-def test_llm_gym_train_on_a_tool_env_writes_tools_metrics(tmp_path):
+@pytest.mark.parametrize("agent", ["grpo", "rloo", "ppo"])
+def test_llm_gym_train_on_a_tool_env_writes_tools_metrics(tmp_path, agent):
     import csv
 
     from llm_gym.cli import main
 
-    code = main(["train", "--env", "llm_gym/ArithmeticTool-v0", "--agent", "grpo", "--model",
+    code = main(["train", "--env", "llm_gym/ArithmeticTool-v0", "--agent", agent, "--model",
                  "tiny", "--timesteps", "600", "--log-dir", str(tmp_path / "run"),
                  "--eval-episodes", "1", "--no-progress"])
     assert code == 0
