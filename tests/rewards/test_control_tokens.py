@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from llm_gym.envs.multiagent import prisoners_dilemma_text_v0
 from llm_gym.envs.multiagent.seat import plain_text
-from llm_gym.tokenizers import ByteTokenizer, HFTokenizer, load_tokenizer, strip_added_tokens
+from llm_gym.tokenizers import ByteTokenizer, HFTokenizer, strip_added_tokens
 from tests.attacks.control_tokens import HONEST, HOSTILE, NOT_SPECIAL, SPECIAL
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -123,15 +123,8 @@ def test_prisoners_dilemma_message_carries_no_control_id(tokenizer):
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_added_tokens_are_all_stripped():
-    pytest.importorskip("gguf")
-    from llm_gym.models import smollm2_gguf_path
-
-    try:
-        path = smollm2_gguf_path()
-    except (FileNotFoundError, ImportError) as exc:
-        pytest.skip(f"SmolLM2 GGUF not installed: {exc}")
-    tok = load_tokenizer(str(path))
+def test_smollm2_gguf_added_tokens_are_all_stripped(smollm2_tokenizer):
+    tok = smollm2_tokenizer
     added = tok.added_tokens()
     not_special = added - set(tok.hf.all_special_tokens)
     assert {"<file_sep>", "<jupyter_code>", "<repo_name>"} <= not_special

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from llm_gym.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
+from llm_gym.tokenizers import ByteTokenizer, Tokenizer
 from llm_gym.tools.base import as_tool
 from llm_gym.tools.calculator import calculator
 from llm_gym.tools.calls import ToolCall, find_tool_call, format_tool_call
@@ -237,15 +237,8 @@ def test_default_value_chars_need_no_escaping() -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_walks_decode_to_calls_and_answers() -> None:
-    pytest.importorskip("gguf")
-    from llm_gym.models import smollm2_gguf_path
-
-    try:
-        path = smollm2_gguf_path()
-    except (FileNotFoundError, ImportError) as exc:
-        pytest.skip(f"SmolLM2 GGUF not installed: {exc}")
-    tok = load_tokenizer(str(path))
+def test_smollm2_walks_decode_to_calls_and_answers(smollm2_tokenizer) -> None:
+    tok = smollm2_tokenizer
     grammar = CallGrammar(tok, [as_tool(calculator)])
     texts = [tok.decode([t]) for t in range(tok.vocab_size)]
     first = {texts[t] for t in grammar.allowed("")}
