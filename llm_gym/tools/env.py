@@ -147,8 +147,7 @@ class ToolEnv(TokenEnv):
         # split="test") changes the task's split and keeps the registered env_kwargs.
         self.env_id, self.env_kwargs = env, {**(env_kwargs or {}), **task_kwargs}
         self.inner = self._make_inner(env, tokenizer, self.env_kwargs)
-        self.tools_given = _as_list(tools)
-        flat, self._toolsets = collect_tools(resolve_tools(self.tools_given))
+        flat, self._toolsets = collect_tools(resolve_tools(_as_list(tools)))
         if not flat:
             raise ValueError("with_tools needs at least one tool")
         self.tools = {tool.name: tool for tool in flat}
