@@ -335,3 +335,37 @@ def test_llm_gym_eval_reports_the_tool_call_rate_beside_accuracy(tmp_path):
     assert main(["eval", "--env", "llm_gym/ArithmeticTool-v0", "--model", "tiny", "--n", "1",
                  "--limit", "2", "--out", str(out)]) == 0
     assert "tool_call_rate" in jsonlib.loads(out.read_text())["metrics"]
+
+
+# A Qwen2.5-style template that renders the tool list itself and tool results as a user turn.
+TOOLS_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\n"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n\n{% endif %}"
+    "<tools>\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}</tools><|im_end|>\n"
+    "{% endif %}"
+    "{%- for m in messages %}{% if not (tools and loop.first and m['role'] == 'system') %}"
+    "{% if m['role'] == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m['content'] }}\n"
+    "</tool_response><|im_end|>\n"
+    "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_a_template_with_tool_support_renders_the_tools_and_the_tool_turn_itself():
+    from llm_gym.export import byte_tokenizer_as_hf
+    from llm_gym.tokenizers import HFTokenizer
+
+    hf = byte_tokenizer_as_hf()
+    hf.chat_template = TOOLS_TEMPLATE
+    tok = HFTokenizer(hf, name="byte-with-tools")
+    assert tok.renders_tools
+    env = gym.make("llm_gym/ArithmeticTool-v0", tokenizer=tok)
+    obs, _ = env.reset(seed=0)
+    prompt = _conversation(obs, tok)
+    assert "<tools>\n" in prompt and '"name": "calculator"' in prompt
+    assert "To call a tool" not in prompt  # the default prompt is for templates without tools
+    obs, *_, info = _write(env, env.unwrapped.format_tool_call("calculator",
+                                                                {"expression": "6 * 7"}))
+    assert info["tool_call"]["ok"]
+    assert _conversation(obs, tok).endswith(
+        "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n")
