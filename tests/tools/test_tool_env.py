@@ -369,3 +369,20 @@ def test_a_template_with_tool_support_renders_the_tools_and_the_tool_turn_itself
     assert _conversation(obs, tok).endswith(
         "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n"
         "<|im_start|>assistant\n")
+
+
+def test_a_grpo_run_on_a_tool_env_resumes(tmp_path):
+    import json as jsonlib
+
+    from llm_gym.cli import main
+
+    run = str(tmp_path / "run")
+    common = ["--no-progress", "--eval-episodes", "1"]
+    assert main(["train", "--env", "llm_gym/ArithmeticTool-v0", "--agent", "grpo", "--model",
+                 "tiny", "--timesteps", "300", "--log-dir", run, *common]) == 0
+    first = jsonlib.loads((tmp_path / "run" / "run.json").read_text())
+    assert main(["train", "--resume", run, "--timesteps", "3000", *common]) == 0
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        steps = [int(float(row.split(",")[0])) for row in list(f)[1:]]
+    assert len(steps) >= 2 and steps == sorted(steps)  # went on from the saved steps
+    assert first["env"] == "llm_gym/ArithmeticTool-v0"
