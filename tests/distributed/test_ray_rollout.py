@@ -236,3 +236,15 @@ def test_without_ray_the_flags_say_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ImportError, match=r"pip install 'llm_gym\[ray\]'"):
         require_ray()
+
+
+def test_a_tool_env_trains_on_ray_rollout_and_scoring_workers():
+    # Tool envs take their tools by name here, so each worker builds its own (a calculator).
+    agent = GRPOAgent("llm_gym/ArithmeticTool-v0", "tiny",
+                      GRPOConfig(group_size=2, prompts_per_batch=2), rollout_workers=1,
+                      scoring_workers=1)
+    try:
+        record = _train(agent, total=200)
+        assert record and "tools/call_rate" in record[-1]["metrics"]
+    finally:
+        agent.close()
