@@ -259,8 +259,7 @@ class ToolEnv(TokenEnv):
             outcome = (run_tool(tool, arguments) if tool is not None else ToolOutcome(
                 f"error: no tool named {name!r}; tools: {', '.join(self.tools)}", False,
                 "unknown_tool", 0.0))
-        if not outcome.ok:
-            self._counts["errors"] += 0 if isinstance(call, ParseFailure) else 1
+            self._counts["errors"] += not outcome.ok  # parse failures are counted apart
         self._counts["latency_s"] += outcome.latency_s
         info: dict[str, Any] = {"tool_call": {
             "name": name or "", "ok": outcome.ok, "latency_s": outcome.latency_s,
