@@ -82,9 +82,9 @@ def oracle_traces(env_id: str, env_kwargs: dict, tokenizer: Any, count: int) -> 
     return rows
 
 
-def warm_start(env_id: str, env_kwargs: dict, args: argparse.Namespace, out: Path) -> SFTAgent:
-    """SFT on the oracle's traces (the usual SFT -> RL recipe); the trained agent."""
-    model, tokenizer = load_model(args.model)
+def warm_start(model: Any, tokenizer: Any, env_id: str, env_kwargs: dict,
+               args: argparse.Namespace, out: Path) -> SFTAgent:
+    """SFT of ``model`` on the oracle's traces (the usual SFT -> RL recipe); the trained agent."""
     rows = oracle_traces(env_id, env_kwargs, tokenizer, args.sft_examples)
     config = SFTConfig(learning_rate=args.sft_lr, batch_size=8,
                        num_train_epochs=args.sft_epochs)
@@ -143,7 +143,7 @@ def main() -> None:
     print(f"before: {before} ({time.perf_counter() - t0:.0f} s)", flush=True)
     after_sft = None
     if args.sft_examples:
-        sft = warm_start(env_id, env_kwargs, args, out)
+        sft = warm_start(model, tokenizer, env_id, env_kwargs, args, out)
         model, tokenizer = sft.model, sft.tokenizer
         after_sft = held_out(sft, env_id, env_kwargs, args.eval_episodes)
         print(f"after sft: {after_sft}", flush=True)
