@@ -59,11 +59,15 @@ logger = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("env", "agent", "variant", "seeds", "untrained_return", "return_mean",
                  "return_std", "env_return", "success_rate", "mean_length", "env_steps",
-                 "tokens", "wall_clock_s", "steps_to_solve", "regret", "regret_std")
+                 "tokens", "updates", "wall_clock_s", "steps_to_solve", "regret", "regret_std")
 # Shown only when measured; env_return and mean_length (the unshaped task metrics beside the
-# shaped return) whenever some run is shaped; regret on bandit envs (agents/regret.py).
-OPTIONAL_COLUMNS = ("variant", "untrained_return", "env_return", "mean_length",
+# shaped return) whenever some run is shaped; updates for the trainer-core agents; regret on
+# bandit envs (agents/regret.py).
+OPTIONAL_COLUMNS = ("variant", "untrained_return", "env_return", "mean_length", "updates",
                     "steps_to_solve", "regret", "regret_std")
+# Fewer policy updates than this and a run's result says more about its seed than its setup:
+# a variants comparison on one GRPO batch trains every variant on the same episodes.
+FEW_UPDATES = 3
 
 
 @dataclass
@@ -123,6 +127,12 @@ class RunResult:
     initial_return: float | None = None  # greedy return before training (eval_initial)
     success_curve: list[tuple[int, float | None]] = field(default_factory=list)  # eval_every
     regret: list[float] | None = None  # per training pull, on bandit envs (agents/regret.py)
+    updates: int | None = None  # policy updates made (trainer-core agents; None for others)
+
+    @property
+    def too_few_updates(self) -> bool:
+        """Whether the run made so few updates that its result is mostly noise."""
+        return self.updates is not None and self.updates < FEW_UPDATES
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for JSON (the config and model as text, the wrapper stack as JSON)."""
@@ -135,7 +145,8 @@ class RunResult:
                 "env_steps": self.env_steps, "tokens": self.tokens,
                 "wall_clock_s": self.wall_clock_s, "steps_to_solve": self.steps_to_solve,
                 "initial_return": self.initial_return, "success_curve": self.success_curve,
-                "regret": self.regret, "episodes": [r.to_dict() for r in self.episodes]}
+                "regret": self.regret, "updates": self.updates,
+                "episodes": [r.to_dict() for r in self.episodes]}
 
 
 @dataclass
@@ -147,15 +158,16 @@ class ComparisonReport:
     skipped: list[str]
     files: dict[str, Path] = field(default_factory=dict)
 
-    def markdown(self) -> str:
-        """The table as GitHub markdown, with the skipped pairs below it."""
+    def markdown(self, with_skipped: bool = True) -> str:
+        """The table as GitHub markdown, with the skipped pairs below it (``with_skipped``)."""
         columns = [c for c in TABLE_COLUMNS
                    if c not in OPTIONAL_COLUMNS or any(r[c] is not None for r in self.rows)]
         if not any(r["variant"] is not None or r["shaped"] for r in self.rows):
             columns = [c for c in columns if c not in ("env_return", "mean_length")]
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in self.rows]
-        lines += [f"\nskipped: {note}" for note in self.skipped]
+        if with_skipped:
+            lines += [f"\nskipped: {note}" for note in self.skipped]
         return "\n".join(lines)
 
 
@@ -299,8 +311,10 @@ def train_and_evaluate(
     env_steps = int(getattr(agent, "num_timesteps", episodes[-1].env_steps if episodes else 0))
     token_env = is_token_env(spec.env_id)
     tokens = int(getattr(agent, "num_tokens", 0) or (episodes[-1].tokens if episodes else 0))
+    updates = getattr(agent, "num_updates", None) if spec.agent in LLM_AGENTS else None
     return RunResult(spec, evaluation, env_steps, tokens if token_env else 0, wall, episodes,
-                     tracker.solved_at, initial, tracker.history)
+                     tracker.solved_at, initial, tracker.history,
+                     updates=None if updates is None else int(updates))
 
 
 def run_comparison(
@@ -362,6 +376,8 @@ def aggregate(results: Sequence[RunResult]) -> list[dict[str, Any]]:
             "mean_length": float(np.mean([r.evaluation.mean_length for r in group])),
             "env_steps": int(np.mean([r.env_steps for r in group])),
             "tokens": int(np.mean([r.tokens for r in group])),
+            "updates": (int(np.mean([r.updates for r in group]))
+                        if all(r.updates is not None for r in group) else None),
             "wall_clock_s": float(np.mean([r.wall_clock_s for r in group])),
             "steps_to_solve": (int(np.mean(solved)) if all(s is not None for s in solved)
                                else None),

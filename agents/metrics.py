@@ -213,7 +213,8 @@ def plot_reward_curve(records: list[Any], path: str | Path, title: str = "reward
     smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps, returns, ".", alpha=0.25, label="episode return")
-    ax.plot(steps[window - 1:], smooth, label=f"moving average ({window})")
+    if window > 1:  # a "moving average" of one episode is the episode itself
+        ax.plot(steps[window - 1:], smooth, label=f"moving average ({window})")
     ax.set_xlabel("env steps (agent tokens)")
     ax.set_ylabel("return")
     ax.set_title(title)

@@ -125,7 +125,8 @@ def plot_regret(runs: Sequence[Any], path: Path) -> Path | None:
                 continue
             pulls, mean, std = curve
             colour = palette[i % len(palette)]
-            ax.plot(pulls, mean, color=colour, label=f"{name} ({len(group)} seeds)")
+            seeds = f"{len(group)} seed" + ("s" if len(group) > 1 else "")
+            ax.plot(pulls, mean, color=colour, label=f"{name} ({seeds})")
             ax.fill_between(pulls, mean - std, mean + std, color=colour, alpha=0.15)
         ax.set_title(env_id)
         ax.set_xlabel("pulls")

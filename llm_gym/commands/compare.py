@@ -18,7 +18,7 @@ import argparse
 import time
 from typing import Any
 
-from llm_gym.agents.factory import LLM_AGENTS
+from llm_gym.agents.factory import AGENT_NAMES, LLM_AGENTS
 from llm_gym.commands.arguments import json_object
 from llm_gym.wrappers.stack import WrapperStack, parse_wrappers
 
@@ -30,9 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--envs", required=True, metavar="ID,ID",
                         help="comma-separated env ids")
     parser.add_argument("--agents", required=True, metavar="A,B",
-                        help="comma-separated agent names (grpo, ppo, sb3-ppo, sb3-a2c, sb3-dqn, "
-                             "sb3-maskable-ppo, q-learning, greedy, random, epsilon-greedy, "
-                             "epsilon-greedy-decay, ucb1, thompson)")
+                        help=f"comma-separated agent names ({', '.join(AGENT_NAMES)})")
     parser.add_argument("--timesteps", type=int, required=True,
                         help="env-step budget of every run (tokens on token envs)")
     parser.add_argument("--seeds", default="0", metavar="S,S", help="comma-separated seeds")
@@ -106,6 +104,9 @@ def print_run(index: int, total: int, result: Any) -> None:
     print(f"[{index + 1}/{total}] {spec.curve_name:<18} {spec.env_id:<28} seed {spec.seed}: "
           f"{before}return {ev.mean_return:6.3g}  success {rate}  {result.wall_clock_s:6.1f} s",
           flush=True)
+    if result.too_few_updates:
+        print(f"  warning: {result.updates} update(s) in {spec.timesteps} steps: the result says "
+              "more about the seed than the setup; raise --timesteps", flush=True)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -128,7 +129,7 @@ def run_compare(args: argparse.Namespace) -> int:
                             eval_episodes=args.eval_episodes, eval_initial=args.untrained,
                             on_run_end=lambda i, r: print_run(i, len(runs), r))
     print()
-    print(report.markdown())
+    print(report.markdown(with_skipped=False))  # the skip list was printed before the runs
     print(f"\n{len(runs)} runs in {time.perf_counter() - start:.0f} s; wrote "
           + ", ".join(str(p) for p in report.files.values()))
     return 0

@@ -90,3 +90,18 @@ def test_compare_rejects_a_variant_that_does_not_fit(tmp_path, capsys):
                  "--variants", variants, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "variant 'fmt'" in err and "OverlongPenalty" in err
+
+
+def test_compare_warns_when_a_run_makes_too_few_updates(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"group_size": 2, "prompts_per_batch": 2}))
+    code = main(["compare", "--envs", ARITH, "--agents", "grpo,q-learning", "--timesteps", "16",
+                 "--env-kwargs", json.dumps({ARITH: {"max_new_tokens": 4}}),
+                 "--config", str(config), "--eval-episodes", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("q-learning on llm_gym/Arithmetic-v0") == 1  # the skip list, once
+    row = json.loads((tmp_path / "comparison.json").read_text())["rows"][0]
+    assert 1 <= row["updates"] < 3 and "| updates |" in out
+    assert f"warning: {row['updates']} update(s) in 16 steps" in out
+    assert "q-learning" in (tmp_path / "comparison.md").read_text()  # the file keeps it
