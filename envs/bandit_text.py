@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from llm_gym.envs.bandit import BanditEnv
 from llm_gym.envs.classic_text import ClassicTextEnv
-from llm_gym.token_env import TurnResult, chat_messages
+from llm_gym.token_env import Task, TurnResult, chat_messages
 from llm_gym.tokenizers import Tokenizer, load_tokenizer
+
+# Item ``i`` (``reset(options={"index": i})``) is Bandit-v0's instance with seed
+# ``INSTANCE_SEED + i``: far from the small seeds evaluations use, so training items never are
+# an evaluation's instances.
+INSTANCE_SEED = 10**9
 
 
 class BanditTextEnv(ClassicTextEnv):
@@ -35,6 +42,14 @@ class BanditTextEnv(ClassicTextEnv):
     `info["regret"]`; `invalid_penalty` (default -1) for a reply that names no arm, which pulls
     nothing and does not count towards the horizon; 0 elsewhere.
 
+    ## Instances
+    `reset(seed=s)` plays the instance Bandit-v0 draws with seed `s` (same means, same payoffs).
+    `reset(seed=s, options={"index": i})` pins instance `i` (arm means of Bandit-v0's seed
+    `INSTANCE_SEED + i`) while the payoffs still come from `s`: rows that share an index play
+    the same bandit with their own luck. This is how a GRPO group (one index, G rows with their
+    own seeds) compares G plays of *one* instance, so its advantages measure play, not which
+    instance a row happened to get (issue 23).
+
     ## Episode End
     Terminated after `horizon` valid pulls; truncated when a turn runs past `max_new_tokens`
     or the conversation fills `max_length` (by default just long enough for `horizon` valid
@@ -46,7 +61,8 @@ class BanditTextEnv(ClassicTextEnv):
     `render_mode`.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version; `options={"index": i}` pins the instance (issue 23; before, the
+      index was ignored and every row of a GRPO group played another instance).
 
     Example:
         >>> import gymnasium as gym, llm_gym
@@ -81,6 +97,15 @@ class BanditTextEnv(ClassicTextEnv):
             max_length = self._length_for_horizon(tokenizer, max_new_tokens)
         super().__init__(classic, tokenizer, constrained, invalid_penalty, max_length,
                          max_new_tokens, render_mode)
+
+    def sample_task(self, index: int | None) -> Task:
+        if index is None:
+            return super().sample_task(None)  # the instance of the reset's seed
+        # Instance ``index``: its means, then payoffs from this row's own (seeded) generator.
+        self._classic_obs, _ = self.classic_env.reset(seed=INSTANCE_SEED + index)
+        self.classic_env.np_random = np.random.default_rng(int(self.np_random.integers(2**63)))
+        return Task(messages=chat_messages(self.describe(self._classic_obs), self.instructions()),
+                    index=index)
 
     def instructions(self) -> str:
         env = self.classic_env

@@ -147,3 +147,45 @@ def test_constrained_mask_allows_only_arm_names_then_the_end_of_turn():
     obs, *_ = env.step(tokenizer.encode("1")[0])  # "1" is an arm, and starts 10 and 11
     allowed = set(np.flatnonzero(obs["action_mask"]).tolist())
     assert allowed == {*tokenizer.encode("0"), *tokenizer.encode("1"), tokenizer.eos_token_id}
+
+
+def test_an_index_pins_the_instance_and_the_seed_only_the_payoffs():
+    from llm_gym.envs.bandit_text import INSTANCE_SEED
+
+    rows = [gym.make(TEXT, horizon=40) for _ in range(3)]
+    for seed, env in enumerate(rows):
+        _, info = env.reset(seed=seed, options={"index": 7})
+        assert info["task_index"] == 7
+    means = [env.unwrapped.classic_env.arm_means for env in rows]
+    classic = gym.make(CLASSIC, horizon=40)
+    classic.reset(seed=INSTANCE_SEED + 7)  # item 7 is Bandit-v0's instance of this seed
+    for m in means:
+        np.testing.assert_array_equal(m, classic.unwrapped.arm_means)
+    payoffs = [[_pull(env, arm)[1] for arm in range(10) for _ in range(4)] for env in rows]
+    assert payoffs[0] != payoffs[1]  # each row has its own luck on the same bandit
+    other = gym.make(TEXT, horizon=40)
+    other.reset(seed=0, options={"index": 8})
+    assert not np.array_equal(other.unwrapped.classic_env.arm_means, means[0])
+    again = gym.make(TEXT, horizon=40)
+    again.reset(seed=0, options={"index": 7})  # same seed and index: the same episode
+    assert [_pull(again, arm)[1] for arm in range(10) for _ in range(4)] == payoffs[0]
+    unpinned = gym.make(TEXT, horizon=40)
+    unpinned.reset(seed=3)  # no index: still the seed's instance, as Bandit-v0
+    classic.reset(seed=3)
+    np.testing.assert_array_equal(unpinned.unwrapped.classic_env.arm_means,
+                                  classic.unwrapped.arm_means)
+
+
+def test_a_grpo_group_plays_one_instance_and_groups_differ():
+    from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
+
+    agent = GRPOAgent(TEXT, "tiny", GRPOConfig(group_size=3, prompts_per_batch=2),
+                      env_kwargs={"horizon": 2, "num_arms": 3, "constrained": True}, seed=0)
+    batch, _, _ = agent.collect_batch()
+    assert batch.task_index.tolist() == [0, 0, 0, 1, 1, 1]
+    means = [env.unwrapped.classic_env.arm_means for env in agent.envs.unwrapped.envs]
+    for group in (means[:3], means[3:]):
+        for row in group[1:]:
+            np.testing.assert_array_equal(row, group[0])
+    assert not np.array_equal(means[0], means[3])
+    agent.close()
