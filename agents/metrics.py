@@ -4,16 +4,16 @@
   or an exception from a reward into a named ``reward_error``; the rollout marks the sample
   invalid, :func:`reward_counters` counts it and :class:`RewardFailures` stops a run after
   repeated failures.
-* Metrics: :class:`MetricsLogger` writes TensorBoard and CSV (``rollout/``, ``train/``, ``time/``,
-  ``reward/`` prefixes), :func:`drop_metrics_after` trims rows a resumed run logs again, and
-  :func:`plot_reward_curve` draws a PNG.
+* Metrics: :class:`MetricsLogger` writes CSV and, per ``report_to``, TensorBoard and W&B
+  (``rollout/``, ``train/``, ``time/``, ``reward/`` prefixes), :func:`drop_metrics_after`
+  trims rows a resumed run logs again, and :func:`plot_reward_curve` draws a PNG.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,35 @@ class RewardFailures:
 
 
 # ---------------------------------------------------------------------------- metrics
+# Where metrics go besides metrics.csv: transformers' and TRL's ``report_to`` names.
+REPORT_TO = ("tensorboard", "wandb", "none")
+
+
+def parse_report_to(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"tensorboard,wandb"`` or a list → a checked tuple; ``"none"`` (or ``None``) → ``()``.
+
+    Example:
+        >>> parse_report_to("wandb, tensorboard"), parse_report_to("none")
+        (('wandb', 'tensorboard'), ())
+    """
+    if value is None:
+        return ()
+    names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
+    names = [n for n in names if n]
+    unknown = sorted(set(names) - set(REPORT_TO))
+    if unknown or not names or ("none" in names and len(names) > 1):
+        raise ValueError(f"report_to must be one or more of {', '.join(REPORT_TO[:2])} "
+                         f"(comma-separated) or 'none', got {value!r}")
+    return tuple(n for n in dict.fromkeys(names) if n != "none")
+
+
 class MetricsLogger:
-    """Scalars to TensorBoard (``tb/``) and ``metrics.csv`` in ``log_dir`` (or nowhere).
+    """Scalars to ``metrics.csv`` in ``log_dir`` (or nowhere), TensorBoard (``tb/``) and W&B.
+
+    ``report_to`` names the trackers, as transformers and TRL do: ``"tensorboard"`` (the
+    default; needs ``log_dir``), ``"wandb"`` (the ``wandb`` extra; the run's ``config`` is
+    logged with it, and W&B's own ``WANDB_MODE=offline``, ``WANDB_PROJECT`` and
+    ``WANDB_DIR`` are honoured), or none.
 
     Example:
         >>> import tempfile
@@ -109,21 +136,22 @@ class MetricsLogger:
         >>> log.close()
     """
 
-    def __init__(self, log_dir: str | Path | None, use_wandb: bool = False,
-                 wandb_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, log_dir: str | Path | None,
+                 report_to: str | Sequence[str] | None = ("tensorboard",),
+                 config: Mapping[str, Any] | None = None) -> None:
         self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.report_to = parse_report_to(report_to)
         self.rows: list[dict[str, float]] = []
         self._writer = None
         self._wandb = None
         if self.log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(str(self.log_dir / "tb"))
-        if use_wandb:
-            import wandb
+            if "tensorboard" in self.report_to:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self._wandb = wandb.init(**(wandb_kwargs or {}))
+                self._writer = SummaryWriter(str(self.log_dir / "tb"))
+        if "wandb" in self.report_to:
+            self._wandb = _start_wandb(self.log_dir, config)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Record one row of scalars at ``step`` (env steps)."""
@@ -132,6 +160,7 @@ class MetricsLogger:
         if self._writer is not None:
             for key, value in metrics.items():
                 self._writer.add_scalar(key, float(value), step)
+        if self.log_dir is not None:
             self._write_csv(row)
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
@@ -165,6 +194,18 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _start_wandb(log_dir: Path | None, config: Mapping[str, Any] | None) -> Any:
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError("report_to 'wandb' needs W&B: pip install 'llm_gym[wandb]' "
+                         "(WANDB_MODE=offline logs without an account)") from None
+    name = log_dir.name if log_dir is not None else None
+    directory = os.environ.get("WANDB_DIR") or (str(log_dir) if log_dir is not None else None)
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "llm_gym"), name=name,
+                      dir=directory, config=dict(config or {}), reinit="finish_previous")
 
 
 def drop_metrics_after(log_dir: str | Path | None, step: int) -> None:
