@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,8 +31,30 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
 
 
-def config_from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
+def plain_config(value: Any) -> Any:
+    """``value`` with every mapping as a ``dict`` and every other sequence as a ``list``.
+
+    Configs come from Hydra/OmegaConf (``DictConfig``, ``ListConfig``), ``MappingProxyType``
+    and other mappings as often as from plain dicts; reading one item by item gives plain
+    Python values (OmegaConf resolves its interpolations on access). Strings, bytes, tuples
+    and everything that is not a container are returned as they are.
+
+    Example:
+        >>> from types import MappingProxyType
+        >>> plain_config(MappingProxyType({"lora": MappingProxyType({"r": 4})}))
+        {'lora': {'r': 4}}
+    """
+    if isinstance(value, Mapping):
+        return {key: plain_config(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, tuple)):
+        return [plain_config(item) for item in value]
+    return value
+
+
+def config_from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
     """Build the dataclass ``cls`` from ``data``; unknown keys raise a ValueError naming them.
+
+    ``data`` may be any mapping (a dict, an OmegaConf ``DictConfig``): see :func:`plain_config`.
 
     Example:
         >>> config_from_dict(TrainerConfig, {"lr": 0.1})
@@ -40,6 +62,7 @@ def config_from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
         ...
         ValueError: unknown TrainerConfig keys ['lr']; valid keys are [...]
     """
+    data = plain_config(data)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -67,8 +90,8 @@ class FileConfig:
         return config_from_dict(cls, read_config_file(path))
 
     @classmethod
-    def from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
-        """Build a config from a dict; unknown keys raise a ValueError naming them."""
+    def from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
+        """Build a config from a dict or any mapping; unknown keys raise a ValueError."""
         return config_from_dict(cls, data)
 
 

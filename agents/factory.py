@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 
 from llm_gym.agents.base import AgentEnvMismatch
-from llm_gym.agents.config import config_from_dict, read_config_file
+from llm_gym.agents.config import config_from_dict, plain_config, read_config_file
 from llm_gym.wrappers.stack import (
     WrappersLike,
     WrapperStack,
@@ -179,10 +180,16 @@ def check_agent_name(name: str) -> None:
 
 
 def load_config(config: Any) -> Any:
-    """A config given as a path (TOML or JSON) becomes a dict; anything else is returned."""
-    if not isinstance(config, (str, Path)):
-        return config
-    return read_config_file(config)
+    """A config as a plain dict when given as a path (TOML/JSON) or any mapping, else as is.
+
+    Any mapping: Hydra's and OmegaConf's ``DictConfig``, a ``MappingProxyType`` (nested
+    mappings and sequences become dicts and lists, :func:`~llm_gym.agents.config.plain_config`).
+    """
+    if isinstance(config, (str, Path)):
+        return read_config_file(config)
+    if isinstance(config, Mapping):
+        return plain_config(config)
+    return config
 
 
 def make_agent(
@@ -202,7 +209,8 @@ def make_agent(
             (``"tiny"``, ``"smollm2"``, a hub id or path) or a causal LM module.
         config: grpo/ppo/dpo: their config dataclass, a dict of its fields (dpo needs
             ``{"data": FILE}`` at least), or a TOML/JSON path;
-            other agents: a dict (or file) of constructor keyword arguments.
+            other agents: a dict (or file) of constructor keyword arguments. Any mapping
+            stands for a dict (Hydra's and OmegaConf's ``DictConfig`` included).
         seed: seed of the agent and its envs.
         log_dir: metrics/TensorBoard folder (grpo, ppo, SB3).
         env_kwargs: keyword arguments of ``gym.make``.
