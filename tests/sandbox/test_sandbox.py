@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -150,12 +152,28 @@ def test_empty_root_shows_only_the_interpreter(box):
     assert report["pids"] == ["1", "2"]  # its own pid namespace: the init shell and itself
 
 
+def see_running_site_packages(venv: Path) -> None:
+    """Let ``venv`` import what this interpreter imports (issue 21).
+
+    ``--system-site-packages`` reaches the *base* interpreter's packages only: run from a
+    project's own venv, whose packages the base lacks, the new venv had no gymnasium. A ``.pth``
+    that adds this interpreter's site directories (with their own ``.pth`` files, so editable
+    installs too) works from a venv and from the base interpreter alike.
+    """
+    purelib = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
+    dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE
+                                       else [])]
+    Path(purelib, "running_interpreter.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
+
+
 def test_root_view_from_a_virtualenv_binds_nothing_of_the_venv(tmp_path):
     # Run from a project's venv, sysconfig's platstdlib and site-packages name the venv: binding
     # them put the project's path into the run's root (seen from worktree venvs under /work).
     venv = tmp_path / "project" / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
                     str(venv)], check=True, timeout=60)
+    see_running_site_packages(venv)
     program = ("import json; from llm_gym.sandbox.isolation import root_view; "
                "view = root_view(); print(json.dumps(view['binds'] + view['hidden']))")
     out = subprocess.run([str(venv / "bin" / "python"), "-c", program], capture_output=True,
