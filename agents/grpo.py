@@ -30,13 +30,13 @@ from llm_gym.agents.advantages import (
     rloo_advantages,
 )
 from llm_gym.agents.base import episode_success
+from llm_gym.agents.curriculum import task_sampler
 from llm_gym.agents.grpo_algorithm import GRPOConfig, grpo_loss
 from llm_gym.agents.lm_trainer import CausalLMTrainer
 from llm_gym.agents.metrics import reward_counters
 from llm_gym.agents.rollout import RolloutBatch, collect_rollouts, sequence_logprobs
 from llm_gym.agents.token_envs import first_env
 from llm_gym.agents.trainer import Collected, FinishedEpisode
-from llm_gym.agents.training import TaskSampler
 from llm_gym.wrappers.stack import WrappersLike
 
 logger = logging.getLogger(__name__)
@@ -98,8 +98,11 @@ class GRPOAgent(CausalLMTrainer):
         rows = self.config.group_size * self.config.prompts_per_batch
         self._setup_policy(env, model, rows, env_kwargs=env_kwargs, tokenizer=tokenizer,
                            seed=seed, device=device, wrappers=wrappers)
-        self.sampler = TaskSampler(first_env(self.envs).num_tasks, seed=self.seed)
+        # The one place items are chosen: in shuffled epochs, or by a curriculum (issue 23).
+        self.sampler = task_sampler(first_env(self.envs).num_tasks, self.seed,
+                                    self.config.curriculum)
         self.ref_model = self._reference_model()
+        self.rollout_writer: Any = None  # stores every episode (rollout_records.py) when set
         self._init_run_state(log_dir)
         self.num_rollouts = 0
         self.workers: Any = None   # RolloutWorkers on Ray, when asked for
@@ -178,6 +181,9 @@ class GRPOAgent(CausalLMTrainer):
         groups = 0
         for _ in range(cfg.max_sampling_rounds if cfg.uses_dynamic_sampling else 1):
             batch = self._rollout(self.num_rollouts + len(sampled))
+            self.sampler.observe_rollout(batch)
+            if self.rollout_writer is not None:
+                self.rollout_writer.write(batch, update=self.num_updates)
             sampled.append(batch)
             stats["rollout/sampling_rounds"] += 1
             adv = self._advantages(batch)
@@ -193,6 +199,7 @@ class GRPOAgent(CausalLMTrainer):
         episodes, steps, tokens = _finished_episodes(sampled)
         stats.update(self._rollout_metrics(sampled, self.num_tokens + tokens))
         stats.update(self._worker_metrics)
+        stats.update(self.sampler.metrics())
         stats["rollout/weight_version"] = float(min(b.weight_version for b in sampled))
         return Collected(
             batch=RolloutBatch.concat(kept, self.tokenizer.pad_token_id), metrics=stats,

@@ -16,10 +16,12 @@ wrote: no value network. Three loss variants:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from llm_gym.agents.config import TrainerConfig, require_at_least_one
+from llm_gym.agents.curriculum import CurriculumConfig
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 # Advantage estimators (llm_gym.agents.advantages); agents ``rloo`` and ``reinforce-pp`` are this
@@ -62,6 +64,10 @@ class GRPOConfig(TrainerConfig):
         advantage: ``"group"`` (GRPO), ``"rloo"`` (leave-one-out baseline) or
             ``"reinforce_pp"`` (REINFORCE++: KL-penalised returns-to-go, batch-normalised, one
             advantage per token); see :mod:`llm_gym.agents.advantages`.
+        curriculum: draw task items with a :class:`~llm_gym.agents.curriculum.Curriculum`
+            (a :class:`~llm_gym.agents.curriculum.CurriculumConfig` or a dict of its fields,
+            ``{}`` for its defaults) instead of walking the data in shuffled epochs; ``None``
+            walks it.
     """
 
     group_size: int = 4
@@ -79,9 +85,11 @@ class GRPOConfig(TrainerConfig):
     max_completion_length: int | None = None
     deterministic: bool = False
     advantage: str = "group"
+    curriculum: CurriculumConfig | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.curriculum = CurriculumConfig.parse(self.curriculum)
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.advantage not in ADVANTAGES:

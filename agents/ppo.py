@@ -104,6 +104,9 @@ class PPOAgent(LLMTrainer):
             self.policy = TokenPolicy(envs, lm, cfg, self.seed)
             lr = 1e-5 if cfg.learning_rate is None else cfg.learning_rate
         else:
+            if cfg.curriculum is not None:
+                raise ValueError("a curriculum draws task items of a token env (reset(options="
+                                 "{'index': i})); this env is classic: leave curriculum out")
             self.tokenizer = None
             envs, self.wrappers = self._classic_envs(env, stack)
             self.policy = ClassicPolicy(envs, cfg, self.seed)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from llm_gym.agents.config import TrainerConfig, require_at_least_one
+from llm_gym.agents.curriculum import CurriculumConfig
 
 # ----------------------------------------------------------------------------- config
 
@@ -61,6 +62,9 @@ class PPOConfig(TrainerConfig):
             change passes this; ``None`` never stops.
         adam_eps: AdamW's epsilon (1e-5 as in CleanRL and the RLHF report).
         hidden_size: width of the MLP policy's hidden layers (classic envs).
+        curriculum: token envs: draw task items with a
+            :class:`~llm_gym.agents.curriculum.Curriculum` (its config or a dict of its
+            fields) instead of walking the data in shuffled epochs.
     """
 
     learning_rate: float | None = None
@@ -80,9 +84,11 @@ class PPOConfig(TrainerConfig):
     target_kl: float | None = None
     adam_eps: float = 1e-5
     hidden_size: int = 64
+    curriculum: CurriculumConfig | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.curriculum = CurriculumConfig.parse(self.curriculum)
         require_at_least_one(self, (
             "num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size"))
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:

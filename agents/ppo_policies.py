@@ -20,6 +20,7 @@ from gymnasium.vector import AutoresetMode
 
 from llm_gym.agents.action_masks import ActionMasks
 from llm_gym.agents.base import episode_success
+from llm_gym.agents.curriculum import task_sampler
 from llm_gym.agents.metrics import reward_counters
 from llm_gym.agents.ppo_algorithm import (
     PPOBatch,
@@ -32,7 +33,6 @@ from llm_gym.agents.rollout import collect_rollouts, sequence_logprobs
 from llm_gym.agents.sampling import device_generator, sample_tokens
 from llm_gym.agents.token_envs import first_env
 from llm_gym.agents.trainer import Collected, FinishedEpisode
-from llm_gym.agents.training import TaskSampler
 from llm_gym.agents.value_head import (
     CausalLMWithValueHead,
     MLPActorCritic,
@@ -192,9 +192,13 @@ class TokenPolicy:
                  seed: int) -> None:
         self.envs, self.config, self.seed = envs, config, seed
         # A finite task pool is walked in seeded shuffled epochs (no prompt replayed or skipped
-        # on resume); unbounded procedural envs draw from the per-rollout reset seed.
+        # on resume), or drawn by a curriculum (issue 23); unbounded procedural envs draw from
+        # the per-rollout reset seed unless a curriculum gives them a pool.
         num_tasks = first_env(envs).num_tasks
-        self.sampler = TaskSampler(num_tasks, seed) if num_tasks is not None else None
+        self.sampler = None
+        if num_tasks is not None or config.curriculum is not None:
+            self.sampler = task_sampler(num_tasks, seed, config.curriculum)
+        self.rollout_writer: Any = None  # stores every episode (rollout_records.py) when set
         self.net = CausalLMWithValueHead(model, int(envs.single_action_space.n),
                                          config.temperature)
         self.device = next(model.parameters()).device
@@ -275,6 +279,10 @@ class TokenPolicy:
             indices=None if self.sampler is None else self.sampler.take(n),
             temperature=cfg.temperature, generator=generator,
         )
+        if self.sampler is not None:
+            self.sampler.observe_rollout(rollout)
+        if self.rollout_writer is not None:
+            self.rollout_writer.write(rollout, update=iteration)
         ids = rollout.input_ids.to(self.device)
         attention = rollout.attention_mask.to(self.device)
         # A row whose reward was NaN/inf is dropped from training, not zeroed (RELIABILITY.md).
@@ -298,6 +306,7 @@ class TokenPolicy:
             "rollout/tokens": float(attention.sum()),
             "rollout/logprob_drift": float(drift.max()),
             **reward_counters(rollout.infos, rollout.valid.tolist()),
+            **({} if self.sampler is None else self.sampler.metrics()),
         }
         episodes = _finished_rows(rollout)
         return Collected(batch, metrics, steps=episodes[-1].steps if episodes else 0,

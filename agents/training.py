@@ -121,6 +121,13 @@ class TaskSampler:
         self.used += count
         return out
 
+    def observe_rollout(self, batch: Any) -> None:
+        """Outcomes of the items drawn; this sampler ignores them (a curriculum does not)."""
+
+    def metrics(self) -> dict[str, float]:
+        """No metrics of its own (a curriculum reports ``curriculum/*``)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Where the sampler is (for checkpoints)."""
         return {"num_tasks": self.num_tasks, "seed": self.seed, "epoch": self.epoch,
@@ -128,8 +135,12 @@ class TaskSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a position saved by :meth:`state_dict`."""
+        if "kind" in state:  # a curriculum's (llm_gym.agents.curriculum)
+            raise ValueError("this checkpoint's sampler is a curriculum; resume the run with "
+                             "the same curriculum setting")
         self.num_tasks, self.seed = state["num_tasks"], state["seed"]
         self.epoch, self.cursor, self.used = state["epoch"], state["cursor"], state["used"]
+
 
 # ---------------------------------------------------------------------------- interruption
 class TrainingInterrupted(KeyboardInterrupt):
