@@ -36,6 +36,27 @@ def json_object(text: str, flag: str = "--env-kwargs") -> dict[str, Any]:
     return value
 
 
+def curriculum_settings(value: Any, agent: str) -> dict[str, Any] | None:
+    """``--curriculum``'s settings, defaults filled in (checked before any model loads).
+
+    Example:
+        >>> curriculum_settings('{"retest_rate": 0.2}', "grpo")["retest_rate"]
+        0.2
+    """
+    if value is None:
+        return None
+    import dataclasses
+
+    from llm_gym.agents.curriculum import CurriculumConfig
+    from llm_gym.agents.factory import GRPO_FAMILY
+
+    players = (*GRPO_FAMILY, "ppo")
+    if agent not in players:
+        raise ValueError(f"--curriculum draws the task items of an RL trainer; use --agent "
+                         f"{' or '.join(players)}, not {agent}")
+    return dataclasses.asdict(CurriculumConfig.parse(value))
+
+
 def check_env_request(env_id: str, env_kwargs: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the fix when ``gym.make(env_id, **env_kwargs)`` cannot work.
 

@@ -15,6 +15,10 @@ the one reply; on multi-turn envs the sample is the episode (its return, the fin
 agent's tokens of every turn), as a trainer sees it. ``--max-new-tokens`` sets the env's own
 per-turn budget.
 
+``--save-rollouts [FILE]`` (with ``--model``) writes every episode (tokens, text, per-step
+rewards, info) as JSON lines to ``FILE`` (default ``rollouts.jsonl`` beside ``--out``), for
+``llm-gym rescore``.
+
 A completions file is scored by the env (its batch scorer ``score_responses`` when it has one,
 else its ``end_turn`` hook) as one first-turn reply per line, without generation.
 
@@ -74,6 +78,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, metavar="ROWS",
                    help="episodes sampled together with --model (default 32)")
     p.add_argument("--out", type=Path, default=None, help="write metrics and samples as JSON")
+    p.add_argument("--save-rollouts", nargs="?", const="", default=None, metavar="FILE",
+                   help="--model: write every episode as JSON lines (default rollouts.jsonl "
+                        "beside --out) for llm-gym rescore")
     p.set_defaults(func=run_eval)
 
 
@@ -124,8 +131,11 @@ def run_eval(args: argparse.Namespace) -> int:
             0.0 if args.n == 1 else 1.0)
         samples = sample_model(model, args.env, env_kwargs, limit=args.limit, n=args.n,
                                temperature=temperature, seed=args.seed,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, rollouts=_rollouts_path(args))
     else:
+        if args.save_rollouts is not None:
+            raise ValueError("--save-rollouts stores the episodes a --model plays; a "
+                             "completions file has none")
         env = _make_env(args.env, env_kwargs)
         samples = score(env, read_completions(args.completions, env, args.limit))
     report = Report(args.env, args.model or str(args.completions), summarize(samples, ks),
@@ -134,7 +144,18 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_report(report, args.out)
         print(f"wrote {args.out}")
+    if args.save_rollouts is not None:
+        print(f"wrote {_rollouts_path(args)}")
     return 0
+
+
+def _rollouts_path(args: argparse.Namespace) -> Path | None:
+    """Where ``--save-rollouts`` writes (None without it)."""
+    if args.save_rollouts is None:
+        return None
+    if args.save_rollouts:
+        return Path(args.save_rollouts)
+    return (args.out.parent if args.out is not None else Path(".")) / "rollouts.jsonl"
 
 
 def _parse_ks(text: str) -> list[int]:
@@ -189,7 +210,8 @@ def read_completions(path: Path, env: TokenEnv, limit: int | None) -> dict[int, 
 
 
 def sample_model(model: Any, env_id: str, env_kwargs: dict[str, Any], *, limit: int | None,
-                 n: int, temperature: float, seed: int = 0, batch_size: int = 32) -> list[Sample]:
+                 n: int, temperature: float, seed: int = 0, batch_size: int = 32,
+                 rollouts: Path | None = None) -> list[Sample]:
     """Sample ``n`` episodes on each of the first ``limit`` items through the rollout engine.
 
     The env is built as the trainers build theirs (the batched token env of ``env_id``,
@@ -205,9 +227,11 @@ def sample_model(model: Any, env_id: str, env_kwargs: dict[str, Any], *, limit: 
         temperature: sampling temperature; ``0`` is greedy.
         seed: reset and sampling seed.
         batch_size: most episodes played together.
+        rollouts: also write every episode to this JSON-lines file (replaced if it exists).
     """
     from tqdm import tqdm
 
+    from llm_gym.agents.rollout_records import RolloutWriter
     from llm_gym.agents.token_envs import first_env, play_items
 
     num_tasks, name = _task_count(env_id, env_kwargs)
@@ -220,12 +244,18 @@ def sample_model(model: Any, env_id: str, env_kwargs: dict[str, Any], *, limit: 
     try:
         tokenizer = first_env(envs).tokenizer
         stops = np.array(sorted(tokenizer.stop_token_ids), dtype=np.int64)
+        writer = None
+        if rollouts is not None:
+            rollouts.unlink(missing_ok=True)
+            writer = RolloutWriter(rollouts, env_id, env_kwargs, tokenizer, source="eval")
         with tqdm(total=len(rows), desc="sampling", unit="episode", file=sys.stderr) as bar:
             for batch in play_items(model, envs, rows, temperature=temperature, seed=seed):
                 done = len(samples)
                 samples += [_episode(batch, row, rows[done + row], tokenizer, stops)
                             for row in range(batch.num_rows)]
                 failed += int((~batch.valid).sum())
+                if writer is not None:
+                    writer.write(batch)
                 bar.update(batch.num_rows)
     finally:
         envs.close()

@@ -35,6 +35,11 @@ retention deletes only this run's own older checkpoints.
 the run was started with), so ``--resume DIR`` alone finishes an interrupted run. A GRPO run
 ends within half a rollout batch of it; the output says how many steps were taken.
 
+``--curriculum JSON`` (grpo, rloo, reinforce-pp, ppo on token envs) draws the task items by
+recent pass rate (:class:`~llm_gym.agents.curriculum.Curriculum`, ``{}`` for its defaults);
+run.json records it, the checkpoints hold its state. ``--save-rollouts [FILE]`` appends every
+training episode to ``FILE`` (default ``DIR/rollouts.jsonl``) for ``llm-gym rescore``.
+
 ``--agent dpo --data FILE`` trains from preference pairs instead of env rollouts; its
 ``--timesteps`` counts pairs (default: one pass over the file) and the evaluation is the env's.
 ``--agent sft --data FILE`` does the same with conversations in TRL's SFT format (examples).
@@ -46,6 +51,8 @@ Example:
         --wrappers '[{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]'
     llm-gym train --env llm_gym/TicTacToeText-v0 --agent grpo --model tiny
         --env-kwargs '{"constrained": true}' --self-play '{"snapshot_every": 5, "pool_size": 4}'
+    llm-gym train --env llm_gym/Arithmetic-v0 --env-kwargs '{"num_tasks": 64}' --agent grpo
+        --curriculum '{"band": [0, 1], "retest_rate": 0.1}' --save-rollouts
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ from llm_gym.agents.run_folder import (
     holds_run,
     lock_run_folder,
 )
-from llm_gym.commands.arguments import json_object
+from llm_gym.commands.arguments import curriculum_settings, json_object
 from llm_gym.commands.output import output_lines, write_json
 from llm_gym.wrappers.stack import WRAPPER_NAMES, WrapperStack, parse_wrappers
 
@@ -104,6 +111,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="game views, LLM agents: train against a league of past snapshots, "
                              'e.g. \'{"snapshot_every": 5, "pool_size": 4}\' (also latest_prob, '
                              "temperature, seed)")
+    parser.add_argument("--curriculum", metavar="JSON",
+                        help="LLM agents: draw task items by recent pass rate, e.g. '{\"band\": "
+                             "[0, 1], \"retest_rate\": 0.1}' ('{}': defaults; see "
+                             "docs/curriculum.md)")
+    parser.add_argument("--save-rollouts", nargs="?", const="", default=None, metavar="FILE",
+                        help="LLM agents: append every training episode to FILE as JSON lines "
+                             "(default DIR/rollouts.jsonl), for llm-gym rescore")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--log-dir", metavar="DIR",
                         help="run folder (default: a new runs/<agent>-<env>-s<seed>-<time>); "
@@ -184,6 +198,7 @@ def _train(args: argparse.Namespace, run_dir: Path) -> int:
     from llm_gym.agents.training import stop_on_signals
 
     agent, spec, learn_kwargs, total = _agent_and_spec(args, run_dir)
+    rollouts = _save_rollouts(agent, args, run_dir)
     done = _steps(agent)
     # run.json first: a run killed at any moment can be resumed (issue 14).
     _write_run(run_dir, spec, args, total, done)
@@ -210,7 +225,20 @@ def _train(args: argparse.Namespace, run_dir: Path) -> int:
     print(f"saved to {run_dir}:")
     for line in output_lines(run_dir):
         print(f"  {line}")
+    if rollouts is not None:
+        print(f"  {'rollouts (JSON lines)':<24}{rollouts}")
     return 0
+
+
+def _save_rollouts(agent: Any, args: argparse.Namespace, run_dir: Path) -> Path | None:
+    """Attach ``--save-rollouts``' writer to the agent; the file, or None."""
+    if args.save_rollouts is None:
+        return None
+    from llm_gym.agents.rollout_records import attach_rollout_writer
+
+    path = Path(args.save_rollouts) if args.save_rollouts else run_dir / "rollouts.jsonl"
+    args.save_rollouts = str(path)  # run.json records it; --resume goes on writing it
+    return attach_rollout_writer(agent, path).path
 
 
 def _close(agent: Any) -> None:
@@ -278,7 +306,8 @@ def _agent_and_spec(args: argparse.Namespace, run_dir: Path
     env_kwargs = json_object(args.env_kwargs)
     wrappers = parse_wrappers(args.wrappers)  # a bad stack fails here, before any model loads
     league = _self_play(args.self_play, args.agent)  # so does a bad --self-play
-    agent = make_agent(args.agent, args.env, model=args.model, config=_config(args),
+    config = _with_curriculum(_config(args), args)  # and a bad --curriculum
+    agent = make_agent(args.agent, args.env, model=args.model, config=config,
                        seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers,
                        distributed=_distributed(args))
     if league is not None:
@@ -314,6 +343,16 @@ def _config(args: argparse.Namespace) -> Any:
     return {**(load_config(args.config) or {}), "data": args.data}
 
 
+def _with_curriculum(config: Any, args: argparse.Namespace) -> Any:
+    """``config`` with ``--curriculum``'s settings in it (checked, defaults filled in)."""
+    args.curriculum = curriculum_settings(args.curriculum, args.agent)
+    if args.curriculum is None:
+        return config
+    from llm_gym.agents.factory import load_config
+
+    return {**(load_config(config) or {}), "curriculum": args.curriculum}
+
+
 def _resumed(args: argparse.Namespace, run_dir: Path
              ) -> tuple[Any, Any, dict[str, Any], int]:
     from llm_gym.agents.compare import RunSpec
@@ -328,6 +367,9 @@ def _resumed(args: argparse.Namespace, run_dir: Path
     if args.wrappers is not None and parse_wrappers(args.wrappers) != wrappers:
         raise ValueError(f"--wrappers differs from the resumed run's "
                          f"{json.dumps(wrappers.to_json())}; leave it out when resuming")
+    _same_curriculum(args, saved)
+    args.save_rollouts = args.save_rollouts if args.save_rollouts is not None else saved.get(
+        "save_rollouts")
     self_play = saved.get("self_play")
     if args.self_play is not None and _self_play(args.self_play, saved["agent"]).config.to_dict(
             ) != self_play:
@@ -357,6 +399,16 @@ def _resumed(args: argparse.Namespace, run_dir: Path
     args.data = args.data or saved.get("data")  # dpo: recorded again in run.json
     spec = RunSpec(env_id, name, total - done, saved["seed"], env_kwargs, wrappers=wrappers)
     return agent, spec, learn_kwargs, total
+
+
+def _same_curriculum(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+    """Refuse a ``--curriculum`` that differs from the resumed run's; take the run's."""
+    curriculum = saved.get("curriculum")
+    if args.curriculum is not None and curriculum_settings(args.curriculum,
+                                                           saved["agent"]) != curriculum:
+        raise ValueError(f"--curriculum differs from the resumed run's {json.dumps(curriculum)}; "
+                         "leave it out when resuming")
+    args.curriculum = curriculum
 
 
 def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
@@ -414,7 +466,9 @@ def _write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
         "wrappers": spec.wrappers.to_json(), "seed": spec.seed, "model": args.model,
         "config": args.config, "data": getattr(args, "data", None),
         "timesteps": total, "num_timesteps": done, "run_id": getattr(args, "run_id", None),
-        "self_play": _self_play_settings(args.self_play)})
+        "self_play": _self_play_settings(args.self_play),
+        "curriculum": getattr(args, "curriculum", None),
+        "save_rollouts": getattr(args, "save_rollouts", None)})
 
 
 def _self_play_settings(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
