@@ -74,8 +74,9 @@ class RolloutWriter:
             ``wrappers``, what a replay rebuilds.
         tokenizer: the env's tokenizer (decodes the text; its name is recorded).
         source: ``"train"`` or ``"eval"``.
-        resume_at: a resumed training run's update count: records of later updates (sampled
-            after the checkpoint it resumes from, and sampled again now) are dropped first.
+        resume_at: a training run's update count: records of this and later updates (sampled
+            after the checkpoint it resumes from, and sampled again now; all of them for a
+            fresh run, 0) are dropped first.
     """
 
     def __init__(self, path: str | Path, env_id: str | None, env_kwargs: dict[str, Any],
@@ -108,9 +109,10 @@ def attach_rollout_writer(agent: Any, path: str | Path) -> RolloutWriter:
     if not hasattr(owner, "rollout_writer"):
         raise ValueError(f"--save-rollouts records token-env episodes of the LLM trainers "
                          f"(grpo, rloo, reinforce-pp, ppo); {type(agent).__name__} on "
-                         f"{agent.env_id} has none")
+                         f"{getattr(agent, 'env_id', None)} has none")
+    # A fresh run (0 updates) starts the file anew; a resumed one drops what it samples again.
     writer = RolloutWriter(path, agent.env_id, dict(agent.env_kwargs), agent.tokenizer,
-                           agent.wrappers, resume_at=agent.num_updates or None)
+                           agent.wrappers, resume_at=agent.num_updates)
     owner.rollout_writer = writer
     return writer
 

@@ -13,6 +13,7 @@ from llm_gym.agents.curriculum import Curriculum, CurriculumConfig, rollout_pass
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig
 from llm_gym.agents.lm_trainer import parameter_hash
 from llm_gym.agents.ppo import PPOAgent, PPOConfig
+from llm_gym.agents.rollout_records import attach_rollout_writer, read_rollouts
 from llm_gym.agents.training import TaskSampler
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.vector import TokenVectorEnv
@@ -207,3 +208,16 @@ def test_ppo_on_a_token_env_draws_through_the_curriculum(single_thread):
                                                      "unseen")) == 12
     with pytest.raises(ValueError, match="classic"):
         PPOAgent("llm_gym/LeftRight-v0", config=PPOConfig(curriculum={}))
+
+
+def test_ppo_stores_the_episodes_it_trains_on(single_thread, tmp_path):
+    config = PPOConfig(num_envs=2, update_epochs=1, num_minibatches=1, curriculum={})
+    agent = PPOAgent("llm_gym/Arithmetic-v0", "tiny", config,
+                     env_kwargs={"num_tasks": 5, "max_new_tokens": 2})
+    writer = attach_rollout_writer(agent, tmp_path / "rollouts.jsonl")
+    prompts, _ = learn(agent, 3 * 2 * 2)
+    records = read_rollouts(writer.path)  # what --save-rollouts writes for ppo
+    assert [r["index"] for r in records] == prompts
+    assert len(records) >= 6
+    assert [r["update"] for r in records] == [u for u in range(len(records) // 2) for _ in "ab"]
+    assert all(len(r["tokens"]) == len(r["rewards"]) for r in records)
