@@ -86,6 +86,19 @@ def register_envs() -> None:
                   disable_env_checker=True)
 
 
+def register_openenv() -> None:
+    """Register ``llm_gym/OpenEnv-v0``, an OpenEnv server as a token env (issue 21; idempotent).
+
+    Not part of :func:`register_envs`: the id needs a running server (``base_url=``), so the
+    registry-wide checks that build every id with no arguments cannot build it. Importing
+    :mod:`llm_gym.integrations.openenv` registers it, and so does
+    ``gym.make("llm_gym.integrations.openenv:llm_gym/OpenEnv-v0", base_url=...)``.
+    """
+    entry = "llm_gym.integrations.openenv_client"
+    _register("OpenEnv-v0", f"{entry}:OpenEnvTokenEnv", vector_entry_point=f"{entry}:make_vec",
+              disable_env_checker=True)
+
+
 def _register(name: str, entry_point: str, **kwargs: object) -> None:
     env_id = f"{NAMESPACE}/{name}"
     if env_id not in gym.registry:
