@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES = ("list_play", "eval", "train", "compare", "quickstart", "export", "preferences",
-                   "train_rm", "tournament", "card", "rescore")
+                   "train_rm", "tournament", "card", "serve", "rescore")
 
 
 def build_parser() -> argparse.ArgumentParser:
