@@ -12,8 +12,7 @@ import re
 import zlib
 from typing import Any
 
-import numpy as np
-
+from llm_gym.envs.item_streams import AttemptSeeds, ItemStream
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.tokenizers import Tokenizer, load_tokenizer
 
@@ -151,6 +150,7 @@ class ArithmeticEnv(TokenEnv):
         self.split = split
         self.test_fraction = float(test_fraction)
         self.dataset_seed = int(dataset_seed)
+        self._seeds = AttemptSeeds(self.dataset_seed)
         self._num_tasks = None if num_tasks is None else int(num_tasks)
         low = 0 if self.digits == 1 else 10 ** (self.digits - 1)
         self._operand_range = (low, 10**self.digits)
@@ -187,15 +187,23 @@ class ArithmeticEnv(TokenEnv):
             >>> ArithmeticEnv().item(0) == ArithmeticEnv().item(0)
             True
         """
-        for attempt in range(MAX_ATTEMPTS):
-            rng = np.random.default_rng([self.dataset_seed, index, attempt])
-            operands = [int(v) for v in rng.integers(*self._operand_range, size=self.num_terms)]
-            ops = [self.operations[k] for k in rng.integers(len(self.operations),
-                                                            size=self.num_terms - 1)]
+        if self._seeds.seed != self.dataset_seed:  # the attribute was changed after __init__
+            self._seeds = AttemptSeeds(self.dataset_seed)
+        low, high = self._operand_range
+        operations, num_ops, num_terms = self.operations, len(self.operations), self.num_terms
+        # The draws of np.random.default_rng([dataset_seed, index, attempt]).integers, made
+        # without building a Generator per attempt (issue 24: that cost ~30 µs an attempt).
+        for attempt, words in zip(range(MAX_ATTEMPTS), self._seeds.attempts(index),
+                                  strict=False):
+            rng = ItemStream.from_words(words)
+            operands = rng.integers(low, high, num_terms)
+            ops = [operations[k] for k in rng.integers(0, num_ops, num_terms - 1)]
             answer = evaluate(operands, ops)
+            if answer < 0 and not self.allow_negative:
+                continue
             question = " ".join([str(operands[0])] + [f"{o} {v}" for o, v in
                                                       zip(ops, operands[1:], strict=True)])
-            if (answer >= 0 or self.allow_negative) and self._in_split(question):
+            if self._in_split(question):
                 return {"question": question, "answer": answer,
                         "metadata": {"index": index, "split": self.split, "operands": operands,
                                      "operators": ops, "attempt": attempt}}

@@ -171,3 +171,47 @@ def test_vector_env_scores_each_row():
     assert rewards.tolist() == [1.0, 0.0, 1.0] and term.all() and not trunc.any()
     assert infos["correct"].tolist() == [True, False, True]
     assert infos["extracted"].tolist() == [str(answers[0]), "", str(answers[2])]
+
+
+# sha256 (first 16 hex digits) of the JSON of items 0..2999 and three large indices, recorded
+# from the implementation that drew each attempt with np.random.default_rng([seed, i, attempt])
+# (before issue 24 made item generation cheaper): the items of Arithmetic-v0 must never change.
+ITEM_HASHES = [
+    ({}, "2911ee94911347e4"),
+    ({"split": "test"}, "ec4db70744e57625"),
+    ({"split": "all", "dataset_seed": 7}, "ece62e4a273385bf"),
+    ({"digits": 3, "operations": "+-*", "num_terms": 3}, "db2c165e0d1d1131"),
+    ({"digits": 2, "operations": "-", "num_terms": 4, "allow_negative": True,
+      "dataset_seed": 123}, "b283d70306e8bda1"),
+    ({"digits": 5, "operations": "+*"}, "e1154a23786df18b"),
+    ({"digits": 1, "operations": "-", "num_terms": 5, "split": "test"}, "2de12c75ac3de450"),
+    ({"digits": 18, "operations": "*+", "num_terms": 3, "dataset_seed": 2**40},
+     "87df4fac7728ccdf"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), ITEM_HASHES)
+def test_items_are_unchanged(kwargs, expected):
+    import hashlib
+    import json
+
+    env = ArithmeticEnv(**kwargs)
+    digest = hashlib.sha256()
+    for i in [*range(3000), 2**31 - 2, 10**9 + 7, 2**40 + 3]:
+        digest.update(json.dumps(env.item(i), sort_keys=True).encode())
+    assert digest.hexdigest()[:16] == expected
+
+
+def test_items_match_a_generator_per_attempt():
+    """Item i is what np.random.default_rng([dataset_seed, i, attempt]) would draw."""
+    env = ArithmeticEnv(digits=4, operations="+-*", num_terms=3, dataset_seed=3)
+    for i in range(0, 50_000, 997):
+        item = env.item(i)
+        rng = np.random.default_rng([3, i, item["metadata"]["attempt"]])
+        assert item["metadata"]["operands"] == rng.integers(1000, 10_000, size=3).tolist()
+        assert item["metadata"]["operators"] == ["+-*"[k] for k in rng.integers(3, size=2)]
+
+
+def test_operands_beyond_int64_still_raise():
+    with pytest.raises(ValueError):
+        ArithmeticEnv(digits=19).item(0)
