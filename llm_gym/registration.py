@@ -64,9 +64,24 @@ TOOL_ENVS = {
 DATASET_ENVS = frozenset({"GSM8K-v0", "Math-v0", "Code-v0", "GSM8KTool-v0", "CodeTool-v0"})
 
 
+# Ids that play a running server (``base_url=``): registered with the others, but left out of
+# :func:`env_ids`, the ids that build from no arguments or a dataset (registry-wide checks,
+# cards). ``llm_gym/OpenEnv-v0``: an OpenEnv env server as a token env (issue 21).
+_OPENENV_CLIENT = "llm_gym.integrations.openenv_client"
+SERVER_ENVS = {"OpenEnv-v0": f"{_OPENENV_CLIENT}:OpenEnvTokenEnv"}
+
+
 def env_ids() -> list[str]:
-    """Every id llm_gym registers, e.g. ``llm_gym/LeftRight-v0``."""
+    """Every id llm_gym registers that builds offline, e.g. ``llm_gym/LeftRight-v0``.
+
+    The server-backed ids (:func:`server_env_ids`) are registered too, but need a server.
+    """
     return [f"{NAMESPACE}/{name}" for name in [*CLASSIC_ENVS, *TOKEN_ENVS, *TOOL_ENVS]]
+
+
+def server_env_ids() -> list[str]:
+    """The registered ids that play a running server (``base_url=``), e.g. OpenEnv's."""
+    return [f"{NAMESPACE}/{name}" for name in SERVER_ENVS]
 
 
 def register_envs() -> None:
@@ -84,19 +99,13 @@ def register_envs() -> None:
         module = entry_point.split(":")[0]
         _register(name, entry_point, kwargs=kwargs, vector_entry_point=f"{module}:make_vec",
                   disable_env_checker=True)
+    register_openenv()
 
 
 def register_openenv() -> None:
-    """Register ``llm_gym/OpenEnv-v0``, an OpenEnv server as a token env (issue 21; idempotent).
-
-    Not part of :func:`register_envs`: the id needs a running server (``base_url=``), so the
-    registry-wide checks that build every id with no arguments cannot build it. Importing
-    :mod:`llm_gym.integrations.openenv` registers it, and so does
-    ``gym.make("llm_gym.integrations.openenv:llm_gym/OpenEnv-v0", base_url=...)``.
-    """
-    entry = "llm_gym.integrations.openenv_client"
-    _register("OpenEnv-v0", f"{entry}:OpenEnvTokenEnv", vector_entry_point=f"{entry}:make_vec",
-              disable_env_checker=True)
+    """Register ``llm_gym/OpenEnv-v0``, an OpenEnv server as a token env (idempotent)."""
+    _register("OpenEnv-v0", SERVER_ENVS["OpenEnv-v0"],
+              vector_entry_point=f"{_OPENENV_CLIENT}:make_vec", disable_env_checker=True)
 
 
 def _register(name: str, entry_point: str, **kwargs: object) -> None:

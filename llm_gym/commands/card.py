@@ -36,6 +36,7 @@ import gymnasium as gym
 import numpy as np
 
 from llm_gym.commands.arguments import json_object
+from llm_gym.registration import env_ids
 from llm_gym.wrappers.stack import is_token_env
 
 # Docstring sections a card shows (Gymnasium's env docstring layout).
@@ -78,7 +79,7 @@ def run_card(args: argparse.Namespace) -> int:
     """Run ``llm-gym card``: write one card (or all, with an index); print where."""
     if args.episodes < 1 or args.n < 1 or args.limit < 1:
         raise ValueError("--episodes, --n and --limit must each be at least 1")
-    ids = sorted(k for k in gym.registry if k.startswith("llm_gym/")) if args.all else [args.env]
+    ids = sorted(env_ids()) if args.all else [args.env]  # not the server ids: no server here
     kwargs = json_object(args.env_kwargs)
     if args.all:
         unknown = sorted(set(kwargs) - set(ids))

@@ -16,7 +16,14 @@ import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
 from llm_gym.commands.arguments import env_creator, json_object
-from llm_gym.registration import DATASET_ENVS, NAMESPACE, TOKEN_ENVS, env_ids
+from llm_gym.registration import (
+    DATASET_ENVS,
+    NAMESPACE,
+    SERVER_ENVS,
+    TOKEN_ENVS,
+    env_ids,
+    server_env_ids,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,14 +58,14 @@ def describe(env_id: str) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Print one line per registered id: id, kind, whether it needs a dataset, description."""
+    """Print one line per registered id: id, kind, what it needs (dataset, server), description."""
     if getattr(args, "agents", False):
         return list_agents()
     rows = []
-    for env_id in env_ids():
+    for env_id in [*env_ids(), *server_env_ids()]:
         name = env_id.removeprefix(f"{NAMESPACE}/")
-        kind = "token" if name in TOKEN_ENVS else "classic"
-        dataset = "yes" if name in DATASET_ENVS else "no"
+        kind = "token" if name in TOKEN_ENVS or name in SERVER_ENVS else "classic"
+        dataset = "server" if name in SERVER_ENVS else "yes" if name in DATASET_ENVS else "no"
         rows.append((env_id, kind, dataset, describe(env_id)))
     width = max(len(row[0]) for row in rows)
     print(f"{'ID':<{width}}  {'KIND':<7}  {'DATASET':<7}  DESCRIPTION")

@@ -26,7 +26,8 @@ def test_list_shows_every_id_with_kind_and_dataset(capsys):
     assert lines[0].split()[:3] == ["ID", "KIND", "DATASET"]
     end = lines.index("")  # the multi-agent games follow in their own section
     rows = {line.split()[0]: line.split()[1:3] for line in lines[1:end]}
-    assert set(rows) == set(llm_gym.env_ids())
+    assert set(rows) == set(llm_gym.env_ids()) | {"llm_gym/OpenEnv-v0"}
+    assert rows["llm_gym/OpenEnv-v0"] == ["token", "server"]
     games = {line.split()[0]: line.split()[1] for line in lines[end + 3:]}
     assert games == {"tictactoe_text_v0": "AEC", "connect_four_text_v0": "AEC",
                      "rps_text_v0": "Parallel", "prisoners_dilemma_text_v0": "Parallel"}

@@ -14,7 +14,13 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import llm_gym
-from llm_gym.registration import CLASSIC_ENVS, DATASET_ENVS, NAMESPACE, TOKEN_ENVS
+from llm_gym.registration import (
+    CLASSIC_ENVS,
+    DATASET_ENVS,
+    NAMESPACE,
+    TOKEN_ENVS,
+    server_env_ids,
+)
 from llm_gym.testing import (
     assert_same,
     bad_actions,
@@ -37,7 +43,16 @@ def test_env_ids_are_all_registered_with_their_entry_points():
             assert spec.entry_point == TOKEN_ENVS[name]
             assert spec.vector_entry_point == TOKEN_ENVS[name].split(":")[0] + ":make_vec"
     llm_gym.register_envs()  # idempotent: a second call neither raises nor duplicates
-    assert [i for i in gym.registry if i.startswith(f"{NAMESPACE}/")] == ids
+    registered = [i for i in gym.registry if i.startswith(f"{NAMESPACE}/")]
+    assert registered == ids + server_env_ids()  # import llm_gym registers the server ids too
+
+
+def test_server_ids_need_a_server_and_say_so():
+    assert server_env_ids() == [f"{NAMESPACE}/OpenEnv-v0"]
+    assert not set(server_env_ids()) & set(llm_gym.env_ids())
+    pytest.importorskip("openenv")
+    with pytest.raises(ValueError, match="base_url"):  # one line that names the fix
+        gym.make("llm_gym/OpenEnv-v0")
 
 
 def test_dataset_envs_are_registered_ids():
