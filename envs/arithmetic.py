@@ -55,15 +55,14 @@ def extract_integer(response: str) -> int | None:
 
 def evaluate(operands: list[int], operators: list[str]) -> int:
     """Value of ``operands[0] op operands[1] ...`` with ``*`` binding tighter than ``+``/``-``."""
-    terms = [operands[0]]
-    signs = [1]
+    total, term, sign = 0, operands[0], 1
     for op, value in zip(operators, operands[1:], strict=True):
         if op == "*":
-            terms[-1] *= value
+            term *= value
         else:
-            terms.append(value)
-            signs.append(1 if op == "+" else -1)
-    return sum(sign * term for sign, term in zip(signs, terms, strict=True))
+            total += sign * term
+            term, sign = value, (1 if op == "+" else -1)
+    return total + sign * term
 
 
 class ArithmeticEnv(TokenEnv):
@@ -195,7 +194,7 @@ class ArithmeticEnv(TokenEnv):
         # without building a Generator per attempt (issue 24: that cost ~30 µs an attempt).
         for attempt, words in zip(range(MAX_ATTEMPTS), self._seeds.attempts(index),
                                   strict=False):
-            rng = ItemStream.from_words(words)
+            rng = ItemStream(None, words)
             operands = rng.integers(low, high, num_terms)
             ops = [operations[k] for k in rng.integers(0, num_ops, num_terms - 1)]
             answer = evaluate(operands, ops)

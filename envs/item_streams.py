@@ -233,18 +233,10 @@ class ItemStream:
 
     __slots__ = ("_state", "_inc", "_spare")
 
-    def __init__(self, entropy: Sequence[int]) -> None:
-        self._seed(seed_words(entropy))
-
-    @classmethod
-    def from_words(cls, words: tuple[int, int, int, int]) -> ItemStream:
-        """The stream of the entropy whose :func:`seed_words` are ``words``."""
-        stream = cls.__new__(cls)
-        stream._seed(words)
-        return stream
-
-    def _seed(self, words: tuple[int, int, int, int]) -> None:
-        s0, s1, i0, i1 = words
+    def __init__(self, entropy: Sequence[int] | None,
+                 words: tuple[int, int, int, int] | None = None) -> None:
+        # ``words``: the entropy's seed_words already (AttemptSeeds gives them), else derived.
+        s0, s1, i0, i1 = seed_words(entropy) if words is None else words
         # pcg_setseq_128_srandom_r: state 0, step, add the initial state, step.
         self._inc = (((i0 << 64) | i1) << 1 | 1) & MASK128
         state = (self._inc + ((s0 << 64) | s1)) & MASK128
