@@ -67,7 +67,8 @@ class TokenBuffers:
         end = start + len(tokens)
         self.input_ids[row, start:end] = tokens
         self.attention_mask[row, start:end] = 1
-        self.agent_mask[row, start:end] = int(by_agent)
+        if by_agent:  # past ``length`` agent_mask is 0 already (see clear)
+            self.agent_mask[row, start:end] = 1
         self.length[row] = end
 
     def append_env_turn(self, row: int, tokens: Sequence[int]) -> bool:

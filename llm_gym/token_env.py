@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from llm_gym.cached_tokens import prompt_tokens, reply_tokens
 from llm_gym.token_buffers import TokenBuffers
 from llm_gym.tokenizers import Message, Tokenizer, load_tokenizer
 
@@ -243,8 +244,12 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         return mask
 
     def prompt_tokens(self, task: Task) -> list[int]:
-        """The token ids of ``task``'s opening conversation and the generation prompt."""
-        return self.tokenizer.prompt_tokens(task.messages)
+        """The token ids of ``task``'s opening conversation and the generation prompt.
+
+        Cached per tokenizer and conversation: many tasks share their prompt (a position of a
+        walk, a small question pool), and tokenizing it was a large part of a reset.
+        """
+        return prompt_tokens(self.tokenizer, task.messages)
 
     def shared_kwargs(self) -> dict[str, Any]:
         """Loaded objects sibling envs of a vector env can share instead of loading again."""
@@ -406,7 +411,7 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
         terminated = bool(result.terminated)
         truncated = bool(result.truncated) or not (terminated or finished)
         if not (terminated or truncated) and result.reply is not None:
-            reply = self.tokenizer.reply_tokens(result.reply, role=result.reply_role)
+            reply = reply_tokens(self.tokenizer, result.reply, result.reply_role)
             # No room left for the reply plus one agent token: the episode is cut short.
             truncated = not self._buf.append_env_turn(self._row, reply)
         elif not (terminated or truncated):

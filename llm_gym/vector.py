@@ -19,6 +19,9 @@ from gymnasium.vector.utils import batch_space
 
 from llm_gym.token_env import TokenEnv, score_turns
 
+# Info values assigned to a numeric batch array in one go (other types go in row by row).
+_PLAIN_SCALARS = frozenset({int, float, bool})
+
 
 class TokenVectorEnv(VectorEnv):
     """``num_envs`` token envs of one class stepped as a batch.
@@ -80,6 +83,9 @@ class TokenVectorEnv(VectorEnv):
         self._dense_action_mask = True  # False inside compact_action_masks()
         self._started = np.zeros(num_envs, dtype=bool)
         self._done = np.zeros(num_envs, dtype=bool)
+        # Each row's reset keys, repeated in its mid-turn infos (see _add_base_info).
+        self._task_index = np.zeros(num_envs, dtype=int)
+        self._prompt_tokens = np.zeros(num_envs, dtype=int)
 
     # ------------------------------------------------------------------ reset
     def reset(
@@ -103,13 +109,13 @@ class TokenVectorEnv(VectorEnv):
             except (TypeError, ValueError) as err:
                 err.add_note(f"in the options of env {i}; no env was reset")
                 raise
-        infos: dict[str, Any] = {}
-        for i in map(int, np.flatnonzero(mask)):
-            _, info = self.envs[i].reset(seed=seeds[i], options=row_options[i])
-            infos = self._add_info(infos, info, i)
+        row_infos = []
+        for i in np.flatnonzero(mask).tolist():
+            row_infos.append((i, self.envs[i].reset(seed=seeds[i], options=row_options[i])[1]))
+            self._note_reset(i)
         self._started |= mask
         self._done &= ~mask
-        return self._observations(), infos
+        return self._observations(), self._batch_infos({}, row_infos)
 
     def _reset_mask(self, mask: Any) -> np.ndarray:
         if mask is None:
@@ -169,44 +175,111 @@ class TokenVectorEnv(VectorEnv):
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        infos: dict[str, Any] = {}
+        row_infos: list[tuple[int, dict[str, Any]]] = []  # batched once, at the end
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
-            reset_rows = self._done.copy()  # finished last step: reset now, action ignored
-            for i in np.flatnonzero(reset_rows):
-                _, info = self.envs[i].reset()
-                infos = self._add_info(infos, info, int(i))
-            self._done[:] = False
+            reset_rows = self._done  # finished last step: reset now, action ignored
+            for i in np.flatnonzero(reset_rows).tolist():
+                row_infos.append((i, self.envs[i].reset()[1]))
+                self._note_reset(i)
+            self._done = np.zeros(self.num_envs, dtype=bool)
             active = ~reset_rows
         else:
             active = ~self._done
         rows = np.flatnonzero(active)
         ended = self.buffers.write_batch(rows, actions[rows])
-        # All rows that ended a turn are scored in one call, so a pooled grader (math workers,
-        # the sandbox) grades them in parallel; score_turns turns reward failures into verdicts.
-        turns = [self.envs[i].ended_turn(finished) for i, finished in ended]
-        for (i, finished), result in zip(ended, score_turns(turns), strict=True):
-            _, reward, term, trunc, info = self.envs[i].apply_turn(result, finished)
-            rewards[i], terminated[i], truncated[i] = reward, term, trunc
-            infos = self._add_info(infos, info, i)
-        mid_turn = active.copy()
+        if ended:
+            self._end_turns(ended, rewards, terminated, truncated, row_infos)
+        infos = self._batch_infos({}, row_infos)
+        mid_turn = active
         mid_turn[[i for i, _ in ended]] = False
         self._add_base_info(infos, np.flatnonzero(mid_turn))
         self._done |= terminated | truncated
         return self._observations(), rewards, terminated, truncated, infos
 
+    def _end_turns(self, ended: list[tuple[int, bool]], rewards: np.ndarray,
+                   terminated: np.ndarray, truncated: np.ndarray,
+                   row_infos: list[tuple[int, dict[str, Any]]]) -> None:
+        """Score the rows whose turn ended, set their flags and collect their infos."""
+        # All rows that ended a turn are scored in one call, so a pooled grader (math workers,
+        # the sandbox) grades them in parallel; score_turns turns reward failures into verdicts.
+        envs = self.envs
+        turns = [envs[i].ended_turn(finished) for i, finished in ended]
+        steps = []
+        for (i, finished), result in zip(ended, score_turns(turns), strict=True):
+            _, reward, term, trunc, info = envs[i].apply_turn(result, finished)
+            steps.append((reward, term, trunc))
+            row_infos.append((i, info))
+        rows = [i for i, _ in ended]
+        rewards[rows], terminated[rows], truncated[rows] = zip(*steps, strict=True)
+
+    def _note_reset(self, row: int) -> None:
+        """Keep row ``row``'s reset keys (task_index, prompt_tokens) for its mid-turn infos."""
+        base = self.envs[row].base_info
+        self._task_index[row] = base["task_index"]
+        self._prompt_tokens[row] = base["prompt_tokens"]
+
     def _add_base_info(self, infos: dict[str, Any], rows: np.ndarray) -> None:
         """Each mid-turn row's reset keys (task_index, prompt_tokens), as its single env gives.
 
-        Filled directly rather than through ``_add_info`` row by row: this runs every token.
+        Filled from arrays kept at each row's reset rather than row by row: this runs every
+        token.
         """
         if rows.size == 0:
             return
-        for key in ("task_index", "prompt_tokens"):
+        for key, values in (("task_index", self._task_index),
+                            ("prompt_tokens", self._prompt_tokens)):
             if key not in infos:
                 infos[key] = np.zeros(self.num_envs, dtype=int)
                 infos[f"_{key}"] = np.zeros(self.num_envs, dtype=bool)
-            infos[key][rows] = [self.envs[i].base_info[key] for i in rows]
+            infos[key][rows] = values[rows]
             infos[f"_{key}"][rows] = True
+
+    def _batch_infos(self, infos: dict[str, Any],
+                     row_infos: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        """``infos`` with each ``(row, info)`` added, exactly as ``VectorEnv._add_info`` adds them.
+
+        One pass per key instead of Gymnasium's per-row calls (which allocate a mask array per
+        key and row): with many rows ending a turn in one step, that was most of the step.
+        """
+        columns: dict[str, list[tuple[int, Any]]] = {}
+        for row, info in row_infos:
+            for key, value in info.items():
+                columns.setdefault(key, []).append((row, value))
+        for key, entries in columns.items():
+            rows = [row for row, _ in entries]
+            values = [value for _, value in entries]
+            nested = [isinstance(value, dict) for value in values]
+            if key != "final_obs" and any(nested):
+                if not all(nested):  # a key both nested and not: Gymnasium's row-by-row rules
+                    for row, value in entries:
+                        infos = self._add_info(infos, {key: value}, row)
+                    continue
+                array = self._batch_infos(infos.get(key, {}), entries)
+            else:
+                array = infos.get(key)
+                if array is None:
+                    array = self._info_array(key, values[0])
+                if (array.ndim == 1 and array.dtype != object
+                        and set(map(type, values)) <= _PLAIN_SCALARS):
+                    array[rows] = values
+                else:
+                    for row, value in entries:
+                        array[row] = value
+            mask = infos.get(f"_{key}")
+            if mask is None:
+                mask = np.zeros(self.num_envs, dtype=np.bool_)
+            mask[rows] = True
+            infos[key], infos[f"_{key}"] = array, mask
+        return infos
+
+    def _info_array(self, key: str, value: Any) -> np.ndarray:
+        """The batch array ``VectorEnv._add_info`` makes for ``key`` from its first value."""
+        if key != "final_obs":
+            if type(value) in (int, float, bool) or issubclass(type(value), np.number):
+                return np.zeros(self.num_envs, dtype=type(value))
+            if isinstance(value, np.ndarray):
+                return np.zeros((self.num_envs, *value.shape), dtype=value.dtype)
+        return np.full(self.num_envs, fill_value=None, dtype=object)
 
     def _validate(self, actions: Any) -> np.ndarray:
         arr = np.asarray(actions)

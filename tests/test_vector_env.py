@@ -235,3 +235,35 @@ def test_pickle_and_deepcopy_of_the_batch_continue_identically(registered_token_
     rest = [batched.step(action) for action in actions[n // 2:]]
     for clone in clones:
         assert_same([clone.step(action) for action in actions[n // 2:]], rest, "clone trace")
+
+
+def test_batched_infos_equal_gymnasiums_row_by_row():
+    """TokenVectorEnv._batch_infos builds exactly what VectorEnv._add_info builds row by row."""
+    envs = gym.make_vec("llm_gym/Arithmetic-v0", 4, vectorization_mode="vector_entry_point")
+    base = envs.unwrapped
+    rows = [
+        (2, {"a": 1, "b": True, "s": "x", "nested": {"k": 1.5}, "arr": np.arange(3),
+             "flag": np.bool_(True), "final_obs": {"o": 1}}),
+        (0, {"a": 2.7, "b": 0, "s": "yy", "nested": {"k": 2, "j": "z"}, "arr": np.ones(3),
+             "flag": np.bool_(False), "final_obs": np.zeros(2)}),
+        (3, {"a": np.int64(5), "s": None, "list": [1, 2]}),
+        (1, {"a": True, "list": (3,), "mixed": {"d": 1}}),
+        (0, {"mixed": 4, "a": 9}),  # a key both nested and not; row 0 twice (last wins)
+    ]
+    expected: dict = {}
+    for row, info in rows:
+        expected = base._add_info(expected, info, row)
+    got = base._batch_infos({}, rows)
+    _assert_same_infos(got, expected)
+
+
+def _assert_same_infos(got, expected, where="infos"):
+    if isinstance(expected, dict):
+        assert list(got) == list(expected), where
+        for key in expected:
+            _assert_same_infos(got[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, np.ndarray):
+        assert got.dtype == expected.dtype, where
+        assert str(got.tolist()) == str(expected.tolist()), where
+    else:
+        assert got == expected, where
