@@ -37,22 +37,26 @@ class PrisonersDilemmaTextEnv(TokenSimultaneousGame):
     `Discrete(vocab_size)` per player: one token per step.
 
     ## Observation Space
-    Per player: `input_ids`, `attention_mask`, `agent_mask`, plus `action_mask` when
-    `constrained=True` (all tokens in the message turn, the move words in the move turn).
+    Per player: `input_ids`, `attention_mask`, `agent_mask`; with `constrained=True`,
+    PettingZoo's classic layout `{"observation": <those>, "action_mask": <(vocab_size,)>}`
+    (all tokens in the message turn, the move words in the move turn).
 
     ## Rewards
     Axelrod's payoffs per round (3/3 both cooperate, 1/1 both defect, 5/0 defector/cooperator);
     `invalid_penalty` (default -0.1) for a move reply that names no move.
 
     ## Episode End
-    Terminated after `num_rounds` rounds; truncated when a conversation fills `max_length`.
+    Terminated after `num_rounds` rounds; truncated when a conversation fills `max_length` or
+    after `max_cycles` steps (tokens) of each player, PettingZoo's meaning of `max_cycles`.
 
     ## Arguments
-    `num_rounds` (default 5), `talk`, `tokenizer`, `constrained`, `invalid_penalty`,
-    `max_length`, `max_new_tokens`, `render_mode`.
+    `num_rounds` (default 5), `talk`, `max_cycles` (default `None`: no limit), `tokenizer`,
+    `constrained`, `invalid_penalty`, `max_length`, `max_new_tokens`, `render_mode` (`"ansi"`
+    returns both conversations, `"human"` prints them).
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Issue 21 (before any release): `max_cycles`; a constrained
+      observation nests the token arrays under `"observation"`; `render_mode="human"`.
     """
 
     metadata: dict[str, Any] = {**TokenSimultaneousGame.metadata,
@@ -61,10 +65,11 @@ class PrisonersDilemmaTextEnv(TokenSimultaneousGame):
     def __init__(self, tokenizer: str | Tokenizer | Any | None = None, constrained: bool = False,
                  invalid_penalty: float = -0.1, num_rounds: int = 5, talk: bool = True,
                  max_length: int = 2048, max_new_tokens: int = 32,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None, max_cycles: int | None = None) -> None:
         super().__init__(PRISONERS_DILEMMA, classic_parallel_env, tokenizer, constrained,
                          invalid_penalty, max_length, max_new_tokens, render_mode,
-                         game_kwargs={"num_rounds": num_rounds}, talk=talk)
+                         game_kwargs={"num_rounds": num_rounds}, talk=talk,
+                         max_cycles=max_cycles)
 
 
 def parallel_env(**kwargs: Any) -> PrisonersDilemmaTextEnv:

@@ -2,10 +2,10 @@
 
 Example:
     >>> from llm_gym.envs.multiagent import rps_text_v0
-    >>> game = rps_text_v0.parallel_env(constrained=True, max_cycles=3)
+    >>> game = rps_text_v0.parallel_env(constrained=True, num_rounds=3)
     >>> observations, infos = game.reset(seed=0)
-    >>> sorted(observations)
-    ['player_0', 'player_1']
+    >>> sorted(observations), sorted(observations["player_0"])
+    (['player_0', 'player_1'], ['action_mask', 'observation'])
 """
 
 from __future__ import annotations
@@ -38,33 +38,39 @@ class RockPaperScissorsTextEnv(TokenSimultaneousGame):
     `Discrete(vocab_size)` per player: one token per step.
 
     ## Observation Space
-    Per player: `input_ids`, `attention_mask`, `agent_mask`, plus `action_mask` when
-    `constrained=True`.
+    Per player: `input_ids`, `attention_mask`, `agent_mask`; with `constrained=True`,
+    PettingZoo's classic layout `{"observation": <those>, "action_mask": <(vocab_size,)>}`.
 
     ## Rewards
     PettingZoo's per round: +1 win, -1 loss, 0 tie; `invalid_penalty` (default -0.1) for a reply
     that names no move.
 
     ## Episode End
-    Truncated after `max_cycles` rounds (PettingZoo's rule) or when a conversation fills
-    `max_length`.
+    Truncated after `num_rounds` rounds (rps_v2's rule, its `max_cycles`), after `max_cycles`
+    steps of each player, or when a conversation fills `max_length`. `max_cycles` means what
+    it means in PettingZoo, steps of each agent; a step here is one token, so a round takes
+    several and the match length is `num_rounds` (PettingZoo's `max_cycles_test` passes).
 
     ## Arguments
-    `max_cycles` (rounds, default 15), `tokenizer`, `constrained`, `invalid_penalty`,
-    `max_length`, `max_new_tokens`, `render_mode`.
+    `num_rounds` (default 15), `max_cycles` (steps, default `None`: no limit), `tokenizer`,
+    `constrained`, `invalid_penalty`, `max_length`, `max_new_tokens`, `render_mode` (`"ansi"`
+    returns both conversations, `"human"` prints them).
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Issue 21 (before any release): `max_cycles` counts steps, as in
+      PettingZoo (it counted rounds, now `num_rounds`); a constrained observation nests the
+      token arrays under `"observation"`; `render_mode="human"`.
     """
 
     metadata: dict[str, Any] = {**TokenSimultaneousGame.metadata, "name": "rps_text_v0"}
 
     def __init__(self, tokenizer: str | Tokenizer | Any | None = None, constrained: bool = False,
-                 invalid_penalty: float = -0.1, max_cycles: int = 15, max_length: int = 2048,
-                 max_new_tokens: int = 10, render_mode: str | None = None) -> None:
+                 invalid_penalty: float = -0.1, num_rounds: int = 15, max_length: int = 2048,
+                 max_new_tokens: int = 10, render_mode: str | None = None,
+                 max_cycles: int | None = None) -> None:
         super().__init__(RPS, _make_rps_parallel, tokenizer, constrained, invalid_penalty,
                          max_length, max_new_tokens, render_mode,
-                         game_kwargs={"max_cycles": max_cycles})
+                         game_kwargs={"max_cycles": num_rounds}, max_cycles=max_cycles)
 
 
 def parallel_env(**kwargs: Any) -> RockPaperScissorsTextEnv:

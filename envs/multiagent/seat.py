@@ -8,6 +8,7 @@ tokens, then the env's replies *appended* with the chat template's delimiters
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from typing import Any
 
@@ -96,6 +97,35 @@ def token_observation_space(tokenizer: Tokenizer, max_length: int,
     return spaces.Dict(obs)
 
 
+def game_observation_space(tokenizer: Tokenizer, max_length: int,
+                           constrained: bool) -> spaces.Dict:
+    """A seat's space in the PettingZoo faces: PettingZoo's classic layout when constrained.
+
+    Unconstrained, the token arrays (:func:`token_observation_space`). Constrained,
+    ``{"observation": <the token arrays>, "action_mask": <vocabulary mask>}``: where PettingZoo's
+    classic games put a mask, and where its clients (Tianshou's ``PettingZooEnv``, AgileRL,
+    PettingZoo's own ``render_test`` and tutorials) read it (issue 21).
+
+    Example:
+        >>> from llm_gym.tokenizers import ByteTokenizer
+        >>> list(game_observation_space(ByteTokenizer(), 64, constrained=True))
+        ['action_mask', 'observation']
+    """
+    tokens = token_observation_space(tokenizer, max_length, constrained=False)
+    if not constrained:
+        return tokens
+    mask = spaces.Box(0, 1, (tokenizer.vocab_size,), np.int8)
+    return spaces.Dict({"observation": tokens, "action_mask": mask})
+
+
+def game_observation(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A seat's flat token observation in the layout of :func:`game_observation_space`."""
+    if "action_mask" not in flat:
+        return flat
+    return {"observation": {k: v for k, v in flat.items() if k != "action_mask"},
+            "action_mask": flat["action_mask"]}
+
+
 class SeatConversation:
     """The token conversation of one seat, appended turn by turn.
 
@@ -180,8 +210,8 @@ class TokenSeats:
     def _seat_players(self, rules: Any, make_classic: Any, tokenizer: Any, constrained: bool,
                       invalid_penalty: float, max_length: int, max_new_tokens: int,
                       render_mode: str | None) -> None:
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be 'ansi' or None, got {render_mode!r}")
+        if render_mode not in (None, "ansi", "human"):
+            raise ValueError(f"render_mode must be 'ansi', 'human' or None, got {render_mode!r}")
         if max_new_tokens < 1 or max_length <= max_new_tokens:
             raise ValueError(f"need 1 <= max_new_tokens < max_length, got max_new_tokens="
                              f"{max_new_tokens}, max_length={max_length}")
@@ -191,7 +221,7 @@ class TokenSeats:
         self.constrained, self.invalid_penalty = bool(constrained), float(invalid_penalty)
         self.render_mode = render_mode
         self.possible_agents = list(self.classic_env.possible_agents)
-        obs_space = token_observation_space(self.tokenizer, max_length, self.constrained)
+        obs_space = game_observation_space(self.tokenizer, max_length, self.constrained)
         self.observation_spaces = {a: obs_space for a in self.possible_agents}
         self.action_spaces = {a: spaces.Discrete(self.tokenizer.vocab_size)
                               for a in self.possible_agents}
@@ -202,6 +232,18 @@ class TokenSeats:
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self.observation_spaces[agent]
+
+    def _show(self, text: str) -> str | None:
+        """``render()``'s result: ``text`` in ``"ansi"``; printed, then ``None``, in ``"human"``.
+
+        A text env has no window: ``"human"`` shows the text on the terminal (PettingZoo's
+        ``render_test`` asks every game for ``"human"`` and expects ``None`` back).
+        """
+        if self.render_mode == "human":
+            # The one place the envs write to the terminal: the user asked for it by name.
+            sys.stdout.write(text + "\n")
+            return None
+        return text if self.render_mode == "ansi" else None
 
     def action_space(self, agent: str) -> spaces.Space:
         return self.action_spaces[agent]

@@ -31,9 +31,9 @@ class TicTacToeTextEnv(TokenTurnGame):
     `Discrete(vocab_size)` per player: one token per step.
 
     ## Observation Space
-    Per player: `input_ids`, `attention_mask`, `agent_mask` (`(max_length,)`), plus
-    `action_mask` (`(vocab_size,)`, only tokens of free-cell numbers, then end-of-turn) when
-    `constrained=True`.
+    Per player: `input_ids`, `attention_mask`, `agent_mask` (`(max_length,)`). With
+    `constrained=True`, PettingZoo's classic layout: `{"observation": <those>, "action_mask":
+    <(vocab_size,)>}`, the mask allowing only tokens of free-cell numbers, then end-of-turn.
 
     ## Rewards
     PettingZoo's: +1 win, -1 loss, 0 draw, on the last move; `invalid_penalty` (default -0.1)
@@ -47,7 +47,9 @@ class TicTacToeTextEnv(TokenTurnGame):
     `tokenizer`, `constrained`, `invalid_penalty`, `max_length`, `max_new_tokens`, `render_mode`.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Issue 21 (before any release): a constrained observation nests the
+      token arrays under `"observation"` (PettingZoo's classic layout); `render_mode="human"`
+      prints the conversation.
     """
 
     metadata: dict[str, Any] = {**TokenTurnGame.metadata, "name": "tictactoe_text_v0"}

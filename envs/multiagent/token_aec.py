@@ -13,7 +13,7 @@ import numpy as np
 from pettingzoo import AECEnv
 
 from llm_gym.envs.multiagent.games import GameRules, legal_moves
-from llm_gym.envs.multiagent.seat import TokenSeats
+from llm_gym.envs.multiagent.seat import TokenSeats, game_observation
 from llm_gym.tokenizers import Tokenizer
 
 
@@ -35,26 +35,29 @@ class TokenTurnGame(TokenSeats, AECEnv):
     """A turn-based PettingZoo game whose players write their moves token by token.
 
     Each seat's observation is its own conversation (the rules and the board, then its replies
-    and the board after every opponent move) as fixed-shape token arrays, plus ``action_mask``
-    over the vocabulary when ``constrained=True`` (only tokens that spell a *legal* move word,
-    then the end-of-turn token). The action is one token id. When the current player ends its
-    turn (end-of-turn token, or ``max_new_tokens`` tokens), its reply is parsed: a legal move
-    steps the PettingZoo env; anything else costs ``invalid_penalty``, leaves the board
-    untouched, and the player is asked again (PettingZoo's own ``env()`` would end the game on
-    an illegal move; a token player gets a second chance, as a human at a board would).
+    and the board after every opponent move) as fixed-shape token arrays. With
+    ``constrained=True`` it is PettingZoo's classic layout, ``{"observation": <those arrays>,
+    "action_mask": <over the vocabulary>}`` (only tokens that spell a *legal* move word, then
+    the end-of-turn token), which Tianshou's ``PettingZooEnv`` and AgileRL read. The action is
+    one token id. When the current player ends its turn (end-of-turn token, or
+    ``max_new_tokens`` tokens), its reply is parsed: a legal move steps the PettingZoo env;
+    anything else costs ``invalid_penalty``, leaves the board untouched, and the player is
+    asked again (PettingZoo's own ``env()`` would end the game on an illegal move; a token
+    player gets a second chance, as a human at a board would).
     A conversation that fills ``max_length`` truncates the game for every player.
 
     Args:
         rules: the game's text (:mod:`llm_gym.envs.multiagent.games`).
         tokenizer: ``None``/``"byte"``, a hub id or path, or a tokenizer object.
-        constrained: put an ``action_mask`` of legal move words in each observation.
+        constrained: add an ``action_mask`` of legal move words (PettingZoo's classic layout).
         invalid_penalty: reward of a reply that names no legal move.
         max_length, max_new_tokens: as for every token env.
-        render_mode: ``"ansi"`` (the current player's conversation) or ``None``.
+        render_mode: ``"ansi"`` (returns the current player's conversation), ``"human"``
+            (prints it) or ``None``.
         game_kwargs: keyword arguments of the PettingZoo ``raw_env``.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"], "is_parallelizable": False,
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "is_parallelizable": False,
                                 "render_fps": 1, "name": "token_turn_game"}
 
     def __init__(self, rules: GameRules, tokenizer: str | Tokenizer | Any | None = None,
@@ -65,8 +68,8 @@ class TokenTurnGame(TokenSeats, AECEnv):
         self._seat_players(rules, lambda: rules.make_classic(**(game_kwargs or {})), tokenizer,
                            constrained, invalid_penalty, max_length, max_new_tokens, render_mode)
 
-    def observe(self, agent: str) -> dict[str, np.ndarray]:
-        return self.seats[agent].observation()
+    def observe(self, agent: str) -> dict[str, Any]:
+        return game_observation(self.seats[agent].observation())
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
         self.classic_env.reset(seed=seed)
@@ -133,11 +136,9 @@ class TokenTurnGame(TokenSeats, AECEnv):
             self.infos[a] = {**self.infos[a], "truncated_reason": "max_length"}
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi":
+        if self.render_mode is None:
             return None
-        if not self.agents:
-            return ""
-        return self.seats[self.agent_selection].text()
+        return self._show(self.seats[self.agent_selection].text() if self.agents else "")
 
     def close(self) -> None:
         self.classic_env.close()

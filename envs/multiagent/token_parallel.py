@@ -9,7 +9,7 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 from llm_gym.envs.multiagent.games import GameRules
-from llm_gym.envs.multiagent.seat import TokenSeats, plain_text
+from llm_gym.envs.multiagent.seat import TokenSeats, game_observation, plain_text
 from llm_gym.envs.multiagent.token_aec import check_token
 from llm_gym.tokenizers import Tokenizer
 
@@ -22,7 +22,11 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
     allows only the end-of-turn token. When every player has chosen, the moves step the real
     PettingZoo parallel env together and each player is shown the round's result. A reply
     that names no move costs ``invalid_penalty`` and that player is asked again. A
-    conversation that fills ``max_length`` truncates the game for every player.
+    conversation that fills ``max_length`` truncates the game for every player, and so does
+    the ``max_cycles``-th step (PettingZoo's meaning: steps of each agent, here tokens; the
+    rounds of a match are the game's own budget, e.g. ``num_rounds``). With
+    ``constrained=True`` observations are PettingZoo's classic layout, ``{"observation": <token
+    arrays>, "action_mask": <over the vocabulary>}``.
 
     With ``talk=True`` every round opens with a message turn: each player writes free text (up
     to ``max_new_tokens`` tokens, any tokens allowed), and once both have written, each is shown
@@ -36,22 +40,28 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
             as for :class:`~llm_gym.envs.multiagent.token_aec.TokenTurnGame`.
         game_kwargs: keyword arguments of ``make_parallel``.
         talk: open every round with a free-text message turn.
+        max_cycles: truncate every player after this many steps (tokens), ``None``: no limit
+            but ``max_length`` and the game's own end.
     """
 
     TALK_ASK = " Write a short message to your opponent."
     MOVE_ASK = "Now answer with your move."
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1,
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "render_fps": 1,
                                 "name": "token_simultaneous_game"}
 
     def __init__(self, rules: GameRules, make_parallel: Callable[..., ParallelEnv],
                  tokenizer: str | Tokenizer | Any | None = None, constrained: bool = False,
                  invalid_penalty: float = -0.1, max_length: int = 2048, max_new_tokens: int = 8,
                  render_mode: str | None = None, game_kwargs: dict[str, Any] | None = None,
-                 talk: bool = False) -> None:
+                 talk: bool = False, max_cycles: int | None = None) -> None:
+        if max_cycles is not None and (isinstance(max_cycles, bool) or not isinstance(
+                max_cycles, int) or max_cycles < 1):
+            raise ValueError(f"max_cycles must be None or an int >= 1 (steps of each agent), "
+                             f"got {max_cycles!r}")
         self._seat_players(rules, lambda: make_parallel(**(game_kwargs or {})), tokenizer,
                            constrained, invalid_penalty, max_length, max_new_tokens, render_mode)
-        self.talk = bool(talk)
+        self.talk, self.max_cycles, self._steps = bool(talk), max_cycles, 0
         self._talking = False  # in a round's message turn
         self._chosen: dict[str, int] = {}  # move (or message turn done: -1) per player
         self._messages: dict[str, str] = {}
@@ -66,6 +76,7 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
         self.classic_env.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self._chosen, self._messages, self._talking = {}, {}, self.talk
+        self._steps = 0
         legal = np.ones(len(self.rules.move_words), dtype=bool)
         ask = self.TALK_ASK if self.talk else ""
         for agent, seat in self.seats.items():
@@ -105,8 +116,11 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
                 truncated = self._pass_messages()
             else:
                 truncated = self._play_round(rewards, terms, truncs)
+        self._steps += 1
         if truncated:
             truncs = dict.fromkeys(live, True)
+        elif self.max_cycles is not None and self._steps >= self.max_cycles:
+            truncs = {a: truncs[a] or not terms[a] for a in live}
         observations = self._observations()
         self.agents = [a for a in live if not (terms[a] or truncs[a])]
         return observations, rewards, terms, truncs, infos
@@ -152,7 +166,7 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
                              f"missing {missing}, not playing {extra}")
         return {a: check_token(actions[a], self.tokenizer.vocab_size) for a in self.agents}
 
-    def _observations(self) -> dict[str, dict[str, np.ndarray]]:
+    def _observations(self) -> dict[str, dict[str, Any]]:
         observations = {a: self.seats[a].observation() for a in self.agents}
         if self.constrained:
             for agent in self.agents if self._talking else ():
@@ -161,12 +175,13 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
                 mask = np.zeros(self.tokenizer.vocab_size, dtype=np.int8)
                 mask[self.tokenizer.eos_token_id] = 1
                 observations[agent]["action_mask"] = mask
-        return observations
+        return {a: game_observation(obs) for a, obs in observations.items()}
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi":
+        if self.render_mode is None:
             return None
-        return "\n\n".join(f"== {a} ==\n{self.seats[a].text()}" for a in self.possible_agents)
+        return self._show("\n\n".join(f"== {a} ==\n{self.seats[a].text()}"
+                                       for a in self.possible_agents))
 
     def close(self) -> None:
         self.classic_env.close()

@@ -93,7 +93,7 @@ def test_rps_token_face_and_pettingzoo_give_the_same_match():
     rng = np.random.default_rng(0)
     classic = parallel_env(max_cycles=4)
     classic.reset(seed=0)
-    game = rps_text_v0.parallel_env(max_cycles=4)
+    game = rps_text_v0.parallel_env(num_rounds=4)
     game.reset(seed=0)
     totals = dict.fromkeys(game.possible_agents, 0.0)
     classic_totals = dict.fromkeys(game.possible_agents, 0.0)
