@@ -49,7 +49,8 @@ class GSM8KEnv(MathEnv):
       tokenizer and the full train split: 1,193 prompt tokens + 512).
     * `tokenizer`, `max_new_tokens` (512), `render_mode`.
 
-    `info` at the end of the turn holds `verdict`, `extracted`, `gold`, `correct`/`success`.
+    `info` at the end of the turn holds `verdict`, `extracted` (`""` when no answer was
+    found), `gold`, `correct`/`success`.
 
     ## Version History
     * v0: initial version.

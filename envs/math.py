@@ -101,8 +101,8 @@ class MathEnv(TokenEnv):
     * `max_length` (None): sized to the longest prompt plus `max_new_tokens`.
     * `tokenizer`, `max_new_tokens` (512), `render_mode`.
 
-    `info` at the end of the turn holds `verdict`, `extracted` (the final answer found),
-    `gold`, and `correct`/`success` (the same bool).
+    `info` at the end of the turn holds `verdict`, `extracted` (the final answer found, `""`
+    when none), `gold`, and `correct`/`success` (the same bool).
 
     ## Version History
     * v0: initial version.
@@ -241,14 +241,17 @@ class MathEnv(TokenEnv):
             task = turn.env.task
             if not turn.finished:
                 # Cut off at the token budget: not an answer.
-                info = {"verdict": "truncated", "extracted": None, "gold": task.answer,
+                info = {"verdict": "truncated", "extracted": "", "gold": task.answer,
                         "correct": False, "success": False}
                 results.append(TurnResult(reward=0.0, terminated=False, truncated=True,
                                           info=info))
                 continue
             result = next(graded)
             correct = result.verdict == "correct"
-            info = {"verdict": result.verdict, "extracted": result.answer, "gold": task.answer,
+            # "" for no answer, never None: clients that stack infos into arrays (TorchRL's
+            # GymEnv) cannot type a None (issue 21); Arithmetic-v0 reports it the same way.
+            extracted = "" if result.answer is None else str(result.answer)
+            info = {"verdict": result.verdict, "extracted": extracted, "gold": task.answer,
                     "correct": correct, "success": correct}
             results.append(TurnResult(reward=result.reward, terminated=True, info=info))
         return results

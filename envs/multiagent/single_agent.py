@@ -190,6 +190,11 @@ class GameSeatEnv(gym.Env):
     The same game, seat draw and opponents as :class:`GameSeatTextEnv`: actions are
     PettingZoo's move numbers, ``action_masks()`` gives the legal ones (sb3-contrib's
     MaskablePPO), an illegal move costs ``invalid_penalty`` and leaves the board unchanged.
+    Every ``info``, from ``reset`` and from ``step``, has ``seat`` (the learner's seat, an index
+    into ``possible_agents`` as the ``seat`` argument) and ``valid_move`` (``True`` at reset: no
+    move was refused): clients that build an info spec from ``reset`` (TorchRL's ``GymEnv``)
+    read the same keys, as numbers, from every step. The last step adds ``outcome`` and
+    ``success``.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}
@@ -213,7 +218,7 @@ class GameSeatEnv(gym.Env):
         super().reset(seed=seed)
         self.game.reset(self.np_random)
         self._started = True
-        return self._obs(), {"seat": self.game.learner}
+        return self._obs(), self._info(valid_move=True)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action) or isinstance(action, (bool, np.bool_)):
@@ -224,12 +229,16 @@ class GameSeatEnv(gym.Env):
                                "call reset()")
         move = int(action)
         if not self.game.legal[move]:
-            return self._obs(), self.invalid_penalty, False, False, {"valid_move": False}
+            return self._obs(), self.invalid_penalty, False, False, self._info(valid_move=False)
         reward = self.game.play(move)
-        info: dict[str, Any] = {"valid_move": True}
+        info = self._info(valid_move=True)
         if self.game.over:
             info.update(outcome=self.game.outcome(), success=self.game.outcome() == "win")
         return self._obs(), reward, self.game.over, False, info
+
+    def _info(self, valid_move: bool) -> dict[str, Any]:
+        seat = self.game.env.possible_agents.index(self.game.learner)
+        return {"seat": seat, "valid_move": valid_move}
 
     @property
     def action_names(self) -> tuple[str, ...]:

@@ -80,10 +80,10 @@ def test_prompt_uses_chat_template_system_prompt_and_instruction():
     ("7 * 6 = 42\n#### 42", "strict", 1.0, "correct", "42"),
     ("#### 42.0", "strict", 1.0, "correct", "42.0"),
     ("#### 41", "strict", 0.0, "wrong", "41"),
-    ("The answer is 42.", "strict", 0.0, "no_answer", None),
+    ("The answer is 42.", "strict", 0.0, "no_answer", ""),
     ("The answer is 42.", "lenient", 1.0, "correct", "42"),
     ("\\boxed{41} or \\boxed{42}", "lenient", 0.0, "ambiguous", "42"),
-    ("", "strict", 0.0, "no_answer", None),
+    ("", "strict", 0.0, "no_answer", ""),
 ])
 def test_rewards_and_info(text, mode, reward, verdict, extracted):
     env = gym.make("llm_gym/GSM8K-v0", dataset=GSM8K_ROWS, reward_mode=mode)

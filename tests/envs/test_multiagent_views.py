@@ -80,12 +80,13 @@ def test_vector_env_steps_the_views_as_a_batch():
 def test_classic_view_masks_and_the_same_rules():
     env = gym.make("llm_gym/TicTacToe-v0", opponent="minimax", seat=1)
     obs, info = env.reset(seed=0)
-    assert info["seat"] == "player_2" and obs.shape == (18,) and obs.sum() == 1  # X moved
+    assert info["seat"] == 1 and obs.shape == (18,) and obs.sum() == 1  # X moved
     masks = env.unwrapped.action_masks()
     assert masks.sum() == 8
     taken = int(np.flatnonzero(~masks)[0])
     _, reward, terminated, _, info = env.step(taken)
-    assert (reward, terminated, info) == (pytest.approx(-0.1), False, {"valid_move": False})
+    assert (reward, terminated, info) == (pytest.approx(-0.1), False,
+                                          {"seat": 1, "valid_move": False})
     with pytest.raises(ValueError, match="move number"):
         env.step(9)
 
