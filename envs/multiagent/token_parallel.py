@@ -26,7 +26,8 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
     the ``max_cycles``-th step (PettingZoo's meaning: steps of each agent, here tokens; the
     rounds of a match are the game's own budget, e.g. ``num_rounds``). With
     ``constrained=True`` observations are PettingZoo's classic layout, ``{"observation": <token
-    arrays>, "action_mask": <over the vocabulary>}``.
+    arrays>, "action_mask": <over the vocabulary>}``, and each player's ``info`` repeats its
+    ``action_mask`` (where AgileRL's multi-agent algorithms look for it).
 
     With ``talk=True`` every round opens with a message turn: each player writes free text (up
     to ``max_new_tokens`` tokens, any tokens allowed), and once both have written, each is shown
@@ -82,7 +83,8 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
         for agent, seat in self.seats.items():
             seat.clear()
             seat.start(self.rules.opening(self._aec, agent, ask), legal)
-        return self._observations(), {a: {} for a in self.agents}
+        observations = self._observations()
+        return observations, self._with_masks({a: {} for a in self.agents}, observations)
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         tokens = self._check_actions(actions)
@@ -123,7 +125,7 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
             truncs = {a: truncs[a] or not terms[a] for a in live}
         observations = self._observations()
         self.agents = [a for a in live if not (terms[a] or truncs[a])]
-        return observations, rewards, terms, truncs, infos
+        return observations, rewards, terms, truncs, self._with_masks(infos, observations)
 
     def _pass_messages(self) -> bool:
         """Show each player the other's message and ask for moves; True when one is full."""
@@ -176,6 +178,17 @@ class TokenSimultaneousGame(TokenSeats, ParallelEnv):
                 mask[self.tokenizer.eos_token_id] = 1
                 observations[agent]["action_mask"] = mask
         return {a: game_observation(obs) for a, obs in observations.items()}
+
+    def _with_masks(self, infos: dict[str, dict[str, Any]], observations: dict[str, Any]
+                    ) -> dict[str, dict[str, Any]]:
+        """``infos`` with each player's ``action_mask`` too, when constrained.
+
+        AgileRL's multi-agent algorithms read a Parallel env's masks from ``infos[agent]``.
+        """
+        if self.constrained:
+            for agent, info in infos.items():
+                info["action_mask"] = observations[agent]["action_mask"]
+        return infos
 
     def render(self) -> str | None:
         if self.render_mode is None:

@@ -97,3 +97,48 @@ def test_tianshou_pettingzoo_env_plays_a_whole_game_inside_the_mask(module):
         steps += 1
     assert term and sorted(rewards) in ([-1, 1], [0, 0])  # a masked game ends on the board
     assert steps < 200
+
+
+# AgileRL (agilerl 2.58 pins pettingzoo<1.27, so it is not installed here): a reproduction of
+# where it reads masks. Its multi-agent algorithms take a Parallel env's masks from
+# ``infos[agent]["action_mask"]`` (``MultiAgentRLAlgorithm.extract_action_masks``); its AEC
+# self-play tutorials (Connect Four) read ``observation["observation"]`` and
+# ``observation["action_mask"]`` after ``env.last()``.
+def _agilerl_extract_action_masks(infos, agent_ids):
+    return {agent: info.get("action_mask", None) if isinstance(info, dict) else None
+            for agent, info in infos.items() if agent in agent_ids}
+
+
+@pytest.mark.parametrize("module", [rps_text_v0, prisoners_dilemma_text_v0])
+def test_agilerl_reads_parallel_masks_from_infos(module):
+    game = module.parallel_env(constrained=True)
+    observations, infos = game.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        masks = _agilerl_extract_action_masks(infos, game.possible_agents)
+        assert set(masks) == set(game.agents)
+        for agent, mask in masks.items():
+            np.testing.assert_array_equal(mask, observations[agent]["action_mask"])
+        actions = {a: int(rng.choice(np.flatnonzero(masks[a]))) for a in game.agents}
+        observations, _, _, _, infos = game.step(actions)
+        if not game.agents:
+            break
+    plain = module.parallel_env(constrained=False)
+    _, infos = plain.reset(seed=0)
+    assert set(_agilerl_extract_action_masks(infos, plain.possible_agents).values()) == {None}
+
+
+def test_agilerl_aec_tutorial_reading_of_a_turn_game():
+    game = connect_four_text_v0.env(constrained=True)
+    game.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for agent in game.agent_iter(400):
+        observation, _, termination, truncation, _ = game.last()
+        if termination or truncation:
+            game.step(None)
+            continue
+        state, action_mask = observation["observation"], observation["action_mask"]
+        assert state["input_ids"].shape == game.observation_space(agent)["observation"][
+            "input_ids"].shape
+        game.step(int(rng.choice(np.flatnonzero(action_mask))))
+    assert not game.agents  # a masked game ends on the board, well inside 400 steps
