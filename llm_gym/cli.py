@@ -9,6 +9,7 @@ line is parsed, so ``llm-gym list`` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -28,7 +29,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"llm_gym.commands.{name}").add_parser(sub)
+    parser.set_defaults(subcommand_parsers=sub.choices)  # main() reports typos with their usage
     return parser
+
+
+def parse_arguments(parser: argparse.ArgumentParser,
+                    argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown flag after a subcommand prints that subcommand's usage.
+
+    argparse hands a subparser's leftovers up to the top-level parser, whose error shows the
+    top-level usage (``llm-gym [-h] [-v] COMMAND ...``), which says nothing about the flag the
+    user misspelt (issue 21). Here the subcommand's own parser reports them, with the closest
+    flag it knows.
+    """
+    args, extras = parser.parse_known_args(argv)
+    if not extras:
+        return args
+    command = args.subcommand_parsers[args.command]
+    unknown = [word for word in extras if word.startswith("-")]
+    known = [flag for action in command._actions for flag in action.option_strings]
+    close = difflib.get_close_matches(unknown[0].split("=")[0], known, n=1) if unknown else []
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    command.error(f"unrecognized arguments: {' '.join(extras)}{guess}")
+    raise AssertionError("unreachable: ArgumentParser.error exits")  # pragma: no cover
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``ValueError``/``TypeError``/``OSError`` with such a message; anything else is a bug and
     keeps its traceback.
     """
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -80,8 +80,38 @@ def check_env_request(env_id: str, env_kwargs: dict[str, Any]) -> None:
                 guess = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(f"{env_id} takes no keyword {key!r}{guess}; valid --env-kwargs "
                                  f"keys: {', '.join(public)}")
+    check_data_files(env_kwargs.get("data_files"))
     if hub_offline() and needs_hub_dataset(env_id, env_kwargs):
         _check_offline_dataset(env_id, env_kwargs)
+
+
+def check_data_files(data_files: Any) -> None:
+    """Raise ``FileNotFoundError`` naming a local ``data_files`` path that does not exist.
+
+    ``data_files`` is what ``datasets.load_dataset`` takes: a path, a list of them, or a
+    split -> path(s) mapping. Globs and URLs (``hf://``, ``https://``) are left to ``datasets``.
+    Checked before a command loads a model, so a typo costs a second, not a model load
+    (issue 21).
+
+    Example:
+        >>> check_data_files({"train": ["no/such/train.jsonl"]})
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: --env-kwargs data_files: no/such/train.jsonl does not exist ...
+    """
+    if isinstance(data_files, dict):
+        paths = [p for v in data_files.values() for p in (v if isinstance(v, list) else [v])]
+    else:
+        paths = data_files if isinstance(data_files, list) else [data_files]
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            continue
+        text = os.fspath(path)
+        if "://" in text or any(c in text for c in "*?["):
+            continue
+        if not os.path.exists(text):
+            raise FileNotFoundError(f"--env-kwargs data_files: {text} does not exist (relative "
+                                    f"paths start at {os.getcwd()}); give an existing file")
 
 
 def env_creator(env_id: str) -> Any:

@@ -114,9 +114,7 @@ def run_eval(args: argparse.Namespace) -> int:
     """Run ``llm-gym eval``; prints the table, writes ``--out``; returns the exit code."""
     ks = _parse_ks(args.k)
     env_kwargs = json_object(args.env_kwargs)
-    if args.n < 1 or args.batch_size < 1:
-        raise ValueError(f"--n and --batch-size must be at least 1, got {args.n} and "
-                         f"{args.batch_size}")
+    check_arguments(args, ks)
     if args.model is not None:
         if not is_token_env(args.env):
             raise ValueError(f"{args.env} is not a token env; eval scores text replies of LLM "
@@ -133,9 +131,6 @@ def run_eval(args: argparse.Namespace) -> int:
                                temperature=temperature, seed=args.seed,
                                batch_size=args.batch_size, rollouts=_rollouts_path(args))
     else:
-        if args.save_rollouts is not None:
-            raise ValueError("--save-rollouts stores the episodes a --model plays; a "
-                             "completions file has none")
         env = _make_env(args.env, env_kwargs)
         samples = score(env, read_completions(args.completions, env, args.limit))
     report = Report(args.env, args.model or str(args.completions), summarize(samples, ks),
@@ -147,6 +142,32 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.save_rollouts is not None:
         print(f"wrote {_rollouts_path(args)}")
     return 0
+
+
+def check_arguments(args: argparse.Namespace, ks: list[int]) -> None:
+    """Every check that needs no model and no env, before either loads (issue 21).
+
+    Raises:
+        ValueError: a count below 1, a pass@k budget above ``--n`` samples per item, a
+            negative temperature, ``--save-rollouts`` without ``--model``.
+        FileNotFoundError: the ``--completions`` file does not exist.
+    """
+    for flag in ("n", "batch_size", "limit", "max_new_tokens"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.temperature is not None and args.temperature < 0:
+        raise ValueError(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
+    if args.model is not None and ks[-1] > args.n:
+        raise ValueError(f"pass@{ks[-1]} needs at least {ks[-1]} samples per item and --n is "
+                         f"{args.n}; raise --n to {ks[-1]} or lower --k")
+    if args.completions is not None:
+        if args.save_rollouts is not None:
+            raise ValueError("--save-rollouts stores the episodes a --model plays; a "
+                             "completions file has none")
+        if not args.completions.is_file():
+            raise FileNotFoundError(f"--completions {args.completions} does not exist; give "
+                                    "a JSON-lines file of completions")
 
 
 def _rollouts_path(args: argparse.Namespace) -> Path | None:
