@@ -7,7 +7,9 @@ of one: Dict observations as they are, a list of info dicts, and SB3's reset-in-
 convention (``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]``).
 ``action_masks()`` and ``env_method("action_masks")`` give sb3-contrib's MaskablePPO its masks.
 
-Never put ``VecNormalize`` on top of a token env: it turns token ids into normalised floats.
+SB3's ``VecNormalize`` would turn token ids and masks into normalised floats: on a token env
+use :class:`TokenVecNormalize`, which normalises only the floating-point observation keys (none,
+in a plain token env) and the reward, and refuses an integer key in one line.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from llm_gym.vector import row_info
 
@@ -182,6 +184,54 @@ class SB3VecEnv(VecEnv):
         if hasattr(base, "envs"):
             return [env.get_wrapper_attr(name)(*args, **kwargs) for env in base.envs]
         return list(self.envs.call(name, *args, **kwargs))
+
+
+class TokenVecNormalize(VecNormalize):
+    """SB3's ``VecNormalize`` that never normalises token ids or masks (issue 21).
+
+    ``VecNormalize`` normalises every key of a Dict observation by default, so on a token env
+    it silently feeds the policy floats instead of token ids. This one normalises only the
+    ``Box`` keys of a floating-point dtype (by default all of them, none in a plain token env,
+    which leaves reward normalisation), and refuses ``norm_obs_keys`` that name an integer key.
+    It saves and loads like ``VecNormalize`` (``save``, ``TokenVecNormalize.load``).
+
+    Args:
+        venv: the SB3 ``VecEnv`` (e.g. :class:`SB3VecEnv`).
+        norm_obs_keys: keys to normalise (floating-point keys only), ``None``: all of those.
+        **kwargs: the rest of ``VecNormalize``'s arguments (``norm_reward``, ``gamma``, ...).
+
+    Raises:
+        ValueError: ``norm_obs_keys`` names an integer key (token ids, masks).
+
+    Example:
+        >>> venv = TokenVecNormalize(make_sb3_vec_env("llm_gym/LeftRightText-v0", 2, seed=0))
+        >>> obs = venv.reset()
+        >>> obs["input_ids"].dtype, venv.norm_obs, venv.norm_reward
+        (dtype('int64'), False, True)
+    """
+
+    def __init__(self, venv: VecEnv, norm_obs_keys: list[str] | None = None,
+                 **kwargs: Any) -> None:
+        space = venv.observation_space
+        floats = _float_keys(space)
+        if norm_obs_keys is not None:
+            integer = [k for k in norm_obs_keys if k not in floats]
+            if integer:
+                raise ValueError(f"TokenVecNormalize will not normalise {integer}: token ids and "
+                                 f"masks must stay integers; normalise only {floats}")
+        elif isinstance(space, gym.spaces.Dict):
+            norm_obs_keys = floats
+        if isinstance(space, gym.spaces.Dict) and not norm_obs_keys:
+            kwargs["norm_obs"] = False  # nothing to normalise but the reward
+        super().__init__(venv, norm_obs_keys=norm_obs_keys, **kwargs)
+
+
+def _float_keys(space: gym.Space) -> list[str]:
+    """The keys of a Dict space whose arrays are floating point (``[]`` for other spaces)."""
+    if not isinstance(space, gym.spaces.Dict):
+        return []
+    return [key for key, sub in space.spaces.items()
+            if isinstance(sub, gym.spaces.Box) and np.issubdtype(sub.dtype, np.floating)]
 
 
 def _row(obs: Any, i: int) -> Any:
