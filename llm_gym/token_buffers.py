@@ -102,9 +102,18 @@ class TokenBuffers:
         self.agent_mask[rows, pos] = 1
         self.length[rows] = pos + 1
         self.turn_tokens[rows] += 1
-        stopped = np.isin(tokens, self._stop_ids)
+        stopped = self._is_stop(tokens)
         ended = stopped | self._over_budget(self.turn_tokens[rows], pos + 1)
         return [(int(rows[k]), bool(stopped[k])) for k in np.flatnonzero(ended)]
+
+    def _is_stop(self, tokens: np.ndarray) -> np.ndarray:
+        """Which ``tokens`` are stop tokens (``==`` per stop id: np.isin costs more for 1-2)."""
+        if self._stop_ids.size > 4:
+            return np.isin(tokens, self._stop_ids)
+        stopped = np.zeros(tokens.shape, dtype=bool)
+        for stop in self._stop_ids.tolist():
+            stopped |= tokens == stop
+        return stopped
 
     def _over_budget(self, turn_tokens: Any, length: Any) -> Any:
         """The turn is cut off: its token budget is spent or the row is full (scalars or arrays)."""

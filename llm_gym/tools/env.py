@@ -186,9 +186,17 @@ class ToolEnv(TokenEnv):
         self.inner.task = task
         messages = task.messages
         if not self.tokenizer.renders_tools:
-            messages = _with_system(messages, tool_prompt(self.schemas()))
+            messages = _with_system(messages, self._tool_prompt())
         return Task(messages=messages, answer=task.answer, index=task.index,
                     metadata=task.metadata)
+
+    def _tool_prompt(self) -> str:
+        """:func:`tool_prompt` of the tools, rendered once per set of schemas, not per reset."""
+        schemas = self.schemas()
+        cached = getattr(self, "_tool_prompt_cache", None)
+        if cached is None or cached[0] != schemas:
+            cached = self._tool_prompt_cache = (schemas, tool_prompt(schemas))
+        return cached[1]
 
     def prompt_tokens(self, task: Task) -> list[int]:
         if self.tokenizer.renders_tools:
