@@ -418,26 +418,52 @@ def load_checkpoint(path: str | Path, run_id: str | None = None) -> dict[str, An
 class CheckpointSchedule:
     """When to checkpoint: every ``every`` updates or ``minutes`` of wall-clock, whichever first.
 
+    The first checkpoint of a ``learn`` call comes early, after ``first_updates`` updates or
+    ``first_minutes`` minutes (whichever first, each capped by the regular interval), so a run
+    killed in its first minutes still has something to resume (issue 21: with the defaults of 50
+    updates or 10 minutes, a ``kill -9`` after 25 s lost the run). Then the regular cadence.
+    With both intervals 0 there are no checkpoints at all.
+
     Args:
         every: updates between checkpoints (0: no count-based ones).
         minutes: wall-clock minutes between checkpoints (0: no time-based ones).
+        first_updates: updates before the first checkpoint.
+        first_minutes: wall-clock minutes before the first checkpoint.
 
     Example:
-        >>> schedule = CheckpointSchedule(every=2, minutes=0)
-        >>> [schedule.due(n) for n in (1, 2, 3, 4)]
-        [False, True, False, True]
+        >>> schedule = CheckpointSchedule(every=4, minutes=0)
+        >>> [n for n in range(1, 13) if schedule.due(n)]  # early at 3, then every 4
+        [3, 4, 8, 12]
     """
 
-    def __init__(self, every: int, minutes: float) -> None:
+    FIRST_UPDATES = 3
+    FIRST_MINUTES = 1.0
+
+    def __init__(self, every: int, minutes: float, first_updates: int = FIRST_UPDATES,
+                 first_minutes: float = FIRST_MINUTES) -> None:
         if every < 0 or minutes < 0:
             raise ValueError(f"checkpoint intervals must be >= 0 (0 turns one off), got every="
                              f"{every}, minutes={minutes}")
         self.every, self.seconds = int(every), 60.0 * float(minutes)
+        enabled = self.every > 0 or self.seconds > 0
+        self.first_updates = min(first_updates, self.every or first_updates) if enabled else 0
+        self.first_seconds = (min(60.0 * first_minutes, self.seconds or 60.0 * first_minutes)
+                              if enabled else 0.0)
         self._last = time.monotonic()
+        self._updates = 0  # updates seen by this schedule (this learn call)
+        self._first_done = not enabled
 
     def due(self, updates: int) -> bool:
         """Whether to checkpoint after update number ``updates`` (resets the clock if so)."""
         now = time.monotonic()
+        self._updates += 1
+        if not self._first_done:
+            early = (self._updates >= self.first_updates
+                     or now - self._last >= self.first_seconds)
+            if not early and not (self.every > 0 and updates % self.every == 0):
+                return False
+            self._first_done, self._last = True, now
+            return True
         by_count = self.every > 0 and updates % self.every == 0
         by_time = self.seconds > 0 and now - self._last >= self.seconds
         if by_count or by_time:

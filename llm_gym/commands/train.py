@@ -18,12 +18,12 @@ them and the checkpoints hold the pool, so ``--resume`` continues with the same 
 it, so ``--resume`` rebuilds the same stack.
 
 Interruption (issue 14): grpo, rloo, reinforce-pp and ppo checkpoint to ``DIR/checkpoints``
-every 50 updates and every 10 minutes (config ``checkpoint_every``; GRPO's also
-``checkpoint_minutes``). Ctrl-C or SIGTERM stops them after the current update with a checkpoint
-(a second one stops at once); other agents are saved as they are. Either way the exact resume
-command is printed. ``--resume DIR`` loads the newest intact save of the run (a checkpoint or
-``agent/``; a corrupt one is skipped with a warning), and ``metrics.csv`` rows past it are
-dropped, as they are logged again.
+every ``checkpoint_every`` updates (50) and ``checkpoint_minutes`` minutes (10), config keys;
+the first checkpoint comes after 3 updates or 1 minute (issue 21). Ctrl-C or SIGTERM stops
+them after the current update with a checkpoint (a second one stops at once); other agents
+are saved as they are. Either way the exact resume command is printed. ``--resume DIR`` loads
+the newest intact save of the run (a checkpoint or ``agent/``; a corrupt one is skipped with a
+warning), and ``metrics.csv`` rows past it are dropped, as they are logged again.
 
 A run owns its folder (issue 19): it holds an exclusive lock on ``DIR/run.lock`` while it runs,
 so a second writer (fresh or ``--resume``) is refused; a fresh run refuses a ``--log-dir`` that
@@ -91,7 +91,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--agent", choices=AGENT_NAMES, help="which agent to train")
     parser.add_argument("--model", help="grpo/ppo/dpo on token envs: tiny, smollm2, a hub id or "
                                            "path")
-    parser.add_argument("--config", metavar="FILE", help="agent config, TOML or JSON")
+    parser.add_argument("--config", metavar="FILE",
+                        help="agent config, TOML or JSON (LLM agents: checkpoint_every=50 "
+                             "updates, checkpoint_minutes=10; the first checkpoint comes after "
+                             "3 updates or 1 minute)")
     parser.add_argument("--data", metavar="FILE",
                         help="dpo: preference pairs in TRL's format (prompt, chosen, rejected), "
                              "e.g. from llm-gym preferences; sft: conversations in TRL's SFT "

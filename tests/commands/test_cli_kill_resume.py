@@ -113,3 +113,20 @@ def test_kill_9_at_several_moments_then_resume_matches_an_uninterrupted_run(tmp_
     steps = [json.loads((r / "run.json").read_text())["num_timesteps"] for r in (killed, straight)]
     assert steps[0] == steps[1] >= TOTAL - 8  # within half a batch of the total
     assert final_hash(killed) == final_hash(straight)
+
+
+def test_kill_9_after_the_first_updates_with_default_checkpoints_resumes(tmp_path) -> None:
+    """Issue 21: the defaults (every 50 updates or 10 minutes) lost a run killed early; the first
+    checkpoint now comes after 3 updates, so a kill just after them leaves a run to resume."""
+    config = tmp_path / "grpo.json"
+    config.write_text(json.dumps({"group_size": 2, "prompts_per_batch": 2,
+                                  "deterministic": True}))  # default checkpoint cadence
+    run = tmp_path / "run"
+    args = [*argv(config, run)]
+    args[args.index("--timesteps") + 1] = "400"  # far more than 3 updates
+    child = start(args)
+    kill_when(child, lambda: len(updates(run)) >= 1)
+    assert updates(run) == [3]
+    finish(["train", "--resume", str(run), "--no-progress", "--eval-episodes", "1"])
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["num_timesteps"] >= 400 - 8
