@@ -1,6 +1,7 @@
 """Take a trained LLM agent out of llm_gym: the model of a run folder as a transformers folder.
 
-``llm-gym train`` saves an agent as llm_gym's own save folder (weights or LoRA adapter in
+``llm-gym train`` saves an agent (every LLM agent: grpo, rloo, reinforce-pp, ppo on a token
+env, dpo, sft) as llm_gym's own save folder (weights or LoRA adapter in
 safetensors, optimizer and RNG state, counters in JSON), laid out for llm_gym only.
 :func:`export_model` turns the newest complete save of a run into what transformers, TRL,
 PEFT and vLLM load directly (written by :mod:`llm_gym.export`). A LoRA run is merged into its
@@ -19,6 +20,11 @@ from llm_gym.agents.checkpoints import STATE_FILE, latest_checkpoint, load_check
 from llm_gym.agents.factory import LLM_AGENTS
 from llm_gym.export import TrainedModel, check_out_dir, upload_folder, write_model_folder
 from llm_gym.tokenizers import load_tokenizer
+
+# The saves of the language-model trainers (llm_gym.agents.lm_trainer.LMTrainer): GRPO (and
+# RLOO, REINFORCE++, which save as GRPO), DPO and SFT keep the same model state, a model name
+# and the trained weights (the adapter's with LoRA). PPO saves its own (a policy and value head).
+LM_TRAINER_FORMATS = ("llm_gym.grpo/", "llm_gym.dpo/", "llm_gym.sft/")
 
 
 def find_agent_state(run_dir: str | Path) -> Path:
@@ -53,7 +59,7 @@ def find_agent_state(run_dir: str | Path) -> Path:
     if found is None:
         raise FileNotFoundError(f"{run_dir} holds no complete agent save (agent/ or "
                                 "checkpoints/checkpoint-*/); pass a run folder of "
-                                "`llm-gym train --agent grpo|ppo`")
+                                f"`llm-gym train --agent {'|'.join(LLM_AGENTS)}`")
     return found
 
 
@@ -64,7 +70,7 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
 
 def _no_llm_message(run_dir: Path, agent: str) -> str:
     return (f"{run_dir} holds a {agent} agent, which has no language model to export; export "
-            "works on runs of --agent grpo or ppo on a token env")
+            f"works on runs of --agent {', '.join(LLM_AGENTS)} (ppo on a token env)")
 
 
 def load_trained_model(run_dir: str | Path) -> TrainedModel:
@@ -76,17 +82,17 @@ def load_trained_model(run_dir: str | Path) -> TrainedModel:
     folder = find_agent_state(run_dir)
     state = load_checkpoint(folder)
     kind = str(state.get("format", ""))
-    if kind.startswith("llm_gym.grpo/"):
-        return _grpo_model(state, folder)
+    if kind.startswith(LM_TRAINER_FORMATS):
+        return _lm_trainer_model(state, folder)
     if kind.startswith("llm_gym.PPOAgent/"):
         if state.get("face") != "token":
             raise ValueError(_no_llm_message(Path(run_dir), "ppo (classic env, MLP policy)"))
         return _ppo_model(state, folder)
     raise ValueError(f"{folder / STATE_FILE} has format {kind or 'unknown'!r}, which export does "
-                     "not know; export reads saves of the grpo and ppo agents")
+                     f"not know; export reads saves of the {', '.join(LLM_AGENTS)} agents")
 
 
-def _grpo_model(state: dict[str, Any], folder: Path) -> TrainedModel:
+def _lm_trainer_model(state: dict[str, Any], folder: Path) -> TrainedModel:
     from llm_gym.models import load_model
 
     spec = state.get("model_spec")

@@ -1,6 +1,7 @@
 """``llm-gym export``: write a trained LLM agent as a transformers model folder.
 
-Reads the newest complete save of a run of ``llm-gym train --agent grpo|ppo`` and writes
+Reads the newest complete save of a run of ``llm-gym train`` with any LLM agent (grpo, rloo,
+reinforce-pp, ppo on a token env, dpo, sft) and writes
 ``OUT_DIR`` with ``config.json``, ``model.safetensors``, ``generation_config.json`` and the
 tokenizer with its chat template, for ``AutoModelForCausalLM`` / ``AutoTokenizer``, TRL and vLLM
 (:mod:`llm_gym.agents.export`). A LoRA run is merged into its base unless ``--adapter`` is given.
@@ -18,7 +19,8 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``export`` subcommand."""
     parser = subparsers.add_parser(
-        "export", help="write a trained grpo/ppo model as a transformers model folder")
+        "export", help="write a trained LLM agent's model (grpo, rloo, reinforce-pp, ppo, dpo, "
+                       "sft) as a transformers model folder")
     parser.add_argument("run_dir", metavar="RUN_DIR",
                         help="a run folder of `llm-gym train` (or an agent save / checkpoint)")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="the model folder to write")
