@@ -142,3 +142,35 @@ def test_agilerl_aec_tutorial_reading_of_a_turn_game():
             "input_ids"].shape
         game.step(int(rng.choice(np.flatnonzero(action_mask))))
     assert not game.agents  # a masked game ends on the board, well inside 400 steps
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_supersuit_vectorizes_a_parallel_game(constrained):
+    ss = pytest.importorskip("supersuit")
+    venv = ss.pettingzoo_env_to_vec_env_v1(rps_text_v0.parallel_env(constrained=constrained,
+                                                                     num_rounds=1))
+    obs, _ = venv.reset(seed=0)
+    tokens = obs["observation"] if constrained else obs
+    assert tokens["input_ids"].shape[0] == venv.num_envs == 2
+    if constrained:
+        assert obs["action_mask"].shape == (2, venv.action_space.n)
+    rewards, ended = np.zeros(2), False
+    for _ in range(40):
+        if constrained:  # the first allowed token: both spell "paper", a tie, and the match ends
+            actions = np.array([int(np.flatnonzero(m)[0]) for m in obs["action_mask"]])
+        else:  # random tokens name no move: penalties
+            actions = np.array([venv.action_space.sample() for _ in range(venv.num_envs)])
+        obs, step_rewards, terminated, truncated, _ = venv.step(actions)
+        rewards += step_rewards
+        ended |= bool((terminated | truncated).all())
+    assert ended if constrained else (rewards < 0).all()
+
+
+def test_supersuit_reward_wrapper_on_a_turn_game():
+    ss = pytest.importorskip("supersuit")
+    game = ss.clip_reward_v0(tictactoe_text_v0.env(), lower_bound=-0.05, upper_bound=1)
+    game.reset(seed=0)
+    tok = game.unwrapped.tokenizer
+    for token in tok.encode("no") + [tok.eos_token_id]:  # names no cell: the -0.1 penalty
+        game.step(token)
+    assert game.rewards["player_1"] == pytest.approx(-0.05)
