@@ -32,8 +32,11 @@ lock is taken, or another ``--log-dir``); run.json and every checkpoint record t
 retention deletes only this run's own older checkpoints.
 
 ``--timesteps`` is always the run's total: a resumed run trains up to it (default: the total
-the run was started with), so ``--resume DIR`` alone finishes an interrupted run. A GRPO run
-ends within half a rollout batch of it; the output says how many steps were taken.
+the run was started with), so ``--resume DIR`` alone finishes an interrupted run. As in SB3, a
+run finishes the batch it is collecting, so it may end past the total: the first line says where
+(``to 1500 steps (last batch completes: 1536)``; a GRPO run ends within half a rollout batch of
+it) and the last how many steps were taken. The first line also names the model (run.json
+records it, the default included).
 
 ``--curriculum JSON`` (grpo, rloo, reinforce-pp, ppo on token envs) draws the task items by
 recent pass rate (:class:`~llm_gym.agents.curriculum.Curriculum`, ``{}`` for its defaults);
@@ -58,11 +61,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import json
-import shlex
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,16 @@ from llm_gym.agents.run_folder import (
     lock_run_folder,
 )
 from llm_gym.commands.arguments import curriculum_settings, json_object
-from llm_gym.commands.output import output_lines, write_json
+from llm_gym.commands.output import output_lines
+from llm_gym.commands.train_files import (
+    agent_steps,
+    last_batch_note,
+    result_line,
+    save_interrupted,
+    save_run,
+    saved_path,
+    write_run,
+)
 from llm_gym.wrappers.stack import WRAPPER_NAMES, WrapperStack, parse_wrappers
 
 DEFAULT_TIMESTEPS = 10_000
@@ -202,11 +211,12 @@ def _train(args: argparse.Namespace, run_dir: Path) -> int:
 
     agent, spec, learn_kwargs, total = _agent_and_spec(args, run_dir)
     rollouts = _save_rollouts(agent, args, run_dir)
-    done = _steps(agent)
+    done = agent_steps(agent)
     # run.json first: a run killed at any moment can be resumed (issue 14).
-    _write_run(run_dir, spec, args, total, done)
-    print(f"training {spec.agent} on {spec.env_id} to {total} steps"
-          f"{f' (from {done})' if done else ''} -> {run_dir}")
+    write_run(run_dir, spec, args, total, done)
+    model = f" with model {args.model}" if args.model is not None else ""
+    print(f"training {spec.agent}{model} on {spec.env_id} to {total} steps"
+          f"{last_batch_note(agent, total, done)}{f' (from {done})' if done else ''} -> {run_dir}")
     try:
         with stop_on_signals(graceful=spec.agent in LLM_AGENTS):
             # A fresh run also evaluates the untrained policy (as quickstart does), so the
@@ -216,14 +226,14 @@ def _train(args: argparse.Namespace, run_dir: Path) -> int:
                                         progress_bar=not args.no_progress,
                                         learn_kwargs=learn_kwargs)
     except KeyboardInterrupt as interrupt:
-        _save_interrupted(agent, interrupt, spec, run_dir, args, total)
+        save_interrupted(agent, interrupt, spec, run_dir, args, total)
         raise
     else:
-        _save_run(agent, result, run_dir, args, total)
+        save_run(agent, result, run_dir, args, total)
     finally:
         _close(agent)
     print(ComparisonReport(aggregate([result]), [result], []).markdown())
-    print(f"\n{_result_line(result)}")
+    print(f"\n{result_line(result)}")
     print(f"took {result.env_steps} env steps (the run's total was set to {total})")
     print(f"saved to {run_dir}:")
     for line in output_lines(run_dir):
@@ -251,51 +261,6 @@ def _close(agent: Any) -> None:
         close()
 
 
-def _steps(agent: Any) -> int:
-    return int(getattr(agent, "num_timesteps", 0))
-
-
-def _save_interrupted(agent: Any, interrupt: KeyboardInterrupt, spec: Any, run_dir: Path,
-                      args: argparse.Namespace, total: int) -> None:
-    """Say what an interrupted run kept, and how to go on."""
-    from llm_gym.agents.checkpoints import latest_checkpoint
-    from llm_gym.agents.factory import LLM_AGENTS, agent_file
-    from llm_gym.agents.training import TrainingInterrupted
-
-    if isinstance(interrupt, TrainingInterrupted):
-        saved, steps = interrupt.checkpoint, interrupt.num_timesteps
-    elif spec.agent in LLM_AGENTS:
-        # Stopped mid-update: the weights in memory may be half-updated; the last periodic
-        # checkpoint is the state to go on from.
-        saved, steps = latest_checkpoint(run_dir), None
-    else:
-        saved = agent_file(spec.agent, run_dir)
-        agent.save(str(saved))
-        saved, steps = _saved_path(saved), _steps(agent)
-    if saved is None:
-        print(f"interrupted; nothing was saved in {run_dir}", file=sys.stderr)
-        return
-    if steps is not None:
-        _write_run(run_dir, spec, args, total, steps)
-    at = f" at {steps} env steps" if steps is not None else ""
-    print(f"interrupted{at}; saved {saved}\nresume with: llm-gym train --resume "
-          f"{shlex.quote(str(run_dir))}", file=sys.stderr)
-
-
-def _saved_path(path: Path) -> Path:
-    # SB3 appends .zip to a path without it; numpy appends .npz.
-    return path if path.exists() else path.with_name(path.name + path.suffix)
-
-
-def _result_line(result: Any) -> str:
-    ev = result.evaluation
-    rate = "" if ev.success_rate is None else f", success rate {ev.success_rate:.2f}"
-    before = ("" if result.initial_return is None
-              else f"untrained {result.initial_return:.3g} -> ")
-    return (f"greedy return: {before}trained {ev.mean_return:.3g} ± {ev.std_return:.3g} over "
-            f"{ev.episodes} episodes{rate}")
-
-
 def _agent_and_spec(args: argparse.Namespace, run_dir: Path
                     ) -> tuple[Any, Any, dict[str, Any], int]:
     """The agent, its RunSpec (timesteps: what is left), learn kwargs, the total."""
@@ -315,6 +280,8 @@ def _agent_and_spec(args: argparse.Namespace, run_dir: Path
                        distributed=_distributed(args))
     if league is not None:
         league.attach(agent)
+    # run.json and the output name the model used, the default included (issue 21).
+    args.model = args.model or getattr(agent, "model_spec", None)
     # The run's id: run.json records it, and resume takes only checkpoints that carry it.
     args.run_id = getattr(agent, "run_id", None) or uuid.uuid4().hex
     # DPO's steps are preference pairs: by default one pass over them (num_train_epochs).
@@ -385,7 +352,7 @@ def _resumed(args: argparse.Namespace, run_dir: Path
         _self_play(self_play, name).attach(agent)
     args.self_play = self_play
     args.run_id = getattr(agent, "run_id", None) or saved.get("run_id") or uuid.uuid4().hex
-    done = _steps(agent)
+    done = agent_steps(agent)
     total = args.timesteps or saved.get("timesteps")
     if total is None:
         raise ValueError(f"--resume {args.resume}: the run has {done} steps and no recorded "
@@ -445,7 +412,7 @@ def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any]
         path = folder
     else:
         path = agent_file(name, folder)
-        if not _saved_path(path).exists() and entry.saved_file is not None:
+        if not saved_path(path).exists() and entry.saved_file is not None:
             raise FileNotFoundError(f"--resume {folder}: no saved agent ({path.name}) there; "
                                     "the run was stopped before anything was saved, start it "
                                     "again")
@@ -459,41 +426,3 @@ def _read_run(directory: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"--resume {directory}: no run.json there; resume a folder "
                                 "written by llm-gym train")
     return json.loads(path.read_text())
-
-
-def _write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
-               done: int) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "run.json", {
-        "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
-        "wrappers": spec.wrappers.to_json(), "seed": spec.seed, "model": args.model,
-        "config": args.config, "data": getattr(args, "data", None),
-        "timesteps": total, "num_timesteps": done, "run_id": getattr(args, "run_id", None),
-        "self_play": _self_play_settings(args.self_play),
-        "curriculum": getattr(args, "curriculum", None),
-        "save_rollouts": getattr(args, "save_rollouts", None)})
-
-
-def _self_play_settings(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
-    """``--self-play`` as run.json records it (every setting, defaults included)."""
-    from llm_gym.agents.league import SelfPlayConfig
-
-    return None if config is None else SelfPlayConfig.from_json(config).to_dict()
-
-
-def _save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace,
-              total: int) -> None:
-    from llm_gym.agents.compare_plot import plot_learning_curves
-    from llm_gym.agents.factory import agent_file
-
-    spec = result.spec
-    agent.save(str(agent_file(spec.agent, run_dir)))
-    _write_run(run_dir, spec, args, total, int(getattr(agent, "num_timesteps", result.env_steps)))
-    write_json(run_dir / "eval.json", result.evaluation.to_dict())
-    # Every agent gets the same plot (GRPO and PPO also draw their own reward_curve.png).
-    plot_learning_curves([result], run_dir / "learning_curve.png")
-    with (run_dir / "episodes.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["env_steps", "tokens", "episode_return",
-                                                    "length", "success", "wall_time"])
-        writer.writeheader()
-        writer.writerows(r.to_dict() for r in result.episodes)
