@@ -110,7 +110,7 @@ def parse_report_to(value: str | Sequence[str] | None) -> tuple[str, ...]:
         >>> parse_report_to("wandb, tensorboard"), parse_report_to("none")
         (('wandb', 'tensorboard'), ())
     """
-    if value is None:
+    if value is None or (not isinstance(value, str) and len(value) == 0):  # already "none"
         return ()
     names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
     names = [n for n in names if n]

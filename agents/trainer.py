@@ -16,9 +16,9 @@ import abc
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from llm_gym.agents.metrics import (
 )
 from llm_gym.agents.metrics import progress_bar as make_progress_bar
 from llm_gym.agents.run_folder import locked
+from llm_gym.agents.trainer_types import Collected as Collected
+from llm_gym.agents.trainer_types import FinishedEpisode as FinishedEpisode
+from llm_gym.agents.trainer_types import TrainerHook
 from llm_gym.agents.training import (
     TrainingInterrupted,
     learn_target,
@@ -51,72 +54,6 @@ from llm_gym.agents.training import (
 from llm_gym.models import torch_threads
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class FinishedEpisode:
-    """An episode that ended during a collect, placed relative to the collect's start.
-
-    Attributes:
-        steps: env steps taken in this collect when it ended (itself included).
-        tokens: conversation tokens read in this collect when it ended (0 on classic envs).
-        episode_return: undiscounted return.
-        length: env steps of the episode.
-        success: the env's verdict (None when it gives none).
-        finished_at: ``time.perf_counter()`` when it ended.
-    """
-
-    steps: int
-    tokens: int
-    episode_return: float
-    length: int
-    success: bool | None
-    finished_at: float
-
-
-@dataclass
-class Collected:
-    """What one :meth:`LLMTrainer.collect` gathered; the base applies it to the agent.
-
-    Attributes:
-        batch: the training batch (a ``RolloutBatch`` for GRPO, a ``PPOBatch`` for PPO).
-        metrics: ``rollout/`` and ``reward/`` metrics of the collect.
-        steps: env steps taken (agent tokens on token envs).
-        tokens: conversation tokens of the finished episodes (0 on classic envs).
-        episodes: the episodes that ended, in order.
-        samples: episodes sampled, broken rewards included (reward-failure fractions); 0 when
-            the env has no reward integrity counters (classic envs).
-        rollouts: rollout rounds run (GRPO's dynamic sampling may run several).
-        advantages: per-row or per-token advantages when the collect computed them.
-    """
-
-    batch: Any
-    metrics: dict[str, float]
-    steps: int
-    tokens: int = 0
-    episodes: list[FinishedEpisode] = field(default_factory=list)
-    samples: int = 0
-    rollouts: int = 1
-    advantages: torch.Tensor | None = None
-
-
-class TrainerHook(Protocol):
-    """Something that acts after each update and whose state rides in the trainer's checkpoints.
-
-    E.g. :class:`~llm_gym.agents.league.SelfPlayLeague`, which snapshots the learner and
-    picks the next opponent. A hook keeps its logic out of the trainers: the base only calls
-    :meth:`on_update` after every update (before the checkpoint of that update) and saves and
-    restores :meth:`state_dict` with the rest of the training state.
-    """
-
-    def on_update(self, trainer: LLMTrainer) -> dict[str, float]:
-        """Called after each update; returns metrics to log with the update's."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """The hook's state, saved in every checkpoint."""
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
 
 
 class LLMTrainer(abc.ABC):
@@ -149,6 +86,11 @@ class LLMTrainer(abc.ABC):
         self._threads: int | None = None  # torch threads while learning (None: unchanged)
         self._hooks: dict[str, TrainerHook] = {}
         self._hook_states: dict[str, Any] = {}  # loaded before their hook was added
+        # Where metrics go besides metrics.csv (MetricsLogger's report_to: tensorboard, wandb,
+        # none) and the run config W&B records (default: the env, seed, model and config).
+        self.report_to: str | tuple[str, ...] = ("tensorboard",)
+        self.run_config: dict[str, Any] | None = None
+        self.metrics_dir: Path | None = None  # metrics without a log_dir (compare runs)
 
     def add_hook(self, name: str, hook: TrainerHook) -> None:
         """Call ``hook.on_update(self)`` after every update; checkpoint its state as ``name``.
@@ -202,7 +144,11 @@ class LLMTrainer(abc.ABC):
         self._learn_start, self._learn_steps = time.perf_counter(), self.num_timesteps
         failures = RewardFailures(self.config.max_reward_failures)
         schedule = CheckpointSchedule(self.config.checkpoint_every, self.config.checkpoint_minutes)
-        metrics_log = MetricsLogger(self.log_dir)
+        run_config = self.run_config if self.run_config is not None else {
+            "env_id": self.env_id, "seed": self.seed, "model": self.model_spec,
+            "config": asdict(self.config)}
+        metrics_log = MetricsLogger(self.log_dir or self.metrics_dir, report_to=self.report_to,
+                                    config=run_config)
         bar = make_progress_bar(target, progress_bar, initial=self.num_timesteps)
         try:
             with torch_threads(self._threads):

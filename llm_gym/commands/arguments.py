@@ -181,3 +181,29 @@ def _check_offline_dataset(env_id: str, env_kwargs: dict[str, Any]) -> None:
         gym.make(env_id, **env_kwargs).close()
     except ConnectionError:
         raise ValueError(dataset_hint(env_id)) from None
+
+
+def add_tracking_arguments(parser: Any) -> None:
+    """``--report-to`` and ``--eval-every``, shared by ``train`` and ``compare`` (issue 21)."""
+    parser.add_argument("--report-to", metavar="NAMES", default=None,
+                        help="where metrics go besides metrics.csv: tensorboard (the default), "
+                             "wandb (LLM agents; the run config is logged, WANDB_MODE=offline "
+                             "and WANDB_PROJECT are honoured), both comma-separated, or none")
+    parser.add_argument("--eval-every", type=int, default=None, metavar="N",
+                        help="also evaluate the greedy policy (--eval-episodes episodes) every N "
+                             "env steps while training: eval/* metrics and an eval curve")
+
+
+def check_tracking_arguments(args: Any) -> None:
+    """Check ``--report-to`` and ``--eval-every`` before anything loads."""
+    from llm_gym.agents.metrics import parse_report_to
+
+    if getattr(args, "report_to", None) is not None:
+        try:
+            parse_report_to(args.report_to)
+        except ValueError:
+            raise ValueError(f"--report-to takes tensorboard, wandb (comma-separated) or none, "
+                             f"got {args.report_to!r}") from None
+    every = getattr(args, "eval_every", None)
+    if every is not None and every < 1:
+        raise ValueError(f"--eval-every must be at least 1 env step, got {every}")

@@ -76,12 +76,19 @@ from llm_gym.agents.run_folder import (
     holds_run,
     lock_run_folder,
 )
-from llm_gym.commands.arguments import curriculum_settings, json_object
+from llm_gym.commands.arguments import (
+    add_tracking_arguments,
+    check_tracking_arguments,
+    curriculum_settings,
+    json_object,
+)
 from llm_gym.commands.output import output_lines
 from llm_gym.commands.train_files import (
     agent_steps,
     last_batch_note,
+    report_to,
     result_line,
+    run_record,
     save_interrupted,
     save_run,
     saved_path,
@@ -142,6 +149,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-episodes", type=int, default=10,
                         help="deterministic evaluation episodes at the end (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_tracking_arguments(parser)
     ray = parser.add_argument_group("on Ray (grpo, rloo, reinforce-pp; pip install 'llm_gym[ray]')")
     ray.add_argument("--rollout-workers", type=int, default=0, metavar="N",
                      help="play each batch on N Ray actors, a slice of the rows and a policy "
@@ -158,6 +166,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Train (or resume), save, evaluate and print the result table."""
     if args.timesteps is not None and args.timesteps < 1:
         raise ValueError(f"--timesteps must be at least 1, got {args.timesteps}")
+    check_tracking_arguments(args)
     new_parent = not (args.resume or args.log_dir or Path(RUNS).exists())
     run_dir = _run_dir(args)
     # The folder's lock for the whole command: a second writer is refused (issue 19).
@@ -212,6 +221,7 @@ def _train(args: argparse.Namespace, run_dir: Path) -> int:
     agent, spec, learn_kwargs, total = _agent_and_spec(args, run_dir)
     rollouts = _save_rollouts(agent, args, run_dir)
     done = agent_steps(agent)
+    report_to(agent, args, run_record(spec, args, total, done))
     # run.json first: a run killed at any moment can be resumed (issue 14).
     write_run(run_dir, spec, args, total, done)
     model = f" with model {args.model}" if args.model is not None else ""
@@ -365,6 +375,8 @@ def _resumed(args: argparse.Namespace, run_dir: Path
     resets = "reset_num_timesteps" in inspect.signature(agent.learn).parameters
     learn_kwargs = {"reset_num_timesteps": False} if resets else {}
     args.model = args.model or saved.get("model")
+    for key in ("report_to", "eval_every"):  # a resumed run reports as it did, unless told
+        setattr(args, key, getattr(args, key) if getattr(args, key) is not None else saved.get(key))
     args.config = args.config or saved.get("config")
     args.data = args.data or saved.get("data")  # dpo: recorded again in run.json
     spec = RunSpec(env_id, name, total - done, saved["seed"], env_kwargs, wrappers=wrappers)

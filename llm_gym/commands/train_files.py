@@ -67,14 +67,21 @@ def write_run(run_dir: Path, spec: Any, args: argparse.Namespace, total: int,
               done: int) -> None:
     """Write ``run.json``: everything ``--resume`` needs to rebuild the run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "run.json", {
+    write_json(run_dir / "run.json", run_record(spec, args, total, done))
+
+
+def run_record(spec: Any, args: argparse.Namespace, total: int, done: int) -> dict[str, Any]:
+    """What ``run.json`` holds (also the run config W&B records)."""
+    return {
         "agent": spec.agent, "env": spec.env_id, "env_kwargs": spec.env_kwargs,
         "wrappers": spec.wrappers.to_json(), "seed": spec.seed, "model": args.model,
         "config": args.config, "data": getattr(args, "data", None),
         "timesteps": total, "num_timesteps": done, "run_id": getattr(args, "run_id", None),
         "self_play": self_play_settings(args.self_play),
         "curriculum": getattr(args, "curriculum", None),
-        "save_rollouts": getattr(args, "save_rollouts", None)})
+        "save_rollouts": getattr(args, "save_rollouts", None),
+        "report_to": getattr(args, "report_to", None),
+        "eval_every": getattr(args, "eval_every", None)}
 
 
 def self_play_settings(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
@@ -128,3 +135,14 @@ def last_batch_note(agent: Any, total: int, done: int) -> str:
     if hasattr(getattr(agent, "config", None), "group_size"):
         return " (batches vary in length; the run ends within half a batch of it)"
     return ""
+
+
+def report_to(agent: Any, args: argparse.Namespace, run_config: dict[str, Any]) -> None:
+    """Apply ``--report-to`` to the built agent; W&B for an agent that cannot log there fails."""
+    from llm_gym.agents.run_reporting import configure_reporting, reports_to_wandb
+
+    names = configure_reporting(agent, args.report_to, run_config)
+    if "wandb" in names and not reports_to_wandb(agent):
+        raise ValueError(f"--report-to wandb: only the LLM trainers (grpo, rloo, reinforce-pp, "
+                         f"ppo, dpo, sft) log to W&B; {run_config['agent']} writes TensorBoard "
+                         "(--report-to tensorboard)")
