@@ -45,6 +45,7 @@ from llm_gym.agents.factory import (
     env_kind_mismatch,
     make_agent,
 )
+from llm_gym.agents.periodic_eval import PeriodicEval
 from llm_gym.agents.regret import plot_regret, regret_columns, regret_training_env
 from llm_gym.models import torch_threads
 from llm_gym.wrappers.stack import (
@@ -128,6 +129,8 @@ class RunResult:
     success_curve: list[tuple[int, float | None]] = field(default_factory=list)  # eval_every
     regret: list[float] | None = None  # per training pull, on bandit envs (agents/regret.py)
     updates: int | None = None  # policy updates made (trainer-core agents; None for others)
+    # (env steps, greedy evaluation) of every eval_every evaluation, first and last included
+    evaluations: list[tuple[int, EvalResult]] = field(default_factory=list)
 
     @property
     def too_few_updates(self) -> bool:
@@ -288,7 +291,8 @@ def train_and_evaluate(
     The wall-clock counts training only (no periodic evaluations, no imports).
     """
     eval_env = make_env(spec.env_id, env_kwargs=spec.env_kwargs, wrappers=spec.wrappers)
-    tracker = _SolveTracker(agent, spec, eval_env, eval_every, eval_episodes, solve_rate)
+    tracker = PeriodicEval(agent, lambda: evaluate_trained(agent, spec, eval_env, eval_episodes),
+                           eval_every, solve_rate)
     initial = None
     # MLPs and the tiny LM do microseconds of work per op: on a CPU, intra-op threads only add
     # synchronisation (GRPO on the tiny LM: 49 s with 2 threads, 4.5 s with 1, 2 busy cores).
@@ -299,14 +303,14 @@ def train_and_evaluate(
             first = evaluate_trained(agent, spec, eval_env, eval_episodes)
             initial = first.mean_return
         if eval_every:
-            tracker.record(int(getattr(agent, "num_timesteps", 0)), first.success_rate)
+            tracker.record(int(getattr(agent, "num_timesteps", 0)), first)
         start = time.perf_counter()
         agent.learn(spec.timesteps, callback=tracker.callback(), progress_bar=progress_bar,
                     **(learn_kwargs or {}))
         wall = time.perf_counter() - start - tracker.seconds
         evaluation = evaluate_trained(agent, spec, eval_env, eval_episodes)
     if eval_every:
-        tracker.record(int(getattr(agent, "num_timesteps", 0)), evaluation.success_rate)
+        tracker.record(int(getattr(agent, "num_timesteps", 0)), evaluation)
     episodes = list(getattr(agent, "episode_log", []))
     env_steps = int(getattr(agent, "num_timesteps", episodes[-1].env_steps if episodes else 0))
     token_env = is_token_env(spec.env_id)
@@ -314,7 +318,8 @@ def train_and_evaluate(
     updates = getattr(agent, "num_updates", None) if spec.agent in LLM_AGENTS else None
     return RunResult(spec, evaluation, env_steps, tokens if token_env else 0, wall, episodes,
                      tracker.solved_at, initial, tracker.history,
-                     updates=None if updates is None else int(updates))
+                     updates=None if updates is None else int(updates),
+                     evaluations=tracker.results)
 
 
 def run_comparison(
@@ -404,50 +409,6 @@ def write_report(report: ComparisonReport, out_dir: Path) -> dict[str, Path]:
     if regret_png is not None:
         files["regret_png"] = regret_png
     return files
-
-
-class _SolveTracker:
-    """Greedy evaluations every ``eval_every`` env steps, through each agent's own callback."""
-
-    def __init__(self, agent: Any, spec: RunSpec, env: gym.Env, every: int | None,
-                 episodes: int, solve_rate: float = 1.0) -> None:
-        self.agent, self.spec, self.env = agent, spec, env
-        self.solve_rate = solve_rate
-        self.history: list[tuple[int, float | None]] = []  # (env steps, success rate)
-        self.every, self.episodes = every, episodes
-        self.next_eval = every or 0
-        self.solved_at: int | None = None
-        self.seconds = 0.0  # spent evaluating, taken out of the run's training wall-clock
-
-    def check(self, *_: Any) -> bool:
-        steps = int(getattr(self.agent, "num_timesteps", 0))
-        if self.every and steps >= self.next_eval:
-            self.next_eval = steps + self.every
-            start = time.perf_counter()
-            rate = evaluate_trained(self.agent, self.spec, self.env, self.episodes).success_rate
-            self.seconds += time.perf_counter() - start
-            self.record(steps, rate)
-        return True
-
-    def record(self, steps: int, rate: float | None) -> None:
-        # Solved from the first success after the last failure: a lucky untrained policy (or a
-        # policy that later unlearns) does not count.
-        self.history.append((steps, rate))
-        if rate is None or rate < self.solve_rate - 1e-9:
-            self.solved_at = None
-        elif self.solved_at is None:
-            self.solved_at = steps
-
-    def callback(self) -> Any:
-        if not self.every:
-            return None
-        from stable_baselines3.common.base_class import BaseAlgorithm
-
-        if isinstance(self.agent, BaseAlgorithm):
-            from stable_baselines3.common.callbacks import ConvertCallback
-
-            return ConvertCallback(self.check)
-        return self.check
 
 
 def evaluate_trained(agent: Any, spec: RunSpec, env: gym.Env, episodes: int) -> EvalResult:

@@ -43,6 +43,8 @@ def output_lines(run_dir: Path) -> list[str]:
              ("training metrics (CSV)", "metrics.csv"),
              ("reward plot", "reward_curve.png"),
              ("evaluation (JSON)", "eval.json"),
+             ("eval curve (CSV)", "eval_curve.csv"),
+             ("eval curve (plot)", "eval_curve.png"),
              ("run settings (JSON)", "run.json")]
     lines = [f"{label:<24}{run_dir / name}" for label, name in named
              if (run_dir / name).is_file()]

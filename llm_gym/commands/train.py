@@ -234,7 +234,7 @@ def _train(args: argparse.Namespace, run_dir: Path) -> int:
             result = train_and_evaluate(agent, spec, eval_episodes=args.eval_episodes,
                                         eval_initial=not done and args.eval_episodes > 0,
                                         progress_bar=not args.no_progress,
-                                        learn_kwargs=learn_kwargs)
+                                        learn_kwargs=learn_kwargs, eval_every=args.eval_every)
     except KeyboardInterrupt as interrupt:
         save_interrupted(agent, interrupt, spec, run_dir, args, total)
         raise

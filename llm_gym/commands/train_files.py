@@ -101,6 +101,11 @@ def save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace,
     agent.save(str(agent_file(spec.agent, run_dir)))
     write_run(run_dir, spec, args, total, int(getattr(agent, "num_timesteps", result.env_steps)))
     write_json(run_dir / "eval.json", result.evaluation.to_dict())
+    if result.evaluations:  # --eval-every: the greedy evaluations during training
+        from llm_gym.agents.periodic_eval import write_eval_curve
+
+        write_eval_curve(result.evaluations, run_dir,
+                         title=f"greedy evaluation of {spec.agent} on {spec.env_id}")
     # Every agent gets the same plot (GRPO and PPO also draw their own reward_curve.png).
     plot_learning_curves([result], run_dir / "learning_curve.png")
     with (run_dir / "episodes.csv").open("w", newline="") as handle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -72,3 +73,30 @@ def test_wandb_for_an_agent_without_it_says_so(tmp_path, capsys):
     assert main(["train", "--env", "llm_gym/LeftRight-v0", "--agent", "q-learning",
                  "--log-dir", str(tmp_path / "run"), "--report-to", "wandb"]) == 2
     assert "only the LLM trainers" in capsys.readouterr().err
+
+
+def test_eval_every_logs_eval_metrics_and_draws_the_eval_curve(tmp_path, capsys):
+    run = tmp_path / "run"
+    config = tmp_path / "ppo.json"
+    config.write_text(json.dumps({"num_envs": 2, "num_steps": 8}))  # 16 steps an update
+    assert main(["train", "--env", "llm_gym/LeftRight-v0", "--agent", "ppo", "--config",
+                 str(config), "--timesteps", "64", "--log-dir", str(run), "--no-progress",
+                 "--eval-episodes", "2", "--eval-every", "32"]) == 0
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    evaluated = [float(r["step"]) for r in rows if r.get("eval/mean_return")]
+    assert evaluated == [32.0, 64.0]  # in the rows of the updates they followed
+    assert all(r["eval/success_rate"] for r in rows if r.get("eval/mean_return"))
+    curve = list(csv.DictReader((run / "eval_curve.csv").open()))
+    assert [int(r["env_steps"]) for r in curve] == [0, 32, 64]  # before, during, after (once)
+    assert (run / "eval_curve.png").stat().st_size > 0
+    assert "eval curve (plot)" in capsys.readouterr().out
+
+
+def test_eval_every_works_for_a_table_agent_too(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--env", "llm_gym/LeftRight-v0", "--agent", "q-learning",
+                 "--timesteps", "300", "--log-dir", str(run), "--no-progress",
+                 "--eval-episodes", "1", "--eval-every", "100"]) == 0
+    curve = list(csv.DictReader((run / "eval_curve.csv").open()))
+    assert len(curve) >= 4 and int(curve[0]["env_steps"]) == 0
+    assert int(curve[-1]["env_steps"]) == 300
