@@ -167,6 +167,7 @@ class AttemptSeeds:
         attempt = 0
         # The loop inlines hashmix and mix (with the constants in locals): it runs per attempt.
         x10, m10, x11, m11, x12, m12, x13, m13, x14, m14, x15, m15 = _ROUNDS_3_4
+        y0, n0, y1, n1, y2, n2, y3, n3, y4, n4, y5, n5, y6, n6, y7, n7 = _OUTPUT_FLAT
         left, right, mask = MIX_MULT_L, MIX_MULT_R, MASK32
         while True:
             p2 = _mix(self._p2[attempt] if attempt < self.TABLE else
@@ -191,28 +192,22 @@ class AttemptSeeds:
             h = ((q3 ^ x15) * m15) & mask
             q2 = (left * p2 - right * (h ^ (h >> 16))) & mask
             q2 ^= q2 >> 16
-            yield _generate_state(q0, q1, q2, q3)
+            # generate_state(4, np.uint64): eight hashed words, paired into four.
+            w0, w1 = ((q0 ^ y0) * n0) & mask, ((q1 ^ y1) * n1) & mask
+            w2, w3 = ((q2 ^ y2) * n2) & mask, ((q3 ^ y3) * n3) & mask
+            w4, w5 = ((q0 ^ y4) * n4) & mask, ((q1 ^ y5) * n5) & mask
+            w6, w7 = ((q2 ^ y6) * n6) & mask, ((q3 ^ y7) * n7) & mask
+            yield ((w0 ^ (w0 >> 16)) | (w1 ^ (w1 >> 16)) << 32,
+                   (w2 ^ (w2 >> 16)) | (w3 ^ (w3 >> 16)) << 32,
+                   (w4 ^ (w4 >> 16)) | (w5 ^ (w5 >> 16)) << 32,
+                   (w6 ^ (w6 >> 16)) | (w7 ^ (w7 >> 16)) << 32)
             attempt += 1
 
 
 _ROUNDS_3_4 = tuple(c for k in range(10, 16) for c in (_A[k], _A[k + 1]))
 
 
-def _generate_state(p0: int, p1: int, p2: int, p3: int) -> tuple[int, int, int, int]:
-    """SeedSequence's ``generate_state(4, np.uint64)`` from its pool."""
-    (x0, m0), (x1, m1), (x2, m2), (x3, m3), (x4, m4), (x5, m5), (x6, m6), (x7, m7) = _OUTPUT
-    mask = MASK32
-    w0, w1 = ((p0 ^ x0) * m0) & mask, ((p1 ^ x1) * m1) & mask
-    w2, w3 = ((p2 ^ x2) * m2) & mask, ((p3 ^ x3) * m3) & mask
-    w4, w5 = ((p0 ^ x4) * m4) & mask, ((p1 ^ x5) * m5) & mask
-    w6, w7 = ((p2 ^ x6) * m6) & mask, ((p3 ^ x7) * m7) & mask
-    return ((w0 ^ (w0 >> 16)) | (w1 ^ (w1 >> 16)) << 32,
-            (w2 ^ (w2 >> 16)) | (w3 ^ (w3 >> 16)) << 32,
-            (w4 ^ (w4 >> 16)) | (w5 ^ (w5 >> 16)) << 32,
-            (w6 ^ (w6 >> 16)) | (w7 ^ (w7 >> 16)) << 32)
-
-
-_OUTPUT = tuple((_B[i], _B[i + 1]) for i in range(2 * POOL_SIZE))
+_OUTPUT_FLAT = tuple(c for i in range(2 * POOL_SIZE) for c in (_B[i], _B[i + 1]))
 
 
 class ItemStream:
