@@ -45,7 +45,7 @@ from llm_gym.agents.factory import (
     env_kind_mismatch,
     make_agent,
 )
-from llm_gym.agents.periodic_eval import PeriodicEval
+from llm_gym.agents.periodic_eval import PeriodicEval, ProgressReport, combine_callbacks
 from llm_gym.agents.regret import plot_regret, regret_columns, regret_training_env
 from llm_gym.models import torch_threads
 from llm_gym.wrappers.stack import (
@@ -103,6 +103,15 @@ class RunSpec:
     def __post_init__(self) -> None:
         self.wrappers = parse_wrappers(self.wrappers)  # a hand-built spec is an edge too
 
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict for JSON (the config and model as text, the wrapper stack as JSON)."""
+        plain = asdict(replace(self, wrappers=WrapperStack()))
+        spec = {k: v if isinstance(v, (str, int, float, dict, type(None))) else repr(v)
+                for k, v in plain.items()}
+        stack = self.wrappers.portable()  # JSON, unless it holds Python functions
+        spec["wrappers"] = stack if stack is not None else repr(self.wrappers.to_json())
+        return spec
+
     @property
     def name(self) -> str:
         """The agent's name in the table."""
@@ -138,13 +147,8 @@ class RunResult:
         return self.updates is not None and self.updates < FEW_UPDATES
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict for JSON (the config and model as text, the wrapper stack as JSON)."""
-        plain = asdict(replace(self.spec, wrappers=WrapperStack()))
-        spec = {k: v if isinstance(v, (str, int, float, dict, type(None))) else repr(v)
-                for k, v in plain.items()}
-        stack = self.spec.wrappers.portable()  # JSON, unless it holds Python functions
-        spec["wrappers"] = stack if stack is not None else repr(self.spec.wrappers.to_json())
-        return {"spec": spec, "evaluation": self.evaluation.to_dict(),
+        """A plain dict for JSON (the spec as :meth:`RunSpec.to_dict` gives it)."""
+        return {"spec": self.spec.to_dict(), "evaluation": self.evaluation.to_dict(),
                 "env_steps": self.env_steps, "tokens": self.tokens,
                 "wall_clock_s": self.wall_clock_s, "steps_to_solve": self.steps_to_solve,
                 "initial_return": self.initial_return, "success_curve": self.success_curve,
@@ -258,7 +262,9 @@ def _check_stack(env_id: str, kwargs: dict[str, Any], stack: WrapperStack,
 
 def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
             eval_initial: bool = False, progress_bar: bool = False,
-            solve_rate: float = 1.0) -> RunResult:
+            solve_rate: float = 1.0,
+            on_progress: Callable[[int, dict[str, float]], None] | None = None,
+            report_to: str | None = None, metrics_dir: str | Path | None = None) -> RunResult:
     """Build the run's agent, train it for its budget and evaluate the final policy.
 
     With ``eval_every``, the greedy policy is also evaluated every ``eval_every`` env steps
@@ -267,15 +273,21 @@ def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = 
     episode; lower for stochastic envs such as slippery FrozenLake), ``None`` if the final
     policy does not. With ``eval_every`` or ``eval_initial``, the untrained greedy policy is
     evaluated first (:attr:`RunResult.initial_return`), so the table shows what was learned.
+    ``on_progress`` see :func:`train_and_evaluate`; ``report_to`` and ``metrics_dir`` see
+    :func:`~llm_gym.agents.run_reporting.configure_reporting` (the spec is the W&B config).
     """
     # On a bandit env the agent trains on an env that records each pull's regret.
     env, regret = regret_training_env(spec)
     agent = make_agent(spec.agent, env, model=spec.model, config=spec.config,
                        seed=spec.seed, env_kwargs=None if regret else spec.env_kwargs or None,
                        wrappers=spec.wrappers)
+    if report_to is not None:
+        from llm_gym.agents.run_reporting import configure_reporting
+
+        configure_reporting(agent, report_to, spec.to_dict(), metrics_dir)
     result = train_and_evaluate(agent, spec, eval_episodes=eval_episodes, eval_every=eval_every,
                                 eval_initial=eval_initial, progress_bar=progress_bar,
-                                solve_rate=solve_rate)
+                                solve_rate=solve_rate, on_progress=on_progress)
     result.regret = regret.regrets if regret is not None else None
     return result
 
@@ -284,11 +296,13 @@ def train_and_evaluate(
     agent: Any, spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = None,
     eval_initial: bool = False, progress_bar: bool = False,
     learn_kwargs: dict[str, Any] | None = None, solve_rate: float = 1.0,
+    on_progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RunResult:
     """Train a built (or loaded) ``agent`` for ``spec.timesteps`` and evaluate it greedily.
 
     ``learn_kwargs`` go to ``agent.learn`` (e.g. SB3's ``reset_num_timesteps=False`` on resume).
-    The wall-clock counts training only (no periodic evaluations, no imports).
+    ``on_progress(env_steps, metrics)`` is called each tenth of the budget (through the agent's
+    callback). The wall-clock counts training only (no periodic evaluations, no imports).
     """
     eval_env = make_env(spec.env_id, env_kwargs=spec.env_kwargs, wrappers=spec.wrappers)
     tracker = PeriodicEval(agent, lambda: evaluate_trained(agent, spec, eval_env, eval_episodes),
@@ -305,8 +319,10 @@ def train_and_evaluate(
         if eval_every:
             tracker.record(int(getattr(agent, "num_timesteps", 0)), first)
         start = time.perf_counter()
-        agent.learn(spec.timesteps, callback=tracker.callback(), progress_bar=progress_bar,
-                    **(learn_kwargs or {}))
+        progress = (ProgressReport(agent, spec.timesteps, on_progress)
+                    if on_progress is not None else None)
+        agent.learn(spec.timesteps, callback=combine_callbacks(agent, tracker.callback(), progress),
+                    progress_bar=progress_bar, **(learn_kwargs or {}))
         wall = time.perf_counter() - start - tracker.seconds
         evaluation = evaluate_trained(agent, spec, eval_env, eval_episodes)
     if eval_every:
@@ -326,6 +342,8 @@ def run_comparison(
     runs: Sequence[RunSpec], *, out_dir: str | Path | None = None, skipped: Sequence[str] = (),
     eval_episodes: int = 10, eval_every: int | None = None, eval_initial: bool = False,
     on_run_end: Callable[[int, RunResult], None] | None = None,
+    on_progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    report_to: str | None = None,
 ) -> ComparisonReport:
     """Train and evaluate every run, aggregate per env × agent, and write the report files.
 
@@ -338,13 +356,22 @@ def run_comparison(
         eval_every: see :func:`run_one`.
         eval_initial: see :func:`run_one`.
         on_run_end: called with (run index, result) after each run (CLI progress).
+        on_progress: called with (run index, env steps, latest metrics) each tenth of a run.
+        report_to: trackers of every run (see :func:`run_one`); with ``out_dir``, each run's
+            metrics.csv and TensorBoard logs go to ``out_dir/runs/<NN>-<agent>-<env>-s<seed>``.
     """
     results = []
     for i, spec in enumerate(runs):
         logger.info("run %d/%d: %s on %s, seed %d", i + 1, len(runs), spec.name, spec.env_id,
                     spec.seed)
+        progress = None if on_progress is None else (
+            lambda steps, metrics, i=i: on_progress(i, steps, metrics))
+        folder = (Path(out_dir) / "runs" / f"{i + 1:02d}-{spec.curve_name}-"
+                  f"{spec.env_id.split('/')[-1]}-s{spec.seed}".replace(" ", "")
+                  if out_dir is not None and report_to is not None else None)
         result = run_one(spec, eval_episodes=eval_episodes, eval_every=eval_every,
-                         eval_initial=eval_initial)
+                         eval_initial=eval_initial, on_progress=progress, report_to=report_to,
+                         metrics_dir=folder)
         results.append(result)
         if on_run_end is not None:
             on_run_end(i, result)

@@ -164,3 +164,62 @@ def write_eval_curve(results: list[tuple[int, EvalResult]], folder: Path,
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return [csv_path, png_path]
+
+
+class ProgressReport:
+    """Calls ``report(steps, metrics)`` as training passes each ``fraction`` of ``total`` steps.
+
+    A callback for ``learn`` (``compare`` prints a line per report, issue 21: nothing showed
+    until a run ended). ``metrics`` are the latest the agent passed its callback (an LLM
+    trainer's update metrics, a table agent's episode metrics; empty for SB3).
+
+    Example:
+        >>> lines = []
+        >>> class Agent:
+        ...     num_timesteps = 0
+        >>> agent = Agent()
+        >>> progress = ProgressReport(agent, 100, lambda steps, m: lines.append(steps), 0.5)
+        >>> for agent.num_timesteps in (20, 50, 70, 100):
+        ...     _ = progress({})
+        >>> lines
+        [50, 100]
+    """
+
+    def __init__(self, agent: Any, total: int, report: Callable[[int, dict[str, float]], None],
+                 fraction: float = 0.1) -> None:
+        self.agent, self.report = agent, report
+        self.start = int(getattr(agent, "num_timesteps", 0))
+        self.step = max(1, int(total * fraction))
+        self.next = self.start + self.step
+
+    def __call__(self, metrics: dict[str, float] | None = None, *_: Any) -> bool:
+        steps = int(getattr(self.agent, "num_timesteps", 0))
+        if steps >= self.next:
+            self.next = steps + self.step - (steps - self.start) % self.step
+            self.report(steps, dict(metrics) if isinstance(metrics, dict) else {})
+        return True
+
+
+def combine_callbacks(agent: Any, *callbacks: Any) -> Any:
+    """One ``learn`` callback running each of ``callbacks`` (``None`` ones left out).
+
+    The callbacks take the agent's callback argument and return False to stop; for an SB3
+    model they become SB3 callbacks (an SB3 ``BaseCallback`` is taken as it is).
+    """
+    callbacks = tuple(c for c in callbacks if c is not None)
+    if not callbacks:
+        return None
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    if isinstance(agent, BaseAlgorithm):
+        from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+
+        return CallbackList([c if isinstance(c, BaseCallback) else ConvertCallback(
+            lambda _locals, _globals, c=c: c({}) is not False) for c in callbacks])
+    if len(callbacks) == 1:
+        return callbacks[0]
+
+    def run_all(*args: Any) -> bool:
+        return all([c(*args) is not False for c in callbacks])  # every one runs
+
+    return run_all

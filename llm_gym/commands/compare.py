@@ -19,7 +19,11 @@ import time
 from typing import Any
 
 from llm_gym.agents.factory import AGENT_NAMES, LLM_AGENTS
-from llm_gym.commands.arguments import json_object
+from llm_gym.commands.arguments import (
+    add_tracking_arguments,
+    check_tracking_arguments,
+    json_object,
+)
 from llm_gym.wrappers.stack import WrapperStack, parse_wrappers
 
 
@@ -50,6 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              '"short": [{"name": "LengthPenalty", "kwargs": {"coef": 0.01}}]}\'')
     parser.add_argument("--untrained", action="store_true",
                         help="also evaluate each agent before training (untrained_return column)")
+    add_tracking_arguments(parser)  # --report-to: each run's logs in OUT/runs/<run>
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress lines inside a run (one each tenth of its budget)")
     parser.set_defaults(func=run_compare)
 
 
@@ -109,10 +116,23 @@ def print_run(index: int, total: int, result: Any) -> None:
               "more about the seed than the setup; raise --timesteps", flush=True)
 
 
+def print_progress(runs: list[Any], index: int, steps: int, metrics: dict[str, float]) -> None:
+    """A line inside a run, each tenth of its budget (issue 21: nothing showed until it ended)."""
+    spec = runs[index]
+    reward = metrics.get("rollout/ep_rew_mean")
+    said = "" if reward is None else f", training return {reward:.3g}"
+    updates = metrics.get("train/updates")
+    said += "" if updates is None else f", {updates:.0f} updates"
+    print(f"  [{index + 1}/{len(runs)}] {spec.curve_name} on {spec.env_id} seed {spec.seed}: "
+          f"{steps}/{spec.timesteps} steps ({100 * steps / spec.timesteps:.0f}%){said}",
+          flush=True)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     """Plan, run, print the table and the files written."""
     from llm_gym.agents.compare import plan_runs, run_comparison
 
+    check_tracking_arguments(args)
     envs, agents = split_list(args.envs, "envs"), split_list(args.agents, "agents")
     variants = None if args.variants is None else parse_variants(args.variants)
     runs, skipped = plan_runs(envs, agents, args.timesteps, parse_seeds(args.seeds),
@@ -127,7 +147,10 @@ def run_compare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     report = run_comparison(runs, out_dir=args.out, skipped=skipped,
                             eval_episodes=args.eval_episodes, eval_initial=args.untrained,
-                            on_run_end=lambda i, r: print_run(i, len(runs), r))
+                            on_run_end=lambda i, r: print_run(i, len(runs), r),
+                            on_progress=None if args.no_progress else (
+                                lambda i, steps, m: print_progress(runs, i, steps, m)),
+                            eval_every=args.eval_every, report_to=args.report_to)
     print()
     print(report.markdown(with_skipped=False))  # the skip list was printed before the runs
     print(f"\n{len(runs)} runs in {time.perf_counter() - start:.0f} s; wrote "

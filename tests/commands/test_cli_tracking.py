@@ -100,3 +100,36 @@ def test_eval_every_works_for_a_table_agent_too(tmp_path):
     curve = list(csv.DictReader((run / "eval_curve.csv").open()))
     assert len(curve) >= 4 and int(curve[0]["env_steps"]) == 0
     assert int(curve[-1]["env_steps"]) == 300
+
+
+def test_compare_prints_progress_inside_each_run(tmp_path, capsys):
+    config = tmp_path / "ppo.json"
+    config.write_text(json.dumps({"num_envs": 2, "num_steps": 8}))
+    assert main(["compare", "--envs", "llm_gym/LeftRight-v0", "--agents", "ppo,q-learning",
+                 "--timesteps", "160", "--config", str(config), "--eval-episodes", "1",
+                 "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    ends = [i for i, line in enumerate(out) if line.startswith("[1/2]")]
+    inside = [line for line in out[:ends[0]] if line.startswith("  [1/2] ppo on")]
+    assert len(inside) == 10  # a line each tenth of the budget, before the run's own line
+    assert "16/160 steps (10%), training return " in inside[0] and ", 1 updates" in inside[0]
+    assert "160/160 steps (100%)" in inside[-1]
+    assert any(line.startswith("  [2/2] q-learning on") for line in out)
+    capsys.readouterr()
+    assert main(["compare", "--envs", "llm_gym/LeftRight-v0", "--agents", "q-learning",
+                 "--timesteps", "100", "--eval-episodes", "1", "--no-progress",
+                 "--out", str(tmp_path / "quiet")]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("  [")]
+
+
+def test_compare_report_to_tensorboard_keeps_each_runs_logs(tmp_path):
+    config = tmp_path / "ppo.json"
+    config.write_text(json.dumps({"num_envs": 2, "num_steps": 8}))
+    out = tmp_path / "out"
+    assert main(["compare", "--envs", "llm_gym/LeftRight-v0", "--agents", "ppo,sb3-a2c",
+                 "--timesteps", "32", "--config", str(config), "--eval-episodes", "1",
+                 "--out", str(out), "--report-to", "tensorboard", "--no-progress"]) == 0
+    ppo, a2c = out / "runs" / "01-ppo-LeftRight-v0-s0", out / "runs" / "02-sb3-a2c-LeftRight-v0-s0"
+    assert (ppo / "metrics.csv").is_file() and events(ppo)
+    assert events(a2c)
+    assert not list(out.glob("runs/*/checkpoints"))  # logs only: compare keeps no saves
