@@ -54,6 +54,8 @@ class EpisodeRecord:
         length: the episode's number of steps.
         success: whether the episode solved the task (None when the env does not say).
         wall_time: seconds since training started.
+        env_return: the episode's unshaped return (the ``env`` term of the shaping wrappers'
+            ``info["reward_components"]``) when the env is shaped; ``None`` otherwise.
     """
 
     env_steps: int
@@ -62,10 +64,39 @@ class EpisodeRecord:
     length: int
     success: bool | None
     wall_time: float
+    env_return: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, for CSV and JSON."""
         return asdict(self)
+
+
+def env_reward(info: dict[str, Any]) -> float | None:
+    """A step's unshaped env reward under shaping wrappers (``None`` when unshaped).
+
+    Example:
+        >>> env_reward({"reward_components": {"env": 1.0, "length_penalty": -0.1}})
+        1.0
+    """
+    terms = info.get("reward_components")
+    return float(terms["env"]) if isinstance(terms, dict) and "env" in terms else None
+
+
+class EnvReturn:
+    """Sums :func:`env_reward` over an episode; ``None`` unless every step reported one."""
+
+    def __init__(self) -> None:
+        self.total: float | None = 0.0
+
+    def add(self, info: dict[str, Any]) -> None:
+        """Add one step's unshaped reward (or mark the episode unshaped)."""
+        reward = env_reward(info)
+        self.total = None if reward is None or self.total is None else self.total + reward
+
+    def pop(self) -> float | None:
+        """The episode's unshaped return; starts the next episode."""
+        total, self.total = self.total, 0.0
+        return total
 
 
 def episode_success(info: dict[str, Any], episode_return: float, terminated: bool) -> bool | None:
@@ -98,9 +129,11 @@ class EpisodeRecorder(gym.Wrapper):
         self._start = time.perf_counter()
         self._return = 0.0
         self._length = 0
+        self._env_return = EnvReturn()
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         self._return, self._length = 0.0, 0
+        self._env_return.pop()
         return self.env.reset(**kwargs)
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
@@ -108,10 +141,11 @@ class EpisodeRecorder(gym.Wrapper):
         self.env_steps += 1
         self._return += float(reward)
         self._length += 1
+        self._env_return.add(info)
         if terminated or truncated:
             self.records.append(EpisodeRecord(
                 env_steps=self.env_steps, tokens=0, episode_return=self._return,
                 length=self._length, success=episode_success(info, self._return, terminated),
-                wall_time=time.perf_counter() - self._start,
+                wall_time=time.perf_counter() - self._start, env_return=self._env_return.pop(),
             ))
         return obs, reward, terminated, truncated, info

@@ -27,6 +27,9 @@ def learning_curve_figure(results: Sequence[Any], window: int = 20) -> Any:
     actions, while the comparison table reports a greedy evaluation; the labels say so, since
     the two differ (a greedy policy often scores above its own training curve). An agent keeps
     its colour in every panel; the legend sits below the panels so it never hides a curve.
+    When some run trained on a shaped reward, a second row shows the unshaped env return of the
+    same episodes (an unshaped run's return is its env return), because the shaped return alone
+    says nothing about the task (issue 21).
 
     Example:
         >>> from llm_gym.agents.compare import plan_runs, run_one
@@ -45,21 +48,28 @@ def learning_curve_figure(results: Sequence[Any], window: int = 20) -> Any:
     palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
     colours = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     panels = max(1, len(env_ids))
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8), squeeze=False)
-    for ax, env_id in zip(axes[0], env_ids, strict=False):
-        for name in names:
-            runs = [r for r in results if r.spec.env_id == env_id and r.spec.curve_name == name]
-            curve = _mean_curve(runs, window)
-            if curve is not None:
-                ax.plot(*curve, label=name, color=colours[name])
-        _reference_line(ax, env_id)
-        ax.set_title(env_id)
-        ax.set_xlabel("env steps (tokens on token envs)")
-        ax.set_ylabel(f"training-episode return\n(trailing mean of {window})")
+    shaped = any(e.env_return is not None for r in results for e in r.episodes)
+    rows = [("episode_return", "training-episode return")]
+    if shaped:
+        rows.append(("env_return", "unshaped env return"))
+    fig, axes = plt.subplots(len(rows), panels, figsize=(5 * panels, 3.8 * len(rows)),
+                             squeeze=False)
+    for row, (key, label) in enumerate(rows):
+        for ax, env_id in zip(axes[row], env_ids, strict=False):
+            for name in names:
+                runs = [r for r in results
+                        if r.spec.env_id == env_id and r.spec.curve_name == name]
+                curve = _mean_curve(runs, window, key)
+                if curve is not None:
+                    ax.plot(*curve, label=name, color=colours[name])
+            _reference_line(ax, env_id)
+            ax.set_title(env_id if row == 0 else f"{env_id}: unshaped env return")
+            ax.set_xlabel("env steps (tokens on token envs)")
+            ax.set_ylabel(f"{label}\n(trailing mean of {window})")
     fig.suptitle("Learning curves of the training episodes (exploring, sampled actions)\n"
                  "the table's returns come from a greedy evaluation", fontsize="medium")
     handles: dict[str, Any] = {}
-    for ax in axes[0]:
+    for ax in axes.flat:
         handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
     # Agents first, in run order, then the reference lines: the same order in every figure.
     order = [n for n in names if n in handles] + [k for k in handles if k not in colours]
@@ -81,13 +91,16 @@ def _reference_line(ax: Any, env_id: str) -> None:
                label=f"{kind} ({threshold:g})")
 
 
-def _mean_curve(runs: Sequence[Any], window: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _mean_curve(runs: Sequence[Any], window: int, key: str = "episode_return"
+                ) -> tuple[np.ndarray, np.ndarray] | None:
     curves = []
     for run in runs:
         if not run.episodes:
             continue
         steps = np.array([r.env_steps for r in run.episodes], dtype=float)
-        returns = np.array([r.episode_return for r in run.episodes], dtype=float)
+        # An unshaped episode's env return is its return.
+        returns = np.array([r.episode_return if getattr(r, key) is None else getattr(r, key)
+                            for r in run.episodes], dtype=float)
         kernel = np.ones(min(window, len(returns)))
         smooth = np.convolve(returns, kernel, "full")[: len(returns)] / np.convolve(
             np.ones_like(returns), kernel, "full")[: len(returns)]  # trailing mean, short at start

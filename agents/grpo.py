@@ -405,10 +405,12 @@ def _finished_episodes(batches: list[RolloutBatch]) -> tuple[list[FinishedEpisod
             if not bool(batch.valid[i]):
                 continue
             ret = float(batch.returns[i])
+            env_return = batch.infos[i].get("episode_reward_components", {}).get("env")
             episodes.append(FinishedEpisode(
                 steps=steps, tokens=tokens, episode_return=ret, length=int(batch.lengths[i]),
                 success=episode_success(batch.infos[i], ret, bool(batch.terminated[i])),
-                finished_at=time.perf_counter()))
+                finished_at=time.perf_counter(),
+                env_return=None if env_return is None else float(env_return)))
     return episodes, steps, tokens
 
 

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import trange
 
-from llm_gym.agents.base import AgentEnvMismatch, EpisodeRecord, episode_success
+from llm_gym.agents.base import AgentEnvMismatch, EnvReturn, EpisodeRecord, episode_success
 
 
 def check_discrete(env: gym.Env, agent_name: str) -> None:
@@ -85,12 +85,14 @@ class EpisodicAgent:
         start = time.perf_counter()
         obs, _ = self.env.reset(seed=self.seed + len(self.episode_log))
         ret, length = 0.0, 0
+        self._env_return = EnvReturn()  # the unshaped return beside the shaped one
         for step in trange(total_timesteps, disable=not progress_bar, unit="step"):
             action = self.train_action(obs, step / total_timesteps)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             self.update(obs, action, float(reward), next_obs, terminated)
             self.num_timesteps += 1
             ret, length, obs = ret + float(reward), length + 1, next_obs
+            self._env_return.add(info)
             if terminated or truncated:
                 self._record(ret, length, info, terminated, start, next_obs)
                 if callback is not None and callback(self._metrics()) is False:
@@ -109,6 +111,7 @@ class EpisodicAgent:
             length=length,
             success=episode_success(info, ret, terminated),
             wall_time=self._wall_offset + time.perf_counter() - start,
+            env_return=self._env_return.pop(),
         ))
 
     def _metrics(self) -> dict[str, Any]:

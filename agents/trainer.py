@@ -211,7 +211,7 @@ class LLMTrainer(abc.ABC):
                 env_steps=self.num_timesteps + episode.steps,
                 tokens=self.num_tokens + episode.tokens, episode_return=episode.episode_return,
                 length=episode.length, success=episode.success,
-                wall_time=episode.finished_at - self._learn_start))
+                wall_time=episode.finished_at - self._learn_start, env_return=episode.env_return))
         self.num_timesteps += collected.steps
         self.num_tokens += collected.tokens
 

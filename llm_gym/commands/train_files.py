@@ -110,7 +110,8 @@ def save_run(agent: Any, result: Any, run_dir: Path, args: argparse.Namespace,
     plot_learning_curves([result], run_dir / "learning_curve.png")
     with (run_dir / "episodes.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["env_steps", "tokens", "episode_return",
-                                                    "length", "success", "wall_time"])
+                                                    "length", "success", "wall_time",
+                                                    "env_return"])
         writer.writeheader()
         writer.writerows(r.to_dict() for r in result.episodes)
 
