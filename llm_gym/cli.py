@@ -62,10 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``ValueError``/``TypeError``/``OSError`` with such a message; anything else is a bug and
     keeps its traceback.
     """
-    args = parse_arguments(build_parser(), argv)
+    parser = build_parser()
+    args = parse_arguments(parser, argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        from llm_gym.commands.run_config import apply_experiment_file
+
+        args = apply_experiment_file(parser, args, argv)  # train --config run.toml
         check_env_arguments(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

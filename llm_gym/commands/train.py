@@ -47,6 +47,11 @@ training episode to ``FILE`` (default ``DIR/rollouts.jsonl``) for ``llm-gym resc
 ``--timesteps`` counts pairs (default: one pass over the file) and the evaluation is the env's.
 ``--agent sft --data FILE`` does the same with conversations in TRL's SFT format (examples).
 
+``--config run.toml`` may hold the whole command, told from an agent config by a top-level
+``env``, ``agent`` or ``resume`` key (:mod:`llm_gym.commands.run_config`); flags override it.
+``--eval-every N`` evaluates the greedy policy every N steps (``eval/*`` metrics,
+``eval_curve.{csv,png}``); ``--report-to`` sends metrics to TensorBoard, W&B or neither.
+
 Example:
     llm-gym train --env llm_gym/LeftRight-v0 --agent q-learning --timesteps 2000
     llm-gym train --resume runs/q-learning-LeftRight-v0-s0 --timesteps 3000
@@ -108,9 +113,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="grpo/ppo/dpo on token envs: tiny, smollm2, a hub id or "
                                            "path")
     parser.add_argument("--config", metavar="FILE",
-                        help="agent config, TOML or JSON (LLM agents: checkpoint_every=50 "
+                        help="TOML or JSON: an agent config (LLM agents: checkpoint_every=50 "
                              "updates, checkpoint_minutes=10; the first checkpoint comes after "
-                             "3 updates or 1 minute)")
+                             "3 updates or 1 minute), or an experiment file, told apart by a "
+                             "top-level env, agent or resume key: its keys are this command's "
+                             "options (env_kwargs a table, wrappers an array of tables), the "
+                             "agent config in a [config] table; flags given here override it")
     parser.add_argument("--data", metavar="FILE",
                         help="dpo: preference pairs in TRL's format (prompt, chosen, rejected), "
                              "e.g. from llm-gym preferences; sft: conversations in TRL's SFT "

@@ -81,7 +81,8 @@ def run_record(spec: Any, args: argparse.Namespace, total: int, done: int) -> di
         "curriculum": getattr(args, "curriculum", None),
         "save_rollouts": getattr(args, "save_rollouts", None),
         "report_to": getattr(args, "report_to", None),
-        "eval_every": getattr(args, "eval_every", None)}
+        "eval_every": getattr(args, "eval_every", None),
+        "experiment": getattr(args, "experiment", None)}
 
 
 def self_play_settings(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
