@@ -87,6 +87,8 @@ class RunSpec:
         wrappers: the wrapper stack the agent trains and is evaluated on (a list or JSON
             text is checked into a :class:`~llm_gym.wrappers.stack.WrapperStack`).
         variant: name of the reward variant (``llm-gym compare --variants``), or ``None``.
+        device: torch device of an LLM agent, passed to ``make_agent(device=...)`` (``None``:
+            its default).
     """
 
     env_id: str
@@ -99,6 +101,7 @@ class RunSpec:
     label: str | None = None
     wrappers: WrapperStack = field(default_factory=WrapperStack)
     variant: str | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         self.wrappers = parse_wrappers(self.wrappers)  # a hand-built spec is an edge too
@@ -280,7 +283,8 @@ def run_one(spec: RunSpec, *, eval_episodes: int = 10, eval_every: int | None = 
     env, regret = regret_training_env(spec)
     agent = make_agent(spec.agent, env, model=spec.model, config=spec.config,
                        seed=spec.seed, env_kwargs=None if regret else spec.env_kwargs or None,
-                       wrappers=spec.wrappers)
+                       wrappers=spec.wrappers,
+                       **({"device": spec.device} if spec.device is not None else {}))
     if report_to is not None:
         from llm_gym.agents.run_reporting import configure_reporting
 

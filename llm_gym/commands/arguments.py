@@ -207,3 +207,68 @@ def check_tracking_arguments(args: Any) -> None:
     every = getattr(args, "eval_every", None)
     if every is not None and every < 1:
         raise ValueError(f"--eval-every must be at least 1 env step, got {every}")
+
+
+def add_device_argument(parser: Any) -> None:
+    """``--device`` (train, eval, compare)."""
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="cpu, cuda, cuda:N or auto (the default: a GPU when one is "
+                             "visible, else the CPU); for the language models and SB3 policies")
+
+
+def resolve_device(text: str | None) -> str | None:
+    """``--device`` checked against the machine: a torch device name, ``None`` for auto.
+
+    Raises:
+        ValueError: not a device name, or CUDA asked for where none is visible.
+
+    Example:
+        >>> resolve_device("auto") is None, resolve_device("cpu")
+        (True, 'cpu')
+    """
+    if text is None or text == "auto":
+        return None
+    kind, _, index = text.partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {text!r}")
+    if kind == "cuda":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {text}: no CUDA device is visible here (torch "
+                             f"{torch.__version__}, CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use "
+                             "--device cpu or auto")
+        if index and int(index) >= count:
+            raise ValueError(f"--device {text}: only {count} CUDA device(s) are visible "
+                             f"(cuda:0 to cuda:{count - 1})")
+    return text
+
+
+def agent_device(agent: str, device: str | None, config: Any) -> tuple[Any, dict[str, Any]]:
+    """``(config, make_agent keyword arguments)`` that put agent ``agent`` on ``device``.
+
+    SB3 models take ``device`` in their config; table agents have no device. The LLM trainers
+    take ``device=`` in their constructor, which ``make_agent`` passes when it accepts it;
+    until then a device other than the default one is refused in one line.
+    """
+    if device is None:
+        return config, {}
+    import inspect
+
+    from llm_gym.agents.factory import AGENTS, load_config, make_agent
+    from llm_gym.models import default_device
+
+    family = AGENTS[agent].family
+    if family == "sb3":
+        return {**(load_config(config) or {}), "device": device}, {}
+    if family != "llm":
+        return config, {}
+    if "device" in inspect.signature(make_agent).parameters:
+        return config, {"device": device}
+    if device.split(":")[0] != default_device() or device not in (default_device(), "cuda:0"):
+        raise ValueError(f"--device {device}: {agent} runs on {default_device()} here, and "
+                         "placing it elsewhere needs make_agent(device=...), not there yet; "
+                         "leave --device out")
+    return config, {}

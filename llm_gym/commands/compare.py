@@ -20,9 +20,12 @@ from typing import Any
 
 from llm_gym.agents.factory import AGENT_NAMES, LLM_AGENTS
 from llm_gym.commands.arguments import (
+    add_device_argument,
     add_tracking_arguments,
+    agent_device,
     check_tracking_arguments,
     json_object,
+    resolve_device,
 )
 from llm_gym.wrappers.stack import WrapperStack, parse_wrappers
 
@@ -55,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--untrained", action="store_true",
                         help="also evaluate each agent before training (untrained_return column)")
     add_tracking_arguments(parser)  # --report-to: each run's logs in OUT/runs/<run>
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress lines inside a run (one each tenth of its budget)")
     parser.set_defaults(func=run_compare)
@@ -133,6 +137,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from llm_gym.agents.compare import plan_runs, run_comparison
 
     check_tracking_arguments(args)
+    device = resolve_device(args.device)
     envs, agents = split_list(args.envs, "envs"), split_list(args.agents, "agents")
     variants = None if args.variants is None else parse_variants(args.variants)
     runs, skipped = plan_runs(envs, agents, args.timesteps, parse_seeds(args.seeds),
@@ -141,6 +146,8 @@ def run_compare(args: argparse.Namespace) -> int:
     for spec in runs:
         if spec.agent in LLM_AGENTS:
             spec.model, spec.config = args.model, args.config
+        spec.config, placement = agent_device(spec.agent, device, spec.config)
+        spec.device = placement.get("device")
     for note in skipped:
         print(f"skip: {note}")
     print(f"{len(runs)} runs of {args.timesteps} steps", flush=True)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.commands.arguments import json_object
+from llm_gym.commands.arguments import add_device_argument, json_object, resolve_device
 from llm_gym.commands.output import write_json
 from llm_gym.rewards.passk import mean_pass_at_k
 from llm_gym.token_env import TokenEnv
@@ -81,6 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-rollouts", nargs="?", const="", default=None, metavar="FILE",
                    help="--model: write every episode as JSON lines (default rollouts.jsonl "
                         "beside --out) for llm-gym rescore")
+    add_device_argument(p)
     p.set_defaults(func=run_eval)
 
 
@@ -121,7 +122,7 @@ def run_eval(args: argparse.Namespace) -> int:
                              "envs")
         from llm_gym.models import load_model
 
-        model, tokenizer = load_model(args.model)
+        model, tokenizer = load_model(args.model, device=resolve_device(args.device))
         env_kwargs.setdefault("tokenizer", tokenizer)
         if args.max_new_tokens is not None:
             env_kwargs["max_new_tokens"] = args.max_new_tokens
@@ -158,6 +159,7 @@ def check_arguments(args: argparse.Namespace, ks: list[int]) -> None:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     if args.temperature is not None and args.temperature < 0:
         raise ValueError(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
+    resolve_device(getattr(args, "device", None))  # CUDA asked for and absent: one line
     if args.model is not None and ks[-1] > args.n:
         raise ValueError(f"pass@{ks[-1]} needs at least {ks[-1]} samples per item and --n is "
                          f"{args.n}; raise --n to {ks[-1]} or lower --k")

@@ -82,10 +82,13 @@ from llm_gym.agents.run_folder import (
     lock_run_folder,
 )
 from llm_gym.commands.arguments import (
+    add_device_argument,
     add_tracking_arguments,
+    agent_device,
     check_tracking_arguments,
     curriculum_settings,
     json_object,
+    resolve_device,
 )
 from llm_gym.commands.output import output_lines
 from llm_gym.commands.train_files import (
@@ -158,6 +161,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="deterministic evaluation episodes at the end (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_tracking_arguments(parser)
+    add_device_argument(parser)
     ray = parser.add_argument_group("on Ray (grpo, rloo, reinforce-pp; pip install 'llm_gym[ray]')")
     ray.add_argument("--rollout-workers", type=int, default=0, metavar="N",
                      help="play each batch on N Ray actors, a slice of the rows and a policy "
@@ -175,6 +179,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.timesteps is not None and args.timesteps < 1:
         raise ValueError(f"--timesteps must be at least 1, got {args.timesteps}")
     check_tracking_arguments(args)
+    resolve_device(args.device)  # CUDA asked for and absent: one line, before anything loads
     new_parent = not (args.resume or args.log_dir or Path(RUNS).exists())
     run_dir = _run_dir(args)
     # The folder's lock for the whole command: a second writer is refused (issue 19).
@@ -293,9 +298,10 @@ def _agent_and_spec(args: argparse.Namespace, run_dir: Path
     wrappers = parse_wrappers(args.wrappers)  # a bad stack fails here, before any model loads
     league = _self_play(args.self_play, args.agent)  # so does a bad --self-play
     config = _with_curriculum(_config(args), args)  # and a bad --curriculum
+    config, placement = agent_device(args.agent, resolve_device(args.device), config)
     agent = make_agent(args.agent, args.env, model=args.model, config=config,
                        seed=args.seed, log_dir=run_dir, env_kwargs=env_kwargs, wrappers=wrappers,
-                       distributed=_distributed(args))
+                       distributed=_distributed(args), **placement)
     if league is not None:
         league.attach(agent)
     # run.json and the output name the model used, the default included (issue 21).

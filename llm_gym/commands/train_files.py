@@ -82,7 +82,8 @@ def run_record(spec: Any, args: argparse.Namespace, total: int, done: int) -> di
         "save_rollouts": getattr(args, "save_rollouts", None),
         "report_to": getattr(args, "report_to", None),
         "eval_every": getattr(args, "eval_every", None),
-        "experiment": getattr(args, "experiment", None)}
+        "experiment": getattr(args, "experiment", None),
+        "device": getattr(args, "device", None)}
 
 
 def self_play_settings(config: str | dict[str, Any] | None) -> dict[str, Any] | None:
