@@ -8,12 +8,9 @@ it, and :class:`TrainerHook` something that acts after each update
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
-
-if TYPE_CHECKING:
-    from llm_gym.agents.trainer import LLMTrainer
 
 
 @dataclass
@@ -75,7 +72,7 @@ class TrainerHook(Protocol):
     restores :meth:`state_dict` with the rest of the training state.
     """
 
-    def on_update(self, trainer: LLMTrainer) -> dict[str, float]:
+    def on_update(self, trainer: Any) -> dict[str, float]:
         """Called after each update; returns metrics to log with the update's."""
 
     def state_dict(self) -> dict[str, Any]:
