@@ -12,7 +12,7 @@ import re
 import zlib
 from typing import Any
 
-from llm_gym.envs.item_streams import AttemptSeeds, ItemStream
+from llm_gym.envs.item_streams import AttemptSeeds, small_draws
 from llm_gym.token_env import Task, TokenEnv, TurnResult
 from llm_gym.tokenizers import Tokenizer, load_tokenizer
 
@@ -189,14 +189,14 @@ class ArithmeticEnv(TokenEnv):
         if self._seeds.seed != self.dataset_seed:  # the attribute was changed after __init__
             self._seeds = AttemptSeeds(self.dataset_seed)
         low, high = self._operand_range
-        operations, num_ops, num_terms = self.operations, len(self.operations), self.num_terms
+        operations, num_terms = self.operations, self.num_terms
+        calls = ((low, high, num_terms), (0, len(operations), num_terms - 1))
         # The draws of np.random.default_rng([dataset_seed, index, attempt]).integers, made
         # without building a Generator per attempt (issue 24: that cost ~30 µs an attempt).
         for attempt, words in zip(range(MAX_ATTEMPTS), self._seeds.attempts(index),
                                   strict=False):
-            rng = ItemStream(None, words)
-            operands = rng.integers(low, high, num_terms)
-            ops = [operations[k] for k in rng.integers(0, num_ops, num_terms - 1)]
+            operands, op_ids = small_draws(words, calls)
+            ops = [operations[k] for k in op_ids]
             answer = evaluate(operands, ops)
             if answer < 0 and not self.allow_negative:
                 continue

@@ -286,3 +286,49 @@ class ItemStream:
             while product & mask < threshold:
                 product = draw() * bound  # type: ignore[operator]
         return product >> bits
+
+
+def small_draws(words: tuple[int, int, int, int],
+                calls: Sequence[tuple[int, int, int]]) -> list[list[int]]:
+    """``[ItemStream(None, words).integers(low, high, size) for low, high, size in calls]``.
+
+    The same numbers with the stream inlined (no object, no method call per number), for
+    calls whose ranges are below 2**32 - 1 (the others go through :class:`ItemStream`): an
+    item makes a few such calls per attempt (issue 24).
+
+    Example:
+        >>> stream = ItemStream([0, 5, 0])
+        >>> small_draws(seed_words([0, 5, 0]), [(10, 100, 3), (0, 2, 4)]) == [
+        ...     stream.integers(10, 100, 3), stream.integers(0, 2, 4)]
+        True
+    """
+    for low, high, _ in calls:
+        if not 0 <= high - low - 1 < MASK32:
+            stream = ItemStream(None, words)
+            return [stream.integers(low, high, size) for low, high, size in calls]
+    s0, s1, i0, i1 = words
+    inc = (((i0 << 64) | i1) << 1 | 1) & MASK128
+    state = (((inc + ((s0 << 64) | s1)) & MASK128) * PCG_MULT + inc) & MASK128
+    spare = -1  # the unused high half of the last 64-bit output, -1 for none
+    out = []
+    for low, high, size in calls:
+        bound, values = high - low, []
+        for _ in range(size):
+            if bound == 1:  # numpy draws nothing for a single value
+                values.append(low)
+                continue
+            while True:
+                if spare >= 0:
+                    draw, spare = spare, -1
+                else:  # PCG64: step, then XSL-RR of the new state
+                    state = (state * PCG_MULT + inc) & MASK128
+                    rot = state >> 122
+                    value = ((state >> 64) ^ state) & MASK64
+                    value = ((value >> rot) | (value << (64 - rot))) & MASK64
+                    draw, spare = value & MASK32, value >> 32
+                product = draw * bound
+                if product & MASK32 >= bound or product & MASK32 >= (MASK32 + 1 - bound) % bound:
+                    break  # Lemire: accepted (numpy's test, in its order)
+            values.append(low + (product >> 32))
+        out.append(values)
+    return out

@@ -7,7 +7,13 @@ import random
 import numpy as np
 import pytest
 
-from llm_gym.envs.item_streams import MAX_ENTROPY_WORDS, AttemptSeeds, ItemStream, seed_words
+from llm_gym.envs.item_streams import (
+    MAX_ENTROPY_WORDS,
+    AttemptSeeds,
+    ItemStream,
+    seed_words,
+    small_draws,
+)
 
 EDGE_VALUES = [0, 1, 2**31 - 1, 2**32 - 1, 2**32, 2**63, 2**64 - 1, 2**64, 2**100 + 5]
 
@@ -85,3 +91,15 @@ def test_attempt_seeds_match_seed_words(seed):
         attempts = seeds.attempts(index)
         for attempt in range(AttemptSeeds.TABLE + 3):  # past the table of first attempts too
             assert next(attempts) == seed_words([seed, index, attempt]), (seed, index, attempt)
+
+
+def test_small_draws_match_a_generator():
+    rng = random.Random(4)
+    for entropy in _entropies(1500, seed=4):
+        if sum(max(1, (v.bit_length() + 31) // 32) for v in entropy) > MAX_ENTROPY_WORDS:
+            continue
+        calls = [(*_ranges(rng), rng.randint(1, 5)) for _ in range(rng.randint(1, 3))]
+        generator = np.random.default_rng(entropy)
+        expected = [generator.integers(low, high, size=size).tolist()
+                    for low, high, size in calls]
+        assert small_draws(seed_words(entropy), calls) == expected, (entropy, calls)
