@@ -9,6 +9,7 @@ evaluations also give ``compare``'s steps-to-solve, and :func:`write_eval_curve`
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,15 @@ def eval_metrics(result: EvalResult) -> dict[str, float]:
     if result.env_return is not None and result.env_return != result.mean_return:
         metrics["eval/env_return"] = result.env_return  # unshaped, beside the shaped return
     return {key: float(value) for key, value in metrics.items()}
+
+
+def is_sb3_model(agent: Any) -> bool:
+    """Whether ``agent`` is an SB3 model (without importing SB3 when nothing did yet)."""
+    if "stable_baselines3" not in sys.modules:  # then no SB3 model exists
+        return False
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    return isinstance(agent, BaseAlgorithm)
 
 
 class PeriodicEval:
@@ -114,9 +124,7 @@ class PeriodicEval:
         if hasattr(self.agent, "add_hook"):  # llm_gym's trainers: metrics in the update's row
             self.agent.add_hook(HOOK_NAME, self)
             return None
-        from stable_baselines3.common.base_class import BaseAlgorithm
-
-        if isinstance(self.agent, BaseAlgorithm):
+        if is_sb3_model(self.agent):
             from stable_baselines3.common.callbacks import ConvertCallback
 
             return ConvertCallback(self._sb3_check)
@@ -209,9 +217,7 @@ def combine_callbacks(agent: Any, *callbacks: Any) -> Any:
     callbacks = tuple(c for c in callbacks if c is not None)
     if not callbacks:
         return None
-    from stable_baselines3.common.base_class import BaseAlgorithm
-
-    if isinstance(agent, BaseAlgorithm):
+    if is_sb3_model(agent):
         from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 
         return CallbackList([c if isinstance(c, BaseCallback) else ConvertCallback(
