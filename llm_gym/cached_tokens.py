@@ -25,13 +25,25 @@ def prompt_tokens(tokenizer: Tokenizer, messages: Sequence[Message]) -> list[int
         >>> prompt_tokens(tok, messages) == tok.prompt_tokens(messages)
         True
     """
+    return prompt_array(tokenizer, messages).tolist()
+
+
+def prompt_array(tokenizer: Tokenizer, messages: Sequence[Message]) -> np.ndarray:
+    """:func:`prompt_tokens` as a read-only int64 array (what a token buffer copies in).
+
+    Example:
+        >>> from llm_gym.tokenizers import ByteTokenizer
+        >>> tok, messages = ByteTokenizer(), [{"role": "user", "content": "hi"}]
+        >>> prompt_array(tok, messages).tolist() == tok.prompt_tokens(messages)
+        True
+    """
     key = _messages_key(messages)
     if key is not None:
         try:
-            return list(_cached_prompt_tokens(tokenizer, key))
+            return _cached_prompt_array(tokenizer, key)
         except TypeError:  # an unhashable tokenizer
             pass
-    return tokenizer.prompt_tokens(messages)
+    return _as_readonly(tokenizer.prompt_tokens(messages))
 
 
 def reply_tokens(tokenizer: Tokenizer, content: str, role: str = "user") -> np.ndarray:
@@ -50,10 +62,9 @@ def reply_tokens(tokenizer: Tokenizer, content: str, role: str = "user") -> np.n
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_prompt_tokens(tokenizer: Tokenizer,
-                          key: tuple[tuple[str, str], ...]) -> tuple[int, ...]:
-    return tuple(tokenizer.prompt_tokens([{"role": role, "content": content}
-                                          for role, content in key]))
+def _cached_prompt_array(tokenizer: Tokenizer, key: tuple[tuple[str, str], ...]) -> np.ndarray:
+    return _as_readonly(tokenizer.prompt_tokens([{"role": role, "content": content}
+                                                 for role, content in key]))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from llm_gym.cached_tokens import prompt_tokens, reply_tokens
+from llm_gym.cached_tokens import prompt_array, prompt_tokens, reply_tokens
 from llm_gym.token_buffers import TokenBuffers
 from llm_gym.tokenizers import Message, Tokenizer, load_tokenizer
 
@@ -430,14 +430,14 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
                 "step() called after the episode ended (terminated or truncated); call reset()"
             )
 
-    def _draw_task(self, seed: int | None, index: int | None) -> tuple[Task, list[int]]:
+    def _draw_task(self, seed: int | None, index: int | None) -> tuple[Task, Sequence[int]]:
         """Seed, draw the task and tokenize its prompt; on failure put the generator back."""
         rng, rng_seed = self._np_random, self._np_random_seed
         state = None if rng is None else rng.bit_generator.state
         try:
             super().reset(seed=seed)
             task = self.sample_task(index)
-            prompt = self.prompt_tokens(task)
+            prompt = self._prompt_ids(task)
             if len(prompt) + self.max_new_tokens > self.max_length:
                 raise ValueError(
                     f"prompt of task {task.index} is {len(prompt)} tokens; with max_new_tokens="
@@ -452,6 +452,16 @@ class TokenEnv(gym.Env[dict[str, np.ndarray], int]):
                 rng.bit_generator.state = state
             raise
         return task, prompt
+
+    def _prompt_ids(self, task: Task) -> Sequence[int]:
+        """:meth:`prompt_tokens`, as the cached array when no subclass or instance overrides it.
+
+        The array goes into the buffer without converting a list of ints (issue 24).
+        """
+        if type(self).prompt_tokens is TokenEnv.prompt_tokens and \
+                "prompt_tokens" not in self.__dict__:
+            return prompt_array(self.tokenizer, task.messages)
+        return self.prompt_tokens(task)
 
     def _observation(self) -> dict[str, np.ndarray]:
         if self._batched:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llm_gym.cached_tokens import prompt_tokens, reply_tokens
+from llm_gym.cached_tokens import prompt_array, prompt_tokens, reply_tokens
 from llm_gym.tokenizers import ByteTokenizer
 
 
@@ -34,6 +34,10 @@ def test_prompt_tokens_are_the_tokenizers(messages):
     assert first == second == tok.prompt_tokens(messages)
     first.append(0)  # the caller owns the list it got: the cache is not touched
     assert prompt_tokens(tok, messages) == tok.prompt_tokens(messages)
+    ids = prompt_array(tok, messages)
+    assert ids.dtype == np.int64 and ids.tolist() == tok.prompt_tokens(messages)
+    with pytest.raises(ValueError):
+        ids[0] = 1  # shared by every reset that hits the cache: read-only
 
 
 @pytest.mark.parametrize(("content", "role"), [("You are at position 0.", "user"),
