@@ -197,6 +197,7 @@ def make_agent(
     config: Any = None, seed: int = 0,
     log_dir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
     wrappers: WrappersLike = None, distributed: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> Any:
     """Build agent ``name`` for the registered env ``env_id``, wrapped in ``wrappers``.
 
@@ -218,6 +219,8 @@ def make_agent(
             see :mod:`llm_gym.wrappers.stack`): every agent learns the shaped reward.
         distributed: GRPO-family agents on Ray: ``rollout_workers``, ``scoring_workers`` and
             ``ray_address`` (see :class:`~llm_gym.agents.grpo.GRPOAgent`).
+        device: torch device of the LLM agents and SB3 models (``"cpu"``, ``"cuda:0"``);
+            ``None``: the GPU when there is one. Table and bandit agents have none.
 
     Raises:
         ValueError: unknown name, or :class:`AgentEnvMismatch` when the agent cannot act in
@@ -233,8 +236,9 @@ def make_agent(
     wrappers = parse_wrappers(wrappers)  # the edge: checked once, taken as is below
     distributed = distributed_options(name, distributed)
     if entry.family == "llm":
+        placed = {**distributed, **({"device": device} if device is not None else {})}
         return _make_llm_agent(entry, env_id, model, config, seed, log_dir, env_kwargs, wrappers,
-                               distributed)
+                               placed)
     if model is not None:
         raise ValueError(f"model= only applies to grpo and ppo, not to {name}")
     if config is not None and not isinstance(config, dict):
@@ -248,6 +252,8 @@ def make_agent(
     env = make_env(env_id, env_kwargs=env_kwargs, wrappers=wrappers)
     kwargs = {**entry.preset, **(config or {})}
     if entry.family == "sb3":
+        if device is not None:
+            kwargs["device"] = device
         return make_sb3_agent(entry.agent_class(), env, seed=seed, log_dir=log_dir, **kwargs)
     return entry.agent_class()(env, seed=seed, **kwargs)
 
@@ -283,7 +289,7 @@ def distributed_options(name: str, options: dict[str, Any] | None) -> dict[str, 
 
 def _make_llm_agent(entry: AgentEntry, env_id: Any, model: Any, config: Any, seed: int,
                     log_dir: Any, env_kwargs: dict[str, Any] | None,
-                    wrappers: WrapperStack, distributed: dict[str, Any]) -> Any:
+                    wrappers: WrapperStack, extra: dict[str, Any]) -> Any:
     name, token_env = entry.name, is_token_env(env_id)
     if env_kind_mismatch(name, env_id) is not None:
         raise AgentEnvMismatch(
@@ -302,7 +308,7 @@ def _make_llm_agent(entry: AgentEntry, env_id: Any, model: Any, config: Any, see
         raise TypeError(f"config of {name} must be a {config_cls.__name__}, a dict or a file, "
                         f"got {type(config).__name__}")
     kwargs: dict[str, Any] = {"config": config, "env_kwargs": env_kwargs, "seed": seed,
-                              "log_dir": log_dir, "wrappers": wrappers, **distributed}
+                              "log_dir": log_dir, "wrappers": wrappers, **extra}
     if model is not None:
         kwargs["model"] = model
     return entry.agent_class()(env_id, **kwargs)
@@ -316,25 +322,27 @@ def agent_file(name: str, directory: str | Path) -> Path:
 def load_agent(
     name: str, path: str | Path, env_id: str, *, env_kwargs: dict[str, Any] | None = None,
     seed: int = 0, log_dir: str | Path | None = None, wrappers: WrappersLike = None,
-    distributed: dict[str, Any] | None = None,
+    distributed: dict[str, Any] | None = None, device: str | None = None,
 ) -> Any:
     """Load an agent saved with ``agent.save(path)`` so that ``learn`` continues its run.
 
     ``wrappers`` rebuilds the run's wrapper stack (``llm-gym train`` records it in run.json);
-    ``distributed`` are a GRPO-family agent's Ray options (see :func:`make_agent`).
+    ``distributed`` are a GRPO-family agent's Ray options and ``device`` where an LLM agent or
+    SB3 model goes (see :func:`make_agent`).
     """
     entry = agent_entry(name)
     if wrappers is not None:  # the edge, as in make_agent; None: the stack the save recorded
         wrappers = parse_wrappers(wrappers)
     distributed = distributed_options(name, distributed)
     cls = entry.agent_class()
+    placed = {"device": device} if device is not None else {}
     if entry.family == "llm":
-        return cls.load(path, log_dir=log_dir, wrappers=wrappers, **distributed)
+        return cls.load(path, log_dir=log_dir, wrappers=wrappers, **distributed, **placed)
     if entry.family == "sb3":
         from llm_gym.agents.sb3 import load_sb3_agent
 
         return load_sb3_agent(cls, path, env_id, env_kwargs=env_kwargs, wrappers=wrappers,
-                              tensorboard_log=str(log_dir) if log_dir else None)
+                              tensorboard_log=str(log_dir) if log_dir else None, **placed)
     env = make_env(env_id, env_kwargs=env_kwargs, wrappers=wrappers)
     if entry.saved_file is None:  # nothing was saved: a fresh agent with the run's seed
         return cls(env, seed=seed)

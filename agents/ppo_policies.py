@@ -338,9 +338,12 @@ def _finished_rows(rollout: Any) -> list[FinishedEpisode]:
     for i, info in enumerate(rollout.infos):
         steps, seen = steps + int(lengths[i]), seen + int(tokens[i])
         ret = float(rollout.returns[i])
+        # The unshaped return of a shaped episode (as GRPO's rollout records it), else None.
+        env_return = info.get("episode_reward_components", {}).get("env")
         out.append(FinishedEpisode(
             steps=steps, tokens=seen, episode_return=ret, length=int(lengths[i]),
-            success=episode_success(info, ret, True), finished_at=time.perf_counter()))
+            success=episode_success(info, ret, True), finished_at=time.perf_counter(),
+            env_return=None if env_return is None else float(env_return)))
     return out
 
 

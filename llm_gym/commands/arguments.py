@@ -249,26 +249,11 @@ def resolve_device(text: str | None) -> str | None:
 def agent_device(agent: str, device: str | None, config: Any) -> tuple[Any, dict[str, Any]]:
     """``(config, make_agent keyword arguments)`` that put agent ``agent`` on ``device``.
 
-    SB3 models take ``device`` in their config; table agents have no device. The LLM trainers
-    take ``device=`` in their constructor, which ``make_agent`` passes when it accepts it;
-    until then a device other than the default one is refused in one line.
+    The LLM trainers and SB3 models take ``make_agent(device=...)``; table and bandit agents
+    have no device (numpy), so ``--device`` leaves them as they are.
     """
-    if device is None:
-        return config, {}
-    import inspect
+    from llm_gym.agents.factory import AGENTS
 
-    from llm_gym.agents.factory import AGENTS, load_config, make_agent
-    from llm_gym.models import default_device
-
-    family = AGENTS[agent].family
-    if family == "sb3":
-        return {**(load_config(config) or {}), "device": device}, {}
-    if family != "llm":
+    if device is None or AGENTS[agent].family not in ("llm", "sb3"):
         return config, {}
-    if "device" in inspect.signature(make_agent).parameters:
-        return config, {"device": device}
-    if device.split(":")[0] != default_device() or device not in (default_device(), "cuda:0"):
-        raise ValueError(f"--device {device}: {agent} runs on {default_device()} here, and "
-                         "placing it elsewhere needs make_agent(device=...), not there yet; "
-                         "leave --device out")
-    return config, {}
+    return config, {"device": device}

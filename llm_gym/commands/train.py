@@ -371,7 +371,7 @@ def _resumed(args: argparse.Namespace, run_dir: Path
                          "leave it out when resuming")
     name, env_id, env_kwargs = saved["agent"], saved["env"], saved["env_kwargs"]
     agent = _load_saved(name, Path(args.resume), env_id, env_kwargs, saved["seed"], run_dir,
-                        wrappers, _distributed(args))
+                        wrappers, _distributed(args), resolve_device(args.device))
     if self_play is not None:  # the checkpoint's pool is restored when the league attaches
         _self_play(self_play, name).attach(agent)
     args.self_play = self_play
@@ -422,8 +422,8 @@ def _self_play(config: str | dict[str, Any] | None, agent: str) -> Any:
 
 
 def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any], seed: int,
-                run_dir: Path, wrappers: WrapperStack, distributed: dict[str, Any]
-                ) -> Any:
+                run_dir: Path, wrappers: WrapperStack, distributed: dict[str, Any],
+                device: str | None = None) -> Any:
     from llm_gym.agents.factory import AGENTS, agent_file, distributed_options, load_agent
 
     distributed = distributed_options(name, distributed)  # Ray is a choice of this invocation
@@ -443,7 +443,7 @@ def _load_saved(name: str, folder: Path, env_id: str, env_kwargs: dict[str, Any]
                                     "the run was stopped before anything was saved, start it "
                                     "again")
     return load_agent(name, path, env_id, env_kwargs=env_kwargs, seed=seed, log_dir=run_dir,
-                      wrappers=wrappers, distributed=distributed)
+                      wrappers=wrappers, distributed=distributed, device=device)
 
 
 def _read_run(directory: Path) -> dict[str, Any]:

@@ -20,6 +20,8 @@ PENALTY = [{"name": "LengthPenalty", "kwargs": {"coef": 0.5}}]
     ("sb3-a2c", "llm_gym/LeftRight-v0", {}),
     ("grpo", "llm_gym/Arithmetic-v0", {"config": {"group_size": 2, "prompts_per_batch": 2},
                                        "env_kwargs": {"max_new_tokens": 4}}),
+    ("ppo", "llm_gym/Arithmetic-v0", {"config": {"num_envs": 2, "num_steps": 8},
+                                      "env_kwargs": {"max_new_tokens": 4}}),
 ])
 def test_shaped_episodes_record_their_unshaped_env_return(agent, env_id, kwargs):
     shaped = make_agent(agent, env_id, wrappers=PENALTY, seed=0, **kwargs)

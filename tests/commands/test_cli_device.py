@@ -71,3 +71,31 @@ def test_device_cpu_places_the_sb3_policy_and_the_eval_model(tmp_path, capsys, m
     assert main(["eval", "--env", "llm_gym/Arithmetic-v0", "--model", "tiny", "--limit", "2",
                  "--device", "cpu"]) == 0
     assert loaded == ["cpu"]
+
+
+def test_device_cpu_reaches_the_llm_trainer_and_its_resume(tmp_path, capsys, monkeypatch):
+    from llm_gym.agents.grpo import GRPOAgent
+    from llm_gym.agents.trainer import LLMTrainer
+
+    devices = []
+    init, load = GRPOAgent.__init__, LLMTrainer.load.__func__
+
+    def spy_init(self, *args, **kwargs):
+        devices.append(("make", kwargs.get("device")))
+        init(self, *args, **kwargs)
+
+    def spy_load(cls, path, env=None, **kwargs):
+        devices.append(("load", kwargs.get("device")))
+        return load(cls, path, env, **kwargs)
+
+    monkeypatch.setattr(GRPOAgent, "__init__", spy_init)
+    monkeypatch.setattr(LLMTrainer, "load", classmethod(spy_load))
+    run = tmp_path / "run"
+    config = tmp_path / "grpo.json"
+    config.write_text(json.dumps({"group_size": 2, "prompts_per_batch": 2}))
+    base = ["--device", "cpu", "--no-progress", "--eval-episodes", "1"]
+    assert main(["train", "--env", "llm_gym/Arithmetic-v0", "--agent", "grpo", "--config",
+                 str(config), "--env-kwargs", '{"max_new_tokens": 4}', "--timesteps", "16",
+                 "--log-dir", str(run), *base]) == 0, capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--timesteps", "32", *base]) == 0
+    assert devices[0] == ("make", "cpu") and ("load", "cpu") in devices
