@@ -358,8 +358,10 @@ def _score_item(env: TokenEnv, index: int, texts: list[str], ids: list[list[int]
     if batch is not None and done:
         for i, result in zip(done, batch([index] * len(done), [texts[i] for i in done]),
                              strict=True):
+            # The env's convention for info["extracted"]: "" when no answer was found.
+            extracted = "" if result.answer is None else str(result.answer)
             results[i] = Sample(index, texts[i], len(ids[i]), result.reward,
-                                result.verdict == "correct", result.verdict, result.answer)
+                                result.verdict == "correct", result.verdict, extracted)
     for i, text in enumerate(texts):
         if i not in results:
             env.reset(options={"index": index})
