@@ -14,12 +14,14 @@ tokens) would not fit its 8,192-token context.
     nice -n 10 python benchmarks/learn_bandit.py --only lm --lm-seeds 0-9 --lm-temperature 1
     python benchmarks/learn_bandit.py --only table --lm-seeds 0-9   # table.md, regret PNG
 
-``--only trained`` first trains SmolLM2 with REINFORCE++ across bandit instances (each row of a
-batch is a fresh instance from the training seeds, which never reach 0-999; REINFORCE++'s
-batch-normalised advantage needs no group of rows on one instance) for ``--train-updates``
-updates at ``--train-horizon`` pulls, then evaluates that model as the prompted one is:
+``--only trained`` first trains SmolLM2 across bandit instances for ``--train-updates`` updates
+at ``--train-horizon`` pulls, then evaluates that model as the prompted one is.
+``--train-agent grpo`` (the default): each GRPO group plays one instance (BanditText-v0 pins
+instance ``10**9 + i`` for ``options={"index": i}``, far from the evaluation seeds 0-999), so the
+group baseline compares pulls on the same arms. ``--train-agent reinforce-pp``: the last round's
+run, each row a fresh instance (reset seeds above 10**6) with a batch-normalised advantage:
 
-    nice -n 10 python benchmarks/learn_bandit.py --only trained --lm-seeds 0-9 --train-updates 20
+    nice -n 10 python benchmarks/learn_bandit.py --only trained --lm-seeds 0-9 --train-updates 30
 """
 
 from __future__ import annotations
@@ -114,17 +116,18 @@ def lm_tag(temperature: float, horizon: int, trained: bool = False) -> str:
     return f"{'trained_' if trained else ''}{mode}_h{horizon}"
 
 
-def train_lm(updates: int, horizon: int, seed: int) -> tuple[Any, Any, dict[str, Any]]:
-    """SmolLM2 after ``updates`` REINFORCE++ updates across bandit instances, and the run's facts.
+def train_lm(updates: int, horizon: int, seed: int, agent_name: str = "grpo"
+             ) -> tuple[Any, Any, dict[str, Any]]:
+    """SmolLM2 after ``updates`` updates of ``agent_name`` across bandit instances, and the facts.
 
-    The agent's seed (1 by default) puts every training instance's reset seed above 10**6, away
-    from the evaluation seeds.
+    GRPO: a group's rows play one instance (``10**9 + index``); REINFORCE++: the agent's seed (1
+    by default) puts every row's reset seed above 10**6. Both stay away from the evaluation seeds.
     """
     from llm_gym.agents.factory import make_agent
 
     config = {"group_size": 4, "prompts_per_batch": 2, "learning_rate": 1e-5,
               "temperature": 1.0, "micro_batch_size": 4}
-    agent = make_agent("reinforce-pp", TEXT, model="smollm2", seed=seed, config=config,
+    agent = make_agent(agent_name, TEXT, model="smollm2", seed=seed, config=config,
                        env_kwargs={"constrained": True, "horizon": horizon})
     start = time.perf_counter()
     rewards: list[float] = []
@@ -137,7 +140,8 @@ def train_lm(updates: int, horizon: int, seed: int) -> tuple[Any, Any, dict[str,
     agent.learn(10**9, callback=callback)
     facts = {"updates": agent.num_updates, "env_steps": agent.num_timesteps,
              "train_seconds": time.perf_counter() - start, "train_horizon": horizon,
-             "train_seed": seed, "mean_return_per_update": rewards, "config": config}
+             "train_seed": seed, "mean_return_per_update": rewards, "config": config,
+             "agent": agent_name}
     return agent.model, agent.tokenizer, facts
 
 
@@ -156,7 +160,7 @@ def run_lm_seeds(seeds: list[int], horizon: int, out: Path, temperature: float =
     if trained:
         torch.set_num_threads(2)  # training has the machine to itself
         model, tokenizer, facts = train_lm(trained["updates"], trained["horizon"],
-                                           trained["seed"])
+                                           trained["seed"], trained.get("agent", "grpo"))
         model.eval()
         torch.set_num_threads(1)
     else:
@@ -165,7 +169,10 @@ def run_lm_seeds(seeds: list[int], horizon: int, out: Path, temperature: float =
         with torch.no_grad():
             result = run_lm(seed, horizon, model, tokenizer, temperature)
         result["training"] = facts
-        (out / f"lm_{lm_tag(temperature, horizon, bool(trained))}_seed{seed}.json").write_text(
+        tag = lm_tag(temperature, horizon, bool(trained))
+        if trained and trained.get("agent", "grpo") == "grpo":  # beside the REINFORCE++ files
+            tag = tag.replace("trained_", "trained_grpo_")
+        (out / f"lm_{tag}_seed{seed}.json").write_text(
             json.dumps(result))
         print(f"LM seed {seed}: regret {sum(result['regrets']):.1f} over "
               f"{len(result['regrets'])} pulls, {result['seconds']:.0f} s", flush=True)
@@ -183,7 +190,8 @@ def load_curves(out: Path) -> dict[str, dict[int, list[float]]]:
         mode = "greedy" if result["temperature"] == 0 else f"sampled T={result['temperature']}"
         how = "prompted"
         if result.get("training"):
-            how = f"after {result['training']['updates']} REINFORCE++ updates"
+            trainer = {"grpo": "GRPO"}.get(result["training"].get("agent"), "REINFORCE++")
+            how = f"after {result['training']['updates']} {trainer} updates"
         name = f"SmolLM2 {how}, {mode}, horizon {result['horizon']}"
         curves.setdefault(name, {})[result["seed"]] = result["regrets"]
     return curves
@@ -248,6 +256,7 @@ def main() -> int:
     parser.add_argument("--train-updates", type=int, default=20)
     parser.add_argument("--train-horizon", type=int, default=20)
     parser.add_argument("--train-seed", type=int, default=1)
+    parser.add_argument("--train-agent", choices=("grpo", "reinforce-pp"), default="grpo")
     parser.add_argument("--only", choices=("baselines", "lm", "trained", "table"),
                         help="run one part (the table reads what is in --out)")
     parser.add_argument("--out", default="benchmarks/results/learn_bandit")
@@ -259,7 +268,7 @@ def main() -> int:
     if args.only == "trained":
         run_lm_seeds(seeds_from(args.lm_seeds), args.lm_horizon, out, args.lm_temperature,
                      trained={"updates": args.train_updates, "horizon": args.train_horizon,
-                              "seed": args.train_seed})
+                              "seed": args.train_seed, "agent": args.train_agent})
     if args.only in (None, "baselines"):
         curves = run_baselines(seeds_from(args.seeds), args.horizon, out)
         (out / "baselines.json").write_text(json.dumps(curves))
