@@ -306,6 +306,9 @@ class GRPOAgent(CausalLMTrainer):
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 steps += 1
+        # Free the gradients before the next rollout, as TRL does after each optimizer step:
+        # SmolLM2's are ~540 MB the sampler never reads (issue 24).
+        self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         out = {f"train/{k}": v / steps for k, v in sums.items()}
         out["train/lr"] = self.optimizer.param_groups[0]["lr"]
