@@ -196,3 +196,22 @@ def smollm2_tokenizer() -> Any:
     except (FileNotFoundError, ImportError) as exc:
         pytest.skip(f"SmolLM2 GGUF not installed: {exc}")
     return load_tokenizer(str(path))
+
+
+def no_live_processes(uids: Any, timeout: float = 1.0) -> bool:
+    """Whether no live process of ``uids`` is left, allowing ``timeout`` s for dying ones.
+
+    A task the sandbox killed leaves its cgroup before it is a zombie; on a loaded machine it
+    can still show as live for a moment while the kernel finishes its exit. A process that
+    outlives ``timeout`` is a real escape and fails the caller's assert.
+    """
+    import time
+
+    from llm_gym.sandbox import pids_of_uid
+
+    end = time.monotonic() + timeout
+    while any(pids_of_uid(uid) for uid in uids):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True

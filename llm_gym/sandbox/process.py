@@ -175,7 +175,7 @@ class _Run:
         sandbox_rc = self.proc.poll()
         if sandbox_rc is not None and sandbox_rc > 128 and not self.iso.degraded:
             sandbox_rc = 128 - sandbox_rc  # the namespace's shell reports a signal as 128 + n
-        self.kill()
+        self.kill(reap=timed_out or over)
         for stream in streams:
             while stream.pump():
                 pass
@@ -228,7 +228,8 @@ class _Run:
             result.peer_returncode = self.peer.returncode
         return result
 
-    def kill(self) -> None:
+    def kill(self, reap: bool = True) -> None:
+        """End every process of the run; ``reap=False``: trust an emptied cgroup (see below)."""
         for proc in (self.proc, self.peer):
             if proc is None:
                 continue
@@ -238,11 +239,14 @@ class _Run:
                 pass
             proc.wait()
         # Every process of a run is born in the slot's cgroup (unshare and its shell join it
-        # before the go byte, and nothing inside can leave it): once the group is empty so is
-        # the slot UID, and the /proc walk of reap_uid (~3 ms a run) is only needed without a
-        # group, or when the group did not empty in time.
+        # before the go byte, and nothing inside can leave it): once the group is empty the run
+        # is over, and the /proc walk of reap_uid (~3 ms a run) is skipped for a run that ended
+        # on its own. A run stopped at its time or output limit (a fork bomb among them) is
+        # walked anyway: an emptied group can still leave a task of the slot UID in the kernel's
+        # exit path for a moment on a loaded machine (seen in CI), and the next run on the slot
+        # must start clean.
         emptied = self.cgroup is not None and self.cgroup.kill()
-        if self.iso.per_slot_uid and not emptied:
+        if self.iso.per_slot_uid and (reap or not emptied):
             reap_uid(self.uid)
         if self.cgroup is not None:
             self.cgroup.release(self.cfg.run_memory_mb << 18)  # a quarter of the budget

@@ -11,7 +11,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import MATH_ROWS, MBPP_ROWS
+from conftest import MATH_ROWS, MBPP_ROWS, no_live_processes
 
 import llm_gym  # noqa: F401 - registers the ids
 from llm_gym.envs.code import CodeEnv
@@ -19,7 +19,7 @@ from llm_gym.rewards import _grading_pool, code
 from llm_gym.rewards._grading_pool import GradingPool, get_pool
 from llm_gym.rewards.code import code_pass_rate, default_pool
 from llm_gym.rewards.math import check_golds, grade_batch
-from llm_gym.sandbox import SandboxPool, pids_of_uid
+from llm_gym.sandbox import SandboxPool
 from llm_gym.vector import row_info
 from tests.attacks.grader_attacks import TASKS
 from tests.attacks.programs import ADD_TESTS, HONEST_ADD, INTEGRITY_ATTACKS, RESOURCE_ATTACKS
@@ -99,7 +99,7 @@ def test_hostile_code_is_contained_inside_an_actor(scoring_workers, name):
     code = {**RESOURCE_ATTACKS, **INTEGRITY_ATTACKS}[name].replace("{marker}", MARKER)
     result = code_pass_rate(code, ADD_TESTS, pool=pool, timeout=1.0)
     assert result.reward == 0.0 and result.verdict != "passed", result.details
-    assert all(not pids_of_uid(uid) for uid in pool.uids)
+    assert no_live_processes(pool.uids)
     assert [p for p in OUTSIDE if os.path.exists(p)] == []
     honest = code_pass_rate(HONEST_ADD, ADD_TESTS, pool=pool, timeout=5.0)
     assert (honest.reward, honest.verdict) == (1.0, "passed")

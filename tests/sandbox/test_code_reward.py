@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import no_live_processes
 
 from llm_gym.rewards.code import (
     COUNTERS,
@@ -27,7 +28,7 @@ from llm_gym.rewards.code import (
     looks_forged,
     suspicious_patterns,
 )
-from llm_gym.sandbox import SandboxPool, detect_isolation, pids_of_uid
+from llm_gym.sandbox import SandboxPool, detect_isolation
 from tests.attacks.programs import ADD_TESTS, HONEST_ADD, INTEGRITY_ATTACKS, RESOURCE_ATTACKS
 
 pytestmark = pytest.mark.sandbox
@@ -86,7 +87,7 @@ def _check_contained(result: CodeResult, elapsed: float, pool, sockets) -> None:
     assert result.reward == 0.0
     assert result.verdict in VERDICTS and result.verdict != "passed"
     assert elapsed < TIMEOUT + 1.0
-    assert all(not pids_of_uid(uid) for uid in pool.uids)
+    assert no_live_processes(pool.uids)
     assert SECRET not in json.dumps(result.details)
     assert _nothing_received(sockets)
     assert _outside_files() == []
@@ -114,7 +115,7 @@ def test_no_escapee_two_seconds_later(pool, listeners):
     result = code_pass_rate(code, ADD_TESTS, pool=pool, timeout=TIMEOUT)
     assert result.reward == 0.0
     time.sleep(2.0)
-    assert all(not pids_of_uid(uid) for uid in pool.uids)
+    assert no_live_processes(pool.uids)
     assert _outside_files() == []
 
 
@@ -274,7 +275,7 @@ def test_storm_of_hostile_and_honest_runs():
         futures = [(ex.submit(code_pass_rate, code, ADD_TESTS, pool=pool,
                               timeout=10.0 if honest else 2.0), honest) for code, honest in jobs]
         results = [(f.result(), honest) for f, honest in futures]
-        assert all(not pids_of_uid(uid) for uid in pool.uids)
+        assert no_live_processes(pool.uids)
     bad = [(r.verdict, r.details) for r, honest in results if honest and r.reward != 1.0]
     assert bad == []
     assert [r.reward for r, honest in results if not honest] == [0.0] * 20

@@ -8,9 +8,10 @@ import os
 import time
 
 import pytest
+from conftest import no_live_processes
 
 from llm_gym.rewards.code import code_pass_rate
-from llm_gym.sandbox import SandboxPool, pids_of_uid
+from llm_gym.sandbox import SandboxPool
 from llm_gym.sandbox.grader import CandidateError, _exception
 from llm_gym.sandbox.wire import (
     MAX_CHARS,
@@ -69,7 +70,7 @@ def test_grader_attack_scores_zero_then_honest_scores_one(name, pool):
     assert elapsed < timeout + 1.5  # nothing hangs, the trainer's own text handling included
     assert [p for p in OUTSIDE if os.path.exists(p)] == []
     assert _new_root_entries() == before
-    assert all(not pids_of_uid(uid) for uid in pool.uids)
+    assert no_live_processes(pool.uids)
     honest = _score(attack["task"], TASKS[attack["task"]]["honest"], pool)
     assert (honest.reward, honest.verdict) == (1.0, "passed"), honest.details
 
