@@ -29,25 +29,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from rollout_throughput import NoStop  # noqa: E402  (the same stop-token mask, beside this file)
 
 import llm_gym  # noqa: E402, F401
 import llm_gym.agents.grpo as grpo_module  # noqa: E402
 from llm_gym.agents.grpo import GRPOAgent, GRPOConfig  # noqa: E402
 from llm_gym.agents.rollout import collect_rollouts  # noqa: E402
 from llm_gym.models import load_model  # noqa: E402
-
-
-class NoStop(torch.nn.Module):
-    """The policy with its stop tokens masked (as in ``rollout_throughput.py``)."""
-
-    def __init__(self, model: torch.nn.Module, stop_ids: list[int]) -> None:
-        super().__init__()
-        self.model, self.stop_ids = model, stop_ids
-
-    def forward(self, **kwargs):
-        out = self.model(**kwargs)
-        out.logits[..., self.stop_ids] = float("-inf")
-        return out
 
 
 def standalone(model, tokenizer, rows: int, group: int, args, stop: bool) -> tuple[float, int]:
