@@ -80,19 +80,18 @@ def time_vector_env(env_id: str, num_envs: int, steps: int, seed: int = 0,
                     wrappers: list | None = None, tokens: str = "random") -> tuple[float, float]:
     """(wall, CPU) seconds for ``steps`` batched steps of ``num_envs`` envs."""
     envs = make_env(env_id, num_envs, wrappers=wrappers)
-    actions = action_array(envs, tokens, steps, seed)
-    envs.reset(seed=seed)
-    with Timer() as timer:
-        for action in actions:
-            envs.step(action)
-    envs.close()
-    return timer.seconds
+    return time_steps(envs, action_array(envs, tokens, steps, seed), seed)
 
 
 def time_cartpole_vector(num_envs: int, steps: int, seed: int = 0) -> tuple[float, float]:
     """(wall, CPU) seconds for ``steps`` batched steps of CartPole's own vector env."""
     envs = gym.make_vec("CartPole-v1", num_envs, vectorization_mode="vector_entry_point")
-    actions = np.random.default_rng(seed).integers(0, 2, size=(steps, num_envs))
+    return time_steps(envs, np.random.default_rng(seed).integers(0, 2, size=(steps, num_envs)),
+                      seed)
+
+
+def time_steps(envs: Any, actions: Any, seed: int) -> tuple[float, float]:
+    """(wall, CPU) seconds to step the reset vector env ``envs`` through ``actions``; closes it."""
     envs.reset(seed=seed)
     with Timer() as timer:
         for action in actions:
