@@ -207,6 +207,9 @@ class DatasetTrainer(CausalLMTrainer):
         else:  # never let a non-finite gradient into the weights
             logger.warning("non-finite gradient norm %s: optimizer step skipped", grad_norm)
             metrics["train/skipped_steps"] = 1.0
+        # Free the gradients before the next batch's reference and policy forwards (as TRL
+        # does after each optimizer step): one model's worth of memory.
+        self.optimizer.zero_grad(set_to_none=True)
         # The throughput is the update's (the base would divide by the instant collect).
         tokens_per_s = collected.tokens / max(time.perf_counter() - start_s, 1e-9)
         return {**metrics, "train/grad_norm": float(grad_norm), "time/tokens_per_s": tokens_per_s,

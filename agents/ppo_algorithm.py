@@ -309,10 +309,12 @@ def ppo_update(
             out["entropy"] = masked_mean(entropy, mb.mask)
             out["loss"] = (out["policy_loss"] + config.vf_coef * out["value_loss"]
                            - config.ent_coef * out["entropy"])
-            optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             out["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
+            # Freed here rather than before the next backward, so the next forward's
+            # activations never sit beside a model's worth of stale gradients.
+            optimizer.zero_grad(set_to_none=True)
             for key, value in out.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             steps += 1

@@ -265,19 +265,20 @@ def llm_gym_rm(settings: Settings) -> dict[str, Any]:
     model, tokenizer, train, held = _rm_setup(settings)
     pad = model.config.pad_token_id
     line = Timeline()
-    batch_loss = rt._batch_loss
+    accumulate = rt._accumulate
     calls = [0]
 
-    def timed_loss(model: Any, batch: Any, pad: int) -> Any:
-        if calls[0]:  # the previous step's optimizer step is done when the next loss starts
+    def timed_step(model: Any, batch: Any, pad: int, micro: int) -> Any:
+        if calls[0]:  # the previous step's optimizer step is done when the next one starts
             line.step_done()
             line.backprop.append((time.perf_counter() - 1e-9, 2 * settings.pair_batch))
         calls[0] += 1
-        return batch_loss(model, batch, pad)
+        return accumulate(model, batch, pad, micro)
 
     before = rt.pairwise_accuracy(model, held, pad)[0]
-    rt._batch_loss = timed_loss
+    rt._accumulate = timed_step
     config = rt.RewardModelConfig(epochs=1, batch_size=settings.pair_batch,
+                                  micro_batch_size=rm_micro_pairs(settings),
                                   learning_rate=settings.pair_lr, seed=settings.seed)
     line.start = time.perf_counter()
     rt._fit(model, train, pad, config)
@@ -287,6 +288,11 @@ def llm_gym_rm(settings: Settings) -> dict[str, Any]:
     after = rt.pairwise_accuracy(model, held, pad)[0]
     return {**line.summary(settings.steps), "held_out_accuracy": {
         "before": before, "after": after, "train_wall_s": trained_s, "pairs": len(held)}}
+
+
+def rm_micro_pairs(settings: Settings) -> int:
+    """Reward-model pairs per forward/backward in both frameworks: ``micro_batch`` sequences."""
+    return max(1, min(settings.pair_batch, settings.micro_batch // 2))
 
 
 def _rm_setup(settings: Settings) -> tuple[Any, Any, list, list]:

@@ -19,6 +19,7 @@ from vs_trl import (
     load_policy,
     load_policy_tokenizer,
     preference_rows,
+    rm_micro_pairs,
     task_env,
 )
 
@@ -138,8 +139,9 @@ def trl_rm(settings: Settings) -> dict[str, Any]:
     line = Timeline()
     args = RewardConfig(**trl_common(
         settings, tempfile.mkdtemp(prefix="vs_trl_rm_"),
-        per_device_train_batch_size=settings.pair_batch, learning_rate=settings.pair_lr,
-        disable_dropout=True))
+        per_device_train_batch_size=rm_micro_pairs(settings),
+        gradient_accumulation_steps=settings.pair_batch // rm_micro_pairs(settings),
+        learning_rate=settings.pair_lr, disable_dropout=True))
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                             processing_class=hf, callbacks=[step_callback(line)])
     _count_pairs(trainer, line, settings)

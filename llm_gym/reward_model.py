@@ -173,8 +173,10 @@ def sequence_scores(model: torch.nn.Module, sequences: Sequence[Sequence[int]],
             ids[row, width - len(seq):] = torch.as_tensor(list(seq), dtype=torch.long)
             mask[row, width - len(seq):] = 1
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    # use_cache=False: scoring never generates, so no key/value cache is kept (as TRL's
+    # RewardTrainer asks).
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                position_ids=positions.to(device))
+                position_ids=positions.to(device), use_cache=False)
     return out.logits[:, 0].float()
 
 

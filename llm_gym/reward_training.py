@@ -45,6 +45,9 @@ class RewardModelConfig:
     Attributes:
         epochs: passes over the training pairs.
         batch_size: pairs per optimizer step (each pair is two sequences).
+        micro_batch_size: pairs per forward/backward pass; the step's gradient is the same
+            whatever it is (losses are weighted by their share of the batch), only peak memory
+            and speed change. ``None``: the whole batch in one pass.
         learning_rate: AdamW step size (the head is new, so a small model needs a larger one).
         weight_decay: AdamW's weight decay.
         margin: constant margin ``m`` in ``−log σ(r_c − r_r − m)``; a ``margin`` column adds to it.
@@ -60,6 +63,7 @@ class RewardModelConfig:
 
     epochs: int = 2
     batch_size: int = 8
+    micro_batch_size: int | None = 4
     learning_rate: float = 5e-5
     weight_decay: float = 0.0
     margin: float = 0.0
@@ -75,6 +79,9 @@ class RewardModelConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be at least 1, got {self.epochs}, "
                              f"{self.batch_size}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be at least 1 or None, got "
+                             f"{self.micro_batch_size}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must lie in [0, 1), got {self.eval_fraction}")
         if self.learning_rate <= 0:
@@ -220,16 +227,34 @@ def _fit(model: Any, pairs: list[tuple[list[int], list[int], float]], pad: int,
         order = rng.permutation(len(pairs))
         for start in range(0, len(pairs), config.batch_size):
             batch = [pairs[i] for i in order[start:start + config.batch_size]]
-            loss = _batch_loss(model, batch, pad)
-            optimizer.zero_grad()
-            loss.backward()
+            loss = _accumulate(model, batch, pad, config.micro_batch_size or len(batch))
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
-            total, steps = total + loss.item(), steps + 1
+            # Free the gradients now, not before the next backward: kept, they (one model's
+            # worth) would sit beside the next forward's activations (issue 24: 1.18x TRL's peak).
+            optimizer.zero_grad(set_to_none=True)
+            total, steps = total + loss, steps + 1
         losses.append(total / max(steps, 1))
         logger.info("reward model epoch %d: loss %.4f", epoch + 1, losses[-1])
     model.eval()
     return losses
+
+
+def _accumulate(model: Any, batch: list[tuple[list[int], list[int], float]], pad: int,
+                micro: int) -> float:
+    """Backward of the batch's mean loss, ``micro`` pairs per pass; the batch's loss.
+
+    Each part's mean loss is weighted by its share of the batch, so the summed gradients are
+    those of one pass over the whole batch, with a part's activations alive at a time (issue 24:
+    the reward model's peak memory was above TRL's).
+    """
+    total = 0.0
+    for start in range(0, len(batch), micro):
+        part = batch[start:start + micro]
+        loss = _batch_loss(model, part, pad) * (len(part) / len(batch))
+        loss.backward()
+        total += loss.item()
+    return total
 
 
 def _batch_loss(model: Any, batch: list[tuple[list[int], list[int], float]], pad: int) -> Any:

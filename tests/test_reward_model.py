@@ -51,6 +51,25 @@ def test_bradley_terry_loss_with_margin():
     assert float(bradley_terry_loss(chosen, rejected, 1.0)) == pytest.approx(float(expected))
 
 
+def test_micro_batches_give_the_one_pass_gradient_and_loss():
+    # Micro-batching is a memory knob only: the step's gradient and loss must not change.
+    from llm_gym.reward_training import _accumulate, encode_pairs
+
+    model, tokenizer = build_reward_model("tiny")
+    pairs = encode_pairs(easy_pairs()[:5], tokenizer, 512, margin=0.5)
+    pad = model.config.pad_token_id
+    results = []
+    for micro in (5, 2):
+        model.zero_grad(set_to_none=True)
+        loss = _accumulate(model, pairs, pad, micro)
+        results.append((loss, [p.grad.clone() for p in model.parameters()]))
+    (one_loss, one_grads), (micro_loss, micro_grads) = results
+    assert micro_loss == pytest.approx(one_loss, rel=1e-5)
+    for whole, parts in zip(one_grads, micro_grads, strict=True):
+        torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-6)
+    assert any(float(g.abs().max()) > 0 for g in one_grads)
+
+
 def test_tiny_rm_beats_chance_on_held_out_prompts(trained_rm):
     folder, result = trained_rm
     assert result.eval_pairs >= 10 and result.eval_accuracy > 0.9

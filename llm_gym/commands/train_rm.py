@@ -29,6 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="train", help="hub split (default train)")
     parser.add_argument("--epochs", type=int, default=2, help="passes over the pairs (2)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (8)")
+    parser.add_argument("--micro-batch-size", type=int, default=4,
+                        help="pairs per forward/backward: lower it to save memory; the step "
+                             "is the same (4)")
     parser.add_argument("--lr", type=float, default=5e-5, help="learning rate (5e-5)")
     parser.add_argument("--margin", type=float, default=0.0,
                         help="constant margin in the loss; a `margin` column adds to it (0)")
@@ -50,7 +53,8 @@ def run_train_rm(args: argparse.Namespace) -> int:
     from llm_gym.reward_training import RewardModelConfig, train_reward_model
 
     config = RewardModelConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        epochs=args.epochs, batch_size=args.batch_size,
+        micro_batch_size=args.micro_batch_size, learning_rate=args.lr,
         margin=args.margin, eval_fraction=args.eval_fraction, max_length=args.max_length,
         lora=None if args.lora is None else json_object(args.lora, "--lora"), seed=args.seed)
     rows = load_preferences(args.data, split=args.split)  # bad data fails before the model loads
