@@ -18,6 +18,7 @@ full-logits path, which gives the same numbers.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple
 
 import torch
@@ -26,6 +27,9 @@ from torch.utils.checkpoint import checkpoint
 # Logit elements per LM-head chunk: 2**25 fp32 = 128 MiB per buffer (about 220 positions with
 # a 151,936-token vocabulary); a handful of such buffers live at once in the backward pass.
 CHUNK_ELEMENTS = 2**25
+# Shared leading tokens below which rows run in one plain forward: a second call costs more
+# than it saves on a short prefix.
+MIN_SHARED_PREFIX = 16
 
 
 def chosen_logprobs(
@@ -82,9 +86,84 @@ def final_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
                     position_ids=position_ids, use_cache=False,
                     output_hidden_states=need_hidden)
         return FinalStates(out.logits, _identity, out.hidden_states[-1] if need_hidden else None)
-    states = body(input_ids=input_ids, attention_mask=attention_mask,
-                  position_ids=position_ids, use_cache=False).last_hidden_state
+    states = _body_states(body, input_ids, attention_mask, position_ids)
     return FinalStates(states, head, states)
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """Leading columns in which every row holds the same real token (at most width - 1).
+
+    Example:
+        >>> ids = torch.tensor([[5, 6, 7, 8], [5, 6, 9, 0]])
+        >>> shared_prefix_length(ids, torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
+        2
+    """
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0) & attention_mask.bool().all(dim=0)
+    differs = (~same).nonzero()
+    length = int(differs[0]) if len(differs) else input_ids.shape[1]
+    return min(length, input_ids.shape[1] - 1)
+
+
+def _body_states(body: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor) -> torch.Tensor:
+    """The body's last hidden states, running a prefix all rows share once.
+
+    A GRPO group repeats one prompt, and a chat template opens every prompt with the same
+    system turn: the rows' common prefix runs once, its keys and values are repeated for every
+    row and the rest runs on top of them (the shared-prefix forward of Prefix Grouper, Liu et
+    al. 2025). Gradients flow through the repeated keys and values, so the result and its
+    gradients are those of the plain forward; on Arithmetic-v0 with SmolLM2 the prompt is
+    ~80% of each row (issue 24). Bodies without a key/value cache take the plain forward.
+    """
+    prefix = shared_prefix_length(input_ids, attention_mask)
+    if prefix < MIN_SHARED_PREFIX or not _caches(body):
+        return body(input_ids=input_ids, attention_mask=attention_mask,
+                    position_ids=position_ids, use_cache=False).last_hidden_state
+    rows = input_ids.shape[0]
+    shared = body(input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix],
+                  position_ids=position_ids[:1, :prefix], use_cache=True)
+    name = cache_argument(body)
+    cache = getattr(shared, name, None)
+    if not hasattr(cache, "batch_repeat_interleave"):  # a legacy tuple cache (old transformers)
+        return body(input_ids=input_ids, attention_mask=attention_mask,
+                    position_ids=position_ids, use_cache=False).last_hidden_state
+    cache.batch_repeat_interleave(rows)
+    rest = body(input_ids=input_ids[:, prefix:], attention_mask=attention_mask,
+                position_ids=position_ids[:, prefix:], use_cache=True, **{name: cache})
+    return torch.cat([shared.last_hidden_state.expand(rows, -1, -1), rest.last_hidden_state],
+                     dim=1)
+
+
+def _caches(body: torch.nn.Module) -> bool:
+    """Whether ``body`` takes and returns a key/value cache in this mode."""
+    if getattr(body, "gradient_checkpointing", False) and body.training:
+        return False  # transformers turns the cache off under gradient checkpointing
+    try:
+        params = inspect.signature(body.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "cache" in params or "past_key_values" in params
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The keyword a causal LM takes its KV cache under: ``cache`` or ``past_key_values``.
+
+    Example:
+        >>> from llm_gym.models import tiny_model
+        >>> cache_argument(tiny_model()[0]) in ("cache", "past_key_values")
+        True
+    """
+    from transformers import PreTrainedModel
+
+    # The first transformers model inside (peft and user wrappers forward **kwargs to it).
+    lm = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
+    try:
+        params = inspect.signature(lm.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def states_logprobs(

@@ -13,7 +13,6 @@ Every entry point that takes a policy also takes a plain ``torch.nn.Module`` and
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm_gym.agents.logprobs import chosen_logprobs
+from llm_gym.agents.logprobs import cache_argument, chosen_logprobs
 
 
 class Policy(ABC):
@@ -176,22 +175,3 @@ def as_policy(policy: Policy | torch.nn.Module) -> Policy:
         return HFPolicy(policy)
     raise TypeError(f"expected a Policy or a torch.nn.Module causal LM, got "
                     f"{type(policy).__name__}; wrap other backends in a Policy subclass")
-
-
-def cache_argument(model: torch.nn.Module) -> str:
-    """The keyword a causal LM takes its KV cache under: ``cache`` or ``past_key_values``.
-
-    Example:
-        >>> from llm_gym.models import tiny_model
-        >>> cache_argument(tiny_model()[0]) in ("cache", "past_key_values")
-        True
-    """
-    from transformers import PreTrainedModel
-
-    # The first transformers model inside (peft and user wrappers forward **kwargs to it).
-    lm = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
-    try:
-        params = inspect.signature(lm.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"

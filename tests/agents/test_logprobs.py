@@ -96,3 +96,34 @@ def test_action_masks_apply_where_they_were_recorded(model):
     assert lean[0, 7] > full.new_tensor(-2.0)  # 1 of 3 allowed tokens: far above unmasked
     unmasked = chosen_logprobs(model, ids, attention, positions=agent, vocab_size=260)
     assert lean[1, 6] == unmasked[1, 6] and lean[0, 8] == unmasked[0, 8]
+
+
+def test_a_shared_prompt_runs_once_with_the_plain_forwards_numbers(model):
+    # A GRPO group: one 20-token prompt, then different replies (one right-padded). The shared
+    # prefix must run once (two body calls: the prefix for one row, the rest for all rows), and
+    # the log-probs and gradients must be those of the full softmax over the plain forward.
+    generator = torch.Generator().manual_seed(2)
+    prompt = torch.randint(0, 256, (1, 20), generator=generator).expand(4, 20)
+    ids = torch.cat([prompt, torch.randint(0, 256, (4, 7), generator=generator)], dim=1)
+    attention = torch.ones_like(ids)
+    attention[2, 24:] = 0
+    agent = torch.zeros_like(ids, dtype=torch.bool)
+    agent[:, 20:] = True
+    scored = (agent & attention.bool()).float()
+    shapes = []
+    hook = model.model.register_forward_hook(
+        lambda module, args, out: shapes.append(tuple(out.last_hidden_state.shape)))
+    try:
+        results = []
+        for fn in (sequence_logprobs, chosen_logprobs):
+            model.zero_grad()
+            kwargs = {"positions": agent} if fn is chosen_logprobs else {}
+            logprobs = fn(model, ids, attention, vocab_size=260, **kwargs)
+            (logprobs * scored).sum().backward()
+            results.append((logprobs.detach() * scored, torch.cat(
+                [p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    finally:
+        hook.remove()
+    assert shapes[-2:] == [(1, 20, 64), (4, 7, 64)]  # the prefix once, then the replies
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-5, rtol=1e-4)
