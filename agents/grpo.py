@@ -357,6 +357,9 @@ class GRPOAgent(CausalLMTrainer):
             if len(rows) == 0:
                 return {**sums, "skipped_steps": 1.0, "grad_norm": 0.0}
         computed_tokens = float(batch.agent_mask[rows].sum().clamp(min=1))
+        # In row order a micro-batch holds whole groups, whose rows share their prompt: the
+        # log-probs run it once (agents/logprobs.py). The gradient is a sum, so order is free.
+        rows = rows.sort().values
         for micro in torch.split(rows, cfg.micro_batch_size):
             m = batch.agent_mask[micro]
             logp, ent = self._logprobs(self.model, batch, micro, entropy=True)
