@@ -24,6 +24,7 @@ from llm_gym.agents.token_envs import build_token_envs, first_env, saved_stack
 from llm_gym.agents.trainer import LLMTrainer
 from llm_gym.agents.training import seed_everything
 from llm_gym.models import load_model
+from llm_gym.optimizers import adamw
 from llm_gym.wrappers.stack import WrappersLike, parse_wrappers
 
 
@@ -67,8 +68,8 @@ class CausalLMTrainer(LLMTrainer):
                              f"model's ({embeddings}); build the env with the model's tokenizer")
         self.generator = torch.Generator().manual_seed(self.seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate,
-                                           weight_decay=self.config.weight_decay)
+        self.optimizer = adamw(params, lr=self.config.learning_rate,
+                               weight_decay=self.config.weight_decay)
 
     def _frozen_reference(self) -> torch.nn.Module | None:
         """A frozen copy of the starting policy; ``None`` with LoRA (the adapter-disabled base)."""

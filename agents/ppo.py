@@ -28,6 +28,7 @@ from llm_gym.agents.ppo_algorithm import PPOConfig, ppo_update
 from llm_gym.agents.ppo_policies import ClassicPolicy, TokenPolicy, build_model
 from llm_gym.agents.token_envs import build_token_envs, first_env, saved_stack
 from llm_gym.agents.trainer import Collected, LLMTrainer
+from llm_gym.optimizers import adamw
 from llm_gym.tokenizers import ByteTokenizer, load_tokenizer
 from llm_gym.wrappers.stack import (
     WrappersLike,
@@ -115,7 +116,7 @@ class PPOAgent(LLMTrainer):
             lr = 3e-4 if cfg.learning_rate is None else cfg.learning_rate
             self._threads = 1
         self.envs = envs
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = adamw(
             [p for p in self.policy.parameters() if p.requires_grad], lr=lr, eps=cfg.adam_eps,
             weight_decay=cfg.weight_decay)
 

@@ -10,7 +10,8 @@ prompts, its reward) and the same preference pairs. TRL gets the env's reward th
 local adapter (:func:`arithmetic_reward`: the env's own ``extract_integer`` on a reply that ended
 its turn), since ``llm_gym/integrations/trl.py`` did not exist yet when this was written. TRL's
 defaults that would make the comparison unequal are switched off: ``gradient_checkpointing``
-(llm_gym does not recompute activations), the linear LR decay, ``adamw_torch_fused``.
+(llm_gym does not recompute activations) and the linear LR decay. Both use fused AdamW (TRL's
+default ``adamw_torch_fused``; llm_gym's ``llm_gym.optimizers.adamw``).
 
 Measured per optimizer step, the first (warm-up) step excluded:
 

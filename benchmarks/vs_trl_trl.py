@@ -30,7 +30,7 @@ def trl_common(settings: Settings, out_dir: str, **extra: Any) -> dict[str, Any]
     return dict(
         output_dir=out_dir, use_cpu=True, bf16=False, fp16=False, report_to="none",
         save_strategy="no", logging_steps=1, max_steps=settings.steps + 1,
-        gradient_checkpointing=False, optim="adamw_torch", lr_scheduler_type="constant",
+        gradient_checkpointing=False, optim="adamw_torch_fused", lr_scheduler_type="constant",
         warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=settings.seed,
         dataloader_num_workers=0, disable_tqdm=True, **extra)
 

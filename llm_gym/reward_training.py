@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from llm_gym.optimizers import adamw
 from llm_gym.preferences import load_preferences
 from llm_gym.reward_model import (
     build_reward_model,
@@ -217,8 +218,7 @@ def _fit(model: Any, pairs: list[tuple[list[int], list[int], float]], pad: int,
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+    optimizer = adamw(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     model.train()
     losses = []
