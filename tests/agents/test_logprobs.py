@@ -98,7 +98,7 @@ def test_action_masks_apply_where_they_were_recorded(model):
     assert lean[1, 6] == unmasked[1, 6] and lean[0, 8] == unmasked[0, 8]
 
 
-def test_a_shared_prompt_runs_once_with_the_plain_forwards_numbers(model):
+def test_a_shared_prompt_runs_once_with_the_plain_forwards_numbers(model, monkeypatch):
     # A GRPO group: one 20-token prompt, then different replies (one right-padded). The shared
     # prefix must run once (two body calls: the prefix for one row, the rest for all rows), and
     # the log-probs and gradients must be those of the full softmax over the plain forward.
@@ -110,6 +110,11 @@ def test_a_shared_prompt_runs_once_with_the_plain_forwards_numbers(model):
     agent = torch.zeros_like(ids, dtype=torch.bool)
     agent[:, 20:] = True
     scored = (agent & attention.bool()).float()
+    # 3 repeated prompts x 20 tokens saves too little on this 0.1M-parameter model to share by
+    # default; lower the bar so the shared path runs.
+    import llm_gym.agents.logprobs as logprobs
+
+    monkeypatch.setattr(logprobs, "MIN_SHARED_WORK", 1)
     shapes = []
     hook = model.model.register_forward_hook(
         lambda module, args, out: shapes.append(tuple(out.last_hidden_state.shape)))
@@ -127,3 +132,20 @@ def test_a_shared_prompt_runs_once_with_the_plain_forwards_numbers(model):
     assert shapes[-2:] == [(1, 20, 64), (4, 7, 64)]  # the prefix once, then the replies
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(results[1][1], results[0][1], atol=1e-5, rtol=1e-4)
+
+
+def test_the_prefix_is_shared_only_where_it_saves_real_work(model):
+    import llm_gym.agents.logprobs as logprobs
+
+    shapes = []
+    hook = model.model.register_forward_hook(
+        lambda module, args, out: shapes.append(tuple(out.last_hidden_state.shape)))
+    try:
+        for rows, prompt in ((4, 20), (16, 120)):
+            ids = torch.randint(0, 256, (1, prompt)).expand(rows, prompt)
+            ids = torch.cat([ids, torch.randint(0, 256, (rows, 5))], dim=1)
+            logprobs.chosen_logprobs(model, ids, torch.ones_like(ids))
+    finally:
+        hook.remove()
+    # 60 repeated tokens: one plain call; 1,800 (x 0.1M parameters > MIN_SHARED_WORK): shared.
+    assert shapes == [(4, 25, 64), (1, 120, 64), (16, 5, 64)]
