@@ -19,7 +19,6 @@ This times, on one loaded model and the same ``--env`` items:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -28,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gymnasium as gym  # noqa: E402
 import torch  # noqa: E402
-from rollout_throughput import NoStop  # noqa: E402
+from rollout_throughput import NoStop, finish  # noqa: E402
 
 import llm_gym  # noqa: E402, F401
 from llm_gym.agents.token_envs import play_items  # noqa: E402
@@ -98,10 +97,7 @@ def main() -> None:
     report = {"args": vars(args), "batch": batch, "results": results,
               "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
               "load_avg": os.getloadavg()}
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=2)
-    print(json.dumps(report["load_avg"]))
+    finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -123,8 +123,13 @@ def main() -> None:
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
               "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "results": results}
-    if args.out:
-        with open(args.out, "w") as handle:
+    finish(report, args.out)
+
+
+def finish(report: dict, out: str | None) -> None:
+    """Write ``report`` as JSON to ``out`` (when given) and print its load average."""
+    if out:
+        with open(out, "w") as handle:
             json.dump(report, handle, indent=2)
     print(json.dumps(report["load_avg"]))
 
