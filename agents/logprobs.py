@@ -120,19 +120,21 @@ def _body_states(body: torch.nn.Module, input_ids: torch.Tensor, attention_mask:
     ~80% of each row (issue 24). Bodies without a key/value cache, and prefixes too short to
     pay for the second call (:data:`MIN_SHARED_WORK`), take the plain forward.
     """
-    prefix = shared_prefix_length(input_ids, attention_mask)
-    saved = (input_ids.shape[0] - 1) * prefix * sum(p.numel() for p in body.parameters())
-    if prefix == 0 or saved < MIN_SHARED_WORK or not _caches(body):
+    def plain() -> torch.Tensor:
         return body(input_ids=input_ids, attention_mask=attention_mask,
                     position_ids=position_ids, use_cache=False).last_hidden_state
+
     rows = input_ids.shape[0]
+    prefix = shared_prefix_length(input_ids, attention_mask)
+    if (prefix == 0 or not _caches(body) or (rows - 1) * prefix
+            * sum(p.numel() for p in body.parameters()) < MIN_SHARED_WORK):
+        return plain()
     shared = body(input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix],
                   position_ids=position_ids[:1, :prefix], use_cache=True)
     name = cache_argument(body)
     cache = getattr(shared, name, None)
     if not hasattr(cache, "batch_repeat_interleave"):  # a legacy tuple cache (old transformers)
-        return body(input_ids=input_ids, attention_mask=attention_mask,
-                    position_ids=position_ids, use_cache=False).last_hidden_state
+        return plain()
     cache.batch_repeat_interleave(rows)
     rest = body(input_ids=input_ids[:, prefix:], attention_mask=attention_mask,
                 position_ids=position_ids[:, prefix:], use_cache=True, **{name: cache})
@@ -144,11 +146,15 @@ def _caches(body: torch.nn.Module) -> bool:
     """Whether ``body`` takes and returns a key/value cache in this mode."""
     if getattr(body, "gradient_checkpointing", False) and body.training:
         return False  # transformers turns the cache off under gradient checkpointing
+    return bool({"cache", "past_key_values"} & _forward_parameters(body))
+
+
+def _forward_parameters(module: torch.nn.Module) -> set[str]:
+    """The keyword names ``module.forward`` takes (none where its signature cannot be read)."""
     try:
-        params = inspect.signature(body.forward).parameters
+        return set(inspect.signature(module.forward).parameters)
     except (TypeError, ValueError):
-        return False
-    return "cache" in params or "past_key_values" in params
+        return set()
 
 
 def cache_argument(model: torch.nn.Module) -> str:
@@ -163,11 +169,7 @@ def cache_argument(model: torch.nn.Module) -> str:
 
     # The first transformers model inside (peft and user wrappers forward **kwargs to it).
     lm = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), model)
-    try:
-        params = inspect.signature(lm.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in _forward_parameters(lm) else "past_key_values"
 
 
 def states_logprobs(
