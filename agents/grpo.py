@@ -176,7 +176,8 @@ class GRPOAgent(CausalLMTrainer):
         self._worker_metrics = {}
         kept: list[RolloutBatch] = []
         advantages: list[torch.Tensor] = []
-        stats = {"rollout/sampling_rounds": 0.0, "rollout/groups_dropped_equal": 0.0}
+        stats = {"rollout/sampling_rounds": 0.0, "rollout/groups_dropped_equal": 0.0,
+                 "rollout/equal_groups": 0.0, "rollout/sampled_groups": 0.0}
         sampled: list[RolloutBatch] = []
         groups = 0
         for _ in range(cfg.max_sampling_rounds if cfg.uses_dynamic_sampling else 1):
@@ -187,6 +188,10 @@ class GRPOAgent(CausalLMTrainer):
             sampled.append(batch)
             stats["rollout/sampling_rounds"] += 1
             adv = self._advantages(batch)
+            if adv.dim() == 1:  # group advantages: an all-zero group carries no signal
+                equal = (adv.reshape(-1, cfg.group_size) == 0).all(dim=1)
+                stats["rollout/equal_groups"] += float(equal.sum())
+                stats["rollout/sampled_groups"] += float(equal.numel())
             rows = self._rows_to_train(batch, adv, stats)
             if cfg.uses_dynamic_sampling:  # keep whole groups, no more than the batch needs
                 wanted = np.unique(rows // cfg.group_size)[: cfg.prompts_per_batch - groups]
@@ -280,8 +285,6 @@ class GRPOAgent(CausalLMTrainer):
         if known:
             out["rollout/success_rate"] = float(np.mean(known))
         return out
-
-    # -------------------------------------------------------------------------- update
 
     # -------------------------------------------------------------------------- update
     def train_on(self, collected: Collected) -> dict[str, float]:

@@ -26,6 +26,7 @@ short still keeps what it measured.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -64,6 +65,19 @@ def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def mcnemar_p(before: list[bool], after: list[bool]) -> dict[str, float]:
+    """Exact two-sided McNemar test on the same problems: is the change more than chance?
+
+    Only the discordant problems count (solved after, not before: ``gained``; the other way:
+    ``lost``); under "no change" each is a fair coin.
+    """
+    gained = sum(a and not b for b, a in zip(before, after, strict=True))
+    lost = sum(b and not a for b, a in zip(before, after, strict=True))
+    n = gained + lost
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n if n else 1.0
+    return {"gained": gained, "lost": lost, "p_two_sided": min(1.0, 2 * tail)}
 
 
 def solution(answer: str) -> str:
@@ -119,6 +133,7 @@ def held_out(model: Any, tokenizer: Any, args: argparse.Namespace, split: dict,
               "verdicts": dict(Counter(o["verdict"] for o in greedy)),
               "truncated_share": float(np.mean([o["truncated"] for o in greedy])),
               "mean_reply_tokens": float(np.mean([o["length"] for o in greedy])),
+              "solved": [int(o["success"]) for o in greedy],
               "greedy_seconds": time.perf_counter() - start}
     print(f"{stage}: greedy {correct}/{len(greedy)} = {result['accuracy']:.3f} "
           f"CI95 [{result['ci95'][0]:.3f}, {result['ci95'][1]:.3f}] "
@@ -188,8 +203,8 @@ def run_sft(model: Any, tokenizer: Any, args: argparse.Namespace, split: dict,
 
 
 def run_grpo(model: Any, tokenizer: Any, args: argparse.Namespace, split: dict,
-             summary: dict) -> GRPOAgent:
-    curriculum = {"min_tries": 4, "retest_rate": 0.1} if args.curriculum else None
+             summary: dict, use_curriculum: bool, key: str = "grpo") -> GRPOAgent:
+    curriculum = {"min_tries": 4, "retest_rate": 0.1} if use_curriculum else None
     config = GRPOConfig(group_size=args.group_size, prompts_per_batch=args.prompts_per_batch,
                         learning_rate=args.grpo_lr, micro_batch_size=args.grpo_micro_batch,
                         temperature=args.temperature, curriculum=curriculum,
@@ -204,21 +219,27 @@ def run_grpo(model: Any, tokenizer: Any, args: argparse.Namespace, split: dict,
 
     def callback(metrics: dict) -> bool:
         keep = ("time/env_steps", "rollout/ep_rew_mean", "rollout/success_rate",
-                "reward/env", "reward/format_bonus", "time/rollout_s", "time/update_s")
+                "reward/env", "reward/format_bonus", "time/rollout_s", "time/update_s",
+                "rollout/equal_groups", "rollout/sampled_groups")
         curve.append({k: float(v) for k, v in metrics.items()
                       if k in keep or k.startswith("curriculum/")})
-        print(f"  grpo update {len(curve):3d} reward {metrics['rollout/ep_rew_mean']:.3f} "
+        print(f"  {key} update {len(curve):3d} reward {metrics['rollout/ep_rew_mean']:.3f} "
               f"success {metrics.get('rollout/success_rate', float('nan')):.3f} "
-              f"equal {metrics.get('curriculum/equal_share', float('nan')):.2f} "
+              f"all-equal groups {metrics['rollout/equal_groups']:.0f}"
+              f"/{metrics['rollout/sampled_groups']:.0f} "
               f"rollout {metrics['time/rollout_s']:.0f}s update {metrics['time/update_s']:.0f}s",
               flush=True)
         return len(curve) < args.grpo_updates and time.perf_counter() < deadline
 
     start = time.perf_counter()
     agent.learn(10**9, callback=callback)
-    summary["grpo"] = {"updates": agent.num_updates, "env_steps": agent.num_timesteps,
-                       "seconds": time.perf_counter() - start, "curve": curve,
-                       "curriculum": curriculum, "wrappers": wrappers}
+    sampled = sum(c.get("rollout/sampled_groups", 0.0) for c in curve)
+    equal = sum(c.get("rollout/equal_groups", 0.0) for c in curve)
+    summary[key] = {"updates": agent.num_updates, "env_steps": agent.num_timesteps,
+                    "seconds": time.perf_counter() - start, "curve": curve,
+                    "curriculum": curriculum, "wrappers": wrappers,
+                    "sampled_groups": sampled, "equal_groups": equal,
+                    "equal_share": equal / sampled if sampled else None}
     return agent
 
 
@@ -241,13 +262,22 @@ def write(summary: dict, out: Path, t0: float) -> None:
     """Rewrite summary.json and curve.png with what has been measured so far."""
     summary["minutes"] = (time.perf_counter() - t0) / 60
     summary["load_avg_end"] = list(os.getloadavg())
-    for stage in ("before", "after_sft", "after"):
+    for stage in STAGES:
         if isinstance(summary.get(f"{stage}_detail"), dict):
             summary[stage] = summary[f"{stage}_detail"]["accuracy"]
             summary[f"ci95_{stage}"] = summary[f"{stage}_detail"]["ci95"]
+    before = summary.get("before_detail")
+    if isinstance(before, dict):  # paired: the same held-out problems at every stage
+        summary["mcnemar_vs_before"] = {
+            stage: mcnemar_p([bool(x) for x in before["solved"]],
+                             [bool(x) for x in summary[f"{stage}_detail"]["solved"]])
+            for stage in STAGES[1:] if isinstance(summary.get(f"{stage}_detail"), dict)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(summary, out / "curve.png")
+
+
+STAGES = ("before", "after_sft", "after", "after_other_arm")
 
 
 def _plot(summary: dict, path: Path) -> None:
@@ -257,24 +287,27 @@ def _plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    stages = [s for s in ("before", "after_sft", "after") if f"{s}_detail" in summary]
+    stages = [s for s in STAGES if f"{s}_detail" in summary]
     details = [summary[f"{s}_detail"] for s in stages]
     acc = [d["accuracy"] for d in details]
     low = [d["accuracy"] - d["ci95"][0] for d in details]
     high = [d["ci95"][1] - d["accuracy"] for d in details]
-    labels = {"before": "before", "after_sft": "after SFT", "after": "after GRPO"}
+    arm = "curriculum" if summary["settings"]["curriculum"] else "no curriculum"
+    other = "no curriculum" if summary["settings"]["curriculum"] else "curriculum"
+    labels = {"before": "before", "after_sft": "after SFT", "after": f"GRPO\n{arm}",
+              "after_other_arm": f"GRPO\n{other}"}
     left.errorbar(range(len(stages)), acc, yerr=[low, high], fmt="o-", capsize=4)
     left.set_xticks(range(len(stages)), [labels[s] for s in stages])
-    left.set_xlim(-0.5, 2.5)
+    left.set_xlim(-0.5, len(STAGES) - 0.5)
     left.set_ylabel("greedy held-out accuracy (95% CI)")
     left.set_title(f"GSM8K held-out, greedy, n={summary.get('heldout_n')}")
-    curve = summary.get("grpo", {}).get("curve", [])
-    if curve:
-        updates = range(1, len(curve) + 1)
-        right.plot(updates, [c.get("rollout/ep_rew_mean", np.nan) for c in curve],
-                   label="reward (shaped)")
-        right.plot(updates, [c.get("rollout/success_rate", np.nan) for c in curve],
-                   label="success")
+    for key, name in (("grpo", arm), ("grpo_other_arm", other)):
+        curve = summary.get(key, {}).get("curve", [])
+        if curve:
+            updates = range(1, len(curve) + 1)
+            right.plot(updates, [c.get("rollout/success_rate", np.nan) for c in curve],
+                       label=f"success, {name}")
+    if right.lines:
         right.legend()
     right.set_xlabel("GRPO update")
     right.set_title("GRPO training batches")
@@ -312,6 +345,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--grpo-micro-batch", type=int, default=4)
     p.add_argument("--temperature", type=float, default=0.7, help="GRPO sampling temperature")
     p.add_argument("--curriculum", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--both-arms", action="store_true",
+                   help="also run GRPO the other way (curriculum off if on), from the same SFT "
+                        "model: reported as after_other_arm")
     p.add_argument("--format-bonus", type=float, default=0.0,
                    help="FormatBonus(marker='####') weight during GRPO (0: off)")
     p.add_argument("--skip-before", action="store_true", help="no stage-0 evaluation")
@@ -368,14 +404,20 @@ def main() -> None:
         summary["after_sft_detail"] = held_out(model, tokenizer, args, split, "after_sft")
         summary["stage_seconds"]["eval_after_sft"] = time.perf_counter() - start
         write(summary, out, t0)
-    if args.grpo_updates:
+    arms = [("grpo", "after", args.curriculum)]
+    if args.both_arms:
+        arms.append(("grpo_other_arm", "after_other_arm", not args.curriculum))
+    for key, stage, use_curriculum in arms if args.grpo_updates else []:
         start = time.perf_counter()
-        agent = run_grpo(model, tokenizer, args, split, summary)
-        summary["stage_seconds"]["grpo"] = time.perf_counter() - start
+        start_model = copy.deepcopy(model) if args.both_arms else model  # both from the SFT model
+        agent = run_grpo(start_model, tokenizer, args, split, summary, use_curriculum, key)
+        summary["stage_seconds"][key] = time.perf_counter() - start
         write(summary, out, t0)
         start = time.perf_counter()
-        summary["after_detail"] = held_out(agent.model, tokenizer, args, split, "after")
-        summary["stage_seconds"]["eval_after"] = time.perf_counter() - start
+        summary[f"{stage}_detail"] = held_out(agent.model, tokenizer, args, split, stage)
+        summary["stage_seconds"][f"eval_{stage}"] = time.perf_counter() - start
+        agent.close()
+        write(summary, out, t0)
     write(summary, out, t0)
     print(json.dumps({k: summary.get(k) for k in ("heldout_n", "before", "after_sft", "after",
                                                    "ci95_after", "minutes")}), flush=True)

@@ -131,6 +131,9 @@ def test_dynamic_sampling_drops_all_equal_groups(monkeypatch) -> None:
     batch, adv, stats = agent.collect_batch()
     assert stats["rollout/groups_dropped_equal"] >= 1
     assert stats["rollout/sampling_rounds"] == 2
+    # Every sampled group is counted, dropped or kept (what a plain GRPO run pays for nothing).
+    assert stats["rollout/sampled_groups"] == 4
+    assert stats["rollout/equal_groups"] == stats["rollout/groups_dropped_equal"] >= 1
     assert batch.num_rows == len(adv) and torch.all(adv.view(-1, 2).abs().sum(1) > 0)
 
 
