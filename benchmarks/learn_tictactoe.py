@@ -18,6 +18,7 @@ on purpose: it asks for safe play, which is what win-or-draw against random rewa
 ``--sft-games N`` first fine-tunes the tiny LM (the ``sft`` agent, TRL's SFT format) on N
 games in which minimax (random tie-breaks) plays the LM's seat against the random player, the
 SFT -> RL recipe of the tools issue; GRPO against ``--minimax-share`` then starts from it.
+``--sft-teacher ordered`` breaks minimax's ties in a fixed order, so every board has one move.
 
     python benchmarks/learn_tictactoe.py --minimax-share 0,0.3,0.6 --timesteps 60000
     python benchmarks/learn_tictactoe.py --minimax-share 0 --shaping blunder --timesteps 60000
@@ -51,9 +52,11 @@ from llm_gym.agents.sft_algorithm import SFTConfig  # noqa: E402
 from llm_gym.agents.tournament import run_tournament  # noqa: E402
 from llm_gym.envs.multiagent.games import game_rules  # noqa: E402
 from llm_gym.envs.multiagent.policies import (  # noqa: E402
+    _TTT_LINES,
     AgentPolicy,
     MinimaxPolicy,
     Turn,
+    _board_from_planes,
     _ttt_after,
     _ttt_value,
     random_policy,
@@ -76,6 +79,27 @@ class PartlyMinimax:
         if turn.rng.random() < self.share:
             return self.minimax(turn)
         return random_policy(turn)
+
+
+class OrderedMinimax:
+    """Minimax with fixed tie-breaks: a move that wins now, else the first best cell of ORDER.
+
+    One board, one move: SFT then imitates a function of the board rather than a spread over
+    equally good cells (``MinimaxPolicy`` breaks ties at random, so its games teach a mixture).
+    """
+
+    ORDER = (4, 0, 2, 6, 8, 1, 3, 5, 7)  # centre, corners, edges
+
+    def __call__(self, turn: Turn) -> int:
+        board = _board_from_planes(turn.observation["observation"])
+        legal = [m for m in self.ORDER if turn.legal[m]]
+        after = {m: _ttt_after(board, m) for m in legal}
+        wins_now = [m for m in legal if any(all(after[m][i] == 2 for i in line)
+                                            for line in _TTT_LINES)]
+        if wins_now:
+            return wins_now[0]
+        values = {m: -_ttt_value(after[m]) for m in legal}
+        return max(legal, key=lambda m: (values[m], -legal.index(m)))
 
 
 class BlunderPenalty:
@@ -106,7 +130,7 @@ class BlunderPenalty:
         return float(min(0, after - before))
 
 
-def minimax_games(count: int, seed: int) -> list[dict]:
+def minimax_games(count: int, seed: int, teacher: str = "random-ties") -> list[dict]:
     """``count`` conversations (TRL's SFT format) in which minimax plays the LM's seat.
 
     Each game is the env's own conversation: its opening, then per move minimax's cell as the
@@ -115,7 +139,8 @@ def minimax_games(count: int, seed: int) -> list[dict]:
     import gymnasium as gym
 
     env = gym.make(ENV_ID, constrained=True).unwrapped
-    tok, minimax, rows = env.tokenizer, MinimaxPolicy(), []
+    tok, rows = env.tokenizer, []
+    minimax = OrderedMinimax() if teacher == "ordered" else MinimaxPolicy()
     rng = np.random.default_rng(seed)
     for game in range(count):
         env.reset(seed=seed * 100_000 + game)
@@ -141,7 +166,7 @@ def minimax_games(count: int, seed: int) -> list[dict]:
 
 def train_and_play(share: float, timesteps: int, lr: float, prompts: int, games: int,
                    seed: int, shaping: str = "none", sft_games: int = 0, sft_epochs: int = 3,
-                   size: tuple[int, int] = (64, 2)) -> dict:
+                   size: tuple[int, int] = (64, 2), teacher: str = "random-ties") -> dict:
     """Train against ``PartlyMinimax(share)``, then the tournament against random and minimax.
 
     ``size`` is the tiny LM's (hidden size, layers); (64, 2) is ``model="tiny"``.
@@ -155,8 +180,8 @@ def train_and_play(share: float, timesteps: int, lr: float, prompts: int, games:
         start = time.perf_counter()
         sft = SFTAgent(ENV_ID, model, SFTConfig(learning_rate=1e-3, batch_size=16,
                                                 num_train_epochs=sft_epochs),
-                       data=minimax_games(sft_games, seed), env_kwargs={"constrained": True},
-                       seed=seed)
+                       data=minimax_games(sft_games, seed, teacher),
+                       env_kwargs={"constrained": True}, seed=seed)
         sft.learn(sft_games * sft_epochs)
         sft_s = time.perf_counter() - start
         model = sft.model
@@ -186,7 +211,8 @@ def train_and_play(share: float, timesteps: int, lr: float, prompts: int, games:
         "train_win_rate_last_quarter": float(np.mean(wins[-quarter:])) if wins else None,
         "vs": rows, "win_or_draw_vs_random": rows["random"]["win"] + rows["random"]["draw"],
         "model": {"hidden_size": size[0], "layers": size[1]}, "sft_games": sft_games,
-        "sft_epochs": sft_epochs, "sft_s": round(sft_s, 1), "after_sft_vs_random": sft_vs_random,
+        "sft_epochs": sft_epochs, "sft_teacher": teacher, "sft_s": round(sft_s, 1),
+        "after_sft_vs_random": sft_vs_random,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     }
 
@@ -221,6 +247,9 @@ def main() -> None:
     parser.add_argument("--sft-games", type=int, default=0,
                         help="first fine-tune on this many games minimax plays (0: no SFT)")
     parser.add_argument("--sft-epochs", type=int, default=3)
+    parser.add_argument("--sft-teacher", choices=("random-ties", "ordered"), default="random-ties",
+                        help="minimax's tie-breaks in the SFT games: at random, or a fixed order "
+                             "(a win now first, then centre, corners, edges)")
     parser.add_argument("--size", default="64,2",
                         help="the tiny LM's hidden size and layers (64,2 is model 'tiny')")
     parser.add_argument("--quick", action="store_true", help="smoke run (not a result)")
@@ -233,7 +262,7 @@ def main() -> None:
     for share in (float(s) for s in args.minimax_share.split(",")):
         row = train_and_play(share, args.timesteps, args.lr, args.prompts, args.games, args.seed,
                              args.shaping, args.sft_games, args.sft_epochs,
-                             tuple(int(v) for v in args.size.split(",")))
+                             tuple(int(v) for v in args.size.split(",")), args.sft_teacher)
         rows.append(row)
         vs_r, vs_m = row["vs"]["random"], row["vs"]["minimax"]
         if row["after_sft_vs_random"] is not None:
@@ -249,6 +278,7 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         name = "runs" + (f"_{args.shaping}" if args.shaping != "none" else "") + (
             f"_sft{args.sft_games}" if args.sft_games else "") + (
+            "_ordered" if args.sft_teacher == "ordered" else "") + (
             f"_size{args.size.replace(',', 'x')}" if args.size != "64,2" else "") + ".json"
         (args.out / name).write_text(json.dumps(
             {"date": time.strftime("%Y-%m-%d"), "env": ENV_ID, "model": "tiny",
