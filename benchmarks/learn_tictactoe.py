@@ -99,7 +99,7 @@ class OrderedMinimax:
         if wins_now:
             return wins_now[0]
         values = {m: -_ttt_value(after[m]) for m in legal}
-        return max(legal, key=lambda m: (values[m], -legal.index(m)))
+        return max(legal, key=values.__getitem__)  # max keeps the first best: ORDER breaks ties
 
 
 class BlunderPenalty:
